@@ -24,6 +24,8 @@ _EXPORTS = {
     "param_groups": "leap_fx.lifecycle",
     "fold": "leap_fx.lifecycle",
     "freeze": "leap_fx.lifecycle",
+    "owners": "leap_fx.lifecycle",
+    "densities": "leap_fx.lifecycle",
     "LeapRegularizer": "leap_fx.regularizer",
     "Plan": "passes.plan",
     "analyze": "passes.families",

@@ -1,0 +1,49 @@
+"""LEAP's density regulariser with adaptive coefficient (paper Sec. 3.2, Eq. 5 and Eq. 7).
+
+``R(sigma) = sum_i k(sigma_i) n_i / sum_i n_i`` over the LeapScores owners of a prepared model, where
+``n_i`` counts the weight elements an owner governs (a tied head counts its q/k/v/out elements once,
+through its single owner). Weights LEAP does not mask (excluded embeddings, heads) are not counted.
+
+``L_reg = (R - R_t)^2`` if ``R >= R_t`` else 0 (Eq. 5);
+``lambda = max(lambda_max * L_reg / (1 - R_t)^2, lambda_min)`` (Eq. 7), detached (footnote 4).
+Calling the regulariser returns ``lambda * L_reg`` (grad flows to every sigma) and stores the floats
+``.R``, ``.L_reg`` and ``.lam`` for logging.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from leap_fx.lifecycle import owners
+
+
+class LeapRegularizer:
+    def __init__(self, model: nn.Module, target_density: float, lambda_max: float = 160.0,
+                 lambda_min: float = 10.0):
+        if not 0.0 < float(target_density) <= 1.0:
+            raise ValueError(f"target_density={target_density} is outside (0, 1]: pass the fraction to keep")
+        if lambda_min > lambda_max:
+            raise ValueError(f"lambda_min={lambda_min} > lambda_max={lambda_max}: swap them")
+        self.owners = list(owners(model).values())
+        if not self.owners:
+            raise ValueError("model has no LEAP masks: call leap_fx.prepare(model, config) first")
+        self.target = float(target_density)
+        self.lambda_max, self.lambda_min = float(lambda_max), float(lambda_min)
+        self.total = float(sum(o.count for o in self.owners))
+        self.R = self.L_reg = self.lam = float("nan")
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config) -> "LeapRegularizer":
+        return cls(model, config.target_density, config.lambda_max, config.lambda_min)
+
+    def remaining(self) -> torch.Tensor:
+        """R(sigma): count-weighted mean of k(sigma_i) (differentiable in sigma)."""
+        return sum(o.k() * o.count for o in self.owners) / self.total
+
+    def __call__(self) -> torch.Tensor:
+        R = self.remaining()
+        L = torch.clamp(R - self.target, min=0.0) ** 2  # Eq. 5 (0 below target)
+        gap = (1.0 - self.target) ** 2
+        lam = self.lambda_min if gap == 0 else max(self.lambda_max * float(L.detach()) / gap, self.lambda_min)
+        self.R, self.L_reg, self.lam = float(R.detach()), float(L.detach()), float(lam)  # Eq. 7, detached
+        return lam * L
