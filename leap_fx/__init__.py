@@ -27,10 +27,12 @@ _EXPORTS = {
     "owners": "leap_fx.lifecycle",
     "densities": "leap_fx.lifecycle",
     "LeapRegularizer": "leap_fx.regularizer",
+    "TrainConfig": "leap_fx.train.state",
     "Plan": "passes.plan",
     "analyze": "passes.families",
     "strip": "passes.strip",
     "export_onnx": "passes.export",
+    "ParityError": "passes.export",
     "save_slim": "passes.slim_io",
     "load_slim": "passes.slim_io",
 }

