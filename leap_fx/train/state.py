@@ -1,0 +1,133 @@
+"""Training state on disk: ``TrainConfig`` (JSON), atomic checkpoints and the JSONL history."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+HISTORY = "history.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :func:`leap_fx.train.train` (defaults follow the LEAP paper's App. A)."""
+
+    method: str = "leap"            # leap | magnitude | movement | dense
+    epochs: float = 2.0
+    batch_size: int = 32
+    lr: float = 3e-5                # weights (App. A)
+    mask_lr: Optional[float] = None  # S and sigma; None = auto (see methods.auto_mask_lr), App. A: 1e-2
+    sigma_beta1: float = 0.0        # Adam beta1 of sigma (see methods.split_sigma_group); paper: 0.9
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1       # linear LR warmup, then linear decay to 0
+    alpha: float = 0.9              # Eq. 8: (1 - alpha) CE + alpha KD
+    kd_temperature: float = 2.0     # tau of the KD softmax
+    max_grad_norm: Optional[float] = 1.0
+    log_every: int = 10
+    eval_every: int = 0             # steps; 0 = at the end of every epoch
+    checkpoint_every: int = 0       # steps; 0 = at the end of every epoch (needs out_dir)
+    eval_batch_size: int = 128
+    group_by_length: bool = True    # batches of similar length: less padding (resume stays exact)
+    seed: int = 17                  # App. A
+    max_steps: Optional[int] = None  # stop (and end every schedule) after this many steps
+    prune_warmup_ratio: float = 0.1   # baselines: t_0 of the cubic schedule (Eq. 1)
+    prune_cooldown_ratio: float = 0.2  # baselines: t_c of Eq. 1
+    prune_every: int = 1              # magnitude: rescore every N steps
+    fold: bool = True                 # bake masks into plain weights at the end
+
+    def __post_init__(self):
+        from .methods import METHOD_NAMES
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}: use one of {list(METHOD_NAMES)}")
+        if self.batch_size < 1 or self.epochs <= 0:
+            raise ValueError(f"need batch_size >= 1 and epochs > 0, got {self.batch_size}, {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps={self.max_steps} must be >= 1 (or None for full epochs)")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha={self.alpha} must be in [0, 1]")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.prune_warmup_ratio + self.prune_cooldown_ratio >= 1.0:
+            raise ValueError("prune_warmup_ratio + prune_cooldown_ratio must be < 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> "TrainConfig":
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            with open(text_or_path) as fh:
+                text = fh.read()
+        return cls.from_dict(json.loads(text))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str, model, optimizer, scheduler, step: int, extra: Optional[dict] = None) -> None:
+    """Model + optimizer + scheduler + RNG + step, written to a temp file then ``os.replace``d."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": int(step),
+             "extra": extra or {}}
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote; returns the checkpoint dict (``step``, ``extra``)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state
+
+
+class History:
+    """JSONL log of training records; on resume, records after the checkpoint step are dropped."""
+
+    def __init__(self, out_dir: Optional[str]):
+        self.path = os.path.join(out_dir, HISTORY) if out_dir else None
+        self.records: list[dict] = []
+
+    def resume(self, step: int) -> None:
+        if self.path and os.path.exists(self.path):
+            with open(self.path) as fh:
+                recs = [json.loads(line) for line in fh if line.strip()]
+            self.records = [r for r in recs if r.get("step", 0) <= step]
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def reset(self) -> None:
+        self.records = []
+        if self.path and os.path.exists(self.path):
+            os.remove(self.path)
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        if self.path:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
