@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import math
+
 from typing import Optional
 
 import torch
@@ -109,14 +111,22 @@ class LeapTrainer(Trainer):
         self._total_steps = num_training_steps
         super().create_optimizer_and_scheduler(num_training_steps)
 
+    def _planned_steps(self) -> int:
+        """Optimizer steps of the run (transformers 5 creates the optimizer before it tells us)."""
+        a = self.args
+        if a.max_steps and a.max_steps > 0:
+            return int(a.max_steps)
+        per_epoch = max(1, len(self.get_train_dataloader()) // max(1, a.gradient_accumulation_steps))
+        return max(1, math.ceil(per_epoch * a.num_train_epochs))
+
     def create_optimizer(self, model=None):
         import leap_fx
         from .methods import auto_mask_lr, split_sigma_group
         if self.optimizer is None:
             a = self.args
+            steps = self._total_steps if self._total_steps > 1 else self._planned_steps()
             mask_lr = self.mask_lr if self.mask_lr is not None else \
-                auto_mask_lr(self.leap_config, self._total_steps,
-                             a.get_warmup_steps(self._total_steps) / max(1, self._total_steps))
+                auto_mask_lr(self.leap_config, steps, a.get_warmup_steps(steps) / max(1, steps))
             model = model if model is not None else self.model
             groups = split_sigma_group(leap_fx.param_groups(model, lr=a.learning_rate, mask_lr=mask_lr,
                                                             weight_decay=a.weight_decay),

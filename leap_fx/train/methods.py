@@ -29,7 +29,7 @@ def auto_mask_lr(leap_config, total_steps: int, warmup_ratio: float = 0.1) -> fl
     r = min(max(leap_config.target_density, 1e-6), 1 - 1e-6)
     t = leap_config.temperature
     travel = leap_config.sigma0 - t * math.log(r / (1 - r))
-    w, x = warmup_ratio, 0.6
+    w, x = min(max(warmup_ratio, 0.0), 0.5), 0.6  # a warmup over half the run is clamped
     area = w / 2 + ((1 - w) ** 2 - (1 - x) ** 2) / (2 * (1 - w))  # ∫ multiplier over [0, 0.6]
     return max(PAPER_MASK_LR, 4.5 * travel / (area * max(1, total_steps)))
 
@@ -89,6 +89,13 @@ class Method:
         """Bake masks into plain weights (fold)."""
         return model
 
+    def state_dict(self, model: nn.Module) -> dict:
+        """Method state that is not in the model's state_dict (saved in checkpoints)."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        """Restore :meth:`state_dict` after a checkpoint load."""
+
 
 class MaskedMethod(Method):
     """Shared by LEAP and the baselines: LeapMask parametrizations registered by ``leap_fx.prepare``."""
@@ -138,7 +145,7 @@ class LeapMethod(MaskedMethod):
     def mask_lr(self) -> float:
         if self.config.mask_lr is not None:
             return self.config.mask_lr
-        return auto_mask_lr(self.leap_config, self.total_steps, self.config.warmup_ratio)
+        return self.config.mask_lr_scale * auto_mask_lr(self.leap_config, self.total_steps, self.config.warmup_ratio)
 
     def setup(self, model):
         super().setup(model)
@@ -173,6 +180,15 @@ class ScheduledMethod(MaskedMethod):
             owner.fixed_k = d
             owner.sigma.requires_grad_(False)
         return {"scheduled_density": d}
+
+    def state_dict(self, model):
+        """The scheduled ``fixed_k`` of every owner: the magnitude baseline re-ranks under the
+        previous step's mask, so a resumed run needs it before its first step."""
+        return {"fixed_k": {key: o.fixed_k for key, o in self.owners(model).items()}}
+
+    def load_state_dict(self, model, state):
+        for key, k in state.get("fixed_k", {}).items():
+            self.owners(model)[key].fixed_k = k
 
     def finish(self, model):
         d = self.density_at(self.total_steps)

