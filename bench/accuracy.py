@@ -131,7 +131,8 @@ class Bench:
         keep = {k: v for k, v in opts.items() if k not in OPTION_FREE}
         if row.method == "dense":  # the teacher ignores the pruning fields
             for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "mask_lr",
-                      "temperature", "lambda_max", "lambda_min", "alpha", "student_init"):
+                      "temperature", "lambda_max", "lambda_min", "alpha", "student_init", "score_init",
+                      "mask_lr_scale"):
                 keep.pop(k)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
         return json.loads(json.dumps(keep))

@@ -19,6 +19,9 @@ from Appendix A for that reason, both measured on MiniLM-L6 / Rotten Tomatoes (q
 - ``lambda_min`` (Eq. 7): near the target lambda sits at lambda_min and sigma's task gradient wins,
   so R stalled at 0.43 (lambda_min 10) / 0.333 (40); 80 reaches 0.302 (test acc 0.643, dense 0.758).
 The full mode uses the same scale, i.e. the same sigma travel per fraction of the run.
+- ``score_init="magnitude"``: S starts from a |W| prior (``pipeline_setup.warm_start_scores``) instead
+  of zeros; with zero S the first Top-K masks are arbitrary and 200 steps cannot recover: quick
+  hybrid 0.3 test accuracy 0.585 (= majority) with zero S, 0.715 with the prior (dense 0.7575).
 """
 from __future__ import annotations
 
