@@ -101,12 +101,10 @@ def _prune(args) -> int:
     from leap_fx.train.distributed import init_from_env, shutdown
     init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
     try:
-        report = run_prune(options)
+        report = run_prune(options)  # prints the summary table
     finally:
         shutdown()
-    if report.get("status") == "complete" and not report.get("timing"):
-        print(f"run in {report['options']['out']} is already complete (report.json)")
-    return 0
+    return 0 if report.get("status") in ("complete", "worker") else 1
 
 
 def _add_analyze(sub) -> None:

@@ -166,7 +166,9 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None) -
         data = setup.load_data(opts)
     setup.validate(opts)  # bad input fails here, before anything is written to out
     done = dist.on_main(setup.prepare_out_dir, out, opts)
-    if done is not None:
+    if done is not None:  # --resume of a finished run: its report, nothing re-run
+        if dist.is_main:
+            print(f"run in {out} is already complete:\n{summary_table(done)}", flush=True)
         return done
     with clock.stage("dense teacher"):
         model, tokenizer, teacher, teacher_info = setup.dense_teacher(opts, data, model, tokenizer, teacher,

@@ -120,7 +120,7 @@ def test_analyze_prints_the_plan(tiny_model_dir, capsys):
 
 def test_options_file_is_read_and_overridden(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("leap_fx.pipeline.run_prune", lambda o: seen.setdefault("o", o) and {"timing": 1})
+    monkeypatch.setattr("leap_fx.pipeline.run_prune", lambda o: seen.setdefault("o", o) and {"status": "complete"})
     path = tmp_path / "options.json"
     path.write_text(json.dumps(PruneOptions(target_density=0.2, epochs=4).to_dict()))
     assert cli.main(["prune", "--options", str(path), "--epochs", "3", "--quick"]) == 0
