@@ -27,6 +27,7 @@ GRANULARITY_PRESETS: dict[str, dict[str, str]] = {
 
 TIED = {"head": "attention", "neuron": "ffn"}  # tied granule -> family kind it applies to
 SIGMA_GRADS = ("chain", "ste")
+RATIOS = ("kept", "soft")  # R(sigma) from the granules Top-K keeps, or from k(sigma) itself (Eq. 5)
 DEFAULT_EXCLUDE = ("*classifier*", "*embed*", "*pooler*", "*lm_head*", "*score*",
                    "*qa_outputs*", "*wte*", "*wpe*")
 _BLOCK = re.compile(r"^(\d+)x(\d+)$")
@@ -58,6 +59,7 @@ class LeapConfig:
     lambda_max: float = 160.0         # Eq. 7
     lambda_min: float = 10.0          # Eq. 7
     sigma_grad: str = "chain"         # "chain" (with k'(sigma)) or "ste" (authors' code); see mask.py
+    ratio: str = "kept"               # R counts kept granules ceil(k n)/n ("kept") or k ("soft"); regularizer.py
     include: tuple[str, ...] = ("*",)          # fnmatch patterns on module FQN
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # fnmatch patterns on module FQN
 
@@ -80,6 +82,8 @@ class LeapConfig:
             raise ValueError(f"lambda_min={self.lambda_min} must be >= 0")
         if self.sigma_grad not in SIGMA_GRADS:
             raise ValueError(f"sigma_grad={self.sigma_grad!r}: use one of {SIGMA_GRADS}")
+        if self.ratio not in RATIOS:
+            raise ValueError(f"ratio={self.ratio!r}: use one of {RATIOS}")
         g = self.granules()
         for role, spec in g.items():
             kind, _ = parse_granule(spec)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from fnmatch import fnmatch
-from typing import Iterator, Optional
+from typing import Iterator
 
 import torch
 from torch import nn

@@ -17,6 +17,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch.fx import Node
 
+from passes.forward_inputs import split_inputs, unknown_inputs
+
 
 _PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.original0?$")
 
@@ -25,21 +27,13 @@ class TraceError(ValueError):
     """``torch.export`` could not trace the model with the given example inputs."""
 
 
-def split_inputs(example_inputs) -> tuple[tuple, dict]:
-    """``dict`` -> kwargs, ``tuple``/``list`` -> args, ``Tensor`` -> one arg."""
-    if isinstance(example_inputs, dict):
-        return (), dict(example_inputs)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs), {}
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,), {}
-    raise TypeError(f"example_inputs must be a dict of forward kwargs, a tuple of positional args, or a "
-                    f"single Tensor; got {type(example_inputs).__name__}")
-
-
 def trace(model: torch.nn.Module, example_inputs) -> torch.export.ExportedProgram:
     """``torch.export.export(model, args, kwargs, strict=False)`` in eval mode under no_grad."""
     args, kwargs = split_inputs(example_inputs)
+    bad, accepted = unknown_inputs(model, kwargs)
+    if bad:
+        raise TraceError(f"example inputs {bad} are not parameters of {type(model).__name__}.forward, which "
+                         f"accepts {accepted}; rename or drop those keys (e.g. labels are not needed to trace)")
     was_training = model.training
     model.eval()
     try:

@@ -265,8 +265,16 @@ def test_untraceable_model_error():
     with pytest.raises(AnalyzeError, match="torch.export failed.*data-dependent"):
         analyze(DataDependent(), torch.ones(2, 4))
     model, inputs = models.hand_block()
-    with pytest.raises(AnalyzeError, match="torch.export failed.*example inputs"):
+    with pytest.raises(AnalyzeError, match=r"\['input_ids'\] are not parameters of .*accepts \['x'\]"):
         analyze(model, {"input_ids": inputs["x"]})
+
+
+def test_unknown_input_key_named_before_tracing():
+    """A typo in an HF input key is named with the accepted keys (forward takes **kwargs: Unpack[...])."""
+    model, inputs = models.bert()
+    bad = dict(inputs, atention_mask=inputs["attention_mask"])
+    with pytest.raises(AnalyzeError, match=r"\['atention_mask'\].*accepts \[.*'attention_mask'"):
+        analyze(model, bad)
 
 
 def test_bad_input_types():

@@ -116,9 +116,10 @@ def test_apply_masks_zeroes_exactly_the_dropped_granules(speedup):
 
 
 def test_distribute_respects_caps_and_total(speedup):
-    counts = speedup._distribute(100, [64, 64, 10], [1.2, 0.8, 1.0])
+    from bench._random_masks import _distribute
+    counts = _distribute(100, [64, 64, 10], [1.2, 0.8, 1.0])
     assert sum(counts) == 100 and all(1 <= c <= cap for c, cap in zip(counts, [64, 64, 10]))
-    assert speedup._distribute(3, [64, 64, 64], [1, 1, 1]) == [1, 1, 1]
+    assert _distribute(3, [64, 64, 64], [1, 1, 1]) == [1, 1, 1]
 
 
 def test_time_batch_refuses_graphs_that_disagree_with_torch(speedup, monkeypatch):

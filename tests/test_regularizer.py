@@ -25,7 +25,7 @@ def _two_layer(k1, k2, T=1.0):
 
 def test_eq5_eq7_above_target_with_detached_lambda():
     model, own = _two_layer(0.9, 0.5)
-    reg = LeapRegularizer(model, 0.3, lambda_max=160.0, lambda_min=10.0)
+    reg = LeapRegularizer(model, 0.3, lambda_max=160.0, lambda_min=10.0, ratio="soft")
     out = reg()
     R = (0.9 * 24 + 0.5 * 8) / 32  # 0.8
     L = (R - 0.3) ** 2
@@ -51,7 +51,7 @@ def test_eq5_below_target_is_zero_and_lambda_min():
 
 def test_eq7_lambda_clamped_at_lambda_min():
     model, _ = _two_layer(0.9, 0.5)  # R = 0.8
-    reg = LeapRegularizer(model, 0.75, lambda_max=160.0, lambda_min=10.0)
+    reg = LeapRegularizer(model, 0.75, lambda_max=160.0, lambda_min=10.0, ratio="soft")
     out = reg()
     assert 160.0 * 0.05 ** 2 / 0.25 ** 2 < 10.0  # raw Eq. 7 value 6.4 is below lambda_min
     assert reg.lam == 10.0 and out.item() == pytest.approx(10.0 * 0.05 ** 2, rel=1e-4)
@@ -60,7 +60,7 @@ def test_eq7_lambda_clamped_at_lambda_min():
 
 
 def test_tied_owner_counts_elements_once_and_from_config():
-    cfg = LeapConfig(0.4, "structured", lambda_max=80.0, lambda_min=5.0)
+    cfg = LeapConfig(0.4, "structured", lambda_max=80.0, lambda_min=5.0, ratio="soft")
     model = prepare(tiny_bert(), cfg, bert_plan())
     reg = LeapRegularizer.from_config(model, cfg)
     assert reg.lambda_max == 80.0 and reg.lambda_min == 5.0 and reg.target == 0.4
@@ -77,10 +77,53 @@ def test_tied_owner_counts_elements_once_and_from_config():
 def test_fixed_k_owner_counts_but_gets_no_grad():
     model, own = _two_layer(0.9, 0.5)
     own["1.weight"].fixed_k = 0.25
-    reg = LeapRegularizer(model, 0.3)
+    reg = LeapRegularizer(model, 0.3, ratio="soft")
     reg().backward()
     assert reg.R == pytest.approx((0.9 * 24 + 0.25 * 8) / 32, abs=1e-6)
     assert own["1.weight"].sigma.grad is None and own["0.weight"].sigma.grad.item() > 0
+
+
+def test_kept_ratio_counts_topk_granules_with_soft_gradient():
+    """ratio="kept": R's value is ceil(k g)/g per owner (what the mask keeps), its gradient is Eq. 5's."""
+    cfg = LeapConfig(0.25, "structured", ratio="kept")
+    model = prepare(tiny_bert(), cfg, bert_plan())  # 4 heads per layer, 64 neurons per layer
+    own = owners(model)
+    att0 = own["bert.encoder.layer.0.attention"]
+    with torch.no_grad():
+        for o in own.values():
+            o.sigma.fill_(o.temperature * math.log(0.3 / 0.7))  # k = 0.3 everywhere
+    kept = LeapRegularizer.from_config(model, cfg)
+    soft = LeapRegularizer(model, 0.25, cfg.lambda_max, cfg.lambda_min, ratio="soft")
+    out_kept = kept()
+    assert soft() is not None and soft.R == pytest.approx(0.3, abs=1e-6)
+    # heads: ceil(0.3 * 4) = 2 of 4 = 0.5; neurons: ceil(0.3 * 64) = 20 of 64 = 0.3125
+    att_n, ffn_n = 4 * 32 * 32, 2 * 32 * 64
+    expected = (0.5 * att_n + 20 / 64 * ffn_n) / (att_n + ffn_n)
+    assert kept.R == pytest.approx(expected, abs=1e-6)
+    d = densities(model)  # the masks keep exactly what kept R counts
+    assert d["bert.encoder.layer.0.attention.self.query.weight"] == pytest.approx(0.5)
+    assert d["bert.encoder.layer.0.intermediate.dense.weight"] == pytest.approx(20 / 64)
+    out_kept.backward()
+    g_kept = att0.sigma.grad.clone()
+    for o in own.values():
+        o.sigma.grad = None
+    # same slope dR/dsigma, scaled by the (different) lambda * 2 (R - R_t) factor
+    soft_out = soft()
+    soft_out.backward()
+    ratio = (kept.lam * (kept.R - 0.25)) / (soft.lam * (soft.R - 0.25))
+    assert g_kept.item() == pytest.approx(att0.sigma.grad.item() * ratio, rel=1e-4)
+
+
+def test_kept_ratio_reaches_target_where_soft_stops_a_head_above():
+    """Below-target k with coarse granules: soft R says 'done' while the masks still keep more."""
+    model = prepare(tiny_bert(), LeapConfig(0.3, "structured"), bert_plan())
+    with torch.no_grad():
+        for o in owners(model).values():
+            o.sigma.fill_(o.temperature * math.log(0.29 / 0.71))  # k = 0.29: 2 of 4 heads, 19 of 64 neurons
+    soft = LeapRegularizer(model, 0.3, ratio="soft")
+    kept = LeapRegularizer(model, 0.3, ratio="kept")
+    assert soft().item() == 0.0 and soft.R < 0.3
+    assert kept().item() > 0.0 and kept.R > 0.3
 
 
 def test_bad_arguments():
@@ -92,6 +135,8 @@ def test_bad_arguments():
         LeapRegularizer(model, 0.5, lambda_max=1.0, lambda_min=2.0)
     with pytest.raises(ValueError, match="prepare"):
         LeapRegularizer(nn.Linear(2, 2), 0.5)
+    with pytest.raises(ValueError, match="kept"):
+        LeapRegularizer(model, 0.5, ratio="hard")
 
 
 def test_regularizer_drives_toy_model_to_target():

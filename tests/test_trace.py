@@ -30,8 +30,10 @@ def test_trace_restores_training_mode_and_returns_program():
 
 
 def test_trace_error_names_the_fix():
-    with pytest.raises(TraceError, match="torch.export failed.*example inputs"):
+    with pytest.raises(TraceError, match=r"\['not_an_arg'\] are not parameters of Linear.forward.*\['input'\]"):
         trace(nn.Linear(4, 4), {"not_an_arg": torch.zeros(1, 4)})
+    with pytest.raises(TraceError, match="torch.export failed.*example inputs"):
+        trace(nn.Linear(4, 4), (torch.zeros(1, 4), torch.zeros(1, 4)))  # one arg too many
 
 
 def test_projections_of_bert_map_to_parameters():

@@ -9,40 +9,17 @@
 """
 from __future__ import annotations
 
-import inspect
-import typing
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 from torch import nn
 
-
-def accepted_inputs(model: nn.Module) -> Optional[list[str]]:
-    """Keyword names ``model.forward`` accepts, or None when it takes arbitrary ``**kwargs``."""
-    try:
-        params = inspect.signature(model.forward).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    names = []
-    for p in params:
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            names.append(p.name)
-        elif p.kind is p.VAR_KEYWORD:
-            ann = p.annotation
-            args = typing.get_args(ann) if typing.get_origin(ann) is typing.Unpack else ()
-            keys = getattr(args[0], "__annotations__", None) if args else None
-            if not keys:
-                return None  # plain **kwargs: anything goes
-            names.extend(k for k in keys if k not in names)
-    return names
+from passes.forward_inputs import accepted_inputs, unknown_inputs  # noqa: F401 (re-exported)
 
 
 def check_forward_inputs(model: nn.Module, names: Iterable[str], what: str = "the data") -> None:
     """Raise ``ValueError`` if an input name is not a parameter of ``model.forward``."""
-    accepted = accepted_inputs(model)
-    if accepted is None:
-        return
-    bad = [n for n in names if n not in accepted]
+    bad, accepted = unknown_inputs(model, names)
     if bad:
         raise ValueError(f"{what} has input(s) {bad} that {type(model).__name__}.forward does not accept; "
                          f"it accepts {accepted}. Rename or drop those keys (labels go under 'labels').")
