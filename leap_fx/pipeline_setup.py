@@ -201,13 +201,9 @@ def configs(opts, data):
 
 
 def effective_mask_lr(train_cfg, leap_cfg, steps: int) -> float:
-    """The S/sigma learning rate the run trains with (``mask_lr=None``: the loop's choice)."""
-    from leap_fx.train.methods import PAPER_MASK_LR, auto_mask_lr
-    if train_cfg.mask_lr is not None:
-        return float(train_cfg.mask_lr)
-    if train_cfg.method != "leap":
-        return PAPER_MASK_LR
-    return float(train_cfg.mask_lr_scale * auto_mask_lr(leap_cfg, steps, train_cfg.warmup_ratio))
+    """The S/sigma learning rate the run trains with: the training method's own choice."""
+    from leap_fx.train.methods import make_method
+    return float(make_method(train_cfg, leap_cfg, None, steps).mask_lr())
 
 
 def warm_start_scores(model, leap_cfg, plan, mask_lr: float, prior_steps: float = SCORE_PRIOR_STEPS) -> dict:

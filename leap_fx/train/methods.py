@@ -69,6 +69,10 @@ class Method:
     def setup(self, model: nn.Module) -> None:
         """Prepare ``model`` (register masks); must be idempotent-safe before a checkpoint load."""
 
+    def mask_lr(self) -> float:
+        """Learning rate of S and σ (App. A: 1e-2 unless the config sets one)."""
+        return PAPER_MASK_LR if self.config.mask_lr is None else self.config.mask_lr
+
     def param_groups(self, model: nn.Module) -> list[dict]:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.config.lr,
                  "weight_decay": self.config.weight_decay}]
@@ -116,9 +120,6 @@ class MaskedMethod(Method):
     def owners(self, model):
         from leap_fx.lifecycle import owners
         return owners(model)
-
-    def mask_lr(self) -> float:
-        return PAPER_MASK_LR if self.config.mask_lr is None else self.config.mask_lr
 
     def param_groups(self, model):
         import leap_fx
