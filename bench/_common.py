@@ -78,11 +78,15 @@ def paired_ratio_median(base: Sequence[float], other: Sequence[float]) -> float:
     return float(statistics.median(b / o for b, o in zip(base, other)))
 
 
-def format_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]]) -> str:
-    """Plain-text table; ``columns`` are ``(key, header, format spec)``."""
+def format_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]], markdown: bool = False) -> str:
+    """Plain-text (or GitHub markdown) table; ``columns`` are ``(key, header, format spec)``."""
     cells = [[h for _, h, _ in columns]]
     for row in rows:
         cells.append([format(row[k], spec) if spec else str(row[k]) for k, _, spec in columns])
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in columns) + "|")
+        return "\n".join(lines)
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

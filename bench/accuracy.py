@@ -38,9 +38,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from bench._common import (ORT_SETTINGS, environment, format_table, interleaved_latency,  # noqa: E402
+from bench._common import (ORT_SETTINGS, environment, interleaved_latency,  # noqa: E402
                            machine_load, ort_feed, ort_session, paired_ratio_median, summarize,
                            write_json)
+from bench.accuracy_table import table  # noqa: E402
 from leap_fx import pipeline_setup as setup  # noqa: E402
 from leap_fx.pipeline import PruneOptions, run_prune  # noqa: E402
 
@@ -230,29 +231,6 @@ def run_row(bench: Bench, row: Row) -> dict:
         result["onnx_speedup"] = onnx_speedup(bench, result["onnx"], result["flops_fraction"])
     return {"row": row.name, "method": row.method, "granularity": row.granularity, "status": "complete",
             **result, "settings": bench.settings(row)}
-
-
-COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "density", ".3f"),
-           ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),
-           ("params_m", "params M", ".2f"), ("flops_fraction", "enc FLOPs", ".3f"),
-           ("speedup", "ORT speedup", ""), ("minutes", "min", ".1f")]
-
-
-def table(rows: list[dict], current=None) -> str:
-    """Completed rows; a row not in ``current`` (run with other settings) is marked ``*``."""
-    shown = []
-    for r in rows:
-        if r.get("status") != "complete":
-            continue
-        sp = r.get("onnx_speedup")
-        mark = "" if current is None or r["row"] in current else " *"
-        shown.append({**r, "row": r["row"] + mark, "params_m": r["params"] / 1e6,
-                      "minutes": (r.get("wall_s") or 0) / 60,
-                      "speedup": f"{sp['speedup']:.2f} (ideal {sp['ideal']:.2f})" if sp else "-"})
-    text = format_table(shown, COLUMNS)
-    if any(s["row"].endswith(" *") for s in shown):
-        text += "\n* kept from an earlier run with other settings (see 'settings' in the JSON)"
-    return text
 
 
 def load_previous(path: str) -> dict:

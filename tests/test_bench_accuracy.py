@@ -95,3 +95,24 @@ def test_second_call_skips_rows_and_changed_settings_rerun(bench_run, monkeypatc
     assert rows["magnitude-unstructured-0.3"]["settings"]["epochs"] == 3
     assert rows["leap-structured-0.5"] == json.loads(json.dumps(first["rows"][1]))  # kept as it was
     assert "leap-structured-0.5 *" in capsys.readouterr().out  # marked: other settings
+
+
+def test_table_script_merges_files_in_readme_order(bench_run, tmp_path, capsys):
+    from bench import accuracy_table
+    folder = bench_run[0]
+    saved = json.loads((folder / "accuracy.json").read_text())
+    dense, leap, mag = saved["rows"][:3]  # split into two files, low density first
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps({**saved, "rows": [mag, dense]}))
+    second.write_text(json.dumps({**saved, "rows": [leap, dense]}))  # same dense row twice: merged
+    text = accuracy_table.main([str(first), str(second), "--markdown"])
+    lines = text.splitlines()
+    assert lines[0].startswith("| row | target | achieved density") and set(lines[1]) <= {"|", "-"}
+    assert [ln.split(" | ")[0].strip("| ") for ln in lines[2:]] == ["dense", leap["row"], mag["row"]]
+    assert f"{leap['onnx_speedup']['speedup']:.2f}x" in lines[3] and lines[4].split(" | ")[7] == "-"
+    assert capsys.readouterr().out.strip() == text
+    second.write_text(json.dumps({**saved, "rows": [{**dense, "settings": {"seed": 1}}]}))
+    with pytest.raises(ValueError, match="different settings"):
+        accuracy_table.main([str(first), str(second)])
+    with pytest.raises(ValueError, match="no such file"):
+        accuracy_table.main([str(tmp_path / "none.json")])

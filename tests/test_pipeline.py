@@ -5,7 +5,6 @@ import os
 import random
 
 import pytest
-import torch
 
 from leap_fx import pipeline_setup as setup
 from leap_fx.pipeline import MODES, PruneOptions, run_prune
