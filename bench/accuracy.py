@@ -19,6 +19,7 @@ model is timed against the dense one, interleaved (``bench._common``), at batch 
 sequence length and 2 onnxruntime threads. Rows already in ``--out`` with the same settings are
 skipped, so an interrupted bench continues where it stopped (``--fresh`` re-runs them); a row killed
 mid-training resumes from its checkpoint in ``<work-dir>/<row>``.
+``bench/accuracy_table.py`` re-prints the table from one or more result files (``--markdown``).
 """
 from __future__ import annotations
 
