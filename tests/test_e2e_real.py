@@ -1,6 +1,6 @@
 """The --quick pipeline on the real model (MiniLM-L6) and real data (Rotten Tomatoes), end to end.
 
-Two runs of ``leap-fx prune --quick`` (about 2.5 min each on 2 idle cores, teacher fine-tune included):
+Two runs of ``leap-fx prune --quick`` (about 3 min each on 2 cores; the second reuses the first's cached teacher):
 
 - the defaults (LEAP ``hybrid`` at 30 %): density within 1 pt, parity, accuracy above the majority class;
 - ``structured`` (heads + neurons: the path that strips and exports a smaller graph), same 1-pt bound.
@@ -16,10 +16,16 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def quick_run(tmp_path, *extra):
+@pytest.fixture(scope="module")
+def teacher_cache(tmp_path_factory):
+    """One teacher cache for both runs: the first fine-tunes the dense teacher, the second reuses it."""
+    return str(tmp_path_factory.mktemp("teacher-cache"))
+
+
+def quick_run(tmp_path, cache, *extra):
     out = tmp_path / "run"
     res = subprocess.run([sys.executable, "-m", "leap_fx", "prune", "--quick", "--quiet", "--out", str(out),
-                          "--cache-dir", str(tmp_path / "cache"), *extra],
+                          "--cache-dir", cache, *extra],
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "achieved density" in res.stdout  # the summary table is printed even with --quiet
@@ -31,16 +37,16 @@ def quick_run(tmp_path, *extra):
     return report
 
 
-def test_quick_prune_defaults_on_real_data(tmp_path):
-    report = quick_run(tmp_path)
+def test_quick_prune_defaults_on_real_data(tmp_path, teacher_cache):
+    report = quick_run(tmp_path, teacher_cache)
     assert report["options"]["granularity"] == "hybrid"
     target = report["options"]["target_density"]
     assert abs(report["density"]["achieved"] - target) <= 0.01, report["density"]
     assert report["density"]["nonzero_in_plan"] == pytest.approx(report["density"]["achieved"], abs=1e-6)
 
 
-def test_quick_prune_structured_strips_on_real_data(tmp_path):
-    report = quick_run(tmp_path, "--granularity", "structured")
+def test_quick_prune_structured_strips_on_real_data(tmp_path, teacher_cache):
+    report = quick_run(tmp_path, teacher_cache, "--granularity", "structured")
     target = report["options"]["target_density"]
     assert abs(report["density"]["achieved"] - target) <= 0.01, report["density"]
     assert report["parameters"]["slim"] < report["parameters"]["dense"]  # heads/neurons really removed
