@@ -5,17 +5,12 @@ import shlex
 import pytest
 
 from bench import main_job
-from tests.conftest import tiny_bert
-from tests.test_pipeline import write_tiny_corpus
+from tests.test_cli import tiny_model_dir  # noqa: F401  (fixture: a saved tiny BERT + tokenizer, a tiny CSV)
 
 
 @pytest.fixture(scope="module")
-def tiny_args(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mainjob")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+def tiny_args(tiny_model_dir):
+    folder, csv_path, model_dir = tiny_model_dir
     args = ["--model", str(model_dir), "--data", csv_path, "--text-column", "review", "--label-column", "sentiment",
             "--max-length", "16", "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
             "--granularity", "structured", "--target-density", "0.5", "--epochs", "1", "--teacher-epochs", "6"]
