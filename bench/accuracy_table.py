@@ -57,8 +57,7 @@ def merged_rows(paths) -> list[dict]:
                 continue
             seen[r["row"]] = (path, r)
             rows.append(r)
-    order = {id(r): i for i, r in enumerate(rows)}
-    return sorted(rows, key=lambda r: (r.get("method") != "dense", -float(r.get("target", 1.0)), order[id(r)]))
+    return sorted(rows, key=lambda r: (r.get("method") != "dense", -float(r.get("target", 1.0))))  # stable
 
 
 def main(argv=None) -> str:

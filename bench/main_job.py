@@ -24,6 +24,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench._common import environment, format_table, machine_load, write_json  # noqa: E402
+from leap_fx.report import live_of_total  # noqa: E402
 
 BUDGET_S = {"quick": 300.0, "full": 1800.0}
 MODE_ARGS = {"quick": ["--quick"], "full": []}
@@ -55,18 +56,15 @@ def _stage(stages: dict, prefix: str) -> float:
     return sum(v for k, v in stages.items() if k.startswith(prefix))
 
 
-def summarize(mode: str, wall_s: float, report: dict) -> dict:
-    """One row from a finished job's ``report.json``."""
+def summarize(report: dict) -> dict:
+    """The numbers of one finished job's ``report.json`` that the table shows."""
     stages = report["timing"]["stages_s"]
-    heads = report["structure"]["heads"]
-    return {"mode": mode, "status": "complete", "wall_s": round(wall_s, 1), "budget_s": BUDGET_S[mode],
-            "within_budget": wall_s <= BUDGET_S[mode], "report_total_s": report["timing"]["total_s"],
-            "stages_s": stages, "teacher_s": _stage(stages, "dense teacher"), "prune_s": _stage(stages, "train"),
+    return {"status": "complete", "report_total_s": report["timing"]["total_s"], "stages_s": stages,
+            "teacher_s": _stage(stages, "dense teacher"), "prune_s": _stage(stages, "train"),
             "train_examples": report["data"]["train"], "steps": report["train"]["steps"],
             "target": report["density"]["target"], "density": report["density"]["achieved"],
             "dense_test": report["accuracy"]["dense"]["test"], "pruned_test": report["accuracy"]["pruned"]["test"],
-            "majority_test": report["data"]["majority_test"],
-            "heads": f"{sum(h['live'] for h in heads)}/{sum(h['before'] for h in heads)}",
+            "majority_test": report["data"]["majority_test"], "heads": live_of_total(report["structure"]["heads"]),
             "parity": report["onnx"]["parity_max_abs_diff"], "granularity": report["options"]["granularity"]}
 
 
@@ -78,13 +76,14 @@ def run_mode(mode: str, args) -> dict:
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - t0
-    base = {"mode": mode, "command": shlex.join(["leap-fx", *cmd[3:]]), "wall_s": round(wall, 1)}
+    base = {"mode": mode, "command": shlex.join(["leap-fx", *cmd[3:]]), "wall_s": round(wall, 1),
+            "budget_s": BUDGET_S[mode], "within_budget": wall <= BUDGET_S[mode]}
     report_path = os.path.join(out, "report.json")
     if res.returncode != 0 or not os.path.isfile(report_path):
         tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
         return {**base, "status": "failed", "returncode": res.returncode, "error": " | ".join(tail)}
     with open(report_path) as fh:
-        return {**summarize(mode, wall, json.load(fh)), **base}
+        return {**base, **summarize(json.load(fh))}
 
 
 def table(rows: list[dict]) -> str:

@@ -183,6 +183,11 @@ def kept_structure(summary, plan) -> dict[str, list[dict]]:
     return out
 
 
+def live_of_total(rows: list[dict]) -> str:
+    """``"live/before"`` summed over the per-layer rows of ``kept_structure`` (e.g. ``"55/72"`` heads)."""
+    return f"{sum(r['live'] for r in rows)}/{sum(r['before'] for r in rows)}"
+
+
 def majority_rate(labels) -> float:
     """Accuracy of always predicting the most frequent label."""
     labels = [int(x) for x in labels]
@@ -218,10 +223,8 @@ def summary_table(report: dict) -> str:
                                            f"{_fmt(pruned.get('validation'))}"),
         ("test acc dense -> pruned (ORT)", f"{_fmt(dense.get('test'))} -> {_fmt(pruned.get('test'))}"
                                           f"  (majority {_fmt(report.get('data', {}).get('majority_test'))})"),
-        ("heads kept", f"{sum(h['live'] for h in heads)}/{sum(h['before'] for h in heads)}  per layer "
-                       + " ".join(str(h["live"]) for h in heads)),
-        ("neurons kept", f"{sum(n['live'] for n in neurons)}/{sum(n['before'] for n in neurons)}  per layer "
-                         + " ".join(str(n["live"]) for n in neurons)),
+        ("heads kept", f"{live_of_total(heads)}  per layer " + " ".join(str(h["live"]) for h in heads)),
+        ("neurons kept", f"{live_of_total(neurons)}  per layer " + " ".join(str(n["live"]) for n in neurons)),
         ("parameters dense -> slim", f"{par.get('dense')} -> {par.get('slim')}"),
         ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
                                         f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
