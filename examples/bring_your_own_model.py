@@ -15,17 +15,13 @@ import argparse
 import json
 import math
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from a checkout without installing
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import leap_fx  # noqa: E402
-from leap_fx.lifecycle import owners  # noqa: E402
-from passes.export import first_tensor  # noqa: E402
+import leap_fx
+from leap_fx.masks import owners
+from passes.export import first_tensor
 
 
 def vit(size: dict):
@@ -70,8 +66,9 @@ def run(name: str, size: dict, out: str, keep: float = 0.5, seed: int = 0) -> di
         masked = first_tensor(model(**example)).numpy()  # logits of the masked (dense-shaped) model
     params = sum(p.numel() for p in model.parameters())
 
-    slim = leap_fx.strip(model, plan, example)
-    print(slim.leap_strip_summary.table())
+    slim = model
+    report = leap_fx.strip(slim, plan, example)  # self-checked: outputs before == after
+    print(report.table())
     export = leap_fx.export_onnx(slim, example, os.path.join(out, f"{name}.onnx"))
 
     import onnxruntime as ort
@@ -82,7 +79,7 @@ def run(name: str, size: dict, out: str, keep: float = 0.5, seed: int = 0) -> di
     print(f"{name}: params {params} -> {slim_params}; onnxruntime(slim) vs PyTorch(masked) max |diff| "
           f"{diff:.2e}; {export.path}\n")
     return {"params": params, "slim_params": slim_params, "max_abs_diff": diff, "onnx": export.path,
-            "kept": {k: len(v["kept"]) for k, v in slim.leap_strip_summary.families.items()}}
+            "kept": {k: len(v["kept"]) for k, v in report.families.items()}}
 
 
 def main(argv=None) -> dict:

@@ -21,8 +21,6 @@ from typing import Optional
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -48,11 +46,12 @@ def _record_grads(model, sink: list):
     """Append the σ gradients (and per-owner sums of |grad S|) the optimizer sees at every step."""
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    from leap_fx.lifecycle import owners
+    from leap_fx.masks import owners
 
     def hook(optimizer, args, kwargs):
         own = owners(model)
-        sink.append({"sigma": {k: float(o.sigma.grad) for k, o in own.items() if o.sigma.grad is not None},
+        sink.append({"sigma": {k: float(o.sigma.grad) for k, o in own.items()
+                               if getattr(o, "sigma", None) is not None and o.sigma.grad is not None},
                      "scores_abs": {k: float(o.scores.grad.abs().sum()) for k, o in own.items()
                                     if o.scores.grad is not None}})
     return register_optimizer_step_pre_hook(hook)
@@ -82,7 +81,7 @@ def _hang_in_save(n: int, ready: str):
 
 
 def _start_step(train_dir: str) -> int:
-    from leap_fx.train.state import CHECKPOINT, read_checkpoint
+    from leap_fx.train.checkpoint import CHECKPOINT, read_checkpoint
     path = os.path.join(train_dir, CHECKPOINT)
     return read_checkpoint(path)["step"] if os.path.exists(path) else 0
 
@@ -91,10 +90,10 @@ def run(out: str, steps: int = 24, checkpoint_every: int = 4, method: str = "lea
         granularity: str = "hybrid", batch_size: int = 16, n: int = 100, step_delay: float = 0.0,
         hang_at_save: int = 0, log_every: int = 1, stop_after: Optional[int] = None,
         extra_unused: bool = False) -> dict:
-    import leap_fx
+    from leap_fx.methods import config_class
     from leap_fx.train import TrainConfig, train
     from leap_fx.train.distributed import Dist
-    from leap_fx.lifecycle import owners
+    from leap_fx.masks import owners
 
     dist = Dist.current()
     model, teacher = tiny_bert(0), tiny_bert(1)
@@ -103,23 +102,23 @@ def run(out: str, steps: int = 24, checkpoint_every: int = 4, method: str = "lea
     _slow_steps(model, step_delay)
     if hang_at_save:
         _hang_in_save(hang_at_save, os.path.join(out, "saving"))
-    cfg = TrainConfig(method=method, epochs=100, max_steps=steps, batch_size=batch_size, lr=1e-3,
+    cfg = TrainConfig(epochs=100, max_steps=steps, batch_size=batch_size, lr=1e-3,
                       log_every=log_every, eval_every=1000, checkpoint_every=checkpoint_every, fold=False)
-    leap = leap_fx.LeapConfig(target_density=0.3, granularity=granularity, block_size=8)
+    method_config = config_class(method)(target_density=0.3, granularity=granularity, block_size=8)
     grads: list = []
     handle = _record_grads(model, grads)
     start = _start_step(os.path.join(out, "train"))
-    res = train(model, teacher, toy_data(n), None, cfg, leap, out_dir=os.path.join(out, "train"), quiet=True,
+    res = train(model, teacher, toy_data(n), None, cfg, method_config, out_dir=os.path.join(out, "train"), quiet=True,
                 stop_after=stop_after)
     handle.remove()
     result = {"world": dist.world, "step": res.metrics["step"], "density": res.metrics.get("density"),
               "history": [r for r in res.history if r["type"] == "train"],
-              "sigma": {k: float(o.sigma.detach()) for k, o in owners(res.model).items()},
+              "sigma": {k: float(o.sigma.detach()) for k, o in owners(res.model).items() if hasattr(o, "sigma")},
               "scores_abs": {k: float(o.scores.detach().abs().sum()) for k, o in owners(res.model).items()},
               "grads": {start + i + 1: g for i, g in enumerate(grads)}}
     if dist.is_main:
-        from leap_fx.train.state import atomic_write_text
-        atomic_write_text(os.path.join(out, "result.json"), json.dumps(result))
+        from passes.io import write_text
+        write_text(os.path.join(out, "result.json"), json.dumps(result))
     return result
 
 

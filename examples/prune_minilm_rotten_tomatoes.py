@@ -9,20 +9,17 @@ first 800 reviews of each split (a few minutes); without it the whole training s
 from __future__ import annotations
 
 import argparse
-import json
 import copy
+import json
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-import leap_fx  # noqa: E402
-from leap_fx.data import iterate_batches, load_rotten_tomatoes  # noqa: E402
-from leap_fx.train import TrainConfig, onnx_accuracy, train  # noqa: E402
-from leap_fx.train.teacher import train_teacher  # noqa: E402
+import leap_fx
+from leap_fx.data import iterate_batches, load_rotten_tomatoes
+from leap_fx.run.onnx_eval import onnx_accuracy
+from leap_fx.train import TrainConfig, train
+from leap_fx.train.teacher import train_teacher
 
 QUICK_LIMIT = 800  # reviews per split in --quick mode
 
@@ -41,8 +38,7 @@ def main(argv=None) -> dict:
     data = load_rotten_tomatoes(seed=0, limit=QUICK_LIMIT if args.quick else None)
 
     # 2. dense teacher, fine-tuned once and cached (~/.cache/leap-fx or $LEAP_FX_CACHE)
-    teacher_cfg = TrainConfig(method="dense", epochs=1 if args.quick else 2, batch_size=batch, lr=5e-5,
-                              alpha=0.0, fold=False)
+    teacher_cfg = TrainConfig(epochs=1 if args.quick else 2, batch_size=batch, lr=5e-5, alpha=0.0, fold=False)
     teacher = train_teacher(data=data, max_length=max_length, config=teacher_cfg)
     print(f"teacher: validation accuracy {teacher.metrics['val_accuracy']:.4f}"
           f"{' (cached)' if teacher.cached else ''}")
@@ -55,14 +51,14 @@ def main(argv=None) -> dict:
 
     # 4. LEAP: learnable thresholds + scores, adaptive regulariser (Eq. 5-7), KD alpha=0.9 (Eq. 8)
     leap_cfg = leap_fx.LeapConfig(target_density=args.target_density, granularity="hybrid")
-    cfg = TrainConfig(method="leap", epochs=2, batch_size=batch, alpha=0.9, log_every=10)
+    cfg = TrainConfig(epochs=2, batch_size=batch, alpha=0.9, log_every=10)
     result = train(student, teacher.model, data.train, data.validation, cfg, leap_cfg, plan,
                    out_dir=os.path.join(args.out, "train"))  # folded at the end: masks -> zeros
     print(f"achieved density {result.metrics['density']:.4f} (target {args.target_density})")
 
     # 5. strip empty heads / neurons exactly, export, check parity, score in onnxruntime
-    slim = leap_fx.strip(result.model, plan, example)
-    print(slim.leap_strip_summary.table())
+    slim = result.model
+    print(leap_fx.strip(slim, plan, example).table())  # self-checked on the example inputs
     export = leap_fx.export_onnx(slim, example, os.path.join(args.out, "model.onnx"))
     acc = onnx_accuracy(export.path, data.test)
     print(f"ONNX {export.path}: parity {max(export.max_abs_diff.values()):.2e}, "

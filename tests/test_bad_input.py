@@ -22,8 +22,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import leap_fx
 from leap_fx.train import TrainConfig, train
-from leap_fx.train.checks import accepted_inputs, check_forward_inputs
-from leap_fx.train.state import read_checkpoint
+from leap_fx.train.checks import check_forward_inputs
+from passes.analyze.inputs import accepted_inputs
+from leap_fx.train.checkpoint import read_checkpoint
 from tests import models
 from tests.conftest import tiny_bert
 from tests.test_train import toy_data
@@ -32,7 +33,7 @@ LEAP = leap_fx.LeapConfig(target_density=0.5)
 
 
 def _cfg(**kw):
-    return TrainConfig(**{**dict(method="leap", max_steps=10, batch_size=16, checkpoint_every=1,
+    return TrainConfig(**{**dict(max_steps=10, batch_size=16, checkpoint_every=1,
                                  eval_every=100), **kw})
 
 
@@ -40,7 +41,7 @@ def _cfg(**kw):
 @pytest.mark.parametrize("what", ["scores", "sigma"])
 def test_non_finite_scores_or_sigma_stop_at_their_step(what, tmp_path):
     """The loss stays finite at the bad step: only the S / σ check can catch it."""
-    from leap_fx.lifecycle import owners
+    from leap_fx.masks import owners
     model = tiny_bert()
     calls = {"n": 0}
 
@@ -51,7 +52,7 @@ def test_non_finite_scores_or_sigma_stop_at_their_step(what, tmp_path):
             getattr(owner, what).data.view(-1)[0] = float("nan")
     handle = register_optimizer_step_post_hook(poison)
     try:
-        with pytest.raises(FloatingPointError, match=rf"non-finite LEAP.*\.{what}'.*after step 3:.*"
+        with pytest.raises(FloatingPointError, match=rf"non-finite mask parameters.*\.{what}'.*after step 3:.*"
                                                      rf"last good checkpoint: .*checkpoint.pt"):
             train(model, None, toy_data(), None, _cfg(), LEAP, out_dir=str(tmp_path), quiet=True)
     finally:
@@ -78,7 +79,7 @@ def test_non_finite_gradient_stops_before_the_update(tmp_path):
 
 
 def test_inf_sigma_at_the_first_step_without_out_dir():
-    from leap_fx.lifecycle import owners
+    from leap_fx.masks import owners
     model = tiny_bert()
 
     def blow_up(optimizer, args, kwargs):
@@ -131,7 +132,7 @@ def test_labels_the_model_cannot_predict(labels, match, tmp_path):
 
 
 def test_block_size_not_dividing_a_matrix(tmp_path):
-    with pytest.raises(ValueError, match=r"LEAP block '5x5' does not divide weight .* Fix: choose a "
+    with pytest.raises(ValueError, match=r"block '5x5' does not divide weight .* Fix: choose a "
                                          r"block_size/granule dividing both dims"):
         train(tiny_bert(), None, toy_data(), None, _cfg(),
               leap_fx.LeapConfig(target_density=0.5, granularity="block", block_size=5),
@@ -184,7 +185,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(corpus, out, **kw):
-    from leap_fx.pipeline import run_prune
+    from leap_fx.run import run_prune
     from tests.test_pipeline import tiny_options
     path, tok = corpus
     return run_prune(tiny_options(path, out, epochs=1, **kw), model=tiny_bert(), tokenizer=tok,
@@ -212,7 +213,7 @@ def test_pipeline_block_not_dividing_fails_before_writing_a_report(corpus, tmp_p
 
 
 def test_pipeline_parity_failure_leaves_no_good_looking_output(corpus, tmp_path, monkeypatch):
-    import passes.export as export_mod
+    import passes.export.parity as export_mod
     real = export_mod.ort_outputs
     monkeypatch.setattr(export_mod, "ort_outputs", lambda s, f: real(s, f) + 0.01)
     out = tmp_path / "out"
@@ -243,7 +244,7 @@ def test_cli_training_errors_are_one_line(error, code, word, monkeypatch, capsys
 
     def boom(options):
         raise error
-    monkeypatch.setattr("leap_fx.pipeline.run_prune", boom)
+    monkeypatch.setattr("leap_fx.run.job.run_prune", boom)
     assert cli.main(["prune", "--out", "x"]) == code
     err = capsys.readouterr().err.strip()
     assert err == f"leap-fx prune: {word}: {error}" and "Traceback" not in err
@@ -253,7 +254,7 @@ def test_pipeline_tokenizer_inputs_the_model_does_not_take(corpus, tmp_path):
     """DistilBERT takes no token_type_ids, which the BERT tokenizer emits: the error names what it takes."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from leap_fx.pipeline import run_prune
+    from leap_fx.run import run_prune
     from tests.test_pipeline import tiny_options
     torch.manual_seed(0)
     cfg = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=48, max_position_embeddings=64,

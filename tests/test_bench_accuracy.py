@@ -33,9 +33,11 @@ def bench_run(tmp_path_factory):
 def test_row_names_and_selection():
     rows = accuracy.all_rows([0.5, 0.3])
     names = [r.name for r in rows]
-    assert len(names) == len(set(names)) == 1 + 2 * (3 + 2)
-    assert names[:2] == ["dense", "leap-structured-0.5"] and "movement-unstructured-0.3" in names
-    assert {r.granularity for r in rows if r.method in accuracy.BASELINES} == {"unstructured"}
+    per_density = sum(len(accuracy.bench_granularities(m)) for m in accuracy.pruning_methods())
+    assert len(names) == len(set(names)) == 1 + 2 * per_density and per_density >= 3 + 2 + 1
+    assert names[0] == "dense" and "leap-structured-0.5" in names and "movement-unstructured-0.3" in names
+    assert "l2-oneshot-structured-0.5" in names  # every registered method gets rows
+    assert {r.granularity for r in rows if r.method in ("magnitude", "movement")} == {"unstructured"}
     picked = accuracy.select(rows, ["dense", "leap-*-0.3"])
     assert [r.name for r in picked] == ["dense", "leap-structured-0.3", "leap-hybrid-0.3",
                                         "leap-unstructured-0.3"]

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from leap_fx import cli
-from leap_fx.pipeline import PruneOptions
+from leap_fx.run import PruneOptions
 from tests.conftest import tiny_bert
 from tests.test_pipeline import write_tiny_corpus
 
@@ -26,8 +26,13 @@ def test_help_documents_every_prune_option(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for f in PruneOptions.__dataclass_fields__:
+        if f == "method_options":  # each method's own options are flags of their own
+            continue
         flag = cli.FLAGS[f][0] if f in cli.FLAGS else "--" + f.replace("_", "-")
         assert flag in text, flag
+    for name in cli.method_option_fields():  # every registered method's options, e.g. LEAP's --temperature
+        assert "--" + name.replace("_", "-") in text, name
+    assert "--temperature" in text and "[leap]" in text
     assert text.count("default") >= 20  # defaults are spelled out
     for command in ("analyze", "export", "eval"):
         with pytest.raises(SystemExit):
@@ -42,7 +47,9 @@ def test_module_entry_point_runs():
 
 @pytest.mark.parametrize("argv, needle", [
     (["prune", "--target-density", "1.5"], "outside (0, 1]"),
-    (["prune", "--granularity", "diagonal", "--data", "nope.csv"], "data file not found"),
+    (["prune", "--granularity", "diagonal", "--data", "nope.csv"], "unknown granularity 'diagonal'"),
+    (["prune", "--data", "nope.csv"], "data file not found"),
+    (["prune", "--method", "magnitude", "--temperature", "8"], "--temperature is an option of leap"),
     (["prune", "--method", "l0"], "invalid choice"),
     (["prune", "--epochs", "two"], "invalid float value"),
     (["eval", "does/not/exist.onnx"], "not found"),
@@ -120,7 +127,7 @@ def test_analyze_prints_the_plan(tiny_model_dir, capsys):
 
 def test_options_file_is_read_and_overridden(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr("leap_fx.pipeline.run_prune", lambda o: seen.setdefault("o", o) and {"status": "complete"})
+    monkeypatch.setattr("leap_fx.run.job.run_prune", lambda o: seen.setdefault("o", o) and {"status": "complete"})
     path = tmp_path / "options.json"
     path.write_text(json.dumps(PruneOptions(target_density=0.2, epochs=4).to_dict()))
     assert cli.main(["prune", "--options", str(path), "--epochs", "3", "--quick"]) == 0

@@ -1,6 +1,7 @@
 import pytest
 
-from leap_fx.config import GRANULARITY_PRESETS, LeapConfig, parse_granule
+from leap_fx.masks.spec import GRANULARITY_PRESETS, parse_granule
+from leap_fx.methods.leap import LeapConfig
 
 
 def test_defaults_and_presets():

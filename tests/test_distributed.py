@@ -94,13 +94,13 @@ def test_two_processes_resume_a_one_process_checkpoint(one_process, tmp_path):
     assert [r["step"] for r in resumed["history"]] == list(range(1, 21))
 
 
-def test_movement_baseline_with_fixed_k_matches(tmp_path):
-    """Movement pruning: σ frozen (``fixed_k`` from the cubic schedule), S learned through DDP; the
+def test_movement_baseline_with_scheduled_k_matches(tmp_path):
+    """Movement pruning: no σ (k from the cubic schedule), S learned through DDP; the
     model also holds a parameter its forward never uses (DDP's find_unused_parameters, detected)."""
     args = ("--method", "movement", "--steps", "12", "--extra-unused")
     one = run_script(tmp_path / "one", *args)
     two = run_script(tmp_path / "two", *args, nproc=2)
-    assert all(not g["sigma"] for g in one["grads"].values())  # σ gets no gradient
+    assert all(not g["sigma"] for g in one["grads"].values())  # no σ: k is scheduled
     for s in map(str, range(1, 13)):
         for k, v in one["grads"][s]["scores_abs"].items():
             assert v > 0 and two["grads"][s]["scores_abs"][k] == pytest.approx(v, rel=1e-5)
@@ -110,18 +110,17 @@ def test_movement_baseline_with_fixed_k_matches(tmp_path):
 
 
 def test_unused_parameters_are_detected_without_side_effects():
-    from leap_fx.lifecycle import owners
+    from leap_fx.masks import owners
     from leap_fx.train.distributed import unused_parameters
-    from leap_fx.train.evaluate import logits_of
+    from leap_fx.train.objective import logits_of
     from tests.conftest import bert_inputs, tiny_bert
     model = leap_fx.prepare(tiny_bert(), leap_fx.LeapConfig(target_density=0.5)).train()
     inputs = bert_inputs()
     state = torch.get_rng_state()
     assert unused_parameters(model, inputs, logits_of) == []  # σ and S are on the forward's path
-    owner = next(iter(owners(model).values()))
-    owner.fixed_k = 0.5  # σ still trainable but no longer used: DDP must be told
-    assert unused_parameters(model, inputs, logits_of) == [
-        n for n, p in model.named_parameters() if p is owner.sigma]
+    assert owners(model)
+    model.extra = torch.nn.Parameter(torch.zeros(3))  # trainable but not on the forward's path
+    assert unused_parameters(model, inputs, logits_of) == ["extra"]
     assert model.training and torch.equal(torch.get_rng_state(), state)
     assert all(p.grad is None for p in model.parameters())
 

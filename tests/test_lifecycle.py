@@ -6,11 +6,11 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from leap_fx.config import LeapConfig
-from leap_fx.lifecycle import _leap_tensors, densities, fold, freeze, owners, param_groups, prepare
-from leap_fx.mask import LeapMask
-from leap_fx.method import LeapPruning
-from passes.plan import AttentionFamily, FeedForwardFamily, Plan, Slice
+from leap_fx.methods.leap import LeapConfig
+from leap_fx.masks import GranuleMask as LeapMask
+from leap_fx.masks import ScheduledTopK, carriers, densities, fold, freeze, owners, param_groups, prepare
+from leap_fx.masks.prune_api import LeapPruning
+from passes.analyze.plan import AttentionFamily, FeedForwardFamily, Plan, Slice
 from tests.conftest import bert_inputs, tiny_bert
 
 K0 = 1 / (1 + math.exp(-5.0))
@@ -102,7 +102,8 @@ def _randomize(model, seed=0, k=0.6):
     for o in owners(model).values():
         with torch.no_grad():
             o.scores.copy_(torch.randn(o.scores.shape, generator=g))
-            o.sigma.fill_(o.temperature * math.log(k / (1 - k)))
+            if hasattr(o, "sigma"):
+                o.sigma.fill_(o.temperature * math.log(k / (1 - k)))
 
 
 # -- presets at init --------------------------------------------------------------------------------
@@ -119,7 +120,7 @@ def test_init_k_and_density_for_every_preset(preset, kw, arch):
     assert own
     for o in own.values():
         assert abs(o.k().item() - K0) < 1e-6
-    by_name = {n: lm for n, _, _, lm in _leap_tensors(model)}
+    by_name = {n: lm for n, _, _, lm in carriers(model)}
     dens = densities(model)
     assert set(dens) == set(by_name) and len(dens) == (12 if arch == "bert" else 8)
     for name, d in dens.items():
@@ -319,7 +320,7 @@ def test_param_groups_dedup_tied_owners():
 
 def _train(model, steps, seed=1):
     opt = torch.optim.Adam(param_groups(model, lr=1e-3, mask_lr=1e-2))
-    from leap_fx.regularizer import LeapRegularizer
+    from leap_fx.methods.leap_regularizer import LeapRegularizer
     reg = LeapRegularizer(model, 0.5)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -361,7 +362,7 @@ def test_leapmask_is_the_registered_parametrization():
 
 
 def test_structured_prepare_with_analyzed_plan_matches_hand_plan():
-    from passes.families import analyze
+    from passes.analyze import analyze
     model = tiny_bert()
     plan = analyze(model, bert_inputs())
     geo = lambda p: {f: [(s.fqn, s.param, s.axis, s.start, s.size, s.role) for s in fam.slices]
@@ -383,9 +384,10 @@ def test_plan_that_does_not_fit_the_model_is_a_value_error():
         prepare(tiny_bert(), LeapConfig(0.5, "structured"), gpt2_plan())  # another model's plan
 
 
-def test_freeze_fixed_k_owner_and_deepcopy_keeps_ties():
+def test_freeze_scheduled_owner_and_deepcopy_keeps_ties():
     import copy
-    model = prepare(tiny_bert(), LeapConfig(0.5, "structured"), bert_plan())
+    from leap_fx.methods.movement import MovementConfig
+    model = prepare(tiny_bert(), MovementConfig(0.5, "structured"), bert_plan())
     _randomize(model)
     clone = copy.deepcopy(model)
     co = owners(clone)["bert.encoder.layer.0.attention"]
@@ -393,7 +395,8 @@ def test_freeze_fixed_k_owner_and_deepcopy_keeps_ties():
     o = clone.bert.encoder.layer[0].attention.output.dense.parametrizations.weight[0]
     assert q.owners[0] is co and o.owners[0] is co  # the tie survives copying
     for ow in owners(model).values():
-        ow.fixed_k = 0.25  # movement-pruning baseline style: k from a schedule, not sigma
+        assert isinstance(ow, ScheduledTopK)
+        ow.set_k(0.25)  # movement-pruning baseline style: k from a schedule, not sigma
     x = bert_inputs()
     with torch.no_grad():
         before = model(**x).logits

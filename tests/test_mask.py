@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from leap_fx.mask import LeapMask, LeapScores, keep_count, topk_mask
+from leap_fx.masks import GranuleMask as LeapMask, LeapScores, ScheduledTopK, keep_count, topk_mask
 
 K0 = 1 / (1 + math.exp(-5.0))  # sigmoid(5): k at init (sigma = 5T)
 
@@ -46,14 +46,16 @@ def test_scores_init_k_and_density():
     assert 0 <= d - o.k().item() < 1 / n
 
 
-def test_fixed_k_overrides_sigma_and_blocks_its_grad():
-    o = LeapScores((10,), temperature=2.0, fixed_k=0.3)
+def test_scheduled_topk_keeps_k_set_from_outside_and_trains_only_scores():
+    o = ScheduledTopK((10,))
+    o.set_k(0.3)
     o.scores.data.normal_()
-    assert o.k().item() == pytest.approx(0.3)
+    assert o.expected_density().item() == pytest.approx(0.3)
     m = o.mask()
     assert m.sum().item() == 3
     (m * torch.arange(10.0)).sum().backward()
-    assert o.sigma.grad is None and o.scores.grad is not None
+    assert not o.k.requires_grad and o.scores.grad is not None
+    assert "k" in o.state_dict()  # the schedule's k travels with checkpoints
 
 
 def _block_setup(sigma_grad, T=2.0):

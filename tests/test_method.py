@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from leap_fx.method import LeapPruning, leap_prune
+from leap_fx.masks.prune_api import LeapPruning, leap_prune
 
 
 def _sigma_for(k, T=1.0):

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from leap_fx import pipeline_setup as setup
-from leap_fx.pipeline import MODES, PruneOptions, run_prune
+from leap_fx.data import load_data
+from leap_fx.run import MODES, PruneOptions, run_prune
 from tests.conftest import tiny_bert
 
 POS = "good great fine nice superb lovely".split()
@@ -165,20 +165,20 @@ def test_model_without_tokenizer_or_wrong_labels(corpus, tmp_path):
 def test_data_file_split_and_subsets(corpus, tmp_path):
     path, _ = corpus
     o = tiny_options(path, tmp_path)
-    data = setup.load_data(o)
+    data = load_data(o)
     sizes = [len(s) for _, s in data.items()]
     assert sizes == [128, 16, 16]
     texts = [set(zip(s.texts, range(len(s)))) for _, s in data.items()]
     assert data.label_names == ["neg", "pos"]
-    again = setup.load_data(o)
+    again = load_data(o)
     assert again.test.texts == data.test.texts  # deterministic
-    small = setup.load_data(tiny_options(path, tmp_path, max_train_examples=50, max_eval_examples=5))
+    small = load_data(tiny_options(path, tmp_path, max_train_examples=50, max_eval_examples=5))
     assert [len(s) for _, s in small.items()] == [50, 5, 5]
     assert set(small.train.texts) <= set(data.train.texts)
     assert texts
     with pytest.raises(ValueError, match="both --validation-data and --test-data"):
-        setup.load_data(tiny_options(path, tmp_path, validation_data=path))
+        load_data(tiny_options(path, tmp_path, validation_data=path))
     one = tmp_path / "one.csv"
     one.write_text("review,sentiment\n" + "".join(f"x{i},pos\n" for i in range(20)))
     with pytest.raises(ValueError, match="single label"):
-        setup.load_data(tiny_options(str(one), tmp_path))
+        load_data(tiny_options(str(one), tmp_path))

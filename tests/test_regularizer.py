@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from leap_fx.config import LeapConfig
-from leap_fx.lifecycle import densities, owners, param_groups, prepare
-from leap_fx.regularizer import LeapRegularizer
+from leap_fx.methods.leap import LeapConfig
+from leap_fx.masks import densities, owners, param_groups, prepare
+from leap_fx.methods.leap_regularizer import LeapRegularizer
 from tests.conftest import tiny_bert
 from tests.test_lifecycle import bert_plan
 
@@ -74,13 +74,19 @@ def test_tied_owner_counts_elements_once_and_from_config():
     assert reg.R == pytest.approx(K0 + (0.5 - K0) * 4096 / reg.total, abs=1e-6)
 
 
-def test_fixed_k_owner_counts_but_gets_no_grad():
-    model, own = _two_layer(0.9, 0.5)
-    own["1.weight"].fixed_k = 0.25
+def test_scheduled_owner_counts_but_gets_no_grad():
+    from leap_fx.masks import ScheduledTopK
+    cfg = LeapConfig(0.5, temperature=1.0, exclude=())
+    mixed = lambda shape, key, dev: ScheduledTopK(shape, key=key) if key == "1.weight" else cfg.make_owner(shape, key, dev)  # noqa: E731
+    model = prepare(nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 2)), cfg, owner=mixed)
+    own = owners(model)
+    with torch.no_grad():
+        own["0.weight"].sigma.fill_(math.log(0.9 / 0.1))
+    own["1.weight"].set_k(0.25)
     reg = LeapRegularizer(model, 0.3, ratio="soft")
     reg().backward()
     assert reg.R == pytest.approx((0.9 * 24 + 0.25 * 8) / 32, abs=1e-6)
-    assert own["1.weight"].sigma.grad is None and own["0.weight"].sigma.grad.item() > 0
+    assert own["1.weight"].scores.grad is None and own["0.weight"].sigma.grad.item() > 0
 
 
 def test_kept_ratio_counts_topk_granules_with_soft_gradient():

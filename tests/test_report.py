@@ -1,11 +1,13 @@
-"""report.py / plots.py: counting, densities, kept structure, atomic files, figures."""
+"""run/report.py, run/plots.py, passes/measure.py, passes/io.py: counting, densities, kept structure,
+atomic files, figures."""
 import json
 import os
 
 import pytest
 import torch
 
-from leap_fx import plots, report
+from leap_fx.run import plots, report
+from passes import io, measure
 from tests.conftest import bert_inputs, tiny_bert
 
 LAYERS, HIDDEN, FFN = 2, 32, 64
@@ -20,7 +22,7 @@ def bert_plan():
 
 def test_blocks_are_the_transformer_layers(bert_plan):
     _, plan = bert_plan
-    assert report.blocks(plan) == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
+    assert plan.blocks() == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
 
 
 def test_encoder_flops_match_the_matmul_formula(bert_plan):
@@ -28,29 +30,29 @@ def test_encoder_flops_match_the_matmul_formula(bert_plan):
     seq = 8
     x = bert_inputs(batch=1, seq=seq)
     per_layer = 4 * 2 * seq * HIDDEN * HIDDEN + 2 * 2 * seq * seq * HIDDEN + 2 * 2 * seq * HIDDEN * FFN
-    flops = report.count_flops(model, x, plan)
+    flops = measure.count_flops(model, x, plan)
     assert flops["encoder"] == LAYERS * per_layer
     assert flops["total"] > flops["encoder"]  # pooler + classifier on top
-    assert report.count_flops(model, x)["encoder"] == flops["total"]  # no plan: whole forward
+    assert measure.count_flops(model, x)["encoder"] == flops["total"]  # no plan: whole forward
 
 
 def test_flops_restore_attention_implementation():
     model = tiny_bert()
     model.set_attn_implementation("sdpa")
-    report.count_flops(model, bert_inputs(1, 8))
+    measure.count_flops(model, bert_inputs(1, 8))
     assert model.config._attn_implementation == "sdpa"
 
 
 def test_count_params_dedupes_and_filters(bert_plan):
     model, plan = bert_plan
     total = sum(p.numel() for p in model.parameters())
-    assert report.count_params(model) == total
-    enc = report.count_params(model, report.blocks(plan))
+    assert measure.count_params(model) == total
+    enc = measure.count_params(model, plan.blocks())
     layer = 4 * (HIDDEN * HIDDEN + HIDDEN) + 2 * HIDDEN * FFN + FFN + HIDDEN + 2 * 2 * HIDDEN  # + 2 LayerNorms
     assert enc == LAYERS * layer
     lin = torch.nn.Linear(4, 4)
     tied = torch.nn.Sequential(lin, lin)
-    assert report.count_params(tied) == 20
+    assert measure.count_params(tied) == 20
 
 
 def test_matrix_densities_count_zeros_per_slice(bert_plan):
@@ -91,10 +93,10 @@ def test_majority_rate():
 
 def test_write_json_is_atomic(tmp_path):
     path = str(tmp_path / "r.json")
-    report.write_json(path, {"a": 1, "t": torch.tensor([1.0, 2.0])})
+    io.write_json(path, {"a": 1, "t": torch.tensor([1.0, 2.0])})
     assert json.load(open(path)) == {"a": 1, "t": [1.0, 2.0]}
     with pytest.raises(RuntimeError):
-        with report.atomic_path(path) as tmp:
+        with io.atomic_path(path) as tmp:
             open(tmp, "w").write("half")
             raise RuntimeError("crash mid-write")
     assert json.load(open(path))["a"] == 1          # old content untouched
@@ -104,8 +106,8 @@ def test_write_json_is_atomic(tmp_path):
 def test_read_history(tmp_path):
     p = tmp_path / "history.jsonl"
     p.write_text('{"step": 1, "loss": 2.0}\n\n{"step": 2, "loss": 1.0}\n')
-    assert [r["step"] for r in report.read_history(str(p))] == [1, 2]
-    assert report.read_history(str(tmp_path / "missing.jsonl")) == []
+    assert [r["step"] for r in io.read_jsonl(str(p))] == [1, 2]
+    assert io.read_jsonl(str(tmp_path / "missing.jsonl")) == []
 
 
 def _history(n=20, leap=True):

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import leap_fx
+from leap_fx.methods.magnitude import MagnitudeConfig
 from leap_fx.train import TrainConfig, train
-from leap_fx.train.state import read_checkpoint, save_checkpoint
+from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
 from tests.test_distributed import ROOT, SCRIPT, _env
 from tests.test_train import owners_state, toy_data
 from tests.conftest import tiny_bert
@@ -132,7 +133,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 not a whole checkpoint")
-    cfg = TrainConfig(method="leap", max_steps=2, batch_size=16)
+    cfg = TrainConfig(max_steps=2, batch_size=16)
     with pytest.raises(ValueError, match="checkpoint .* cannot be read.*delete it"):
         train(tiny_bert(), None, toy_data(32), None, cfg, leap_fx.LeapConfig(target_density=0.5),
               out_dir=str(out), quiet=True)
@@ -142,29 +143,29 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 
 def _magnitude(out_dir, **kw):
-    cfg = TrainConfig(method="magnitude", epochs=100, max_steps=14, batch_size=16, lr=1e-3, log_every=3,
-                      checkpoint_every=5, eval_every=100, fold=False, prune_warmup_ratio=0.0,
-                      prune_cooldown_ratio=0.3)
+    cfg = TrainConfig(epochs=100, max_steps=14, batch_size=16, lr=1e-3, log_every=3, checkpoint_every=5,
+                      eval_every=100, fold=False)
     model = tiny_bert()
     res = train(model, None, toy_data(), None, cfg,
-                leap_fx.LeapConfig(target_density=0.3, granularity="block", block_size=8),
+                MagnitudeConfig(target_density=0.3, granularity="block", block_size=8, prune_warmup_ratio=0.0,
+                                prune_cooldown_ratio=0.3),
                 out_dir=out_dir, quiet=True, **kw)
     return model, res
 
 
 def test_baseline_resume_restores_schedule_state_and_log_means(tmp_path, monkeypatch):
-    """Magnitude pruning re-ranks under the previous step's mask (``fixed_k``, not in the state_dict);
-    the log means span the checkpoint (log_every=3, checkpoint_every=5)."""
-    from leap_fx.lifecycle import owners
-    from leap_fx.train.baselines import MagnitudeMethod
+    """Magnitude pruning re-ranks under the previous step's mask (the owners' scheduled ``k``, a buffer
+    in the checkpoint); the log means span the checkpoint (log_every=3, checkpoint_every=5)."""
+    from leap_fx.masks import owners
+    from leap_fx.methods.magnitude import Magnitude
     torch.set_num_threads(1)
-    seen = []  # (step, fixed_k of every owner when that step starts)
-    real = MagnitudeMethod.before_step
+    seen = []  # (step, scheduled k of every owner when that step starts)
+    real = Magnitude.on_step
 
     def spy(self, model, step):
-        seen.append((step, sorted(o.fixed_k for o in owners(model).values())))
+        seen.append((step, sorted(float(o.k) for o in owners(model).values())))
         return real(self, model, step)
-    monkeypatch.setattr(MagnitudeMethod, "before_step", spy)
+    monkeypatch.setattr(Magnitude, "on_step", spy)
     full, res_full = _magnitude(str(tmp_path / "a"))
     uninterrupted = dict(seen)
     seen.clear()
@@ -188,13 +189,14 @@ def test_baseline_resume_restores_schedule_state_and_log_means(tmp_path, monkeyp
 SLOW_CLI = """
 import os, sys, time
 import leap_fx.train as lt
-real = lt.train
+import leap_fx.train.loop as lp
+real = lp.train
 def slow_train(model, *a, **k):
-    config = a[3] if len(a) > 3 else k.get("config")
-    if config is not None and (config.method == "dense") == (os.environ["SLOW"] == "teacher"):
+    method = a[4] if len(a) > 4 else k.get("method")  # None: the dense teacher's fine-tune
+    if (method is None) == (os.environ["SLOW"] == "teacher"):
         model.register_forward_pre_hook(lambda m, args: time.sleep(0.1) if m.training else None)
     return real(model, *a, **k)
-lt.train = slow_train
+lt.train = lp.train = slow_train
 from leap_fx.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -276,7 +278,7 @@ def test_cli_killed_during_the_teacher_fine_tune_resumes_it(cli_setup, cli_refer
 
 
 def test_time_based_checkpoints(tmp_path):
-    cfg = dict(method="leap", epochs=100, max_steps=6, batch_size=16, checkpoint_every=1000, eval_every=1000)
+    cfg = dict(epochs=100, max_steps=6, batch_size=16, checkpoint_every=1000, eval_every=1000)
     leap = leap_fx.LeapConfig(target_density=0.5)
     train(tiny_bert(), None, toy_data(), None, TrainConfig(**cfg), leap, out_dir=str(tmp_path / "a"),
           quiet=True, stop_after=3)

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from passes.slim_io import MANIFEST, WEIGHTS, load_slim, save_slim
+from passes.export.slim_io import MANIFEST, WEIGHTS, load_slim, load_strip_report, save_slim
 from tests import models
 from tests.test_strip import run, stripped
 
@@ -21,9 +21,9 @@ def _same_state(a, b):
 
 @pytest.mark.parametrize("name", list(models.ALL))
 def test_round_trip_every_architecture(name, tmp_path):
-    model, inputs, plan, ref, _ = stripped(name, seed=21, empty_layer=0)
+    model, inputs, plan, ref, _, report = stripped(name, seed=21, empty_layer=0)
     out = tmp_path / "slim"
-    save_slim(model, out, plan=plan)
+    save_slim(model, out, plan=plan, strip_report=report)
     assert sorted(os.listdir(tmp_path)) == ["slim"]  # no temp dir left behind
     assert sorted(os.listdir(out)) == [MANIFEST, WEIGHTS]
     factory = None if name in HF else (lambda: models.ALL[name]()[0])
@@ -31,13 +31,13 @@ def test_round_trip_every_architecture(name, tmp_path):
     _same_state(model, loaded)
     assert torch.equal(run(loaded, inputs), run(model, inputs))
     assert (run(loaded, inputs) - ref).abs().max().item() <= 1e-5
-    kept = {k: v["kept"] for k, v in model.leap_strip_summary.families.items()}
-    assert {k: v["kept"] for k, v in loaded.leap_strip_summary.families.items()} == kept
+    kept = {k: v["kept"] for k, v in report.families.items()}
+    assert {k: v["kept"] for k, v in load_strip_report(out).families.items()} == kept
 
 
 def test_manifest_records_shapes_and_attributes(tmp_path):
-    model, inputs, plan, *_ = stripped("bert", seed=4, empty_layer=1)
-    save_slim(model, tmp_path / "m", plan=plan)
+    model, inputs, plan, *_, report = stripped("bert", seed=4, empty_layer=1)
+    save_slim(model, tmp_path / "m", plan=plan, strip_report=report)
     man = json.loads((tmp_path / "m" / MANIFEST).read_text())
     fam = plan.attention()[1]
     q = man["modules"][fam.q.fqn]["params"]["weight"]["shape"]

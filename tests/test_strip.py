@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from passes.export import first_tensor
-from passes.families import analyze
-from passes.plan import AttentionFamily
+from passes.analyze import analyze
+from passes.analyze.plan import AttentionFamily
 from passes.strip import strip
-from passes.strip_fold import bias_name, indices, tensor
-from passes.strip_mha import SlimMultiheadAttention
+from passes.strip.tensors import bias_name, indices, tensor
+from passes.strip.mha import SlimMultiheadAttention
 from tests import models
 
 HEAD_KINDS = ("out", "v", "qk", "all", "keep")
@@ -98,17 +98,17 @@ def stripped(name, seed=0, empty_layer=None, backend="auto", keep_dense=None):
     n_before = sum(p.numel() for p in model.parameters())
     if keep_dense is not None:
         keep_dense.append(copy.deepcopy(model))
-    strip(model, plan, inputs, backend=backend)
-    return model, inputs, plan, ref, n_before
+    report = strip(model, plan, inputs, backend=backend)
+    return model, inputs, plan, ref, n_before, report
 
 
 @pytest.mark.parametrize("name", list(models.ALL))
 @pytest.mark.parametrize("empty_layer", [0, 1])
 def test_strip_exact_every_architecture(name, empty_layer):
-    model, inputs, plan, ref, n_before = stripped(name, seed=empty_layer + 1, empty_layer=empty_layer)
+    model, inputs, plan, ref, n_before, summary = stripped(name, seed=empty_layer + 1, empty_layer=empty_layer)
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
     assert sum(p.numel() for p in model.parameters()) < n_before
-    summary = model.leap_strip_summary
+    assert summary.max_rel_diff is not None and summary.max_rel_diff <= 1e-5  # strip checked itself
     for fam in plan.families.values():
         rec = summary.families[fam.fqn]
         if fam.layer == empty_layer:  # emptied: one zeroed placeholder granule remains
@@ -136,8 +136,7 @@ def test_folding_paths_change_biases_exactly():
     out_b = tensor(model, att.out.fqn + ".bias").clone()
     down_b = tensor(model, ffn.down.fqn + ".bias").clone()
     ref = run(model, inputs)
-    strip(model, plan)
-    rec = model.leap_strip_summary.families
+    rec = strip(model, plan).families
     assert rec[att.fqn]["kept"] == [2, 3] and rec[att.fqn]["folded"] == [0, 1]
     assert rec[ffn.fqn]["kept"] == list(range(10, 64)) and len(rec[ffn.fqn]["folded"]) == 10
     assert not torch.equal(tensor(model, att.out.fqn + ".bias"), out_b)
@@ -152,8 +151,7 @@ def test_zero_qk_live_v_head_is_kept():
     fam = plan.attention()[0]
     mask_heads(model, fam, ["qk", "out", "keep", "qk"])
     ref = run(model, inputs)
-    strip(model, plan)
-    assert model.leap_strip_summary.families[fam.fqn]["kept"] == [0, 2, 3]
+    assert strip(model, plan).families[fam.fqn]["kept"] == [0, 2, 3]
     assert model.get_submodule(fam.q.fqn).out_features == 24
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
@@ -164,8 +162,7 @@ def test_gqa_strips_only_whole_kv_groups():
     fam = plan.attention()[0]  # 4 q heads, 2 kv heads: groups (0,1) and (2,3)
     mask_heads(model, fam, ["out", "keep", "out", "out"])  # group 1 fully dead, group 0 not
     ref = run(model, inputs)
-    strip(model, plan)
-    rec = model.leap_strip_summary.families[fam.fqn]
+    rec = strip(model, plan).families[fam.fqn]
     assert rec["kept"] == [0, 1] and rec["kv_kept"] == [0]
     assert model.get_submodule(fam.k.fqn).out_features == 8
     assert model.get_submodule(fam.q.fqn).out_features == 16
@@ -179,15 +176,14 @@ def test_gated_ffn_rules():
     fam = plan.feed_forward()[0]
     mask_neurons(model, fam, ["gate"] * 5 + ["up"] * 5 + ["down"] * 5 + ["keep"] * 33)
     ref = run(model, inputs)
-    strip(model, plan)
-    assert model.leap_strip_summary.families[fam.fqn]["kept"] == list(range(15, 48))
+    assert strip(model, plan).families[fam.fqn]["kept"] == list(range(15, 48))
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
 
 def test_backends_agree_and_torch_pruning_is_used():
-    a, inputs, plan, ref, _ = stripped("bert", seed=3, backend="torch_pruning")
+    a, inputs, plan, ref, _, rep = stripped("bert", seed=3, backend="torch_pruning")
     b, *_ = stripped("bert", seed=3, backend="slice")
-    how = {f["removed_by"] for f in a.leap_strip_summary.families.values()}
+    how = {f["removed_by"] for f in rep.families.values()}
     assert how <= {"torch_pruning", "nothing"} and "torch_pruning" in how
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -195,10 +191,10 @@ def test_backends_agree_and_torch_pruning_is_used():
 
 def test_mha_is_replaced_by_slim_attention():
     dense = []
-    model, inputs, plan, ref, _ = stripped("torch_encoder", seed=5, empty_layer=1, keep_dense=dense)
+    model, inputs, plan, ref, _, rep = stripped("torch_encoder", seed=5, empty_layer=1, keep_dense=dense)
     mods = [model.get_submodule(f.fqn) for f in plan.attention()]
     assert all(isinstance(m, SlimMultiheadAttention) for m in mods)
-    assert set(model.leap_strip_summary.replaced) == {f.fqn for f in plan.attention()}
+    assert set(rep.replaced) == {f.fqn for f in plan.attention()}
     # the same forward contract: key padding, causal and per-head 3-D masks
     x = inputs["x"]
     pad = torch.zeros(x.shape[:2], dtype=torch.bool)
@@ -225,20 +221,21 @@ def test_second_strip_composes_indices():
     plan = analyze(model, inputs)
     fam = plan.attention()[0]
     mask_heads(model, fam, ["out", "keep", "keep", "keep"])
-    strip(model, plan)
-    plan2 = model.leap_strip_summary.plan
+    first = strip(model, plan)
+    plan2 = first.plan
     mask_heads(model, plan2.families[fam.fqn], ["keep", "out", "keep"])  # original head 2
     ref = run(model, inputs)
-    strip(model, plan2)
-    assert model.leap_strip_summary.families[fam.fqn]["kept"] == [1, 3]
+    second = strip(model, plan2)
+    assert second.families[fam.fqn]["kept"] == [0, 2]  # indices of the model it was given
+    assert first.then(second).families[fam.fqn]["kept"] == [1, 3]  # composed: original indices
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
 
 _TP_PROBE = textwrap.dedent("""
     import torch, torch_pruning as tp
     from tests import models
-    from passes.families import analyze
-    from passes.strip import _dependency_graph
+    from passes.analyze import analyze
+    from passes.strip.tp_backend import dependency_graph as _dependency_graph
     name = {name!r}
     model, x = getattr(models, name)()
     fam = analyze(model, x).attention()[0]
@@ -297,8 +294,7 @@ def test_constant_kept_when_there_is_no_trusted_bias():
     model.blocks[0].attn.o = _RawLinear(model.blocks[0].attn.o)
     mask_heads(model, fam, ["v", "out", "keep", "keep"])
     ref = run(model, inputs)
-    strip(model, plan, backend="slice")
-    assert model.leap_strip_summary.families[fam.fqn]["kept"] == [0, 2, 3]  # v head stays
+    assert strip(model, plan, backend="slice").families[fam.fqn]["kept"] == [0, 2, 3]  # v head stays
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
 
@@ -320,7 +316,7 @@ class _FlatBlock(torch.nn.Module):
 
 
 def test_families_sharing_an_ancestor_fqn_are_stripped_independently():
-    from passes.families import analyze
+    from passes.analyze import analyze
     from passes.strip import strip
 
     torch.manual_seed(0)
@@ -332,7 +328,7 @@ def test_families_sharing_an_ancestor_fqn_are_stripped_independently():
         model.o.weight[:, 4:8] = 0  # head 1 dead
         model.down.weight[:, [0, 3, 5]] = 0  # three neurons dead
         ref = model(x)
-    strip(model, plan)
+    report = strip(model, plan)
     assert model.o.weight.shape == (16, 12) and model.down.weight.shape == (16, 21)
     assert torch.allclose(model(x), ref, atol=1e-5)
-    assert len(model.leap_strip_summary.families) == 2
+    assert len(report.families) == 2

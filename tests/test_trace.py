@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from passes.trace import (Graph, TraceError, index_through, op_name, shape_of, split_inputs,
+from passes.analyze.trace import (Graph, TraceError, index_through, op_name, shape_of, split_inputs,
                           trace)
 from tests import models
 

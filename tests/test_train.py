@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.train import (TrainConfig, accuracy, cubic_density, kd_loss, objective, onnx_accuracy, train,
-                           warmup_linear)
-from leap_fx.train.methods import auto_mask_lr
+from leap_fx.methods.leap import auto_mask_lr
+from leap_fx.methods.scheduled import cubic_density
+from leap_fx.run.onnx_eval import onnx_accuracy
+from leap_fx.train import TrainConfig, accuracy, kd_loss, objective, train, warmup_linear
 from tests.conftest import tiny_bert
 
 
@@ -21,8 +22,9 @@ def toy_data(n=128, seq=12, seed=0):
 
 
 def owners_state(model):
-    from leap_fx.lifecycle import owners
-    return {k: (o.sigma.detach().clone(), o.scores.detach().clone()) for k, o in owners(model).items()}
+    from leap_fx.masks import owners
+    return {k: (getattr(o, "sigma", o.expected_density()).detach().clone(), o.scores.detach().clone())
+            for k, o in owners(model).items()}
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -60,14 +62,16 @@ def test_kd_loss_matches_definition():
 
 
 def test_train_config_json_round_trip(tmp_path):
-    cfg = TrainConfig(method="movement", epochs=3, max_steps=7, mask_lr=0.5)
+    cfg = TrainConfig(epochs=3, max_steps=7, lr=0.5)
     path = str(tmp_path / "c.json")
     cfg.to_json(path)
     assert TrainConfig.from_json(path) == cfg and TrainConfig.from_json(cfg.to_json()) == cfg
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_dict({"epoch": 1})
-    with pytest.raises(ValueError, match="unknown method"):
-        TrainConfig(method="lottery")
+    with pytest.raises(ValueError, match=r"TrainConfig.batch_size must be int, got str"):
+        TrainConfig.from_dict({"batch_size": "16"})
+    with pytest.raises(ValueError, match="unknown method 'lottery'"):
+        leap_fx.methods.config_class("lottery")
 
 
 def test_auto_mask_lr_scales_with_run_length():
@@ -79,7 +83,7 @@ def test_auto_mask_lr_scales_with_run_length():
 # -- the loop ------------------------------------------------------------------------------------
 def _leap_run(out_dir=None, **kw):
     torch.set_num_threads(1)
-    cfg = TrainConfig(**{**dict(method="leap", epochs=100, max_steps=120, batch_size=16, lr=1e-3,
+    cfg = TrainConfig(**{**dict(epochs=100, max_steps=120, batch_size=16, lr=1e-3,
                                 log_every=10, eval_every=40), **kw.pop("cfg", {})})
     model = tiny_bert()
     res = train(model, tiny_bert(seed=1), toy_data(), toy_data(64, seed=1), cfg,
@@ -133,7 +137,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
         return output * float("nan") if calls["n"] == 3 else output
 
     model.classifier.register_forward_hook(poison)
-    cfg = TrainConfig(method="leap", max_steps=10, batch_size=16, checkpoint_every=1, eval_every=100)
+    cfg = TrainConfig(max_steps=10, batch_size=16, checkpoint_every=1, eval_every=100)
     with pytest.raises(FloatingPointError, match=r"at step 3\b.*checkpoint"):
         train(model, None, toy_data(), None, cfg, leap_fx.LeapConfig(target_density=0.5),
               out_dir=str(tmp_path), quiet=True)
@@ -145,8 +149,7 @@ def test_dense_training_learns_and_accuracy_helper():
     model = tiny_bert()
     data = toy_data(256)
     before = accuracy(model, data)
-    res = train(model, None, data, data, TrainConfig(method="dense", epochs=6, batch_size=16, lr=1e-3,
-                                                     alpha=0.0), quiet=True)
+    res = train(model, None, data, data, TrainConfig(epochs=6, batch_size=16, lr=1e-3, alpha=0.0), quiet=True)
     assert res.metrics["val_accuracy"] == pytest.approx(accuracy(model, data))
     assert res.metrics["val_accuracy"] > max(0.7, before + 0.1)
 
@@ -197,7 +200,7 @@ def test_teacher_is_trained_once_then_loaded_from_cache(tmp_path):
         return TextSplit(texts, y, ["neg", "pos"])
 
     data = DatasetSplits(split(96), split(32), split(32), ["neg", "pos"])
-    cfg = TrainConfig(method="dense", epochs=10, batch_size=16, lr=2e-3, alpha=0.0)
+    cfg = TrainConfig(epochs=10, batch_size=16, lr=2e-3, alpha=0.0)
     model_dir, cache = _tiny_model_dir(tmp_path), str(tmp_path / "cache")
     first = train_teacher(model_dir, data, config=cfg, max_length=8, cache_dir=cache, quiet=True)
     assert not first.cached and os.path.isfile(os.path.join(first.path, "teacher.json"))
@@ -206,7 +209,7 @@ def test_teacher_is_trained_once_then_loaded_from_cache(tmp_path):
     assert second.cached and second.path == first.path and second.metrics == first.metrics
     batch = {k: v[:8] for k, v in data.validation.features.items() if k != "labels"}
     assert torch.allclose(first.model(**batch).logits, second.model(**batch).logits, atol=1e-5)
-    third = train_teacher(model_dir, data, config=TrainConfig(method="dense", epochs=1, batch_size=16),
+    third = train_teacher(model_dir, data, config=TrainConfig(epochs=1, batch_size=16),
                           max_length=8, cache_dir=cache, use_cache=True, quiet=True)
     assert not third.cached and third.path != first.path  # other hyperparameters -> other entry
     assert not [p for p in os.listdir(cache) if p.startswith(".tmp")]

@@ -50,12 +50,19 @@ class DatasetSplits:
     test: TextSplit
     label_names: list[str]
 
+    max_length: Optional[int] = field(default=None, repr=False)  # set by tokenize()
+    tokenizer: object = field(default=None, repr=False, compare=False)
+
     def items(self):
         return (("train", self.train), ("validation", self.validation), ("test", self.test))
 
     def tokenize(self, tokenizer, max_length: int = 64) -> "DatasetSplits":
+        """Tokenise every split, once: the same tokenizer at the same length again does nothing."""
+        if self.tokenizer is tokenizer and self.max_length == max_length:
+            return self
         for _, split in self.items():
             split.tokenize(tokenizer, max_length)
+        self.max_length, self.tokenizer = max_length, tokenizer
         return self
 
 

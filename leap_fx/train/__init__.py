@@ -1,11 +1,12 @@
-"""Training: LEAP objective (Eq. 8) with KD, the plain-PyTorch loop, baselines, teacher, HF Trainer glue."""
-from .distill import kd_loss, objective
-from .distributed import Dist, init_from_env
-from .evaluate import accuracy, onnx_accuracy, onnx_predict_logits, predict_logits
-from .loop import TrainResult, evaluate, total_steps, train
-from .schedules import cubic_density, lr_scheduler, warmup_linear
-from .state import TrainConfig, load_checkpoint, save_checkpoint
+"""Stage 2 for trained methods: the loop (``loop.py``), objectives (``objective.py``: logit KD, layer
+KD), checkpoints, DDP, the dense teacher (``teacher.py``) and the HF Trainer integration (``hf.py``)."""
+from leap_fx.train.config import TrainConfig
+from leap_fx.train.distributed import Dist, init_from_env
+from leap_fx.train.evaluate import accuracy, predict_logits
+from leap_fx.train.loop import TrainResult, evaluate, total_steps, train
+from leap_fx.train.objective import LayerKD, LogitKD, Outputs, kd_loss, objective
+from leap_fx.train.schedules import lr_scheduler, warmup_linear
 
-__all__ = ["kd_loss", "objective", "Dist", "init_from_env", "accuracy", "onnx_accuracy", "onnx_predict_logits", "predict_logits",
-           "TrainResult", "evaluate", "total_steps", "train", "cubic_density", "lr_scheduler",
-           "warmup_linear", "TrainConfig", "load_checkpoint", "save_checkpoint"]
+__all__ = ["TrainConfig", "Dist", "init_from_env", "accuracy", "predict_logits", "TrainResult", "evaluate",
+           "total_steps", "train", "LayerKD", "LogitKD", "Outputs", "kd_loss", "objective", "lr_scheduler",
+           "warmup_linear"]

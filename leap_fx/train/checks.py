@@ -3,7 +3,7 @@
 - ``check_forward_inputs``: data / example-input names the model's ``forward`` does not accept
   (the error lists the accepted names; HF ``**kwargs: Unpack[TypedDict]`` counts its keys).
 - ``check_labels``: labels outside ``[0, number of logits)``.
-- ``non_finite_mask_params``: NaN/Inf in the LEAP scores S or thresholds σ (Eq. 3-4) after a step;
+- ``non_finite_mask_params``: NaN/Inf in any trainable mask state (LEAP's S and sigma, ...) after a step;
   with the loss and gradient-norm checks in the loop, training stops at the first bad step and the
   last good checkpoint stays on disk.
 """
@@ -14,7 +14,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from passes.forward_inputs import accepted_inputs, unknown_inputs  # noqa: F401 (re-exported)
+from passes.analyze.inputs import unknown_inputs
 
 
 def check_forward_inputs(model: nn.Module, names: Iterable[str], what: str = "the data") -> None:
@@ -37,8 +37,8 @@ def check_labels(labels: torch.Tensor, num_logits: int) -> None:
 
 
 def non_finite_mask_params(owners: dict) -> list[str]:
-    """Names (``<owner key>.scores`` / ``.sigma``) of LEAP parameters holding NaN or Inf."""
-    tensors = [(f"{key}.{attr}", getattr(o, attr)) for key, o in owners.items() for attr in ("scores", "sigma")]
+    """Names (``<owner key>.<parameter>``) of mask-owner parameters holding NaN or Inf."""
+    tensors = [(f"{key}.{name}", p) for key, o in owners.items() for name, p in o.named_parameters()]
     if not tensors:
         return []
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Hugging Face ``Trainer`` integration (needs ``accelerate``, as every HF Trainer does).
 
 - :class:`LeapTrainer` (a ``transformers.Trainer``): prepares the model, optimises weights and S/σ
-  with separate learning rates (``leap_fx.param_groups``, App. A) and trains on
+  with separate learning rates (``leap_fx.masks.param_groups``, App. A) and trains on
   ``(1 - α)·CE + α·KD + λ·L_reg`` (Eq. 8); logs ``R``, ``lambda``, ``L_reg``, ``ce``, ``kd`` and the
   measured density with the Trainer's own logs.
 - :class:`LeapTrainerCallback`: for a stock ``Trainer`` whose loss you handle yourself; it adds the
@@ -16,15 +16,17 @@ from typing import Optional
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .distill import objective
-from .evaluate import logits_of
+from leap_fx.masks.prepare import densities, fold, owners, param_groups, prepare
+from leap_fx.methods.leap import auto_mask_lr, split_sigma_group
+from leap_fx.methods.leap_regularizer import LeapRegularizer
+from leap_fx.train.objective import logits_of, objective
 
 
 class TensorDictDataset(torch.utils.data.Dataset):
     """A map-style dataset over a tokenised ``TextSplit`` or a dict of tensors (for ``Trainer``)."""
 
     def __init__(self, data):
-        from ..data.batches import as_tensors
+        from leap_fx.data.batches import as_tensors
         self.tensors = as_tensors(data)
         self.n = int(self.tensors["labels"].shape[0])
 
@@ -35,8 +37,12 @@ class TensorDictDataset(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
+def _mean_density(model) -> dict[str, float]:
+    dens = densities(model)
+    return {"density_mean": sum(dens.values()) / len(dens)} if dens else {}
+
+
 def _stats(model, regularizer=None) -> dict[str, float]:
-    from leap_fx.lifecycle import densities, owners
     if not owners(model):
         return {}
     out = {}
@@ -44,10 +50,7 @@ def _stats(model, regularizer=None) -> dict[str, float]:
         reg = regularizer
         reg()  # refresh R / L_reg / lambda at the current sigma (no backward)
         out.update({"R": reg.R, "L_reg": reg.L_reg, "lambda": reg.lam})
-    dens = densities(model)
-    if dens:
-        out["density_mean"] = sum(dens.values()) / len(dens)
-    return out
+    return {**out, **_mean_density(model)}
 
 
 class LeapTrainerCallback(TrainerCallback):
@@ -61,8 +64,7 @@ class LeapTrainerCallback(TrainerCallback):
         if model is None or logs is None or "loss" not in logs:
             return
         if self._reg is None and self.leap_config is not None:
-            import leap_fx
-            self._reg = leap_fx.LeapRegularizer.from_config(model, self.leap_config)
+            self._reg = LeapRegularizer.from_config(model, self.leap_config)
         stats = _stats(model, self._reg)
         logs.update(stats)
         if state.log_history:
@@ -70,8 +72,7 @@ class LeapTrainerCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.fold_at_end and model is not None:
-            import leap_fx
-            leap_fx.fold(model)
+            fold(model)
 
 
 class LeapTrainer(Trainer):
@@ -79,26 +80,24 @@ class LeapTrainer(Trainer):
 
     Extra keyword arguments: ``leap_config`` (required), ``plan`` (for hybrid/structured),
     ``teacher`` (KD; None = CE only), ``alpha`` (0.9), ``kd_temperature`` (2.0), ``mask_lr``
-    (None = :func:`leap_fx.train.methods.auto_mask_lr`), ``sigma_beta1`` (0.0, see
-    :func:`leap_fx.train.methods.split_sigma_group`).
+    (None = :func:`leap_fx.methods.leap.auto_mask_lr`), ``sigma_beta1`` (0.0, see
+    :func:`leap_fx.methods.leap.split_sigma_group`).
     """
 
     def __init__(self, *args, leap_config=None, plan=None, teacher: Optional[torch.nn.Module] = None,
                  alpha: float = 0.9, kd_temperature: float = 2.0, mask_lr: Optional[float] = None,
                  sigma_beta1: float = 0.0, **kwargs):
-        import leap_fx
-        from leap_fx.lifecycle import owners
         if leap_config is None:
             raise ValueError("LeapTrainer needs leap_config=LeapConfig(target_density=...)")
         model = kwargs.get("model", args[0] if args else None)
         if model is None:
             raise ValueError("LeapTrainer needs a model")
         if not owners(model):
-            leap_fx.prepare(model, leap_config, plan=plan)
+            prepare(model, leap_config, plan=plan)
         self.leap_config, self.teacher = leap_config, teacher
         self.alpha, self.kd_temperature, self.mask_lr = alpha, kd_temperature, mask_lr
         self.sigma_beta1 = sigma_beta1
-        self.regularizer = leap_fx.LeapRegularizer.from_config(model, leap_config)
+        self.regularizer = LeapRegularizer.from_config(model, leap_config)
         self._sums: dict[str, float] = {}
         self._count = 0
         self._total_steps = 1
@@ -120,17 +119,14 @@ class LeapTrainer(Trainer):
         return max(1, math.ceil(per_epoch * a.num_train_epochs))
 
     def create_optimizer(self, model=None):
-        import leap_fx
-        from .methods import auto_mask_lr, split_sigma_group
         if self.optimizer is None:
             a = self.args
             steps = self._total_steps if self._total_steps > 1 else self._planned_steps()
             mask_lr = self.mask_lr if self.mask_lr is not None else \
                 auto_mask_lr(self.leap_config, steps, a.get_warmup_steps(steps) / max(1, steps))
             model = model if model is not None else self.model
-            groups = split_sigma_group(leap_fx.param_groups(model, lr=a.learning_rate, mask_lr=mask_lr,
-                                                            weight_decay=a.weight_decay),
-                                       model, self.sigma_beta1)
+            groups = split_sigma_group(param_groups(model, lr=a.learning_rate, mask_lr=mask_lr,
+                                                    weight_decay=a.weight_decay), model, self.sigma_beta1)
             self.optimizer = torch.optim.AdamW(groups, lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2),
                                                eps=a.adam_epsilon)
         return self.optimizer
@@ -159,8 +155,5 @@ class LeapTrainer(Trainer):
         if "loss" in logs and self._count:
             logs.update({k: v / self._count for k, v in self._sums.items()})
             self._sums, self._count = {}, 0
-            from leap_fx.lifecycle import densities
-            dens = densities(self.model)
-            if dens:
-                logs["density_mean"] = sum(dens.values()) / len(dens)
+            logs.update(_mean_density(self.model))
         super().log(logs, *args, **kwargs)

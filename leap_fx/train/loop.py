@@ -1,40 +1,49 @@
-"""The plain-PyTorch training loop for LEAP (paper Eq. 8) and its baselines.
+"""The plain-PyTorch training loop of every trained method (LEAP, its baselines, the dense teacher).
 
-``loss = (1 - α)·CE + α·KD(teacher, τ) + λ·L_reg`` (LEAP; the baselines have no L_reg, dense has no KD
-when no teacher is given). AdamW with separate learning rates for weights and S/σ (App. A), linear
-warmup then linear decay, fixed seed, JSONL history, periodic validation, atomic checkpoints that a
-re-run with the same ``out_dir`` resumes from exactly (batch order is a function of seed and epoch;
-the checkpoint holds weights, S, σ, optimizer, scheduler, method state, RNGs and the log means).
+Each step: ``method.on_step`` (schedules) -> student forward (and teacher forward, capturing block
+outputs when the method's objective asks) -> ``method.loss_terms`` -> ``task * share + penalty`` ->
+backward -> clip -> AdamW step (the method's parameter groups) -> LR schedule (linear warmup, then
+linear decay). The method owns the objective; the loop owns batching, logging, evaluation and
+checkpoints: atomic, resumable exactly (batch order is a function of seed and epoch; the checkpoint
+holds weights, mask state, optimizer, scheduler, method state, RNGs and the log means).
 
 Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in DDP and every rank
 trains on its share of each global batch (``distributed.py``); rank 0 alone writes files.
-A NaN/Inf loss, gradient, score S or threshold σ stops training at that step with
-``FloatingPointError``; the last checkpoint on disk is the last good state.
+A NaN/Inf loss, gradient or mask parameter stops training at that step with ``FloatingPointError``;
+the last checkpoint on disk is the last good state.
 """
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch import nn
 
-from ..data.batches import as_tensors, batches_per_epoch, iterate_batches, num_examples
-from .checks import check_forward_inputs, check_labels, non_finite_mask_params
-from .distill import objective
-from .distributed import Dist, unused_parameters
-from .evaluate import logits_of, model_inputs, predict_logits
-from .methods import make_method
-from .records import Mean, density_by_kind, weight_kinds
-from .schedules import lr_scheduler
-from .state import (CHECKPOINT, History, TrainConfig, read_checkpoint, remove_stale_temps, restore_checkpoint,
-                    rng_state, save_checkpoint)
+from leap_fx.data.batches import as_tensors, batches_per_epoch, iterate_batches, num_examples
+from leap_fx.masks.prepare import owners
+from leap_fx.methods import build
+from leap_fx.methods.base import Method
+from leap_fx.methods.dense import DenseConfig
+from leap_fx.train.checkpoint import (CHECKPOINT, History, read_checkpoint, remove_stale_temps, restore_checkpoint,
+                                      rng_state, save_checkpoint)
+from leap_fx.train.checks import check_forward_inputs, check_labels, non_finite_mask_params
+from leap_fx.train.config import TrainConfig
+from leap_fx.train.distributed import Dist, unused_parameters
+from leap_fx.train.evaluate import model_inputs, predict_logits
+from leap_fx.train.objective import Outputs, capture, logits_of
+from leap_fx.train.progress import Progress
+from leap_fx.train.records import Mean, density_by_kind, weight_kinds
+from leap_fx.train.schedules import lr_scheduler
 
-__all__ = ["TrainResult", "train", "total_steps", "evaluate", "weight_kinds", "density_by_kind"]
+__all__ = ["TrainResult", "train", "total_steps", "evaluate"]
+
+_NOT_SCHEDULE = ("log_every", "eval_every", "checkpoint_every", "checkpoint_minutes", "eval_batch_size", "fold",
+                 "progress_seconds")
 
 
 @dataclass
@@ -60,221 +69,256 @@ def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
             "val_loss": float(nn.functional.cross_entropy(logits, labels))}
 
 
-def _auto_plan(model, train_data, leap_config):
-    """``leap_fx.analyze`` on one training batch, when the granularity needs a Plan (or for logging)."""
+def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method"):
+    """``passes.analyze`` on one training batch (None if it fails and the method can do without)."""
+    from passes.analyze import analyze
     example = model_inputs(next(iterate_batches(train_data, 2)))
     try:
-        import leap_fx
-        return leap_fx.analyze(model, example)
+        return analyze(model, example)
     except Exception as err:
-        if leap_config.needs_plan:
-            raise ValueError(f"granularity {leap_config.granularity!r} needs a Plan and automatic analysis "
-                             f"failed ({err}); pass plan=leap_fx.analyze(model, example_inputs)") from err
+        if needs_plan:
+            raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
+                             f"plan=leap_fx.analyze(model, example_inputs)") from err
         return None
-
-
-_NOT_SCHEDULE = ("log_every", "eval_every", "checkpoint_every", "checkpoint_minutes", "eval_batch_size", "fold")
-
-
-def _check_same_run(extra: dict, config: TrainConfig, leap_config, path: str) -> None:
-    """Refuse to resume a checkpoint written with other training or LEAP hyperparameters."""
-    diff = []
-    for saved, now in ((extra.get("train_config"), config.to_dict()),
-                       (extra.get("leap_config"), leap_config.to_dict() if leap_config is not None else None)):
-        if saved is not None and now is not None:
-            diff += sorted(k for k in now if k not in _NOT_SCHEDULE and saved.get(k) != now[k])
-    if diff:
-        raise ValueError(f"checkpoint {path} was written with other settings ({', '.join(diff)}); "
-                         f"use another out_dir, or resume=False to start over")
 
 
 def _last_good(ckpt: Optional[str]) -> str:
     return f"; last good checkpoint: {ckpt}" if ckpt and os.path.exists(ckpt) else "; no checkpoint was written"
 
 
-def _bad_grads(model: nn.Module) -> list[str]:
-    return [n for n, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-
-
 def _grad_norm(params) -> torch.Tensor:
     """Total L2 norm of the gradients (checked for NaN/Inf *before* clipping spreads them)."""
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: what clip_grad_norm_ computes
-        return torch.nn.utils.get_total_norm(grads)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
-def _clip(params, max_norm: float, norm: torch.Tensor) -> None:
-    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-        return
-    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(coef)
+def _as_method(method, config: TrainConfig, n_total: int) -> Method:
+    if isinstance(method, Method):
+        return method
+    return build(DenseConfig() if method is None else method, n_total, config)
 
 
-def _checkpoint_due(step: int, n_total: int, every: int, minutes: float, last: float, dist: Dist) -> bool:
-    """Every ``every`` steps, at the end, and (``minutes`` > 0) when rank 0's clock says so."""
-    if step % every == 0 or step == n_total:
-        return True
-    return minutes > 0 and dist.broadcast(time.perf_counter() - last >= 60.0 * minutes)
+class _Loop:
+    """One run of :func:`train`; its methods are the loop's stages."""
+
+    def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet):
+        self.model, self.teacher, self.val_data, self.config = model, teacher, val_data, config
+        self.dist = Dist.current()
+        self.dist.check_batch_size(config.batch_size)
+        self.tensors = as_tensors(train_data)
+        check_forward_inputs(model, [k for k in self.tensors if k != "labels"], "the training data")
+        self.n_total, self.bpe = total_steps(config, train_data), batches_per_epoch(train_data, config.batch_size)
+        torch.manual_seed(config.seed + self.dist.rank)
+        self.method = _as_method(method, config, self.n_total)
+        needs_plan = self.method.uses_masks and getattr(self.method.config, "needs_plan", False)
+        wants_hidden = "hidden" in self.method.objective_fn.captures
+        if plan is None and (self.method.uses_masks or wants_hidden):
+            gran = getattr(self.method.config, "granularity", None)
+            why = f"granularity {gran!r}" if needs_plan else f"method {self.method.name!r}"
+            plan = auto_plan(model, train_data, needs_plan or wants_hidden, why)
+        self.plan, self.blocks = plan, (plan.blocks() if wants_hidden else None)
+        self.method.prepare(model, plan)
+        self.optimizer = torch.optim.AdamW(self.method.param_groups(model, config.lr, config.weight_decay),
+                                           lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = lr_scheduler(self.optimizer, int(config.warmup_ratio * self.n_total), self.n_total)
+        self.kinds = weight_kinds(plan, self.method.densities(model))
+        self.owners = owners(model)
+        self.main, self.quiet = self.dist.is_main, quiet
+        self.history = History(out_dir if self.main else None)
+        self.step, self.carry, self.ckpt = 0, {}, os.path.join(out_dir, CHECKPOINT) if out_dir else None
+        self.out_dir, self.labels_checked = out_dir, False
+        if out_dir:
+            self._resume_or_start(resume)
+
+    def _resume_or_start(self, resume: bool) -> None:
+        if self.dist.broadcast(bool(resume and os.path.exists(self.ckpt))):
+            state = read_checkpoint(self.ckpt)
+            extra = state.get("extra", {})
+            self._check_same_run(extra)  # before anything is loaded or written
+            restore_checkpoint(state, self.model, self.optimizer, self.scheduler, self.dist.rank)
+            self.method.load_state_dict(self.model, extra.get("method_state") or {})
+            self.step, self.carry = state["step"], extra.get("loop", {})
+            self.history.resume(self.step)
+            if self.main and not self.quiet:
+                print(f"[leap-fx] {self.method.name}: resuming from step {self.step} of {self.n_total} "
+                      f"({self.ckpt})", flush=True)
+        else:
+            self.history.reset()
+        if self.main:
+            os.makedirs(self.out_dir, exist_ok=True)
+            remove_stale_temps(self.out_dir)
+            self.config.to_json(os.path.join(self.out_dir, "train_config.json"))
+
+    def _check_same_run(self, extra: dict) -> None:
+        """Refuse to resume a checkpoint written with other training or method settings."""
+        diff = []
+        pairs = ((extra.get("train_config"), self.config.to_dict()),
+                 (extra.get("method_config"), self._method_config()))
+        for saved, now in pairs:
+            if saved is not None and now is not None:
+                diff += sorted(k for k in now if k not in _NOT_SCHEDULE and saved.get(k) != now[k])
+        if extra.get("method") not in (None, self.method.name):
+            diff.append("method")
+        if diff:
+            raise ValueError(f"checkpoint {self.ckpt} was written with other settings ({', '.join(diff)}); "
+                             f"use another out_dir, or resume=False to start over")
+
+    def _method_config(self) -> dict:
+        return self.method.config.to_dict() if hasattr(self.method.config, "to_dict") else {}
+
+    def forward(self, net, batch: dict) -> tuple[Outputs, Optional[Outputs]]:
+        """Student (and teacher) outputs, capturing block outputs if the objective wants them."""
+        inputs = model_inputs(batch)
+        with (capture(self.model, self.blocks) if self.blocks else nullcontext()) as hidden:
+            out = Outputs(logits_of(net(**inputs)), hidden)
+        t_out = None
+        if self.teacher is not None and (self.config.alpha > 0 or self.blocks):
+            with torch.no_grad(), (capture(self.teacher, self.blocks) if self.blocks else nullcontext()) as t_hidden:
+                t_out = Outputs(logits_of(self.teacher(**inputs)), t_hidden)
+        return out, t_out
+
+    def train_step(self, net, batch: dict, params: list) -> dict:
+        """One optimiser step; returns the values to log."""
+        sched_log = self.method.on_step(self.model, self.step)
+        local, share = self.dist.shard(batch)
+        device = next(self.model.parameters()).device
+        local = {k: v.to(device) for k, v in local.items()}
+        out, t_out = self.forward(net, local)
+        if not self.labels_checked:
+            check_labels(self.tensors["labels"], out.logits.shape[-1])
+            self.labels_checked = True
+        terms = self.method.loss_terms(out, t_out, local, self.step)
+        loss = terms.task * share + (terms.penalty if terms.penalty is not None else 0.0)
+        names = ["task", *terms.parts]  # batch means over every rank (the global batch's)
+        means = self.dist.sum(torch.stack([terms.task.detach().float(), *[p.detach().float() for p in
+                                                                          terms.parts.values()]])
+                              * (share / self.dist.world)).tolist()
+        logged = dict(zip(names, means))
+        total = logged["task"] + (float(terms.penalty.detach()) if terms.penalty is not None else 0.0)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"non-finite loss ({total}) at step {self.step + 1} ({logged}, "
+                                     f"{terms.values}): lower the learning rates{_last_good(self.ckpt)}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = _grad_norm(params)
+        if not torch.isfinite(norm):
+            bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            raise FloatingPointError(f"non-finite gradients at step {self.step + 1} in {bad[:5]}; the parameters "
+                                     f"were not updated{_last_good(self.ckpt)}")
+        if self.config.max_grad_norm:
+            torch.nn.utils.clip_grads_with_norm_(params, self.config.max_grad_norm, norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        bad = non_finite_mask_params(self.owners)
+        if bad:
+            raise FloatingPointError(f"non-finite mask parameters {bad[:5]} after step {self.step + 1}: "
+                                     f"lower mask_lr{_last_good(self.ckpt)}")
+        self.step += 1
+        return {"loss": total, **logged, **terms.values, **sched_log}
+
+    def log(self, meter: Mean, values: dict, t0: float) -> dict:
+        rec = {"type": "train", "step": self.step, "epoch": self.step / self.bpe, **meter.pop(),
+               "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
+        if len(self.optimizer.param_groups) > 1:
+            rec["mask_lr"] = self.optimizer.param_groups[1]["lr"]
+        if self.method.uses_masks:
+            rec.update(density_by_kind(self.model, self.method.densities(self.model), self.kinds))
+        self.history.add(rec)
+        return rec
+
+    def checkpoint(self, meter: Mean, t0: float) -> None:
+        rngs = self.dist.gather(rng_state())
+        if self.main:
+            loop = {"meter": meter.state(), "elapsed_s": time.perf_counter() - t0, "world": self.dist.world}
+            extra = {"method": self.method.name, "train_config": self.config.to_dict(),
+                     "method_config": self._method_config(),
+                     "method_state": self.method.state_dict(self.model), "loop": loop}
+            save_checkpoint(self.ckpt, self.model, self.optimizer, self.scheduler, self.step, extra, rng=rngs)
+
+    def _checkpoint_due(self, every: int, last: float) -> bool:
+        """Every ``every`` steps, at the end, and (``checkpoint_minutes`` > 0) when rank 0's clock says so."""
+        if self.step % every == 0 or self.step == self.n_total:
+            return True
+        minutes = self.config.checkpoint_minutes
+        return minutes > 0 and self.dist.broadcast(time.perf_counter() - last >= 60.0 * minutes)
+
+    def run(self, stop_after: Optional[int], find_unused_parameters: Optional[bool]) -> TrainResult:
+        cfg, model = self.config, self.model
+        if self.teacher is not None:
+            self.teacher.eval()
+        eval_every, ckpt_every = cfg.eval_every or self.bpe, cfg.checkpoint_every or self.bpe
+        stop = min(self.n_total, stop_after) if stop_after else self.n_total
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        progress = Progress(self.n_total, self.step, self.method.name, self.quiet or not self.main,
+                            cfg.progress_seconds)
+        meter, t0 = Mean(self.carry.get("meter")), time.perf_counter() - self.carry.get("elapsed_s", 0.0)
+        model.train()
+        net = self.dist.wrap(model, self._find_unused(find_unused_parameters))
+        last_save = time.perf_counter()
+        while self.step < stop:
+            epoch, start = divmod(self.step, self.bpe)
+            for batch in iterate_batches(self.tensors, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=epoch,
+                                         start=start, group_by_length=cfg.group_by_length):
+                values = self.train_step(net, batch, params)
+                meter.add(values)
+                shown = {k: values[k] for k in ("loss", "R", "scheduled_density") if k in values}
+                progress.update(1, shown)
+                if self.main and (self.step % cfg.log_every == 0 or self.step == self.n_total):
+                    self.log(meter, values, t0)
+                if self.main and self.val_data is not None and (self.step % eval_every == 0
+                                                               or self.step == self.n_total):
+                    self.history.add({"type": "eval", "step": self.step, "epoch": self.step / self.bpe,
+                                      **evaluate(model, self.val_data, cfg.eval_batch_size)})
+                    model.train()
+                if self.ckpt and self._checkpoint_due(ckpt_every, last_save):
+                    last_save = time.perf_counter()
+                    self.checkpoint(meter, t0)
+                if self.step >= stop:
+                    break
+        progress.close()
+        del net
+        model.eval()
+        return self.finish()
+
+    def _find_unused(self, flag: Optional[bool]) -> bool:
+        if not self.dist.active or flag is not None:
+            return bool(flag)
+        trial = self.dist.shard(next(iterate_batches(self.tensors, self.config.batch_size)))[0]
+        device = next(self.model.parameters()).device
+        trial = model_inputs({k: v.to(device) for k, v in trial.items()})
+        return self.dist.any(bool(unused_parameters(self.model, trial, logits_of)))
+
+    def finish(self) -> TrainResult:
+        model = self.model
+        if self.step < self.n_total:  # interrupted on purpose (stop_after): leave masks in place
+            return TrainResult(model, self.history.records, {"step": self.step}, self.out_dir)
+        metrics = {"step": self.step, "examples": num_examples(self.tensors)}
+        if self.method.uses_masks:
+            metrics.update(density_by_kind(model, self.method.densities(model), self.kinds))
+            if self.config.fold:
+                model = self.method.finalize(model)
+        if self.val_data is not None and self.main:
+            metrics.update(evaluate(model, self.val_data, self.config.eval_batch_size))
+        return TrainResult(model, self.history.records, metrics, self.out_dir)
 
 
 def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=None,
-          config: Optional[TrainConfig] = None, leap_config=None, plan=None, out_dir: Optional[str] = None,
+          config: Optional[TrainConfig] = None, method=None, plan=None, out_dir: Optional[str] = None,
           resume: bool = True, quiet: bool = False, stop_after: Optional[int] = None,
           find_unused_parameters: Optional[bool] = None) -> TrainResult:
-    """Train ``model`` in place with ``config.method`` and return it (folded unless ``config.fold=False``).
+    """Train ``model`` in place with ``method`` and return it (folded unless ``config.fold=False``).
 
     Args:
         teacher: dense fine-tuned model for KD (None: CE only).
         train_data / val_data: tokenised ``TextSplit`` or dict of tensors with ``labels``.
-        leap_config: target density and granularity (methods leap/movement/magnitude).
-        plan: family Plan; computed with ``leap_fx.analyze`` when None and masks are used.
-        out_dir: history.jsonl, checkpoint.pt and configs go here; a re-run resumes from checkpoint.pt.
+        method: a method config (``LeapConfig(...)``, ``MagnitudeConfig(...)``, ...), a built
+            ``Method``, or None (dense fine-tuning).
+        plan: family Plan; computed with ``passes.analyze`` when None and the method needs one.
+        out_dir: history.jsonl, checkpoint.pt and train_config.json; a re-run resumes from checkpoint.pt.
         stop_after: stop (without finishing) after this many global steps, as if interrupted.
         find_unused_parameters: passed to DDP (multi-process runs only); None (default): True iff
-            one trial forward leaves a trainable parameter without gradient (an owner with
-            ``fixed_k`` gives σ none, a model may skip a head).
+            one trial forward leaves a trainable parameter without gradient.
     """
-    config = config or TrainConfig()
-    dist = Dist.current()
-    dist.check_batch_size(config.batch_size)
-    tensors = as_tensors(train_data)
-    check_forward_inputs(model, [k for k in tensors if k != "labels"], "the training data")
-    n_total = total_steps(config, train_data)
-    bpe = batches_per_epoch(train_data, config.batch_size)
-    torch.manual_seed(config.seed + dist.rank)
-    method = make_method(config, leap_config, None, n_total)
-    if method.uses_masks and plan is None:
-        plan = _auto_plan(model, train_data, leap_config)
-    method.plan = plan
-    method.setup(model)
-    optimizer = torch.optim.AdamW(method.param_groups(model), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = lr_scheduler(optimizer, int(config.warmup_ratio * n_total), n_total)
-    kinds = weight_kinds(plan, method.densities(model)) if method.uses_masks else {}
-    owners = method.owners(model) if method.uses_masks else {}
-
-    main = dist.is_main
-    history, step, ckpt, carry = History(out_dir if main else None), 0, None, {}
-    if out_dir:
-        ckpt = os.path.join(out_dir, CHECKPOINT)
-        if dist.broadcast(bool(resume and os.path.exists(ckpt))):
-            state = read_checkpoint(ckpt)
-            extra = state.get("extra", {})
-            _check_same_run(extra, config, leap_config, ckpt)  # before anything is loaded or written
-            restore_checkpoint(state, model, optimizer, scheduler, dist.rank)
-            method.load_state_dict(model, extra.get("method_state") or {})
-            step, carry = state["step"], extra.get("loop", {})
-            history.resume(step)
-        else:
-            history.reset()
-        if main:
-            os.makedirs(out_dir, exist_ok=True)
-            remove_stale_temps(out_dir)
-            config.to_json(os.path.join(out_dir, "train_config.json"))
-            if leap_config is not None:
-                leap_config.to_json(os.path.join(out_dir, "leap_config.json"))
-    if teacher is not None:
-        teacher.eval()
-    eval_every = config.eval_every or bpe
-    ckpt_every = config.checkpoint_every or bpe
-    stop = min(n_total, stop_after) if stop_after else n_total
-    device = next(model.parameters()).device
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-
-    from tqdm.auto import tqdm
-    bar = tqdm(total=n_total, initial=step, desc=config.method, unit="step", leave=False,
-               disable=quiet or not main or not sys.stderr.isatty())
-    meter, t0 = Mean(carry.get("meter")), time.perf_counter() - carry.get("elapsed_s", 0.0)
-    model.train()
-    if dist.active and find_unused_parameters is None:
-        trial = dist.shard(next(iterate_batches(tensors, config.batch_size)))[0]
-        trial = model_inputs({k: v.to(device) for k, v in trial.items()})
-        find_unused_parameters = dist.any(bool(unused_parameters(model, trial, logits_of)))
-    net = dist.wrap(model, bool(find_unused_parameters))
-    checked_labels, last_save = False, time.perf_counter()
-    while step < stop:
-        epoch, start = divmod(step, bpe)
-        for batch in iterate_batches(tensors, config.batch_size, shuffle=True, seed=config.seed,
-                                     epoch=epoch, start=start, group_by_length=config.group_by_length):
-            sched_log = method.before_step(model, step)
-            local, scale = dist.shard(batch)
-            local = {k: v.to(device) for k, v in local.items()}
-            inputs = model_inputs(local)
-            logits = logits_of(net(**inputs))
-            if not checked_labels:
-                check_labels(tensors["labels"], logits.shape[-1])
-                checked_labels = True
-            t_logits = None
-            if teacher is not None and config.alpha > 0:
-                with torch.no_grad():
-                    t_logits = logits_of(teacher(**inputs))
-            parts = objective(logits, local["labels"], t_logits, config.alpha, config.kd_temperature)
-            penalty, pen_log = method.penalty(model)
-            loss = parts["task"] * scale if penalty is None else parts["task"] * scale + penalty
-            # batch means over every rank (the loss of the global batch, as one process computes it)
-            task, ce, kd = dist.sum(torch.stack([parts[k].detach().float() for k in ("task", "ce", "kd")])
-                                    * (scale / dist.world)).tolist()
-            total = task + (float(penalty.detach()) if penalty is not None else 0.0)
-            if not math.isfinite(total):
-                raise FloatingPointError(f"non-finite loss ({total}) at step {step + 1} (ce={ce}, kd={kd}"
-                                         f"{', R=' + str(pen_log['R']) if 'R' in pen_log else ''}): lower "
-                                         f"the learning rates{_last_good(ckpt)}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = _grad_norm(params)
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"non-finite gradients at step {step + 1} in {_bad_grads(model)[:5]}; "
-                                         f"the parameters were not updated{_last_good(ckpt)}")
-            if config.max_grad_norm:
-                _clip(params, config.max_grad_norm, norm)
-            optimizer.step()
-            scheduler.step()
-            bad = non_finite_mask_params(owners)
-            if bad:
-                raise FloatingPointError(f"non-finite LEAP scores/thresholds {bad[:5]} after step {step + 1}: "
-                                         f"lower mask_lr{_last_good(ckpt)}")
-            step += 1
-            bar.update(1)
-            meter.add({"loss": total, "ce": ce, "kd": kd, **pen_log})
-            if main and (step % config.log_every == 0 or step == n_total):
-                rec = {"type": "train", "step": step, "epoch": step / bpe, **meter.pop(), **sched_log,
-                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
-                if len(optimizer.param_groups) > 1:
-                    rec["mask_lr"] = optimizer.param_groups[1]["lr"]
-                if method.uses_masks:
-                    rec.update(density_by_kind(model, method.densities(model), kinds))
-                history.add(rec)
-                bar.set_postfix({k: round(rec[k], 4) for k in ("loss", "R", "density") if k in rec})
-            if main and val_data is not None and (step % eval_every == 0 or step == n_total):
-                history.add({"type": "eval", "step": step, "epoch": step / bpe,
-                             **evaluate(model, val_data, config.eval_batch_size)})
-                model.train()
-            if ckpt and _checkpoint_due(step, n_total, ckpt_every, config.checkpoint_minutes, last_save, dist):
-                last_save = time.perf_counter()
-                rngs = dist.gather(rng_state())
-                if main:
-                    loop = {"meter": meter.state(), "elapsed_s": time.perf_counter() - t0, "world": dist.world}
-                    extra = {"method": config.method, "train_config": config.to_dict(),
-                             "leap_config": leap_config.to_dict() if leap_config is not None else None,
-                             "method_state": method.state_dict(model), "loop": loop}
-                    save_checkpoint(ckpt, model, optimizer, scheduler, step, extra, rng=rngs)
-            if step >= stop:
-                break
-    bar.close()
-    del net
-    model.eval()
-    if step < n_total:  # interrupted on purpose (stop_after): leave masks in place
-        return TrainResult(model, history.records, {"step": step}, out_dir)
-    metrics = {"step": step, "examples": num_examples(train_data)}
-    if method.uses_masks:
-        metrics.update(density_by_kind(model, method.densities(model), kinds))
-        if config.fold:
-            model = method.finish(model)
-    if val_data is not None and main:
-        metrics.update(evaluate(model, val_data, config.eval_batch_size))
-    return TrainResult(model, history.records, metrics, out_dir)
+    loop = _Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
+                 quiet)
+    return loop.run(stop_after, find_unused_parameters)

@@ -9,17 +9,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Optional
 
 from torch import nn
 
-from .state import TrainConfig
+from leap_fx.train.config import TrainConfig
+from passes.io import atomic_dir, write_json
 
-TEACHER_CONFIG = TrainConfig(method="dense", epochs=2, batch_size=32, lr=5e-5, warmup_ratio=0.1,
-                             alpha=0.0, log_every=50, seed=17, fold=False)
+TEACHER_CONFIG = TrainConfig(epochs=2, batch_size=32, lr=5e-5, warmup_ratio=0.1, alpha=0.0, log_every=50,
+                             seed=17, fold=False)
 
 
 @dataclass
@@ -54,30 +53,30 @@ def teacher_key(model_dir: str, data, config: TrainConfig, max_length: int) -> s
 
 def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, max_length: int = 64,
                   config: Optional[TrainConfig] = None, cache_dir: Optional[str] = None,
-                  use_cache: bool = True, quiet: bool = False, work_dir: Optional[str] = None) -> TeacherResult:
+                  use_cache: bool = True, quiet: bool = False, work_dir: Optional[str] = None,
+                  tokenizer=None) -> TeacherResult:
     """Fine-tune ``model_dir`` densely on ``data`` (default: Rotten Tomatoes split with ``seed``), cached.
 
-    ``data`` is a :class:`~leap_fx.data.DatasetSplits` (tokenised here with the model's tokenizer).
+    ``data`` is a :class:`~leap_fx.data.DatasetSplits`, tokenised here with ``tokenizer`` (default: the
+    model's own; data the job already tokenised with it is not tokenised again).
     Returns the teacher in eval mode with validation/test accuracy. ``work_dir``: checkpoints of the
     fine-tune (a killed run resumes it there). Under torchrun the fine-tune is distributed and rank 0
     alone writes the cache entry.
     """
-    from ..data import load_rotten_tomatoes
-    from ..models import default_model_dir, load_classifier, load_tokenizer, quiet_from_pretrained
-    from .evaluate import accuracy
-    from .loop import train
+    from leap_fx.data import load_rotten_tomatoes
+    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer, quiet_from_pretrained
+    from leap_fx.train.evaluate import accuracy
+    from leap_fx.train.loop import train
 
     model_dir = model_dir or default_model_dir()
     config = config or TEACHER_CONFIG
-    if config.method != "dense":
-        config = replace(config, method="dense")
-    tokenizer = load_tokenizer(model_dir)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(model_dir)
     data = data if data is not None else load_rotten_tomatoes(seed=seed)
     data.tokenize(tokenizer, max_length)
     key = teacher_key(model_dir, data, config, max_length)
     path = os.path.join(cache_dir or cache_root(), key)
     meta_file = os.path.join(path, "teacher.json")
-    from .distributed import Dist
+    from leap_fx.train.distributed import Dist
     dist = Dist.current()
     if dist.broadcast(use_cache and os.path.isfile(meta_file)):  # every rank takes the same branch
         from transformers import AutoModelForSequenceClassification
@@ -103,18 +102,8 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
 
 
 def _save(model, tokenizer, path: str, meta: dict) -> None:
-    """Write to a temp dir next to ``path``, then rename it into place (never half a teacher)."""
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
+    """Written to a temporary directory that replaces ``path`` at the end (never half a teacher)."""
+    with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        with open(os.path.join(tmp, "teacher.json"), "w") as fh:
-            json.dump(meta, fh, indent=2)
-        if os.path.isdir(path):
-            shutil.rmtree(path)  # stale/incomplete entry with the same key
-        os.replace(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_json(os.path.join(tmp, "teacher.json"), meta)

@@ -1,0 +1,73 @@
+"""The job's data: the named dataset or the user's files, split and subsampled to the run's budget."""
+from __future__ import annotations
+
+import random
+from typing import Optional
+
+from leap_fx.data.batches import DatasetSplits, TextSplit, iterate_batches
+from leap_fx.data.files import load_text_file
+from leap_fx.data.rotten_tomatoes import load_rotten_tomatoes
+
+RT_NAMES = ("rotten_tomatoes", "rotten-tomatoes", "rt")
+
+
+def _pick(split: TextSplit, idx: list[int]) -> TextSplit:
+    take = (lambda xs: None if xs is None else [xs[i] for i in idx])
+    return TextSplit(texts=take(split.texts), labels=take(split.labels), label_names=split.label_names,
+                     text_pairs=take(split.text_pairs), groups=take(split.groups))
+
+
+def subset(split: TextSplit, n: Optional[int], seed: int) -> TextSplit:
+    """A seeded random subset of ``n`` examples (file order kept), or ``split`` itself."""
+    if n is None or len(split) <= n:
+        return split
+    return _pick(split, sorted(random.Random(seed).sample(range(len(split)), int(n))))
+
+
+def split_file(split: TextSplit, seed: int, fractions=(0.8, 0.1, 0.1)) -> list[TextSplit]:
+    """Seeded 80/10/10 split of one file's rows (file order kept within each part)."""
+    n = len(split)
+    if n < 10:
+        raise ValueError(f"the data file has only {n} rows; need at least 10 to split 80/10/10 (or pass "
+                         f"--validation-data and --test-data)")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    return [_pick(split, sorted(idx)) for idx in (order[:a], order[a:b], order[b:])]
+
+
+def load_data(opts) -> DatasetSplits:
+    """``DatasetSplits`` (not tokenised) for ``opts.data``, subsampled to the mode's budget."""
+    if opts.data in RT_NAMES:
+        data = load_rotten_tomatoes(seed=opts.split_seed)
+    else:
+        kw = dict(text_column=opts.text_column, text_pair_column=opts.text_pair_column,
+                  label_column=opts.label_column)
+        train = load_text_file(opts.data, **kw)
+        if (opts.validation_data is None) != (opts.test_data is None):
+            raise ValueError("pass both --validation-data and --test-data, or neither (then the data "
+                             "file is split 80/10/10)")
+        if opts.validation_data is None:
+            train, val, test = split_file(train, opts.split_seed)
+        else:
+            val = load_text_file(opts.validation_data, labels=train.label_names, **kw)
+            test = load_text_file(opts.test_data, labels=train.label_names, **kw)
+        if len(train.label_names) < 2:
+            raise ValueError(f"{opts.data}: column {opts.label_column!r} has a single label value "
+                             f"{train.label_names}; a classifier needs at least two")
+        data = DatasetSplits(train, val, test, label_names=list(train.label_names))
+    return DatasetSplits(subset(data.train, opts.max_train_examples, opts.split_seed),
+                         subset(data.validation, opts.max_eval_examples, opts.split_seed + 1),
+                         subset(data.test, opts.max_eval_examples, opts.split_seed + 2),
+                         label_names=list(data.label_names))
+
+
+def example_inputs(split, n: int = 2) -> dict:
+    """The first ``n`` examples as model inputs (no labels), trimmed to their longest row."""
+    batch = next(iterate_batches(split, n))
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+def flop_inputs(split) -> dict:
+    """One example at the full tokenised length (what FLOPs are counted on)."""
+    return {k: v[:1].clone() for k, v in split.features.items() if k != "labels"}

@@ -1,0 +1,116 @@
+"""What to mask and how coarsely: ``MaskSpec``, shared by every masking method's config.
+
+Granule specs (strings, in ``nn.Linear``'s ``[out, in]`` convention; HF ``Conv1D`` weights, stored
+``[in, out]``, are handled transposed):
+
+- ``"1x1"``          one mask entry per weight element (unstructured)
+- ``"RxC"``          one per ``R x C`` block (R output rows x C input columns), e.g. ``"32x32"``
+- ``"row"``          one per output row (one neuron of that matrix)
+- ``"head"``         tied: one per attention head, shared by q/k/v/out (needs a Plan)
+- ``"neuron"``       tied: one per FFN neuron, shared by up/gate/down (needs a Plan)
+
+Presets follow the LEAP paper's Table 1 (``block_size`` = d, default 32). A method's config subclasses
+``MaskSpec`` and says which mask owner it puts on each granule grid (``make_owner``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from typing import Optional
+
+from passes.io import JsonDataclass
+
+GRANULARITY_PRESETS: dict[str, dict[str, str]] = {
+    "unstructured": {"attention": "1x1", "ffn": "1x1"},      # S_1
+    "block": {"attention": "{d}x{d}", "ffn": "{d}x{d}"},     # S_d (d = block_size)
+    "hybrid": {"attention": "{d}x{d}", "ffn": "1x1"},        # H_32 with d = 32
+    "structured": {"attention": "head", "ffn": "neuron"},    # whole heads / neurons: physically smaller
+}
+TIED = {"head": "attention", "neuron": "ffn"}  # tied granule -> family kind it applies to
+DEFAULT_EXCLUDE = ("*classifier*", "*embed*", "*pooler*", "*lm_head*", "*score*",
+                   "*qa_outputs*", "*wte*", "*wpe*")
+_BLOCK = re.compile(r"^(\d+)x(\d+)$")
+
+
+def parse_granule(spec: str) -> tuple[str, Optional[tuple[int, int]]]:
+    """``"8x16"`` -> ``("block", (8, 16))``; ``"row"`` -> ``("row", None)``; ``"head"`` -> ``("head", None)``."""
+    if spec in ("row",) or spec in TIED:
+        return spec, None
+    m = _BLOCK.match(str(spec))
+    if m and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+        return "block", (int(m.group(1)), int(m.group(2)))
+    raise ValueError(f"bad granule spec {spec!r}: use '1x1', 'RxC' with positive ints (e.g. '32x32'), "
+                     f"'row', 'head' (attention) or 'neuron' (ffn)")
+
+
+def stored_block(spec: str, shape, out_axis: int, name: str) -> tuple[int, int]:
+    """Granule spec (Linear [out, in] convention) -> block in the stored layout; checks divisibility."""
+    kind, block = parse_granule(spec)
+    in_dim = shape[1 - out_axis]
+    rc = (1, in_dim) if kind == "row" else block
+    stored = rc if out_axis == 0 else (rc[1], rc[0])
+    if len(shape) != 2 or shape[0] % stored[0] or shape[1] % stored[1]:
+        raise ValueError(f"block {spec!r} does not divide weight {name!r} of shape {tuple(shape)} "
+                         f"(stored block {stored}). Fix: choose a block_size/granule dividing both dims "
+                         f"(e.g. '1x1' or a common divisor) or exclude it via exclude=[...].")
+    return stored
+
+
+@dataclass
+class MaskSpec(JsonDataclass):
+    """Target and placement of masks. ``target_density``: fraction of governed weights kept."""
+
+    target_density: float
+    granularity: str = "unstructured"
+    block_size: int = 32
+    attention: Optional[str] = None   # granule override for attention-family weights (None = preset)
+    ffn: Optional[str] = None         # granule override for feed-forward-family weights
+    other: Optional[str] = None       # granule for included weights in no family (None = ffn's, or 1x1)
+    include: tuple[str, ...] = ("*",)          # fnmatch patterns on module FQN
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # fnmatch patterns on module FQN
+
+    def __post_init__(self):
+        self.include, self.exclude = tuple(self.include), tuple(self.exclude)
+        if not isinstance(self.target_density, (int, float)) or not 0.0 < float(self.target_density) <= 1.0:
+            raise ValueError(f"target_density={self.target_density} is outside (0, 1]: pass the fraction of "
+                             f"weights to keep, e.g. 0.3 keeps 30%")
+        if self.granularity not in GRANULARITY_PRESETS:
+            raise ValueError(f"unknown granularity {self.granularity!r}: use one of "
+                             f"{sorted(GRANULARITY_PRESETS)}, or set attention=/ffn= granule overrides")
+        if int(self.block_size) <= 0:
+            raise ValueError(f"block_size={self.block_size} must be a positive int, e.g. 32")
+        for role, spec in self.granules().items():
+            kind, _ = parse_granule(spec)
+            if kind in TIED and TIED[kind] != role:
+                raise ValueError(f"granule {spec!r} cannot be used for {role} weights: 'head' is for "
+                                 f"attention=, 'neuron' for ffn=; use a block/row granule for {role}=")
+
+    def granules(self) -> dict[str, str]:
+        """Resolved granule spec per role: ``{"attention": ..., "ffn": ..., "other": ...}``."""
+        preset = GRANULARITY_PRESETS[self.granularity]
+        d = int(self.block_size)
+        att = self.attention or preset["attention"].format(d=d)
+        ffn = self.ffn or preset["ffn"].format(d=d)
+        other = self.other or ("1x1" if parse_granule(ffn)[0] in TIED else ffn)
+        return {"attention": att, "ffn": ffn, "other": other}
+
+    @property
+    def needs_plan(self) -> bool:
+        """True when attention and FFN weights are treated differently, or weights are tied."""
+        g = self.granules()
+        return g["attention"] != g["ffn"] or any(parse_granule(s)[0] in TIED for s in g.values())
+
+    @property
+    def structured(self) -> bool:
+        """Whole heads and neurons only: the result is physically smaller after strip."""
+        g = self.granules()
+        return (parse_granule(g["attention"])[0], parse_granule(g["ffn"])[0]) == ("head", "neuron")
+
+    def included(self, fqn: str) -> bool:
+        return any(fnmatch(fqn, p) for p in self.include) and not any(fnmatch(fqn, p) for p in self.exclude)
+
+    def make_owner(self, shape: tuple[int, ...], key: str, device=None):
+        """The mask owner on one granule grid (a method's config overrides this)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which mask owner to use: "
+                                  f"pass owner=... to prepare, or use a method's config")

@@ -1,0 +1,122 @@
+"""The method protocol: what every pruning method implements, trained or one-shot.
+
+A method is a config dataclass (a ``MaskSpec`` subclass naming the method in ``method``) and a
+handler registered for it (``registry.register``)::
+
+    @register(LeapConfig)                         # config type -> handler, one registry
+    class Leap(TrainedMethod):
+        def prepare(self, model, plan): ...       # install mask owners through masks.prepare
+        def param_groups(self, model, lr, weight_decay): ...
+        def loss_terms(self, out, teacher_out, batch, step): ...   # LossTerms(task, penalty, ...)
+        def on_step(self, model, step): ...       # schedules, lambda updates; returns log values
+        def finalize(self, model): ...            # deterministic masks -> fold
+    class KwonPostTraining(OneShotMethod):
+        def calibrate(self, model, batches, teacher): ...  # scores / masks from data, no training
+
+The loop (``leap_fx.train.loop``) and the job (``leap_fx.run.job``) talk to this protocol only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+import torch
+from torch import nn
+
+from leap_fx.masks.prepare import densities, fold, owners, param_groups, prepare
+
+PAPER_MASK_LR = 1e-2  # LEAP App. A (S and sigma), movement pruning's scores too
+
+
+@dataclass
+class LossTerms:
+    """One step's objective. ``loss = task * share + penalty`` (``share``: this rank's share of the
+    global batch under DDP, 1 otherwise)."""
+
+    task: torch.Tensor                         # batch mean of the data terms
+    penalty: Optional[torch.Tensor] = None     # a function of the parameters only (same on every rank)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # logged batch means (ce, kd, hidden ...)
+    values: dict[str, float] = field(default_factory=dict)        # other logged values (R, lambda, ...)
+
+
+class Method:
+    """Base of every handler. ``config`` is the method's config (a ``MaskSpec`` for masking methods)."""
+
+    name: ClassVar[str] = ""          # set by ``register`` from the config's ``method``
+    kind: ClassVar[str] = "trained"   # "trained" | "one-shot"
+    uses_masks: ClassVar[bool] = True
+    log_keys: ClassVar[tuple[str, ...]] = ()  # values the method logs besides loss / ce / kd
+
+    def __init__(self, config, total_steps: int = 1, train_config=None):
+        self.config, self.total_steps, self.train_config = config, max(1, int(total_steps)), train_config
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def prepare(self, model: nn.Module, plan) -> None:
+        """Install the masks (once; a resumed run prepares, then loads its checkpoint)."""
+        if self.uses_masks and not owners(model):
+            prepare(model, self.config, plan)
+            if not owners(model):
+                raise ValueError(f"{self.name}: prepare registered no masks: check include/exclude patterns")
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """Deterministic masks baked into plain weights (``fold``)."""
+        return fold(model) if self.uses_masks else model
+
+    def densities(self, model: nn.Module) -> dict[str, float]:
+        """Measured mask density per governed weight name."""
+        return densities(model) if self.uses_masks else {}
+
+    def state_dict(self, model: nn.Module) -> dict:
+        """Method state that is not in the model's state_dict (saved in checkpoints, JSON-able)."""
+        return {}
+
+    def load_state_dict(self, model: nn.Module, state: dict) -> None:
+        """Restore :meth:`state_dict` after a checkpoint load."""
+
+
+class TrainedMethod(Method):
+    """Trained in the loop: optimiser groups, the objective, per-step schedules."""
+
+    kind = "trained"
+
+    def mask_lr(self) -> float:
+        """Learning rate of the trainable mask state."""
+        lr = getattr(self.config, "mask_lr", None)
+        return PAPER_MASK_LR if lr is None else float(lr)
+
+    def param_groups(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:
+        if not self.uses_masks:
+            return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
+                     "weight_decay": weight_decay, "name": "weights"}]
+        return param_groups(model, lr=lr, mask_lr=self.mask_lr(), weight_decay=weight_decay)
+
+    def objective(self):
+        """The data objective; default logit KD (LEAP Eq. 8) with the loop's alpha / temperature."""
+        from leap_fx.train.objective import LogitKD
+        cfg = self.train_config
+        return LogitKD(getattr(cfg, "alpha", 0.9), getattr(cfg, "kd_temperature", 2.0))
+
+    def on_step(self, model: nn.Module, step: int) -> dict:
+        """Before the forward of ``step`` (0-based): schedules; returns values to log."""
+        return {}
+
+    def loss_terms(self, out, teacher_out, batch: dict, step: int) -> LossTerms:
+        """``out`` / ``teacher_out``: ``objective.Outputs`` of student and teacher (None: no teacher)."""
+        parts = self.objective_fn(out, teacher_out, batch["labels"])
+        return LossTerms(task=parts.pop("task"), parts=parts)
+
+    @property
+    def objective_fn(self):
+        if not hasattr(self, "_objective"):
+            self._objective = self.objective()
+        return self._objective
+
+
+class OneShotMethod(Method):
+    """No training loop: ``calibrate`` sets the masks from a few batches, then ``finalize``."""
+
+    kind = "one-shot"
+
+    def calibrate(self, model: nn.Module, batches, teacher: Optional[nn.Module] = None) -> dict:
+        """Set the masks from ``batches`` (an iterable of input dicts with ``labels``); returns a report."""
+        raise NotImplementedError

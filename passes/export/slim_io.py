@@ -1,0 +1,146 @@
+"""save_slim / load_slim: a stripped model as safetensors weights + a JSON shape manifest.
+
+The manifest (``manifest.json``) says how to turn a freshly built *dense* model into the slim
+one: every module's parameter shapes (and dtypes), the attributes strip changed (head counts,
+``all_head_size``, ...), modules strip replaced (``SlimMultiheadAttention`` with its
+constructor spec), kept heads / FFN widths per family (the ``StripReport`` and its Plan),
+the model class and, for HF models, ``config.to_dict()``. ``load_slim`` builds the dense model
+(from ``model_or_factory``, or from the HF class + config in the manifest), applies the
+manifest, then loads the weights strictly. Both files are written to a temporary directory
+that is renamed into place, so ``dir`` is never half written.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import nn
+
+from passes.analyze.plan import Plan
+from passes.io import atomic_dir, read_json, write_json
+from passes.strip.report import StripReport
+from passes.strip.surgery import shape_attributes, sync_leaf
+
+FORMAT = "leap-fx-slim"
+VERSION = 1
+WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
+
+
+def _replacement_classes() -> dict[str, Callable[[dict], nn.Module]]:
+    from passes.strip.mha import SlimMultiheadAttention
+    return {"SlimMultiheadAttention": lambda spec: SlimMultiheadAttention(**spec)}
+
+
+def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Optional[StripReport] = None) -> dict:
+    modules = {}
+    for fqn, mod in model.named_modules():
+        params = {n: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")}
+                  for n, p in mod.named_parameters(recurse=False)}
+        entry = {"class": type(mod).__name__, "params": params}
+        if hasattr(mod, "spec") and type(mod).__name__ in _replacement_classes():
+            entry["spec"] = mod.spec()
+        if params or "spec" in entry:
+            modules[fqn] = entry
+    config = getattr(model, "config", None)
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model_class": f"{type(model).__module__}:{type(model).__qualname__}",
+        "config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "modules": modules,
+        "attributes": _attributes(model, strip_report),
+        "replaced": strip_report.replaced if strip_report is not None else {},
+        "strip": strip_report.to_dict() if strip_report is not None else None,
+        "plan": plan.to_dict() if plan is not None else None,
+    }
+
+
+def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
+    from passes.strip.strip import HANDLERS
+    attrs = shape_attributes(model, HANDLERS.values())
+    for fqn, a in (strip_report.attributes if strip_report is not None else {}).items():
+        attrs[fqn] = {**attrs.get(fqn, {}), **a}
+    return attrs
+
+
+def save_slim(model: nn.Module, dir: Union[str, os.PathLike], plan: Optional[Plan] = None,
+              strip_report: Optional[StripReport] = None) -> str:
+    """Write ``dir/model.safetensors`` + ``dir/manifest.json`` atomically; returns ``dir``."""
+    from safetensors.torch import save_model
+
+    dir = os.path.abspath(os.fspath(dir))
+    with atomic_dir(dir) as tmp:
+        save_model(model, os.path.join(tmp, WEIGHTS))  # de-duplicates tied tensors
+        write_json(os.path.join(tmp, MANIFEST), manifest(model, plan, strip_report))
+    return dir
+
+
+def read_manifest(dir: Union[str, os.PathLike]) -> dict:
+    man = read_json(os.path.join(os.fspath(dir), MANIFEST), "slim model manifest")
+    if not isinstance(man, dict) or man.get("format") != FORMAT:
+        raise ValueError(f"{dir} is not a leap-fx slim model directory (no {FORMAT} manifest)")
+    return man
+
+
+def _dense_model(man: dict, model_or_factory: Any) -> nn.Module:
+    if isinstance(model_or_factory, nn.Module):
+        return model_or_factory
+    if callable(model_or_factory):
+        return model_or_factory()
+    if model_or_factory is not None:
+        raise ValueError("model_or_factory must be an nn.Module, a callable returning one, or None")
+    if man.get("config") is None:
+        raise ValueError(f"{man['model_class']} is not an HF model (no config in the manifest); pass "
+                         "model_or_factory: the dense model, or a function that builds it")
+    mod_name, _, qual = man["model_class"].partition(":")
+    cls = getattr(importlib.import_module(mod_name), qual)
+    config = cls.config_class.from_dict(man["config"])
+    return cls(config)
+
+
+def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
+    """Reshape a dense model in place to the manifest's shapes (values are left uninitialised)."""
+    expected = man["model_class"].split(":")[-1]
+    if type(model).__qualname__ != expected:
+        raise ValueError(f"manifest is for {expected}, got a {type(model).__qualname__}")
+    makers = _replacement_classes()
+    for fqn, cls_name in man["replaced"].items():
+        spec = man["modules"][fqn].get("spec")
+        if cls_name not in makers or spec is None:
+            raise ValueError(f"cannot rebuild replaced module {fqn} ({cls_name})")
+        parent, _, name = fqn.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, name, makers[cls_name](spec))
+    for fqn, entry in man["modules"].items():
+        mod = model.get_submodule(fqn) if fqn else model
+        if type(mod).__name__ != entry["class"]:
+            raise ValueError(f"{fqn}: manifest has {entry['class']}, model has {type(mod).__name__}")
+        for name, p in entry["params"].items():
+            cur = getattr(mod, name, None)
+            dtype = getattr(torch, p["dtype"])
+            if cur is None or list(cur.shape) != p["shape"] or cur.dtype != dtype:
+                setattr(mod, name, nn.Parameter(torch.empty(p["shape"], dtype=dtype)))
+        sync_leaf(mod)
+    for fqn, attrs in man["attributes"].items():
+        mod = model.get_submodule(fqn) if fqn else model
+        for k, v in attrs.items():
+            setattr(mod, k, v)
+    return model
+
+
+def load_slim(dir: Union[str, os.PathLike], model_or_factory: Any = None) -> nn.Module:
+    """The slim model saved in ``dir``; exact round trip of ``save_slim`` (state_dict equal)."""
+    from safetensors.torch import load_model
+
+    man = read_manifest(dir)
+    model = apply_manifest(_dense_model(man, model_or_factory), man)
+    missing, unexpected = load_model(model, os.path.join(os.fspath(dir), WEIGHTS), strict=True)
+    if missing or unexpected:  # load_model(strict=True) raises; belt and braces
+        raise ValueError(f"weights do not match the manifest: missing {missing}, unexpected {unexpected}")
+    return model.eval()
+
+
+def load_strip_report(dir: Union[str, os.PathLike]) -> Optional[StripReport]:
+    """The ``StripReport`` saved with a slim model (None if it was saved without one)."""
+    strip = read_manifest(dir).get("strip")
+    return StripReport.from_dict(strip) if strip is not None else None

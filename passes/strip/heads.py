@@ -1,0 +1,108 @@
+"""Where heads are stripped: the attention family's strip rules.
+
+Head ``h`` (reading kv head ``j``) adds ``out[:, h] @ softmax(q_h k_j^T) (x W_v_j + b_v_j)``.
+Zero ``out`` columns -> 0. Zero ``v`` rows -> every value row is ``b_v_j``; a softmax row sums
+to 1 (padding / causal masks only move mass, eval mode: no dropout), so the head adds the
+constant ``out[:, h] @ b_v_j``, folded into the out bias. Zero q/k with live v is *not*
+removable: uniform attention still averages ``x W_v``. Under grouped-query attention only whole
+kv groups go (every q head of the group removable).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from torch import nn
+
+from passes.analyze.plan import ATTENTION, AttentionFamily, Slice
+from passes.strip.cut import Cut, KindHandler
+from passes.strip.fold import can_fold
+from passes.strip.tensors import bias_name, indices, is_zero, part, tensor, through
+
+
+class Heads(KindHandler):
+    kind = ATTENTION
+    ATTRS = {
+        "BertSelfAttention": (("num_attention_heads", "heads"), ("all_head_size", "width")),
+        "RobertaSelfAttention": (("num_attention_heads", "heads"), ("all_head_size", "width")),
+        "DistilBertSelfAttention": (("n_heads", "heads"),),
+        "MultiHeadSelfAttention": (("n_heads", "heads"),),
+        "ViTSelfAttention": (("num_attention_heads", "heads"), ("all_head_size", "width")),
+        "ViTAttention": (("num_attention_heads", "heads"),),
+        "GPT2Attention": (("num_heads", "heads"), ("split_size", "width")),
+        "LlamaAttention": (),  # infers heads from view(-1, head_dim); kv groups keep their ratio
+        "SlimMultiheadAttention": (("num_heads", "heads"),),
+    }
+    GENERIC = {
+        "heads": ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"),
+        "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_kv_head"),
+        "width": ("all_head_size", "inner_dim", "split_size", "inner_size"),
+        "kv_width": ("kv_dim", "kv_size"),
+    }
+
+    @classmethod
+    def decide(cls, model: nn.Module, fam: AttentionFamily, atol: float = 0.0) -> Cut:
+        """Whole kv groups go when every q head of the group is zero or constant (GQA-safe)."""
+        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        if kv <= 0 or h % kv:
+            raise ValueError(f"{fam.fqn}: num_heads {h} is not a multiple of num_kv_heads {kv}")
+        group = h // kv
+        out_w = tensor(model, fam.out.weight_name)
+        v_w = tensor(model, fam.v.weight_name)
+        vb_name = bias_name(fam.v, model)
+        vb = tensor(model, vb_name) if vb_name else None
+        cut = Cut(fam.fqn, fam.kind, fam.layer, h)
+        for j in range(kv):
+            heads = list(range(j * group, (j + 1) * group))
+            out_zero = [is_zero(part(out_w, fam.out.axis, indices(fam.out, [q], d)), atol) for q in heads]
+            v_zero = is_zero(part(v_w, fam.v.axis, indices(fam.v, [j], d)), atol)
+            if all(out_zero):
+                cut.remove += heads
+                cut.kv_remove.append(j)
+            elif v_zero:
+                b_v = part(vb, 0, indices(fam.v, [j], d)) if vb is not None else None
+                consts = [(q, through(fam.out, model, q, d, b_v)) for q, z in zip(heads, out_zero)
+                          if not z and b_v is not None and not is_zero(b_v, 0.0)]
+                if consts and not can_fold(model, fam.out):
+                    continue  # nowhere to put the constant: keep the group
+                cut.remove += heads
+                cut.kv_remove.append(j)
+                cut.folds += consts
+        if group > 1:
+            cut.note = f"GQA: only whole kv groups of {group} q heads are removed"
+        return cut
+
+    @classmethod
+    def removed_by_role(cls, fam, cut):
+        d = fam.head_dim
+        return {"q": (cut.remove, d), "out": (cut.remove, d), "k": (cut.kv_remove, d), "v": (cut.kv_remove, d)}
+
+    @classmethod
+    def fold_into(cls, fam) -> Slice:
+        return fam.out
+
+    @classmethod
+    def placeholder(cls, fam, cut):
+        group = fam.num_heads // fam.num_kv_heads
+        keep_q = list(range(group))
+        cut.kv_remove = [j for j in cut.kv_remove if j != 0]
+        cut.placeholder = keep_q[0]
+        cut.remove = [g for g in cut.remove if g not in keep_q]
+        return {"q": keep_q, "k": [0], "v": [0], "out": keep_q}
+
+    @classmethod
+    def quantities(cls, fam, cut):
+        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        nh, nkv = h - len(cut.remove), kv - len(cut.kv_remove)
+        return ({"heads": h, "kv_heads": kv, "width": h * d, "kv_width": kv * d},
+                {"heads": nh, "kv_heads": nkv, "width": nh * d, "kv_width": nkv * d})
+
+    @classmethod
+    def shrunk(cls, fam, cut, slices):
+        return dataclasses.replace(fam, num_heads=fam.num_heads - len(cut.remove),
+                                   num_kv_heads=fam.num_kv_heads - len(cut.kv_remove), **slices)
+
+    @classmethod
+    def record(cls, fam, cut):
+        gone = set(cut.kv_remove)
+        return {"kv_kept": [j for j in range(fam.num_kv_heads) if j not in gone]}
+

@@ -1,0 +1,84 @@
+"""Where FFN neurons are stripped: the feed-forward family's strip rules (LEAP Eq. 1 granules).
+
+Neuron ``j``: zero ``down`` column -> 0; zero ``up`` row -> ``act(b_up_j) * down[:, j]`` folded into
+the down bias. Gated ``act(gate_j) * up_j``: zero when ``up_j`` is identically 0, or ``gate_j`` is the
+constant ``c`` with ``act(c) == 0``; constant when both rows are zero.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from passes.analyze.activations import activation
+from passes.analyze.plan import FEED_FORWARD, FeedForwardFamily, Slice
+from passes.strip.cut import Cut, KindHandler
+from passes.strip.fold import can_fold
+from passes.strip.tensors import bias_vector, indices, is_zero, part, tensor, through
+
+
+class Neurons(KindHandler):
+    kind = FEED_FORWARD
+    ATTRS = {"LlamaMLP": (("intermediate_size", "ffn"),)}
+    GENERIC = {"ffn": ("intermediate_size", "ffn_dim", "dim_feedforward", "ffn_size", "hidden_features")}
+
+    @classmethod
+    def decide(cls, model: nn.Module, fam: FeedForwardFamily, atol: float = 0.0) -> Cut:
+        """Per-neuron rules above; ``folds`` holds ``const * down[:, j]`` for constant neurons."""
+        act = activation(fam.activation)
+        down_w = tensor(model, fam.down.weight_name)
+        up_w = tensor(model, fam.up.weight_name)
+        up_b = bias_vector(model, fam.up)
+        gate_w = tensor(model, fam.gate.weight_name) if fam.gate is not None else None
+        gate_b = bias_vector(model, fam.gate) if fam.gate is not None else None
+        foldable = can_fold(model, fam.down)
+        cut = Cut(fam.fqn, fam.kind, fam.layer, fam.width)
+        for j in range(fam.width):
+            if is_zero(part(down_w, fam.down.axis, indices(fam.down, [j], 1)), atol):
+                cut.remove.append(j)
+                continue
+            up_zero = is_zero(part(up_w, fam.up.axis, indices(fam.up, [j], 1)), atol)
+            b_u = up_b[j] if up_b is not None else torch.zeros((), dtype=up_w.dtype)
+            if gate_w is None:
+                const = act(b_u) if up_zero else None
+            else:
+                gate_zero = is_zero(part(gate_w, fam.gate.axis, indices(fam.gate, [j], 1)), atol)
+                b_g = gate_b[j] if gate_b is not None else torch.zeros((), dtype=gate_w.dtype)
+                if up_zero and gate_zero:
+                    const = act(b_g) * b_u
+                elif (up_zero and b_u == 0) or (gate_zero and act(b_g) == 0):
+                    const = torch.zeros((), dtype=up_w.dtype)
+                else:
+                    const = None
+            if const is None:
+                continue
+            if const != 0:
+                if not foldable:
+                    continue
+                cut.folds.append((j, through(fam.down, model, j, 1, const.reshape(1))))
+            cut.remove.append(j)
+        return cut
+
+    @classmethod
+    def removed_by_role(cls, fam, cut):
+        return {"up": (cut.remove, 1), "gate": (cut.remove, 1), "down": (cut.remove, 1)}
+
+    @classmethod
+    def fold_into(cls, fam) -> Slice:
+        return fam.down
+
+    @classmethod
+    def placeholder(cls, fam, cut):
+        cut.placeholder = 0
+        cut.remove = [g for g in cut.remove if g != 0]
+        return {"up": [0], "gate": [0], "down": [0]}
+
+    @classmethod
+    def quantities(cls, fam, cut):
+        return {"ffn": fam.width}, {"ffn": fam.width - len(cut.remove)}
+
+    @classmethod
+    def shrunk(cls, fam, cut, slices):
+        return dataclasses.replace(fam, width=fam.width - len(cut.remove), **slices)
+

@@ -1,0 +1,110 @@
+"""Physical removal: the indices a cut removes from every slice (and bias), sliced out with
+``index_select``, and the attributes the forwards read (head counts, widths) set to the new values.
+
+The torch-pruning backend (``tp_backend.py``) removes the same indices through its dependency graph
+where it is eligible; ``slice_params`` handles everything else (fused q/k/v, HF Conv1D, GQA, MHA).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from passes.strip.cut import Cut
+from passes.strip.tensors import bias_name, indices
+
+
+def removals(model: nn.Module, fam, cut: Cut, handler) -> dict[str, tuple[int, list[int]]]:
+    """``{full param name: (axis, indices)}`` for every weight and bias the cut touches."""
+    out: dict[str, tuple[int, list[int]]] = {}
+    per_role = handler.removed_by_role(fam, cut)
+    for sl in fam.slices:
+        granules, unit = per_role[sl.role]
+        idx = indices(sl, sorted(granules), unit)
+        _merge(out, sl.weight_name, sl.axis, idx)
+        bname = bias_name(sl, model)
+        if bname is not None:
+            _merge(out, bname, 0, idx)
+    return {k: v for k, v in out.items() if v[1]}
+
+
+def _merge(acc, name, axis, idx):
+    if name in acc and acc[name][0] != axis:
+        raise ValueError(f"{name}: sliced along two axes ({acc[name][0]} and {axis}) by one Plan")
+    old = acc.get(name, (axis, []))[1]
+    acc[name] = (axis, sorted(set(old) | set(idx)))
+
+
+# leaf module class -> attribute(s) recomputed from the new weight shape
+_LEAF_SHAPE_ATTRS = {
+    "Linear": lambda m: {"out_features": m.weight.shape[0], "in_features": m.weight.shape[1]},
+    "NonDynamicallyQuantizableLinear": lambda m: {"out_features": m.weight.shape[0],
+                                                  "in_features": m.weight.shape[1]},
+    "Conv1D": lambda m: {"nf": m.weight.shape[1]},  # HF GPT-2: weight [in, out]
+}
+
+
+@torch.no_grad()
+def slice_params(model: nn.Module, remove: dict[str, tuple[int, list[int]]]) -> None:
+    touched = set()
+    for name, (axis, idx) in remove.items():
+        fqn, _, pname = name.rpartition(".")
+        mod = model.get_submodule(fqn) if fqn else model
+        old = getattr(mod, pname)
+        gone = set(idx)
+        keep = torch.as_tensor([i for i in range(old.shape[axis]) if i not in gone], dtype=torch.long)
+        new = old.detach().index_select(axis, keep.to(old.device)).clone()
+        setattr(mod, pname, nn.Parameter(new, requires_grad=old.requires_grad)
+                if isinstance(old, nn.Parameter) else new)
+        touched.add(fqn)
+    for fqn in touched:
+        sync_leaf(model.get_submodule(fqn) if fqn else model)
+
+
+def sync_leaf(mod: nn.Module) -> None:
+    fn = _LEAF_SHAPE_ATTRS.get(type(mod).__name__)
+    if fn is not None:
+        for k, v in fn(mod).items():
+            setattr(mod, k, v)
+
+
+def update_attributes(model: nn.Module, fam, old: dict, new: dict, handler) -> dict[str, dict]:
+    """Set head counts / widths on the family module and its (non-leaf) submodules.
+
+    ``old``/``new`` map quantity -> value. A class in the table gets exactly its listed
+    attributes; any other class gets the generic names whose current value equals ``old``."""
+    table = handler.ATTRS
+    changed: dict[str, dict] = {}
+    root = model.get_submodule(fam.fqn) if fam.fqn else model
+    for rel, mod in root.named_modules():
+        if type(mod).__name__ in _LEAF_SHAPE_ATTRS:
+            continue
+        fqn = f"{fam.fqn}.{rel}".strip(".") if rel else fam.fqn
+        cls = type(mod).__name__
+        if cls in table:
+            pairs = [(a, q) for a, q in table[cls] if hasattr(mod, a)]
+        else:
+            pairs = [(a, q) for q, names in handler.GENERIC.items() if q in old for a in names
+                     if isinstance(getattr(mod, a, None), int) and getattr(mod, a) == old[q]]
+        for attr, q in pairs:
+            if q in new and getattr(mod, attr) != new[q]:
+                setattr(mod, attr, new[q])
+                changed.setdefault(fqn, {})[attr] = new[q]
+    return changed
+
+
+def shape_attributes(model: nn.Module, handlers) -> dict[str, dict]:
+    """Every integer attribute a strip handler may set (head counts, widths), per module: a slim
+    model's manifest records them so loading needs no strip report."""
+    names = set()
+    for h in handlers:
+        names |= {a for pairs in h.ATTRS.values() for a, _ in pairs}
+        names |= {a for attrs in h.GENERIC.values() for a in attrs}
+    out: dict[str, dict] = {}
+    for fqn, mod in model.named_modules():
+        if type(mod).__name__ in _LEAF_SHAPE_ATTRS:
+            continue
+        found = {a: getattr(mod, a) for a in sorted(names)
+                 if isinstance(getattr(mod, a, None), int) and not isinstance(getattr(mod, a), bool)}
+        if found:
+            out[fqn] = found
+    return out
