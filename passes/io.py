@@ -13,6 +13,7 @@ Both packages use these (``passes`` is the lower layer, so they live here):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -78,6 +79,15 @@ def write_text(path: str, text: str, fsync: bool = False) -> str:
                 fh.flush()
                 os.fsync(fh.fileno())
     return path
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (content identity: checksums, cache keys, resume checks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def jsonable(x: Any) -> Any:

@@ -92,6 +92,19 @@ def load_checkpoint(path: str, model, optimizer, scheduler, rank: int = 0) -> di
     return restore_checkpoint(read_checkpoint(path), model, optimizer, scheduler, rank)
 
 
+def check_same_run(saved: dict, now: dict, path: str, free: tuple = ()) -> None:
+    """Refuse to resume a checkpoint whose ``extra`` was written with other settings than ``now``
+    (``{"method": name, "<section>": {setting: value}}``); ``free`` settings may differ."""
+    diff = [] if saved.get("method") in (None, now.get("method")) else ["method"]
+    for section, values in now.items():
+        old = saved.get(section)
+        if isinstance(values, dict) and isinstance(old, dict):
+            diff += sorted(k for k in values if k not in free and old.get(k) != values[k])
+    if diff:
+        raise ValueError(f"checkpoint {path} was written with other settings ({', '.join(diff)}); "
+                         f"use another out_dir, or resume=False to start over")
+
+
 class History:
     """JSONL log of training records; on resume, records after the checkpoint step are dropped."""
 

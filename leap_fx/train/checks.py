@@ -9,7 +9,8 @@
 """
 from __future__ import annotations
 
-from typing import Iterable
+import os
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
@@ -46,3 +47,13 @@ def non_finite_mask_params(owners: dict) -> list[str]:
         if bool(flags.all()):
             return []
         return [name for (name, _), ok in zip(tensors, flags.tolist()) if not ok]
+
+
+def last_good(ckpt: Optional[str]) -> str:
+    return f"; last good checkpoint: {ckpt}" if ckpt and os.path.exists(ckpt) else "; no checkpoint was written"
+
+
+def grad_norm(params) -> torch.Tensor:
+    """Total L2 norm of the gradients (checked for NaN/Inf *before* clipping spreads them)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from leap_fx.data.batches import as_tensors, lengths, trim
+from leap_fx.train.checks import check_labels
 from leap_fx.train.objective import logits_of
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
@@ -35,6 +37,15 @@ def predict_logits(model: torch.nn.Module, data, batch_size: int = 128) -> torch
     result = torch.empty_like(logits)
     result[order] = logits
     return result
+
+
+def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
+    """Validation accuracy and cross-entropy."""
+    labels = as_tensors(data)["labels"]
+    logits = predict_logits(model, data, batch_size)
+    check_labels(labels, logits.shape[-1])
+    return {"val_accuracy": float((logits.argmax(-1) == labels).float().mean()),
+            "val_loss": float(nn.functional.cross_entropy(logits, labels))}
 
 
 def accuracy(model: torch.nn.Module, data, batch_size: int = 128) -> float:

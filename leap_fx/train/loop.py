@@ -29,12 +29,12 @@ from leap_fx.masks.prepare import owners
 from leap_fx.methods import build
 from leap_fx.methods.base import Method
 from leap_fx.methods.dense import DenseConfig
-from leap_fx.train.checkpoint import (CHECKPOINT, History, read_checkpoint, remove_stale_temps, restore_checkpoint,
-                                      rng_state, save_checkpoint)
-from leap_fx.train.checks import check_forward_inputs, check_labels, non_finite_mask_params
+from leap_fx.train.checkpoint import (CHECKPOINT, History, check_same_run, read_checkpoint, remove_stale_temps,
+                                      restore_checkpoint, rng_state, save_checkpoint)
+from leap_fx.train.checks import check_forward_inputs, check_labels, grad_norm, last_good, non_finite_mask_params
 from leap_fx.train.config import TrainConfig
 from leap_fx.train.distributed import Dist, unused_parameters
-from leap_fx.train.evaluate import model_inputs, predict_logits
+from leap_fx.train.evaluate import evaluate, model_inputs
 from leap_fx.train.objective import Outputs, capture, logits_of
 from leap_fx.train.progress import Progress
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
@@ -60,15 +60,6 @@ def total_steps(config: TrainConfig, train_data) -> int:
     return max(1, min(steps, config.max_steps) if config.max_steps else steps)
 
 
-def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
-    """Validation accuracy and cross-entropy."""
-    labels = as_tensors(data)["labels"]
-    logits = predict_logits(model, data, batch_size)
-    check_labels(labels, logits.shape[-1])
-    return {"val_accuracy": float((logits.argmax(-1) == labels).float().mean()),
-            "val_loss": float(nn.functional.cross_entropy(logits, labels))}
-
-
 def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method"):
     """``passes.analyze`` on one training batch (None if it fails and the method can do without)."""
     from passes.analyze import analyze
@@ -80,16 +71,6 @@ def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this m
             raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
                              f"plan=leap_fx.analyze(model, example_inputs)") from err
         return None
-
-
-def _last_good(ckpt: Optional[str]) -> str:
-    return f"; last good checkpoint: {ckpt}" if ckpt and os.path.exists(ckpt) else "; no checkpoint was written"
-
-
-def _grad_norm(params) -> torch.Tensor:
-    """Total L2 norm of the gradients (checked for NaN/Inf *before* clipping spreads them)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 def _as_method(method, config: TrainConfig, n_total: int) -> Method:
@@ -150,18 +131,8 @@ class _Loop:
             self.config.to_json(os.path.join(self.out_dir, "train_config.json"))
 
     def _check_same_run(self, extra: dict) -> None:
-        """Refuse to resume a checkpoint written with other training or method settings."""
-        diff = []
-        pairs = ((extra.get("train_config"), self.config.to_dict()),
-                 (extra.get("method_config"), self._method_config()))
-        for saved, now in pairs:
-            if saved is not None and now is not None:
-                diff += sorted(k for k in now if k not in _NOT_SCHEDULE and saved.get(k) != now[k])
-        if extra.get("method") not in (None, self.method.name):
-            diff.append("method")
-        if diff:
-            raise ValueError(f"checkpoint {self.ckpt} was written with other settings ({', '.join(diff)}); "
-                             f"use another out_dir, or resume=False to start over")
+        check_same_run(extra, {"method": self.method.name, "train_config": self.config.to_dict(),
+                               "method_config": self._method_config()}, self.ckpt, _NOT_SCHEDULE)
 
     def _method_config(self) -> dict:
         return self.method.config.to_dict() if hasattr(self.method.config, "to_dict") else {}
@@ -197,14 +168,14 @@ class _Loop:
         total = logged["task"] + (float(terms.penalty.detach()) if terms.penalty is not None else 0.0)
         if not math.isfinite(total):
             raise FloatingPointError(f"non-finite loss ({total}) at step {self.step + 1} ({logged}, "
-                                     f"{terms.values}): lower the learning rates{_last_good(self.ckpt)}")
+                                     f"{terms.values}): lower the learning rates{last_good(self.ckpt)}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = _grad_norm(params)
+        norm = grad_norm(params)
         if not torch.isfinite(norm):
             bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
             raise FloatingPointError(f"non-finite gradients at step {self.step + 1} in {bad[:5]}; the parameters "
-                                     f"were not updated{_last_good(self.ckpt)}")
+                                     f"were not updated{last_good(self.ckpt)}")
         if self.config.max_grad_norm:
             torch.nn.utils.clip_grads_with_norm_(params, self.config.max_grad_norm, norm)
         self.optimizer.step()
@@ -212,7 +183,7 @@ class _Loop:
         bad = non_finite_mask_params(self.owners)
         if bad:
             raise FloatingPointError(f"non-finite mask parameters {bad[:5]} after step {self.step + 1}: "
-                                     f"lower mask_lr{_last_good(self.ckpt)}")
+                                     f"lower mask_lr{last_good(self.ckpt)}")
         self.step += 1
         return {"loss": total, **logged, **terms.values, **sched_log}
 

@@ -12,6 +12,7 @@ so layer-wise distillation is a configuration of the same loop, not a fork of it
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -112,7 +113,7 @@ class LayerKD(LogitKD):
         """(student block, teacher block) pairs: the map, or uniform when depths differ."""
         if self.layer_map is not None:
             return [(s, t) for t, s in enumerate(self.layer_map) if s is not None]
-        return [(round((t + 1) * n_student / n_teacher) - 1, t) for t in range(n_teacher)]
+        return [(math.ceil((t + 1) * n_student / n_teacher) - 1, t) for t in range(n_teacher)]
 
     def __call__(self, out, teacher, labels):
         terms = super().__call__(out, teacher, labels)

@@ -1,0 +1,60 @@
+"""What each head and neuron costs: forward FLOPs per granule, from the Plan's shapes.
+
+For one example of ``seq`` tokens (2 FLOPs per multiply-add, as ``torch.utils.flop_counter``):
+
+- a slice of ``unit`` output rows (or input columns) of a weight ``[out, in]`` costs
+  ``2 * seq * unit * (the other dim)``; a family's slices are shared by its granules, so a head's
+  share of q/k/v/out is their total over ``num_heads`` (grouped-query k/v included);
+- a head also does ``QK^T`` and ``softmax(.) V``: ``2 * 2 * seq^2 * head_dim``;
+- a neuron costs its row of up (and gate) and its column of down.
+
+``granule_flops`` is exact for the matmuls the families own: summed over every granule it equals the
+encoder FLOPs ``FlopCounterMode`` measures when every encoder matmul belongs to a family (checked in
+tests/test_cost.py); what it does not see (embeddings, LayerNorm, heads on top) is constant under
+head / neuron pruning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from passes.analyze.plan import ATTENTION, Plan
+
+
+@dataclass(frozen=True)
+class GranuleCost:
+    """Per-granule forward FLOPs of one family at a sequence length."""
+
+    family: str
+    kind: str
+    granules: int
+    flops: float  # of one granule
+
+    @property
+    def total(self) -> float:
+        return self.flops * self.granules
+
+
+def _weight(model: nn.Module, sl):
+    mod = model.get_submodule(sl.fqn) if sl.fqn else model
+    if hasattr(mod, "parametrizations") and sl.param in mod.parametrizations:
+        return mod.parametrizations[sl.param].original
+    return getattr(mod, sl.param)
+
+
+def granule_flops(model: nn.Module, plan: Plan, seq: int) -> dict[str, GranuleCost]:
+    """Family key -> per-granule FLOPs at ``seq`` tokens (batch 1)."""
+    out = {}
+    for key, fam in plan.families.items():
+        proj = sum(2.0 * seq * sl.size * _weight(model, sl).shape[1 - sl.axis] for sl in fam.slices)
+        per = proj / fam.granules
+        if fam.kind == ATTENTION:
+            per += 4.0 * seq * seq * fam.head_dim
+        out[key] = GranuleCost(key, fam.kind, fam.granules, per)
+    return out
+
+
+def kept_flops(costs: dict[str, GranuleCost], kept: dict[str, int]) -> float:
+    """FLOPs of the families when ``kept[key]`` granules survive (missing keys: all kept)."""
+    return sum(c.flops * kept.get(k, c.granules) for k, c in costs.items())
