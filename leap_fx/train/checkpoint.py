@@ -100,9 +100,14 @@ def read_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"checkpoint {path} cannot be read safely ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); it holds something other than "
-                         f"tensors and plain data, or is damaged: {START_OVER}") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        code = next((ln for ln in lines if "GLOBAL" in ln), None)  # what the pickle wanted to call
+        if code is not None:
+            raise ValueError(f"checkpoint {path} cannot be read safely: it holds an object that is not a tensor or "
+                             f"plain data ({code}); it was refused before anything in it ran (an older "
+                             f"leap-fx's checkpoint, or a planted file); {START_OVER}") from None
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: "
+                         f"{lines[0] if lines else ''}); it is damaged: {START_OVER}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a leap-fx training checkpoint; {START_OVER}")
     if state.get("version") != VERSION or not isinstance(state.get("meta"), str) \

@@ -7,8 +7,9 @@ constructor spec), kept heads / FFN widths per family (the ``StripReport`` and i
 the model class and, for HF models, ``config.to_dict()``. ``load_slim`` builds the dense model
 (from ``model_or_factory`` or ``model_class``, or from the class transformers' own registries give
 for the config's ``model_type``: the class the manifest names is compared, never imported, so
-loading runs no code from the folder), applies the manifest, then loads the weights strictly. Both files are written to a temporary directory
-that is renamed into place, so ``dir`` is never half written.
+loading runs no code from the folder), applies the manifest, then loads the weights strictly.
+Both files are written to a temporary directory that is renamed into place, so ``dir`` is never
+half written.
 """
 from __future__ import annotations
 
