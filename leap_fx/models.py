@@ -77,3 +77,19 @@ def quiet_from_pretrained(cls, path: str, **kwargs):
         logging.set_verbosity(verbosity)
         if bars:
             logging.enable_progress_bar()
+
+
+# the files transformers reads a model, its config and its tokenizer from (top level of the folder)
+MODEL_FILES = ("config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json",
+               "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model")
+
+
+def model_content(model_dir: str) -> dict[str, str]:
+    """``{file name: sha256}`` of the files in ``model_dir`` that define the model (weights, config,
+    tokenizer): the content identity the teacher cache and ``--resume`` key on, not the path."""
+    import fnmatch
+
+    from passes.io import sha256_file
+    names = sorted(f for f in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, f))
+                   and any(fnmatch.fnmatch(f, pat) for pat in MODEL_FILES))
+    return {f: sha256_file(os.path.join(model_dir, f)) for f in names}

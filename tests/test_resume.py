@@ -18,7 +18,6 @@ import leap_fx
 from leap_fx.methods.magnitude import MagnitudeConfig
 from leap_fx.train import TrainConfig, train
 from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
-from tests.test_distributed import ROOT, SCRIPT, _env
 from tests.test_train import owners_state, toy_data
 from tests.conftest import tiny_bert
 
@@ -286,3 +285,7 @@ def test_time_based_checkpoints(tmp_path):
     train(tiny_bert(), None, toy_data(), None, TrainConfig(**cfg, checkpoint_minutes=1e-9), leap,
           out_dir=str(tmp_path / "b"), quiet=True, stop_after=3)
     assert read_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))["step"] == 3
+
+
+# at the end: tests.test_distributed imports this module's fixtures (either may be imported first)
+from tests.test_distributed import ROOT, SCRIPT, _env  # noqa: E402

@@ -11,6 +11,7 @@ from leap_fx.methods.leap import auto_mask_lr
 from leap_fx.methods.scheduled import cubic_density
 from leap_fx.run.onnx_eval import onnx_accuracy
 from leap_fx.train import TrainConfig, accuracy, kd_loss, objective, train, warmup_linear
+from leap_fx.train.checkpoint import read_checkpoint
 from tests.conftest import tiny_bert
 
 
@@ -110,7 +111,7 @@ def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
     full, res_full = _leap_run(str(tmp_path / "a"), cfg=cfg)
     part, res_part = _leap_run(str(tmp_path / "b"), cfg=cfg, stop_after=7)
     assert res_part.metrics["step"] == 7
-    assert torch.load(str(tmp_path / "b" / "checkpoint.pt"), weights_only=False)["step"] == 4
+    assert read_checkpoint(str(tmp_path / "b" / "checkpoint.pt"))["step"] == 4
     resumed, res_resumed = _leap_run(str(tmp_path / "b"), cfg=cfg)
     a, b = owners_state(full), owners_state(resumed)
     assert a.keys() == b.keys()
@@ -141,7 +142,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match=r"at step 3\b.*checkpoint"):
         train(model, None, toy_data(), None, cfg, leap_fx.LeapConfig(target_density=0.5),
               out_dir=str(tmp_path), quiet=True)
-    assert torch.load(str(tmp_path / "checkpoint.pt"), weights_only=False)["step"] == 2
+    assert read_checkpoint(str(tmp_path / "checkpoint.pt"))["step"] == 2
 
 
 def test_dense_training_learns_and_accuracy_helper():

@@ -33,6 +33,7 @@ MODES = {
 DEFAULT_GRANULARITY = "hybrid"
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
 SHARED = ("target_density", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+RECORDS = ("content",)  # what a run's options.json records beside the options (run/fingerprint.py)
 
 
 def pruning_methods() -> list[str]:
@@ -93,7 +94,7 @@ class PruneOptions(JsonDataclass):
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneOptions":
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in RECORDS} if isinstance(d, dict) else d
         moved = {k: d.pop(k) for k in MOVED_TO_METHOD_OPTIONS if k in d}
         moved = {k: v for k, v in moved.items() if v is not None}
         if moved:

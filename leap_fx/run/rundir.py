@@ -10,6 +10,7 @@ import os
 import shutil
 from typing import Optional
 
+from leap_fx.run.fingerprint import KEY as CONTENT, check_same_content, run_content
 from passes.io import atomic_dir, read_json, write_json
 
 ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "slim",
@@ -28,12 +29,14 @@ def prepare_out_dir(out: str, opts) -> Optional[dict]:
         if not os.path.isfile(previous):
             raise ValueError(f"{out} has no options.json, so it cannot be resumed: pass --overwrite "
                              f"to start over there, or choose another --out")
-        before = type(opts).from_dict(read_json(previous, "options file")).to_dict()
+        recorded = read_json(previous, "options file")
+        before = type(opts).from_dict(recorded).to_dict()
         now = opts.to_dict()
         diff = sorted(k for k in now if k not in RESUME_FREE and before.get(k) != now[k])
         if diff:
             raise ValueError(f"{out} holds a run with different options ({', '.join(diff)}): resume with "
                              f"the same options, or pass --overwrite / another --out")
+        check_same_content(recorded.get(CONTENT), run_content(opts), out)  # data / model files unchanged
         report = os.path.join(out, "report.json")
         if os.path.isfile(report):
             return read_json(report, "report")
@@ -45,7 +48,7 @@ def prepare_out_dir(out: str, opts) -> Optional[dict]:
             path = os.path.join(out, name)
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, "options.json"), opts.to_dict())
+    write_json(os.path.join(out, "options.json"), {**opts.to_dict(), CONTENT: run_content(opts)})
     return None
 
 

@@ -29,10 +29,11 @@ from leap_fx.masks.prepare import owners
 from leap_fx.methods import build
 from leap_fx.methods.base import Method
 from leap_fx.methods.dense import DenseConfig
-from leap_fx.train.checkpoint import (CHECKPOINT, History, check_same_run, read_checkpoint, remove_stale_temps,
-                                      restore_checkpoint, rng_state, save_checkpoint)
+from leap_fx.train.checkpoint import (CHECKPOINT, History, check_same_content, check_same_run, read_checkpoint,
+                                      remove_stale_temps, restore_checkpoint, rng_state, save_checkpoint)
 from leap_fx.train.checks import check_forward_inputs, check_labels, grad_norm, last_good, non_finite_mask_params
 from leap_fx.train.config import TrainConfig
+from leap_fx.train.digest import run_content
 from leap_fx.train.distributed import Dist, unused_parameters
 from leap_fx.train.evaluate import evaluate, model_inputs
 from leap_fx.train.objective import Outputs, capture, logits_of
@@ -108,6 +109,7 @@ class _Loop:
         self.history = History(out_dir if self.main else None)
         self.step, self.carry, self.ckpt = 0, {}, os.path.join(out_dir, CHECKPOINT) if out_dir else None
         self.out_dir, self.labels_checked = out_dir, False
+        self.content = run_content(self.tensors, teacher) if out_dir else {}
         if out_dir:
             self._resume_or_start(resume)
 
@@ -116,6 +118,7 @@ class _Loop:
             state = read_checkpoint(self.ckpt)
             extra = state.get("extra", {})
             self._check_same_run(extra)  # before anything is loaded or written
+            check_same_content(extra.get("content") or {}, self.content, self.ckpt)
             restore_checkpoint(state, self.model, self.optimizer, self.scheduler, self.dist.rank)
             self.method.load_state_dict(self.model, extra.get("method_state") or {})
             self.step, self.carry = state["step"], extra.get("loop", {})
@@ -203,7 +206,7 @@ class _Loop:
             loop = {"meter": meter.state(), "elapsed_s": time.perf_counter() - t0, "world": self.dist.world}
             extra = {"method": self.method.name, "train_config": self.config.to_dict(),
                      "method_config": self._method_config(),
-                     "method_state": self.method.state_dict(self.model), "loop": loop}
+                     "method_state": self.method.state_dict(self.model), "loop": loop, "content": self.content}
             save_checkpoint(self.ckpt, self.model, self.optimizer, self.scheduler, self.step, extra, rng=rngs)
 
     def _checkpoint_due(self, every: int, last: float) -> bool:

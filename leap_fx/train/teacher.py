@@ -1,24 +1,29 @@
 """Dense fine-tuned teacher: the KD teacher of Eq. 8 and the accuracy reference, cached on disk.
 
-The cache key hashes the model directory, the training data (texts, labels, max length) and the
-training hyperparameters; a hit loads the saved model instead of training again. Cache root:
-``$LEAP_FX_CACHE/teachers`` or ``~/.cache/leap-fx/teachers``.
+The cache key hashes content, not paths: the model folder's files (weights, config, tokenizer), the
+tokenised training data, the labels, the max length and the training hyperparameters. A hit loads
+the saved model (safetensors) instead of training again, after checking every file of the entry
+against the SHA-256 recorded when it was written (a damaged or swapped entry is trained again).
+Cache root: ``$LEAP_FX_CACHE/teachers`` or ``~/.cache/leap-fx/teachers``.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
 from torch import nn
 
 from leap_fx.train.config import TrainConfig
-from passes.io import atomic_dir, write_json
+from leap_fx.train.digest import state_sha256
+from passes.io import atomic_dir, read_json, sha256_file, write_json
 
 TEACHER_CONFIG = TrainConfig(epochs=2, batch_size=32, lr=5e-5, warmup_ratio=0.1, alpha=0.0, log_every=50,
                              seed=17, fold=False)
+META = "teacher.json"
 
 
 @dataclass
@@ -35,20 +40,58 @@ def cache_root() -> str:
     return os.path.join(root, "teachers")
 
 
-def _fingerprint(split) -> str:
-    h = hashlib.sha256()
-    for i, text in enumerate(split.texts):
-        pair = split.text_pairs[i] if split.text_pairs else ""
-        h.update(f"{text}\x00{pair}\x00{split.labels[i]}\x01".encode())
-    return h.hexdigest()
-
-
 def teacher_key(model_dir: str, data, config: TrainConfig, max_length: int) -> str:
-    """Hash of model dir + training data + hyperparameters (the cache entry's name)."""
-    blob = json.dumps({"model_dir": os.path.abspath(model_dir), "train": _fingerprint(data.train),
+    """Hash of what the teacher is made of (the cache entry's name): the model folder's content
+    (weights, config, tokenizer: :func:`~leap_fx.models.model_content`), the tokenised training
+    tensors, the label names, the max length and the hyperparameters. A swapped model file or data
+    file gives another key, never the cached teacher of the old content."""
+    from leap_fx.models import model_content
+    blob = json.dumps({"model": model_content(model_dir), "train": state_sha256(data.train.features, "train data"),
                        "labels": list(data.label_names), "max_length": max_length,
                        "config": config.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _eval_key(data) -> str:
+    return state_sha256({"validation": data.validation.features, "test": data.test.features}, "eval data")
+
+
+def entry_problem(path: str, key: str) -> Optional[str]:
+    """Why the cache entry ``path`` must not be loaded (None: it is complete and every file matches
+    the SHA-256 recorded when it was written)."""
+    meta_file = os.path.join(path, META)
+    if not os.path.isfile(meta_file):
+        return "missing"
+    try:
+        meta = read_json(meta_file, "cached teacher metadata")
+    except ValueError as err:
+        return str(err)
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or meta.get("key") != key or not isinstance(meta.get("metrics"), dict):
+        return f"{meta_file} has no checksums for this key (written by another leap-fx version?)"
+    present = sorted(f for f in os.listdir(path) if f != META)
+    if present != sorted(files):
+        return f"it holds the files {present}, its checksums name {sorted(files)}"
+    bad = [f for f in sorted(files) if sha256_file(os.path.join(path, f)) != files[f]]
+    return f"{', '.join(bad)} in it fail{'s' if len(bad) == 1 else ''} the recorded checksum" if bad else None
+
+
+def _load_cached(path: str, tokenizer, data, config: TrainConfig) -> TeacherResult:
+    from transformers import AutoModelForSequenceClassification
+
+    from leap_fx.models import quiet_from_pretrained
+    model = quiet_from_pretrained(AutoModelForSequenceClassification, path, use_safetensors=True).eval()
+    meta = read_json(os.path.join(path, META), "cached teacher metadata")
+    metrics = meta["metrics"]
+    if meta.get("eval_data") != _eval_key(data):  # same teacher, other validation / test rows
+        metrics = {**metrics, **_eval_metrics(model, data, config)}
+    return TeacherResult(model, tokenizer, metrics, path, cached=True)
+
+
+def _eval_metrics(model, data, config: TrainConfig) -> dict:
+    from leap_fx.train.evaluate import accuracy
+    return {"val_accuracy": accuracy(model, data.validation, config.eval_batch_size),
+            "test_accuracy": accuracy(model, data.test, config.eval_batch_size)}
 
 
 def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, max_length: int = 64,
@@ -61,11 +104,12 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
     model's own; data the job already tokenised with it is not tokenised again).
     Returns the teacher in eval mode with validation/test accuracy. ``work_dir``: checkpoints of the
     fine-tune (a killed run resumes it there). Under torchrun the fine-tune is distributed and rank 0
-    alone writes the cache entry.
+    alone writes the cache entry. A cache entry whose files fail their recorded checksums is not
+    loaded (a warning names it) and is trained again.
     """
     from leap_fx.data import load_rotten_tomatoes
-    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer, quiet_from_pretrained
-    from leap_fx.train.evaluate import accuracy
+    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer
+    from leap_fx.train.distributed import Dist
     from leap_fx.train.loop import train
 
     model_dir = model_dir or default_model_dir()
@@ -75,35 +119,34 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
     data.tokenize(tokenizer, max_length)
     key = teacher_key(model_dir, data, config, max_length)
     path = os.path.join(cache_dir or cache_root(), key)
-    meta_file = os.path.join(path, "teacher.json")
-    from leap_fx.train.distributed import Dist
     dist = Dist.current()
-    if dist.broadcast(use_cache and os.path.isfile(meta_file)):  # every rank takes the same branch
-        from transformers import AutoModelForSequenceClassification
-        model = quiet_from_pretrained(AutoModelForSequenceClassification, path).eval()
-        with open(meta_file) as fh:
-            return TeacherResult(model, tokenizer, json.load(fh)["metrics"], path, cached=True)
-
+    problem = dist.broadcast(entry_problem(path, key) if use_cache and dist.is_main else "missing")
+    if problem is None:  # every rank takes the same branch
+        return _load_cached(path, tokenizer, data, config)
+    if problem != "missing" and dist.is_main:
+        print(f"[leap-fx] WARNING: cached teacher {path} is not loaded: {problem}; training it again",
+              file=sys.stderr, flush=True)
     model, _ = load_classifier(model_dir, num_labels=len(data.label_names), seed=config.seed,
                                label_names=data.label_names)
     result = train(model, None, data.train, data.validation, config, quiet=quiet, out_dir=work_dir)
     model = result.model.eval()
-    metrics = {"val_accuracy": accuracy(model, data.validation, config.eval_batch_size),
-               "test_accuracy": accuracy(model, data.test, config.eval_batch_size),
-               "train_examples": len(data.train), "steps": result.metrics.get("step"),
+    metrics = {**_eval_metrics(model, data, config), "train_examples": len(data.train),
+               "steps": result.metrics.get("step"),
                "train_seconds": next((r["elapsed_s"] for r in reversed(result.history) if "elapsed_s" in r),
                                      None)}
     if use_cache and dist.is_main:
         _save(model, tokenizer, path, {"key": key, "model_dir": os.path.abspath(model_dir),
                                        "max_length": max_length, "config": config.to_dict(),
-                                       "metrics": metrics})
+                                       "eval_data": _eval_key(data), "metrics": metrics})
     dist.barrier()
     return TeacherResult(model, tokenizer, metrics, path if use_cache else None, cached=False)
 
 
 def _save(model, tokenizer, path: str, meta: dict) -> None:
-    """Written to a temporary directory that replaces ``path`` at the end (never half a teacher)."""
+    """Written to a temporary directory that replaces ``path`` at the end (never half a teacher);
+    ``teacher.json`` records the SHA-256 of every other file in it."""
     with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(os.path.join(tmp, "teacher.json"), meta)
+        files = {f: sha256_file(os.path.join(tmp, f)) for f in sorted(os.listdir(tmp))}
+        write_json(os.path.join(tmp, META), {**meta, "files": files})

@@ -5,13 +5,14 @@ one: every module's parameter shapes (and dtypes), the attributes strip changed 
 ``all_head_size``, ...), modules strip replaced (``SlimMultiheadAttention`` with its
 constructor spec), kept heads / FFN widths per family (the ``StripReport`` and its Plan),
 the model class and, for HF models, ``config.to_dict()``. ``load_slim`` builds the dense model
-(from ``model_or_factory``, or from the HF class + config in the manifest), applies the
-manifest, then loads the weights strictly. Both files are written to a temporary directory
-that is renamed into place, so ``dir`` is never half written.
+(from ``model_or_factory`` or ``model_class``, or from the class transformers' own registries give
+for the config's ``model_type``: the class the manifest names is compared, never imported, so
+loading runs no code from the folder), applies the manifest, then loads the weights strictly.
+Both files are written to a temporary directory that is renamed into place, so ``dir`` is never
+half written.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Any, Callable, Optional, Union
 
@@ -83,25 +84,75 @@ def read_manifest(dir: Union[str, os.PathLike]) -> dict:
     return man
 
 
-def _dense_model(man: dict, model_or_factory: Any) -> nn.Module:
+def _hf_class(man: dict) -> Optional[type]:
+    """The transformers class the manifest names, found through transformers' own registries (the
+    config mapping for ``model_type``, then the auto-model mappings of that config class), or None.
+
+    Nothing the file names is imported: only transformers' own modeling module of a registered
+    ``model_type`` is (what ``AutoModel.from_config`` would import), and classes the caller
+    registered with ``AutoConfig.register`` / ``AutoModel.register`` are found the same way.
+    """
+    from transformers.models.auto import modeling_auto
+    from transformers.models.auto.auto_factory import _LazyAutoMapping
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    config, name = man.get("config"), _class_name(man)
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        return None
+    config_class = CONFIG_MAPPING[model_type]
+    for attr in sorted(dir(modeling_auto)):
+        mapping = getattr(modeling_auto, attr)
+        if not isinstance(mapping, _LazyAutoMapping) or config_class not in mapping:
+            continue
+        try:
+            found = mapping[config_class]
+        except (ImportError, KeyError, AttributeError):
+            continue
+        for cls in found if isinstance(found, tuple) else (found,):
+            if getattr(cls, "__name__", None) == name:
+                return cls
+    return None
+
+
+def _class_name(man: dict) -> str:
+    named = man.get("model_class")
+    return named.rpartition(":")[2] if isinstance(named, str) else ""
+
+
+def _build(cls: type, man: dict) -> nn.Module:
+    """``cls(config)`` for an HF class (config from the manifest), else ``cls()``."""
+    config_class = getattr(cls, "config_class", None)
+    if man.get("config") is not None and config_class is not None:
+        return cls(config_class.from_dict(man["config"]))
+    return cls()
+
+
+def _dense_model(man: dict, model_or_factory: Any, model_class: Optional[type], where: str) -> nn.Module:
+    if model_class is not None:
+        if model_or_factory is not None:
+            raise ValueError("pass model_or_factory or model_class, not both")
+        if not (isinstance(model_class, type) and issubclass(model_class, nn.Module)):
+            raise ValueError(f"model_class must be an nn.Module subclass, got {model_class!r}")
+        return _build(model_class, man)
     if isinstance(model_or_factory, nn.Module):
         return model_or_factory
     if callable(model_or_factory):
         return model_or_factory()
     if model_or_factory is not None:
         raise ValueError("model_or_factory must be an nn.Module, a callable returning one, or None")
-    if man.get("config") is None:
-        raise ValueError(f"{man['model_class']} is not an HF model (no config in the manifest); pass "
-                         "model_or_factory: the dense model, or a function that builds it")
-    mod_name, _, qual = man["model_class"].partition(":")
-    cls = getattr(importlib.import_module(mod_name), qual)
-    config = cls.config_class.from_dict(man["config"])
-    return cls(config)
+    cls = _hf_class(man) if man.get("config") is not None else None
+    if cls is None:
+        raise ValueError(f"{where}: the manifest names the class {man.get('model_class')!r}, which is not a "
+                         f"transformers model registered for its config; leap-fx never imports a class a "
+                         f"file names. Pass it: load_slim(dir, model_class=TheClass), or "
+                         f"load_slim(dir, model_or_factory): the dense model, or a function that builds it")
+    return _build(cls, man)
 
 
 def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
     """Reshape a dense model in place to the manifest's shapes (values are left uninitialised)."""
-    expected = man["model_class"].split(":")[-1]
+    expected = _class_name(man)
     if type(model).__qualname__ != expected:
         raise ValueError(f"manifest is for {expected}, got a {type(model).__qualname__}")
     makers = _replacement_classes()
@@ -117,23 +168,36 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
             raise ValueError(f"{fqn}: manifest has {entry['class']}, model has {type(mod).__name__}")
         for name, p in entry["params"].items():
             cur = getattr(mod, name, None)
-            dtype = getattr(torch, p["dtype"])
+            dtype = getattr(torch, str(p["dtype"]), None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{fqn}.{name}: manifest dtype {p['dtype']!r} is not a torch dtype")
             if cur is None or list(cur.shape) != p["shape"] or cur.dtype != dtype:
                 setattr(mod, name, nn.Parameter(torch.empty(p["shape"], dtype=dtype)))
         sync_leaf(mod)
     for fqn, attrs in man["attributes"].items():
         mod = model.get_submodule(fqn) if fqn else model
         for k, v in attrs.items():
+            plain = isinstance(v, (int, float, str, list, type(None)))
+            if k.startswith("__") or callable(getattr(mod, k, None)) or not plain:
+                raise ValueError(f"{fqn or 'model'}: manifest attribute {k}={v!r} is not a size or count; "
+                                 f"the manifest is damaged or not written by save_slim")
             setattr(mod, k, v)
     return model
 
 
-def load_slim(dir: Union[str, os.PathLike], model_or_factory: Any = None) -> nn.Module:
-    """The slim model saved in ``dir``; exact round trip of ``save_slim`` (state_dict equal)."""
+def load_slim(dir: Union[str, os.PathLike], model_or_factory: Any = None,
+              model_class: Optional[type] = None) -> nn.Module:
+    """The slim model saved in ``dir``; exact round trip of ``save_slim`` (state_dict equal).
+
+    The dense model comes from ``model_or_factory`` (a model, or a function building one), from
+    ``model_class`` (built from the manifest's HF config, or with no arguments), or, for a
+    transformers model, from transformers' registries (the config's ``model_type``). The manifest's
+    ``model_class`` string is only compared, never imported: loading a slim model runs no code from it.
+    """
     from safetensors.torch import load_model
 
     man = read_manifest(dir)
-    model = apply_manifest(_dense_model(man, model_or_factory), man)
+    model = apply_manifest(_dense_model(man, model_or_factory, model_class, os.fspath(dir)), man)
     missing, unexpected = load_model(model, os.path.join(os.fspath(dir), WEIGHTS), strict=True)
     if missing or unexpected:  # load_model(strict=True) raises; belt and braces
         raise ValueError(f"weights do not match the manifest: missing {missing}, unexpected {unexpected}")
