@@ -39,15 +39,15 @@ def quick_run(tmp_path, cache, *extra):
 
 def test_quick_prune_defaults_on_real_data(tmp_path, teacher_cache):
     report = quick_run(tmp_path, teacher_cache)
-    assert report["options"]["granularity"] == "hybrid"
-    target = report["options"]["target_density"]
+    assert report["resolved_options"]["granularity"] == "hybrid"  # the job default (options: as given)
+    target = report["resolved_options"]["target_density"]
     assert abs(report["density"]["achieved"] - target) <= 0.01, report["density"]
     assert report["density"]["nonzero_in_plan"] == pytest.approx(report["density"]["achieved"], abs=1e-6)
 
 
 def test_quick_prune_structured_strips_on_real_data(tmp_path, teacher_cache):
     report = quick_run(tmp_path, teacher_cache, "--granularity", "structured")
-    target = report["options"]["target_density"]
+    target = report["resolved_options"]["target_density"]
     assert abs(report["density"]["achieved"] - target) <= 0.01, report["density"]
     assert report["parameters"]["slim"] < report["parameters"]["dense"]  # heads/neurons really removed
     assert report["flops"]["slim_encoder"] < 0.5 * report["flops"]["dense_encoder"]
