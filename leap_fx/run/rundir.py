@@ -12,10 +12,11 @@ from typing import Optional
 
 from passes.io import atomic_dir, read_json, write_json
 
-ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "slim",
-             "tokenizer", "train", "teacher", "model.failed.onnx")
+ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "structure.png",
+             "slim",              "tokenizer", "train", "teacher", "model.failed.onnx")
 # options that may differ between a run and its --resume (they do not change results)
-RESUME_FREE = ("out", "overwrite", "resume", "verbose", "threads", "cache_dir", "use_cache")
+RESUME_FREE = ("out", "overwrite", "resume", "verbose", "threads", "cache_dir", "use_cache",
+               "keep_checkpoints")
 
 
 def prepare_out_dir(out: str, opts) -> Optional[dict]:
