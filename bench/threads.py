@@ -8,8 +8,9 @@ training steps (forward, backward, AdamW) of a config-built BERT (``--size``: ti
 base 6x384 = MiniLM-L6's shape; batch 16, sequence 48) and reports the median seconds per step.
 A setting is ``THREADS[:passive]``: THREADS a number or ``auto`` (``leap_fx.run.threads.choose_threads``,
 decided in the worker at its start, as the job does: every core with passive waiting, else cores minus
-load), ``:passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` (none: libgomp's default, spin then sleep). ``--loads``: numbers of busy-looping processes started
-beside the workers (the contention of a shared machine; the machine's own load is recorded too).
+load), ``:passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` (none: libgomp's default, spin then sleep).
+``--loads``: numbers of busy-looping processes started beside the workers (the contention of a shared
+machine; the machine's own load is recorded too).
 Settings run interleaved in ``--rounds`` so slow phases of the machine hit all of them alike.
 Prints a table (median s/step, and the slowdown against the best setting of the same load) and
 writes JSON.

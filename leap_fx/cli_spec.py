@@ -62,11 +62,13 @@ def build_spec() -> dict:
 
 
 def parser_spec() -> dict:
-    """The cached spec if it matches the sources, else a freshly built one (cached for next time).
-    A process that already imported the registry reads it live (it may hold methods registered at run
-    time, which no file shows)."""
-    if "leap_fx.methods.registry" in sys.modules:
-        return build_spec()
+    """The spec for this process: read live where the registry is already imported (it may hold
+    methods registered at run time, which no file shows), else ``cached_spec()``."""
+    return build_spec() if "leap_fx.methods.registry" in sys.modules else cached_spec()
+
+
+def cached_spec() -> dict:
+    """The cached spec if it matches the sources, else a freshly built one (cached for next time)."""
     path = cache_file()
     try:
         with open(path, encoding="utf-8") as fh:

@@ -5,8 +5,9 @@
 checked, carrying the run's metadata: label names, max length, tokenizer, density, parity), ``slim/``
 (``save_slim``), ``tokenizer/``, ``options.json``, ``structure.png`` and ``train/`` (history). Each file
 is written atomically; ``report.json`` is written last (a run without it is unfinished); then the
-training checkpoints are deleted unless ``keep_checkpoints`` (``disk.py``; sizes in the report). The method decides the middle: a trained method runs the loop (``leap_fx.train``), a
-one-shot method calibrates on training batches; everything else is the same for every method.
+training checkpoints are deleted unless ``keep_checkpoints`` (``disk.py``; sizes in the report). The
+method decides the middle: a trained method runs the loop (``leap_fx.train``), a one-shot method
+calibrates on training batches; everything else is the same for every method.
 """
 from __future__ import annotations
 
