@@ -94,6 +94,7 @@ def onnx_metadata(report: dict, tokenizer: str = "tokenizer", tokenizer_class: O
         "output": "logits [batch, num_labels]: argmax indexes label_names; softmax gives probabilities",
         "label_names": list(report["data"]["label_names"]), "max_length": opts.get("max_length"),
         "tokenizer": tokenizer, "tokenizer_class": tokenizer_class,
+        "model_source": report.get("model", {}).get("source"),
         "text_pair": opts.get("text_pair_column") is not None, "data_options": data,
         "method": opts.get("method"), "granularity": opts.get("granularity"),
         "target_density": dens.get("target"), "achieved_density": dens.get("achieved"),
