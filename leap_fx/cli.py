@@ -90,7 +90,7 @@ def _add_prune(sub) -> None:
             continue
         kw = {"choices": spec["methods"]} if name == "method" else {}
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=TYPES.get(kind, str), default=None,
-                       metavar=name.upper(), help=PRUNE_HELP.get(name, ""), **kw)
+                       metavar=name.upper(), help=PRUNE_HELP[name], **kw)
     group = p.add_argument_group("method options (each applies to the methods named in brackets)")
     for name, (kind, owners, text) in spec["method_options"].items():
         group.add_argument("--" + name.replace("_", "-"), dest="m_" + name, type=TYPES.get(kind, str),
