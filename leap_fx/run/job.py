@@ -2,10 +2,12 @@
 
 ``run_prune(PruneOptions(...))`` returns the report dict and writes, in ``options.out``:
 ``report.json``, ``density.png``, ``curves.png`` (trained methods), ``model.onnx`` (onnxruntime parity
-checked), ``slim/`` (``save_slim``), ``tokenizer/``, ``options.json`` and ``train/`` (history,
-checkpoint). Each file is written atomically; ``report.json`` is written last (a run without it is
-unfinished). The method decides the middle: a trained method runs the loop (``leap_fx.train``), a
-one-shot method calibrates on training batches; everything else is the same for every method.
+checked, carrying the run's metadata: label names, max length, tokenizer, density, parity), ``slim/``
+(``save_slim``), ``tokenizer/``, ``options.json``, ``structure.png`` and ``train/`` (history). Each file
+is written atomically; ``report.json`` is written last (a run without it is unfinished); then the
+training checkpoints are deleted unless ``keep_checkpoints`` (``disk.py``; sizes in the report). The
+method decides the middle: a trained method runs the loop (``leap_fx.train``), a one-shot method
+calibrates on training batches; everything else is the same for every method.
 """
 from __future__ import annotations
 
@@ -19,10 +21,13 @@ import torch
 
 from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
 from leap_fx.methods import build
+from leap_fx.run.disk import disk_report, remove_checkpoints
+from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.options import PruneOptions
 from leap_fx.run.plots import write_plots
 from leap_fx.run.report import build_report, matrix_densities, measure, summary_table
 from leap_fx.run.rundir import prepare_out_dir, save_tokenizer
+from leap_fx.run.threads import choose_threads
 from leap_fx.train.config import TrainConfig
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
@@ -47,6 +52,8 @@ class Clock:
             yield
         finally:
             self.stages[name] = round(time.perf_counter() - t, 2)
+        if self.verbose:
+            print(f"[leap-fx] {name} done in {self.stages[name]:.1f} s", flush=True)
 
     def total(self) -> dict:
         return {"total_s": round(time.perf_counter() - self.t0, 2), "stages_s": self.stages,
@@ -126,12 +133,12 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
 
 def slim_stage(slim, plan, example, tokenizer, out: str) -> dict:
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer."""
-    from passes.export import export_onnx, save_slim
+    from passes.export import save_slim
     from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
     stripped = strip(slim, plan, example)
     onnx_path = os.path.join(out, "model.onnx")
-    export = export_onnx(slim, example, onnx_path)
+    export = export_classifier(slim, example, onnx_path)
     save_slim(slim, os.path.join(out, "slim"), plan, stripped)
     save_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
     return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path}
@@ -150,8 +157,10 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
     opts = options.resolved()
     opts = opts if dist.is_main else replace(opts, verbose=False)
-    if opts.threads:
-        torch.set_num_threads(int(opts.threads))
+    threads, why = choose_threads(opts.threads)
+    torch.set_num_threads(threads)
+    if opts.verbose:
+        print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
     out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
     with clock.stage("data"):
         data = load_data(opts) if data is None else data
@@ -160,6 +169,8 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     done = dist.on_main(prepare_out_dir, out, opts)
     if done is not None:  # --resume of a finished run: its report, nothing re-run
         if dist.is_main:
+            if not opts.keep_checkpoints:
+                remove_checkpoints(out)  # a run killed between report.json and the cleanup
             print(f"run in {out} is already complete:\n{summary_table(done)}", flush=True)
         return done
     with clock.stage("dense teacher"):
@@ -179,11 +190,22 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     with clock.stage("strip + export"):
         slim_files = slim_stage(slim, plan, example, tokenizer, out)
     with clock.stage("evaluate + count"):
-        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"])
+        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)
+    return finish(report, history, out, opts, method, clock)
+
+
+def finish(report: dict, history: list, out: str, opts, method, clock: Clock) -> dict:
+    """Metadata into model.onnx, plots, report.json (the run is complete), then the checkpoint cleanup."""
+    onnx_path = report["onnx"]["path"]
+    report["onnx"]["metadata"] = write_run_metadata(onnx_path, report, os.path.join(out, "tokenizer"))
+    report["onnx"]["size_bytes"] = os.path.getsize(onnx_path)
     with clock.stage("plots"):
         report["plots"] = write_plots(report, history, out, method.log_keys)
     report["timing"] = clock.total()
+    report["disk"] = disk_report(out, opts.keep_checkpoints)
     write_json(os.path.join(out, "report.json"), report)
+    if not opts.keep_checkpoints:
+        remove_checkpoints(out)
     print(summary_table(report), flush=True)  # always: --quiet drops progress, not the result
     return report

@@ -73,10 +73,11 @@ class PruneOptions(JsonDataclass):
     quick: bool = False
     overwrite: bool = False
     resume: bool = False
-    threads: int = 0                   # torch threads; 0 = torch's default
+    threads: int = 0                   # torch intra-op threads; 0 = auto (leap_fx/run/threads.py)
     cache_dir: Optional[str] = None    # teacher cache root; None = $LEAP_FX_CACHE or ~/.cache/leap-fx
     use_cache: bool = True
     verbose: bool = True
+    keep_checkpoints: bool = False     # keep train/ and teacher/ checkpoints once the run is complete
 
     def __post_init__(self):
         if self.method not in pruning_methods():

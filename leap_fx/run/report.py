@@ -68,12 +68,15 @@ def majority_rate(labels) -> float:
 
 
 # -- measuring and assembling ------------------------------------------------------------------------
-def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str) -> dict:
+def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str,
+            quiet: bool = True) -> dict:
     """Pruned accuracy (ONNX in onnxruntime, and PyTorch), parameters and FLOPs of dense and slim."""
     from leap_fx.run.onnx_eval import onnx_accuracy
     from leap_fx.train.evaluate import accuracy
     from passes.measure import count_flops, count_params
-    pruned = {"validation": onnx_accuracy(onnx_path, data.validation), "test": onnx_accuracy(onnx_path, data.test),
+    desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")
+    pruned = {"validation": onnx_accuracy(onnx_path, data.validation, desc=desc("validation")),
+              "test": onnx_accuracy(onnx_path, data.test, desc=desc("test")),
               "validation_torch": accuracy(slim, data.validation)}
     dense_flops, slim_flops = count_flops(teacher, flop_input, plan), count_flops(slim, flop_input, plan)
     blocks = plan.blocks()
@@ -111,7 +114,7 @@ def build_report(opts, options, method, teacher_info: dict, data, plan, metrics:
         "structure": kept_structure(stripped, plan),
         "parameters": measured["parameters"], "flops": measured["flops"],
         "onnx": {"path": export.path, "parity_max_abs_diff": max(export.max_abs_diff.values()),
-                 "parity": export.max_abs_diff, "size_bytes": export.size_bytes},
+                 "parity": export.max_abs_diff, "size_bytes": export.size_bytes, "notes": list(export.notes)},
         "strip": stripped.table(),
         "train": {"steps": metrics.get("step"), "calibration": metrics.get("calibration"),
                   "history": os.path.join(os.path.dirname(export.path), "train", "history.jsonl")},
@@ -125,6 +128,20 @@ def _fmt(x, spec=".4f"):
     if isinstance(x, float):
         return format(x, spec)
     return str(x)
+
+
+def _disk(disk: dict | None) -> str:
+    if not disk:
+        return "-"
+    from leap_fx.run.disk import fmt_bytes
+    files = disk.get("files", {})
+    main = ", ".join(f"{k} {fmt_bytes(files[k])}" for k in ("model.onnx", "slim") if k in files)
+    ckpt = disk.get("checkpoints_bytes") or 0
+    if not ckpt:
+        return f"run {fmt_bytes(disk.get('run_bytes'))} ({main})"
+    how = "kept (--keep-checkpoints)" if disk.get("checkpoints") == "kept" else \
+        "removed (--keep-checkpoints keeps them)"
+    return f"run {fmt_bytes(disk.get('run_bytes'))} ({main}); training checkpoints {fmt_bytes(ckpt)} {how}"
 
 
 def summary_table(report: dict) -> str:
@@ -151,7 +168,9 @@ def summary_table(report: dict) -> str:
         ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
                                         f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
         ("ONNX", f"{onnx.get('path')}  (parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
-        ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"),
+        ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"
+                      f"  (torch threads: {report.get('timing', {}).get('threads', '-')})"),
+        ("disk", _disk(report.get("disk"))),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

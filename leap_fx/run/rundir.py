@@ -13,10 +13,11 @@ from typing import Optional
 from leap_fx.run.fingerprint import KEY as CONTENT, check_same_content, run_content
 from passes.io import atomic_dir, read_json, write_json
 
-ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "slim",
-             "tokenizer", "train", "teacher", "model.failed.onnx")
+ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "structure.png",
+             "slim",              "tokenizer", "train", "teacher", "model.failed.onnx")
 # options that may differ between a run and its --resume (they do not change results)
-RESUME_FREE = ("out", "overwrite", "resume", "verbose", "threads", "cache_dir", "use_cache")
+RESUME_FREE = ("out", "overwrite", "resume", "verbose", "threads", "cache_dir", "use_cache",
+               "keep_checkpoints")
 
 
 def prepare_out_dir(out: str, opts) -> Optional[dict]:

@@ -1,5 +1,6 @@
 """Progress of a long loop: a tqdm bar on a terminal, else one plain line every ``seconds`` (nohup,
-CI and log files see steady progress instead of minutes of silence)."""
+CI and log files see steady progress instead of minutes of silence) and one at the end (with
+``end_line=False``: only if the loop printed a line before, so short loops stay quiet)."""
 from __future__ import annotations
 
 import sys
@@ -16,8 +17,9 @@ class Progress:
     """``update(n, **values)`` per step; ``close()`` at the end. Silent when ``disable``."""
 
     def __init__(self, total: int, initial: int = 0, desc: str = "", disable: bool = False,
-                 seconds: float = 30.0, stream=None):
+                 seconds: float = 30.0, stream=None, end_line: bool = True):
         self.total, self.step, self.desc, self.disable = total, initial, desc, disable
+        self.end_line, self.printed = end_line, False
         self.stream = stream or sys.stderr
         self.seconds, self.t0, self.first = seconds, time.perf_counter(), initial
         self.last = self.t0
@@ -37,13 +39,14 @@ class Progress:
                 self.bar.set_postfix({k: round(v, 4) for k, v in values.items()})
             return
         now = time.perf_counter()
-        if now - self.last >= self.seconds or self.step == self.total:
-            self.last = now
+        end = self.step == self.total and (self.end_line or self.printed)
+        if now - self.last >= self.seconds or end:
+            self.last, self.printed = now, True
             done = self.step - self.first
             eta = (now - self.t0) / done * (self.total - self.step) if done else 0.0
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in (values or {}).items())
-            print(f"[{self.desc}] step {self.step}/{self.total}  {shown}  ETA {_fmt_eta(eta)}",
-                  file=self.stream, flush=True)
+            parts = [f"[{self.desc}] step {self.step}/{self.total}"]
+            parts += [f"{k} {v:.4g}" for k, v in (values or {}).items()] + [f"ETA {_fmt_eta(eta)}"]
+            print("  ".join(parts), file=self.stream, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

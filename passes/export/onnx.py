@@ -72,8 +72,11 @@ class _FirstOutput(nn.Module):
 def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Optional[int] = None,
                 check: bool = True, atol: float = 1e-4, optimize: Union[bool, str] = False,
                 exporter: str = "torchscript", shapes=DEFAULT_SHAPES,
-                dynamic_axes: Optional[dict[str, dict[int, str]]] = None) -> ExportReport:
-    """Export ``model`` to ``path`` (single file) and check onnxruntime parity; see module doc."""
+                dynamic_axes: Optional[dict[str, dict[int, str]]] = None, output_name: str = "output",
+                output_axes: Optional[dict[int, str]] = None) -> ExportReport:
+    """Export ``model`` to ``path`` (single file) and check onnxruntime parity; see module doc.
+    ``output_name`` / ``output_axes`` name the output and its dynamic axes (default: ``output``, the
+    inputs' batch and sequence axes; a classifier's ``logits`` are ``{0: "batch"}``)."""
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if optimize not in (False, True) + OPTIMIZERS:
@@ -87,9 +90,9 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Opti
     notes: list[str] = []
     wrapper = _FirstOutput(_exportable(model, notes), spec.names, spec.as_kwargs).eval()
     with atomic_path(path, suffix=".tmp.onnx") as tmp:  # renamed to path only if verified
-        used_opset = _export(wrapper, spec, tmp, opset, exporter)
+        used_opset = _export(wrapper, spec, tmp, opset, exporter, output_name, output_axes)
         report = ExportReport(path=path, exporter=exporter, opset=used_opset, size_bytes=0,
-                              input_names=list(spec.names), output_name="output", notes=notes)
+                              input_names=list(spec.names), output_name=output_name, notes=notes)
         if check:
             _verify(model, spec, tmp, path, shapes, atol, report)
     report.size_bytes = os.path.getsize(path)
@@ -160,14 +163,15 @@ def _no_mha_fastpath():
         torch.backends.mha.set_fastpath_enabled(before)
 
 
-def _export(wrapper: nn.Module, spec: InputSpec, out: str, opset: Optional[int], exporter: str):
+def _export(wrapper: nn.Module, spec: InputSpec, out: str, opset: Optional[int], exporter: str,
+            output_name: str = "output", output_axes: Optional[dict[int, str]] = None):
     args = tuple(spec.tensors)
     axes = {n: dict(a) for n, a in spec.dynamic_axes.items()}
-    axes["output"] = spec.output_axes
+    axes[output_name] = dict(output_axes) if output_axes is not None else spec.output_axes
     with torch.no_grad(), _no_mha_fastpath():
         if exporter == "torchscript":
             op = opset or 17
-            torch.onnx.export(wrapper, args, out, input_names=list(spec.names), output_names=["output"],
+            torch.onnx.export(wrapper, args, out, input_names=list(spec.names), output_names=[output_name],
                               dynamic_axes=axes, opset_version=op, dynamo=False, do_constant_folding=True)
             return op
         from torch.export import Dim
@@ -177,7 +181,7 @@ def _export(wrapper: nn.Module, spec: InputSpec, out: str, opset: Optional[int],
             shapes.append({ax: dims.setdefault(label, Dim(label, min=1, max=4096))
                            for ax, label in spec.dynamic_axes.get(n, {}).items()})
         prog = torch.onnx.export(wrapper, args, dynamic_shapes=(tuple(shapes),), input_names=list(spec.names),
-                                 output_names=["output"], opset_version=opset, dynamo=True,
+                                 output_names=[output_name], opset_version=opset, dynamo=True,
                                  external_data=False, optimize=True)
         prog.save(out, external_data=False)
         return opset or prog.model.opset_imports.get("", None)
