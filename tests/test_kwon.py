@@ -285,3 +285,17 @@ def test_run_prune_with_kwon_end_to_end(tmp_path):
     assert cal["target"] == {"kind": "flops", "fraction": 0.5} and cal["achieved"] <= 0.5 + 1e-9
     statuses = [f["status"].split(":")[0] for f in cal["tuning"]]
     assert cal["examples"] == 128 and "tuned" in statuses and set(statuses) <= {"tuned", "rejected", "skipped"}
+
+
+def test_bench_kwon_steps_on_a_tiny_corpus(tmp_path):
+    from bench import kwon_steps
+    from tests.test_bench_accuracy import overrides
+    csv_path, tok = write_tiny_corpus(str(tmp_path))
+    argv = ["--quick", "--flops", "0.5", "--examples", "64", "--threads", "1", "--quiet",
+            "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "kwon.json")]
+    res = kwon_steps.main(argv, model=tiny_bert(), tokenizer=tok, overrides=overrides(csv_path))
+    row = res["rows"][0]
+    assert row["target"] == 0.5 and row["flops_fraction"] < 0.7 and row["speedup"] > 0
+    assert set(res["step_shares"]["targets"]["0.5"]["gain"]) == {"search", "rearrange", "tune"}
+    assert res["jobs"]["0.5"]["step_s"]["fisher"] > 0 and res["jobs"]["0.5"]["parity"] <= 1e-4
+    assert (tmp_path / "kwon.json").exists()
