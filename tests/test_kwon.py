@@ -9,10 +9,11 @@ import torch
 from leap_fx.masks import fold, owners
 from leap_fx.methods import build
 from leap_fx.methods.kwon import KwonConfig, KwonMask
-from leap_fx.methods.kwon_capture import capture, output_weights
+from leap_fx.methods.kwon_batches import by_length
+from leap_fx.methods.kwon_capture import capture, out_weight, output_weights
 from leap_fx.methods.kwon_fisher import fisher_loss, logits_of, mask_gradients, task_loss
 from leap_fx.methods.kwon_search import kept_cost, rearrange, search
-from leap_fx.methods.kwon_tune import _columns, _out_weight, normal_equations, teacher_targets
+from leap_fx.methods.kwon_tune import columns, normal_equations, teacher_targets
 from passes.analyze import analyze
 from tests import models
 from tests.conftest import tiny_bert
@@ -74,11 +75,40 @@ def test_micro_batch_gradients_sum_the_per_example_ones():
     model = tiny_bert()
     batches = _batches(n=6, size=6)
     method, _ = _prepared(model, batches)
-    per = mask_gradients(model, method.tied(model), batches, micro=1).grads
-    whole = mask_gradients(model, method.tied(model), batches, micro=6).grads
+    per = mask_gradients(model, method.plan, method.tied(model), batches, micro=1).grads
+    whole = mask_gradients(model, method.plan, method.tied(model), batches, micro=6).grads
     for k in per:
         assert per[k].shape[0] == 6 and whole[k].shape[0] == 1
         assert torch.allclose(per[k].sum(0), whole[k][0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2", "llama_gqa", "vit"])
+def test_batched_per_example_gradients_equal_the_carrier_loop(name):
+    model, inputs = models.ALL[name]()
+    batches = _arch_batches(inputs, n=5)
+    if "attention_mask" in inputs:  # ragged lengths: the batched pass re-groups and pads
+        batches[0]["attention_mask"][1, -3:] = 0
+        batches[1]["attention_mask"][0, -1:] = 0
+    plan = analyze(model, inputs)
+    method = build(KwonConfig(0.5))
+    method.prepare(model, plan)
+    fast = mask_gradients(model, plan, method.tied(model), batches, _sum_of_squares).grads
+    loop = mask_gradients(model, plan, method.tied(model), batches, _sum_of_squares, exact_loop=True).grads
+    for k in loop:
+        assert fast[k].shape == loop[k].shape == (5, plan.families[k].granules)
+        assert torch.allclose(fast[k], loop[k], rtol=1e-4, atol=1e-5 * loop[k].abs().max())
+
+
+def test_by_length_regroups_the_same_examples():
+    batches = _batches(n=10, size=4)
+    batches[0]["attention_mask"][0, 2:] = 0
+    out, order = by_length(batches, 3)
+    assert sorted(order.tolist()) == list(range(10))
+    lengths = [int(m) for b in out for m in b["attention_mask"].sum(1)]
+    assert lengths == sorted(lengths) and len(lengths) == 10
+    rows = lambda bs: sorted((tuple(b["input_ids"][i, :int(b["attention_mask"][i].sum())].tolist()),  # noqa: E731
+                              int(b["labels"][i])) for b in bs for i in range(len(b["labels"])))
+    assert rows(out) == rows(batches)
 
 
 def test_fisher_loss_is_the_quadratic_form_of_the_empirical_fisher():
@@ -146,8 +176,8 @@ def test_normal_equations_equal_the_explicit_least_squares_problem():
         o.set(v)
         kept = torch.nonzero(v).flatten()
         ata, atb, btb, _ = normal_equations(model, plan, fam.fqn, kept, batches, targets)
-        cols, unit = _columns(fam, kept)
-        w = _out_weight(model, fam)[:, cols].double()
+        cols, unit = columns(fam, kept)
+        w = out_weight(model, fam)[:, cols].double()
         a_rows, b_rows = [], []
         for batch, t in zip(batches, targets.t[fam.fqn]):  # A: [rows x outputs, kept] built explicitly
             c = capture(model, output_weights(plan), batch, need_x=frozenset({fam.fqn})).done[fam.fqn]
@@ -180,6 +210,32 @@ def test_tuning_lowers_the_reconstruction_error_and_folds_exactly():
         masked = model(**x).logits
         fold(model)
         assert (model(**x).logits - masked).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_block_replay_tunes_exactly_like_full_forwards(name):
+    from leap_fx.methods.kwon_replay import Replay
+    from leap_fx.methods.kwon_tune import tune
+    scales = []
+    for replay in (True, False):
+        model, inputs = models.ALL[name]()
+        if name == "bert":
+            model = tiny_bert(layers=3)
+        batches = _arch_batches(inputs, n=6)
+        plan = analyze(model, inputs)
+        method = build(KwonConfig(0.5))
+        method.prepare(model, plan)
+        assert Replay(model, plan, batches).ok
+        targets = teacher_targets(model, plan, batches)
+        for o in method.tied(model).values():
+            v = torch.ones(o.grid_shape)
+            v[1::2] = 0
+            o.set(v)
+        fits = tune(model, plan, method.tied(model), batches, targets, replay=replay)
+        assert sum(f.status == "tuned" for f in fits) >= 3
+        scales.append({k: o.values.detach().clone() for k, o in method.tied(model).items()})
+    for k in scales[0]:
+        assert torch.allclose(scales[0][k], scales[1][k], rtol=1e-4, atol=1e-5)
 
 
 def _student_error(model, plan, batches, method):
@@ -242,7 +298,11 @@ def _first(outputs):
 
 
 def _sum_of_squares(outputs, batch):
-    return _first(outputs).float().pow(2).sum()
+    """A per-example loss for models without a task head: squared outputs at the real tokens."""
+    out, mask = _first(outputs).float(), batch.get("attention_mask")
+    if mask is not None and out.dim() == 3:
+        out = out * mask[..., None]
+    return out.pow(2).sum()
 
 
 @pytest.mark.parametrize("name", list(models.ALL))

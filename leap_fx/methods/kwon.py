@@ -30,18 +30,19 @@ from typing import ClassVar, Optional
 
 import torch
 
-from leap_fx.data.batches import trim
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.prepare import owners
 from leap_fx.masks.spec import MaskSpec
 from leap_fx.methods.base import OneShotMethod
-from leap_fx.methods.kwon_fisher import MaskGrads, batch_size, mask_gradients
+from leap_fx.methods.kwon_batches import batch_size, by_length, first_examples
+from leap_fx.methods.kwon_fisher import MaskGrads, mask_gradients
 from leap_fx.methods.kwon_search import kept_cost, rearrange, search
 from leap_fx.methods.kwon_tune import teacher_targets, tune
 from leap_fx.methods.registry import register
 from passes.analyze.cost import granule_flops
 
 STAGES = ("search", "rearrange", "tune")
+TUNE_BATCH = 32  # examples per forward of mask tuning (re-grouped by length)
 
 
 class KwonMask(FixedMask):
@@ -141,7 +142,7 @@ class Kwon(OneShotMethod):
         """Step 1 (every mask at 1): per-example mask gradients on ``batches``."""
         for o in owners(model).values():
             o.set(torch.ones(o.grid_shape))
-        return mask_gradients(model, self.tied(model), batches, loss, int(self.config.fisher_batch))
+        return mask_gradients(model, self.plan, self.tied(model), batches, loss, int(self.config.fisher_batch))
 
     def calibrate(self, model, batches, teacher=None, loss=None, fisher: Optional[MaskGrads] = None) -> dict:
         """Steps 1-4 on ``batches`` (dicts of inputs + ``labels``; ``loss(outputs, batch)`` replaces the
@@ -150,7 +151,7 @@ class Kwon(OneShotMethod):
         t0 = time.perf_counter()
         grads = fisher if fisher is not None else self.fisher(model, batches, loss)
         seconds["fisher"] = time.perf_counter() - t0
-        tune_batches = _first_examples(batches, int(cfg.tune_examples))
+        tune_batches = by_length(first_examples(batches, int(cfg.tune_examples)), TUNE_BATCH)[0]
         t0 = time.perf_counter()
         for o in owners(model).values():
             o.set(torch.ones(o.grid_shape))
@@ -184,14 +185,3 @@ class Kwon(OneShotMethod):
                       seconds={k: round(v, 2) for k, v in seconds.items()})
         return report
 
-
-def _first_examples(batches: list[dict], n: int) -> list[dict]:
-    """The first ``n`` examples of ``batches`` (the last batch cut)."""
-    out, left = [], n
-    for b in batches:
-        if left <= 0:
-            break
-        size = batch_size(b)
-        out.append(b if size <= left else trim({k: v[:left] for k, v in b.items()}))
-        left -= size
-    return out

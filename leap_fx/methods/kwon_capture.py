@@ -25,8 +25,8 @@ from typing import Optional
 import torch
 from torch.overrides import TorchFunctionMode
 
-from leap_fx.masks.prepare import carriers
-from leap_fx.methods.kwon_fisher import model_inputs
+from leap_fx.masks.prepare import carriers, original
+from leap_fx.methods.kwon_batches import model_inputs
 
 # op name -> (index of the input x, index of the masked weight, 2-D rows are batch-major)
 CONSUMERS = {"linear": (0, 1, False), "addmm": (1, 2, True)}
@@ -39,19 +39,38 @@ class StopForward(Exception):
 
 @dataclass
 class Captured:
-    """One family's output op on one batch (rows selected): input, output, residual partner or None."""
+    """One family's output op on one batch: input, output, residual partner or None (token rows, or
+    the op's own tensors with ``raw=True``); ``batch_major``: 2-D rows are ``[B*S]`` in batch order."""
 
     x: Optional[torch.Tensor]
     y: torch.Tensor
     r: Optional[torch.Tensor]
+    batch_major: bool = True
+
+
+def output_slice(fam):
+    """The slice whose columns carry the family's values: attention ``out``, feed-forward ``down``."""
+    return fam.out if fam.kind == "attention" else fam.down
+
+
+def unit(fam) -> int:
+    """Input columns per granule of the output op (head_dim, or 1 per neuron)."""
+    return fam.head_dim if fam.kind == "attention" else 1
+
+
+def out_weight(model, fam) -> torch.Tensor:
+    """The unmasked output-op weight in ``nn.Linear``'s ``[out, in]`` layout (HF Conv1D stores ``[in, out]``)."""
+    sl = output_slice(fam)
+    mod = model.get_submodule(sl.fqn)
+    w = (original(mod, sl.param) if hasattr(mod, "parametrizations") else getattr(mod, sl.param)).detach()
+    return w if sl.axis == 1 else w.t()
 
 
 def output_weights(plan) -> dict[str, str]:
-    """Weight name of each family's output op (attention ``out``, feed-forward ``down``) -> family key."""
+    """Weight name of each family's output op -> family key (ops shared by two families are left out)."""
     names: dict[str, list[str]] = {}
     for key, fam in plan.families.items():
-        sl = fam.out if fam.kind == "attention" else fam.down
-        names.setdefault(sl.weight_name, []).append(key)
+        names.setdefault(output_slice(fam).weight_name, []).append(key)
     return {name: keys[0] for name, keys in names.items() if len(keys) == 1}
 
 
@@ -68,13 +87,14 @@ class OutputCapture(TorchFunctionMode):
     """Capture the output ops of ``families`` (weight name -> key) in one forward of ``model``.
 
     ``need_x``: families whose input rows are kept (the others keep ``y`` and ``r`` only);
-    ``stop_at``: raise ``StopForward`` once that family is complete. Results: ``done[key]``."""
+    ``stop_at``: raise ``StopForward`` once that family is complete; ``raw``: keep the op's own tensors
+    (autograd included, no row selection, no residual search). Results: ``done[key]``."""
 
     def __init__(self, model, families: dict[str, str], mask: Optional[torch.Tensor] = None,
-                 need_x: frozenset = frozenset(), stop_at: Optional[str] = None):
+                 need_x: frozenset = frozenset(), stop_at: Optional[str] = None, raw: bool = False):
         super().__init__()
         self.model, self.families, self.mask = model, families, mask
-        self.need_x, self.stop_at = need_x, stop_at
+        self.need_x, self.stop_at, self.raw = need_x, stop_at, raw
         self.latest: dict[str, torch.Tensor] = {}
         self.pending: dict[str, tuple] = {}
         self.done: dict[str, Captured] = {}
@@ -108,12 +128,15 @@ class OutputCapture(TorchFunctionMode):
         weight = self.latest.pop(key)
         self.flush()                              # a later output op: earlier ones had no residual add
         spec = CONSUMERS.get(name)
-        if spec is None or len(args) <= spec[1] or args[spec[1]] is not weight or not isinstance(out, torch.Tensor):
+        if spec is None or len(args) <= spec[1] or args[spec[1]] is not weight or not torch.is_tensor(out):
             self.unsupported.add(key)
             return out
         x = args[spec[0]] if key in self.need_x else None
-        self.pending[key] = (x, out, spec[2])
         self.order.append(key)
+        if self.raw:
+            self.done[key] = Captured(x, out, None, spec[2])
+        else:
+            self.pending[key] = (x, out, spec[2])
         return out
 
     def _residual(self, a, b) -> None:
@@ -128,7 +151,7 @@ class OutputCapture(TorchFunctionMode):
     def _finish(self, key: str, r: Optional[torch.Tensor]) -> None:
         x, y, batch_major = self.pending.pop(key)
         pick = lambda t: None if t is None else _rows(t.detach(), self.mask, batch_major)  # noqa: E731
-        self.done[key] = Captured(pick(x), pick(y), pick(r))
+        self.done[key] = Captured(pick(x), pick(y), pick(r), batch_major)
         if key == self.stop_at:
             raise StopForward(key)
 

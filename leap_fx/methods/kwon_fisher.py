@@ -15,23 +15,33 @@ gradient term of the Taylor expansion vanishes, so pruning a set P (``dm = -1_P`
 ``MaskGrads`` keeps the per-example gradients of every family (the within-layer Fisher blocks that
 mask rearrangement needs) rather than the full matrix.
 
-Deviation (CPU, any model): per-example gradients come from micro-batches of ``micro`` examples
-(``micro=1``: the paper's per-example equation; each example trimmed to its own length, so no padding
-is computed), not from ``torch.func`` (HF attention-mask code is not vmappable) nor from the batch-32
-mini-batch gradients of the reference code (``micro=32`` reproduces those).
+Per-example gradients at the cost of a batched pass. The carrier scales the output op's columns, so
+for one example ``dL/dm_g = sum_tokens sum_{c in g} x_c (gy W)_c``: ``x`` the output op's input (a
+head's context, a neuron's activation), ``gy`` the gradient at its output, ``W`` its unmasked weight.
+``kwon_capture`` records ``x`` and ``y`` of every family's output op in one forward of a batch,
+``autograd.grad(loss, ys)`` gives every ``gy`` in one backward, and the sum above is taken per
+example (exact: examples do not interact; padding gets ``gy = 0``). Batches are re-grouped by length
+(``kwon_batches.by_length``), so little padding is computed. Where an output op's rows cannot be split
+per example (``nn.MultiheadAttention``), every example runs alone through the carrier's autograd
+(the reference; ~5x slower on CPU). Deviations: no ``torch.func`` (HF mask code is not vmappable);
+``micro > 1`` sums the per-example gradients in groups (the reference code's batch-32 gradients are
+``micro=32``; the paper's equation is ``micro=1``).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leap_fx.data.batches import trim
+from leap_fx.methods.kwon_batches import batch_size, by_length, model_inputs, split
+from leap_fx.methods.kwon_capture import OutputCapture, out_weight, output_slice, output_weights, unit
 from leap_fx.train.progress import Progress
+
+FORWARD_BATCH = 32  # examples per batched Fisher forward
 
 LossFn = Callable[[object, dict], torch.Tensor]
 
@@ -74,22 +84,6 @@ def task_loss(outputs, batch: dict) -> torch.Tensor:
     return LOSSES[bool(labels.is_floating_point())](logits_of(outputs), labels)
 
 
-def model_inputs(batch: dict) -> dict:
-    """The forward's keyword inputs of a calibration batch (everything but ``labels``)."""
-    return {k: v for k, v in batch.items() if k != "labels"}
-
-
-def batch_size(batch: dict) -> int:
-    return int(next(v for v in batch.values() if isinstance(v, torch.Tensor)).shape[0])
-
-
-def split(batch: dict, micro: int) -> Iterable[dict]:
-    """Micro-batches of ``micro`` examples, each trimmed to its longest row."""
-    n = batch_size(batch)
-    for i in range(0, n, micro):
-        yield trim({k: v[i:i + micro] for k, v in batch.items()})
-
-
 @contextmanager
 def only_grad_for(model: nn.Module, params: list[torch.Tensor]):
     """Inside: only ``params`` require grad (no weight gradients are built); restored on exit."""
@@ -129,27 +123,79 @@ def fisher_loss(grads: torch.Tensor, pruned: torch.Tensor) -> float:
     return float(0.5 * s.pow(2).sum() / max(1, grads.shape[0]))
 
 
-def mask_gradients(model: nn.Module, owners: dict, batches: list[dict], loss: Optional[LossFn] = None,
-                   micro: int = 1, desc: str = "kwon: mask gradients") -> MaskGrads:
-    """``dL/dm`` of every owner in ``owners`` (key -> ``FixedMask``) per micro-batch of ``batches``."""
-    loss = loss or task_loss
-    keys = list(owners)
+def captured_gradients(model, plan, keys: list[str], batch: dict, loss: LossFn) -> Optional[dict]:
+    """Per-example ``dL/dm`` ``[B, granules]`` of the families ``keys`` from one batched pass (module
+    doc), or None when some family's output-op rows cannot be split per example."""
+    cap = OutputCapture(model, output_weights(plan), need_x=frozenset(keys), raw=True)
+    with cap:
+        out = model(**model_inputs(batch))
+    n, fams = batch_size(batch), plan.families
+    done = [cap.done.get(k) for k in keys]
+    if any(c is None or c.x is None or not _splittable(c, n) for c in done):
+        return None
+    gys = torch.autograd.grad(loss(out, batch), [c.y for c in done], allow_unused=True)
+    return {k: _per_example(model, fams[k], c.x.detach(), gy, n) for k, c, gy in zip(keys, done, gys)}
+
+
+def _splittable(c, n: int) -> bool:
+    return (c.x.dim() >= 3 and c.x.shape[0] == n) or (c.x.dim() == 2 and c.batch_major and c.x.shape[0] % n == 0)
+
+
+def _per_example(model, fam, x: torch.Tensor, gy: Optional[torch.Tensor], n: int) -> torch.Tensor:
+    sl, u = output_slice(fam), unit(fam)
+    if gy is None:  # the output does not reach the loss
+        return x.new_zeros(n, fam.granules)
+    w = out_weight(model, fam)[:, sl.start:sl.start + sl.size]
+    xs = x.reshape(n, -1, x.shape[-1])[..., sl.start:sl.start + sl.size]
+    return ((gy.reshape(n, -1, gy.shape[-1]) @ w) * xs).sum(1).view(n, -1, u).sum(-1)
+
+
+def carrier_gradients(model, params: list[torch.Tensor], batch: dict, loss: LossFn, micro: int = 1):
+    """``dL/dm`` per micro-batch of ``micro`` examples by autograd through the carrier (the reference)."""
+    for piece in split(batch, micro):
+        grads = torch.autograd.grad(loss(model(**model_inputs(piece)), piece), params, allow_unused=True)
+        yield [(torch.zeros_like(p) if g is None else g).detach().reshape(1, -1) for p, g in zip(params, grads)]
+
+
+def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], loss: Optional[LossFn] = None,
+                   micro: int = 1, exact_loop: bool = False) -> MaskGrads:
+    """``dL/dm`` of every owner in ``owners`` (family key -> ``FixedMask``, values at 1) per example of
+    ``batches``, summed in groups of ``micro``; ``exact_loop``: the carrier path for every example."""
+    loss, keys = loss or task_loss, list(owners)
     params = [owners[k].values for k in keys]
-    total = sum(-(-batch_size(b) // micro) for b in batches)
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    progress = Progress(total, desc=desc)
+    fast, order = ([], None) if exact_loop else by_length(batches, FORWARD_BATCH)
+    progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients")
     was = model.training
     model.eval()
     try:
         with only_grad_for(model, params), torch.enable_grad():
-            for batch in batches:
-                for piece in split(batch, micro):
-                    value = loss(model(**model_inputs(piece)), piece)
-                    grads = torch.autograd.grad(value, params, allow_unused=True)
-                    for k, p, g in zip(keys, params, grads):
-                        rows[k].append((torch.zeros_like(p) if g is None else g).detach().reshape(1, -1))
-                    progress.update(1)
+            for batch in fast:
+                got = captured_gradients(model, plan, keys, batch, loss)
+                if got is None:
+                    rows, fast, order = {k: [] for k in keys}, [], None
+                    break
+                for k in keys:
+                    rows[k].append(got[k].detach())
+                progress.update(batch_size(batch))
+            if not fast:
+                progress.close()
+                progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients (per example)")
+                for batch in batches:
+                    for grads in carrier_gradients(model, params, batch, loss):
+                        for k, g in zip(keys, grads):
+                            rows[k].append(g)
+                        progress.update(1)
     finally:
         progress.close()
         model.train(was)
-    return MaskGrads({k: torch.cat(v) for k, v in rows.items()})
+    back = None if order is None else torch.argsort(order)  # rows in the order of the examples given
+    return MaskGrads({k: _groups(torch.cat(v).float()[back] if back is not None else torch.cat(v).float(), micro)
+                      for k, v in rows.items()})
+
+
+def _groups(g: torch.Tensor, micro: int) -> torch.Tensor:
+    """Rows summed in consecutive groups of ``micro`` (the last group may be smaller)."""
+    if micro <= 1:
+        return g
+    return torch.stack([part.sum(0) for part in g.split(micro)])

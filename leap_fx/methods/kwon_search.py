@@ -65,27 +65,29 @@ def kept_cost(keep: dict[str, torch.Tensor], cost: dict[str, float]) -> float:
 def rearrange(grads: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Keep grid of one family after the greedy swap search (same count kept; estimate never rises).
 
-    ``grads``: ``[N, G]`` per-example mask gradients of the family; ``keep``: 0/1 of ``G``."""
-    g = grads.double().t().contiguous()                  # [G, N]: one gradient vector per granule
+    ``grads``: ``[N, G]`` per-example mask gradients of the family; ``keep``: 0/1 of ``G``. Each step
+    is O(G + N): the Gram matrix ``K = grads^T grads`` (float32 BLAS, used to choose) gives every
+    ``|| s + g_j - g_i ||^2`` from ``c = K[P].sum(0)``; the chosen swap is then checked exactly (float64)."""
     flat = keep.reshape(-1)
-    pruned = [int(i) for i in torch.nonzero(flat == 0).flatten()]
-    if not pruned or len(pruned) == flat.numel():
+    pruned = flat == 0
+    if not bool(pruned.any()) or bool(pruned.all()):
         return keep.clone()
+    g = grads.double().t().contiguous()                         # [G, N]
+    gram = (grads.t().float() @ grads.float()).double()         # [G, G]
     sq = g.pow(2).sum(1)
-    candidates = sorted((int(i) for i in torch.nonzero(flat != 0).flatten()), key=lambda i: float(sq[i]))
-    s = g[pruned].sum(0)
-    current = float(s.pow(2).sum())
-    for j in candidates:
-        members = pruned + [j]
-        t = s + g[j]
-        left = t.pow(2).sum() - 2 * (g[members] @ t) + sq[members]   # || t - g_i ||^2 for each member i
-        i = int(torch.argmin(left))
-        if members[i] == j:
+    s = g[pruned].sum(0)                                        # the pruned set's summed gradient
+    c, current = gram[pruned].sum(0), float(s @ s)
+    for j in sorted(torch.nonzero(~pruned).flatten().tolist(), key=lambda i: float(sq[i])):
+        cj = c + gram[j]                                        # (s + g_j) . g_i for every i
+        left = float(s @ s) + 2 * float(s @ g[j]) + sq[j] - 2 * cj + gram.diagonal()
+        members = pruned.clone()
+        members[j] = True
+        i = int(torch.argmin(left.masked_fill(~members, float("inf"))))
+        if i == j:
             continue
-        new = t - g[members[i]]
-        value = float(new.pow(2).sum())
-        if value <= current:                             # exact check: never accept a rise
-            pruned, s, current = members[:i] + members[i + 1:], new, value
-    out = torch.ones_like(flat)
-    out[pruned] = 0.0
-    return out.reshape(keep.shape)
+        new = s + g[j] - g[i]
+        value = float(new @ new)
+        if value <= current:                                    # exact check: never accept a rise
+            pruned[j], pruned[i] = True, False
+            s, c, current = new, cj - gram[i], value
+    return (~pruned).to(keep.dtype).reshape(keep.shape)

@@ -12,7 +12,8 @@ the same sample (``r``: the residual partner, ``kwon_capture.py``) and the prune
 where ``A^T A = blocksum_u((X^T X) o (W^T W))`` and ``A^T B = blocksum_u(sum_rows X o (B W))``
 (``u``: head_dim or 1; no ``[tokens x hidden x K]`` tensor is formed). Families are tuned in forward
 order, each on the inputs the already-tuned earlier families produce, so later layers also absorb the
-error that reaches them through the residual stream. ``lambda = damping * mean(diag(A^T A))``.
+error that reaches them through the residual stream (``kwon_replay.Replay`` starts those forwards at
+the family's block). ``lambda = damping * mean(diag(A^T A))``.
 
 Deviations from the reference code (all CPU): normal equations accumulated in float64 and solved with
 ``torch.linalg.lstsq`` (theirs: LSMR / inverse with cupy); a solution outside ``[-bound, bound]`` (the
@@ -23,14 +24,15 @@ classifier's last FFN: which token a model pools is not known in general).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 import torch
 
-from leap_fx.masks.prepare import original
-from leap_fx.methods.kwon_capture import capture, output_weights
-from leap_fx.methods.kwon_fisher import batch_size
+from leap_fx.methods.kwon_batches import batch_size
+from leap_fx.methods.kwon_capture import capture, out_weight, output_slice, output_weights, unit
+from leap_fx.methods.kwon_replay import Replay
 from leap_fx.train.progress import Progress
 
 ROUNDING = 1e-9  # relative to B^T B: error differences below this are float64 rounding of m'Am - 2m'b + b'b
@@ -82,31 +84,27 @@ class Fit:
         return asdict(self)
 
 
-def _columns(fam, kept: torch.Tensor) -> tuple[torch.Tensor, int]:
+def columns(fam, kept: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Input columns (Linear orientation) of the kept granules, granule-major; and the unit."""
-    sl = fam.out if fam.kind == "attention" else fam.down
-    unit = getattr(fam, "head_dim", 1) if fam.kind == "attention" else 1
-    return (sl.start + kept[:, None] * unit + torch.arange(unit)).reshape(-1), unit
-
-
-def _out_weight(model, fam) -> torch.Tensor:
-    sl = fam.out if fam.kind == "attention" else fam.down
-    w = original(model.get_submodule(sl.fqn), sl.param).detach()
-    return w if sl.axis == 1 else w.t()   # [out, in]; HF Conv1D stores [in, out]
+    u = unit(fam)
+    return (output_slice(fam).start + kept[:, None] * u + torch.arange(u)).reshape(-1), u
 
 
 @torch.no_grad()
-def normal_equations(model, plan, key: str, kept: torch.Tensor, batches, targets: Targets):
-    """``(A^T A, A^T B, B^T B, rows x outputs)`` of one family on ``batches`` (see module doc)."""
+def normal_equations(model, plan, key: str, kept: torch.Tensor, batches, targets: Targets,
+                     replay: Optional[Replay] = None):
+    """``(A^T A, A^T B, B^T B, rows x outputs)`` of one family on ``batches`` (see module doc);
+    ``replay`` starts each forward at the family's block."""
     fam = plan.families[key]
-    cols, unit = _columns(fam, kept)
-    wk = _out_weight(model, fam)[:, cols].float()
+    cols, u = columns(fam, kept)
+    wk = out_weight(model, fam)[:, cols].float()
     fams, k = output_weights(plan), len(kept)
     xtx = torch.zeros(len(cols), len(cols), dtype=torch.float64)
     xb = torch.zeros(len(cols), dtype=torch.float64)
     btb, count = 0.0, 0
-    for batch, t in zip(batches, targets.t[key]):
-        c = capture(model, fams, batch, need_x=frozenset({key}), stop_at=key).done[key]
+    for i, (batch, t) in enumerate(zip(batches, targets.t[key])):
+        with replay.patched(i) if replay is not None else nullcontext():
+            c = capture(model, fams, batch, need_x=frozenset({key}), stop_at=key).done[key]
         if targets.residual[key] and c.r is None:
             raise RuntimeError(f"{key}: the residual add seen in the unpruned model is missing now")
         x = c.x[:, cols].float()
@@ -115,8 +113,8 @@ def normal_equations(model, plan, key: str, kept: torch.Tensor, batches, targets
         xb += (x * (b @ wk)).sum(0).double()
         btb += float(b.double().pow(2).sum())
         count += b.numel()
-    ata = (xtx * (wk.t() @ wk).double()).view(k, unit, k, unit).sum((1, 3))
-    return ata, xb.view(k, unit).sum(1), btb, count
+    ata = (xtx * (wk.t() @ wk).double()).view(k, u, k, u).sum((1, 3))
+    return ata, xb.view(k, u).sum(1), btb, count
 
 
 def solve(ata: torch.Tensor, atb: torch.Tensor, damping: float) -> torch.Tensor:
@@ -126,13 +124,14 @@ def solve(ata: torch.Tensor, atb: torch.Tensor, damping: float) -> torch.Tensor:
     return torch.linalg.lstsq(a, atb.unsqueeze(1)).solution.squeeze(1)
 
 
-def fit_family(model, plan, key: str, owner, batches, targets: Targets, damping: float, bound: float) -> Fit:
+def fit_family(model, plan, key: str, owner, batches, targets: Targets, damping: float, bound: float,
+               replay: Optional[Replay] = None) -> Fit:
     """Tune one family's kept scales in place (``owner.set``); returns what happened."""
     values = owner.values.detach().reshape(-1).clone()
     kept = torch.nonzero(values).flatten()
     if len(kept) == 0:
         return Fit(key, 0, "skipped: nothing kept")
-    ata, atb, btb, count = normal_equations(model, plan, key, kept, batches, targets)
+    ata, atb, btb, count = normal_equations(model, plan, key, kept, batches, targets, replay)
     err = lambda m: float(m @ ata @ m - 2 * m @ atb + btb) / max(1, count)  # noqa: E731
     ones = values[kept].double()
     m = solve(ata, atb, damping)
@@ -149,9 +148,10 @@ def fit_family(model, plan, key: str, owner, batches, targets: Targets, damping:
 
 
 def tune(model, plan, owners: dict, batches: list[dict], targets: Targets, damping: float = 1e-6,
-         bound: float = 10.0) -> list[Fit]:
-    """Tune every family in forward order (see module doc); families that cannot be are listed skipped."""
-    fits = []
+         bound: float = 10.0, replay: bool = True) -> list[Fit]:
+    """Tune every family in forward order (see module doc); families that cannot be are listed skipped.
+    ``replay=False``: every forward from the embeddings (the reference for ``Replay``)."""
+    fits, blocks = [], Replay(model, plan, batches if replay else [])
     progress = Progress(len(plan.families), desc="kwon: mask tuning")
     for key in targets.order + [k for k in plan.families if k not in targets.order]:
         if key not in owners:
@@ -160,7 +160,8 @@ def tune(model, plan, owners: dict, batches: list[dict], targets: Targets, dampi
             fits.append(Fit(key, int(owners[key].hard_mask().sum()), "skipped: output op not understood "
                                                                        "(e.g. nn.MultiheadAttention)"))
         else:
-            fits.append(fit_family(model, plan, key, owners[key], batches, targets, damping, bound))
+            blocks.advance(max(0, blocks.block_of(plan.families[key].fqn)))
+            fits.append(fit_family(model, plan, key, owners[key], batches, targets, damping, bound, blocks))
         progress.update(1)
     progress.close()
     return fits
