@@ -274,6 +274,8 @@ def test_stop_after_and_config_errors():
                        ({"stop_after": "fold"}, "stop_after"), ({"fisher_batch": 0}, "fisher_batch")):
         with pytest.raises(ValueError, match=match):
             KwonConfig(0.5, **bad)
+    with pytest.raises(ValueError, match="sample batches"):
+        method.calibrate(model, [])
     with pytest.raises(ValueError, match="labels"):
         task_loss(None, {"input_ids": torch.ones(1, 2)})
 
@@ -316,6 +318,7 @@ def test_every_architecture_prunes_strips_and_exports(name, tmp_path):
     batches = _arch_batches(inputs)
     rep = method.calibrate(model, batches, loss=_sum_of_squares)
     assert rep["achieved"] <= 0.5 + 1e-9 and rep["achieved"] > 0.3
+    assert rep["fisher_path"] == ("per-example loop" if name == "torch_encoder" else "batched")
     tuned = {f["family"]: f["status"] for f in rep["tuning"]}
     expect_skipped = {f.fqn for f in plan.attention()} if name == "torch_encoder" else set()
     assert {k for k, s in tuned.items() if "not understood" in s} == expect_skipped, tuned

@@ -25,6 +25,8 @@ bakes the scales into the out / down columns exactly, ``strip`` removes the zero
 from __future__ import annotations
 
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -147,41 +149,51 @@ class Kwon(OneShotMethod):
     def calibrate(self, model, batches, teacher=None, loss=None, fisher: Optional[MaskGrads] = None) -> dict:
         """Steps 1-4 on ``batches`` (dicts of inputs + ``labels``; ``loss(outputs, batch)`` replaces the
         task loss); ``fisher`` reuses step 1 of an earlier call on the same model. Returns a report."""
-        batches, cfg, seconds = list(batches), self.config, {}
-        t0 = time.perf_counter()
-        grads = fisher if fisher is not None else self.fisher(model, batches, loss)
-        seconds["fisher"] = time.perf_counter() - t0
+        batches, cfg, seconds = list(batches or ()), self.config, {}
+        if not batches:
+            raise ValueError("kwon needs sample batches (dicts of model inputs + labels): the paper uses ~2K "
+                             "training examples")
+        with _timed(seconds, "fisher"):
+            grads = fisher if fisher is not None else self.fisher(model, batches, loss)
         tune_batches = by_length(first_examples(batches, int(cfg.tune_examples)), TUNE_BATCH)[0]
-        t0 = time.perf_counter()
-        for o in owners(model).values():
-            o.set(torch.ones(o.grid_shape))
-        targets = teacher_targets(model, self.plan, tune_batches) if cfg.stop_after == "tune" else None
-        seconds["targets"] = time.perf_counter() - t0
+        with _timed(seconds, "targets"):
+            for o in owners(model).values():
+                o.set(torch.ones(o.grid_shape))
+            targets = teacher_targets(model, self.plan, tune_batches) if cfg.stop_after == "tune" else None
         seq = cfg.seq_len or mean_tokens(batches) or (targets.tokens if targets else None) or 1
-        kind, fraction = cfg.target()
-        tied = self.tied(model)
+        (kind, fraction), tied = cfg.target(), self.tied(model)
         cost = COSTS[kind](model, self.plan, tied, seq)
         total = sum(cost[k] * o.granules for k, o in tied.items())
-        t0 = time.perf_counter()
-        keep = search(grads.diagonal(), cost, {k: self.plan.families[k].kind for k in tied}, fraction * total)
-        seconds["search"] = time.perf_counter() - t0
+        importance = grads.diagonal()
+        if not any(bool(v.any()) for v in importance.values()):
+            warnings.warn("kwon: every mask gradient is zero (the loss does not depend on the heads / neurons?): "
+                          "the search keeps an arbitrary set", stacklevel=2)
+        with _timed(seconds, "search"):
+            keep = search(importance, cost, {k: self.plan.families[k].kind for k in tied}, fraction * total)
         report = {"target": {"kind": kind, "fraction": fraction}, "seq_len": seq, "examples": grads.examples,
-                  "fisher_loss": {"search": grads.loss(keep)}, "stop_after": cfg.stop_after}
+                  "fisher_path": grads.path, "fisher_loss": {"search": grads.loss(keep)}, "stop_after": cfg.stop_after}
         if cfg.stop_after != "search":
-            t0 = time.perf_counter()
-            keep = {k: rearrange(grads.grads[k], v) for k, v in keep.items()}
+            with _timed(seconds, "rearrange"):
+                keep = {k: rearrange(grads.grads[k], v) for k, v in keep.items()}
             report["fisher_loss"]["rearranged"] = grads.loss(keep)
-            seconds["rearrange"] = time.perf_counter() - t0
         for k, o in tied.items():
             o.set(keep[k])
         if targets is not None:
-            t0 = time.perf_counter()
-            fits = tune(model, self.plan, tied, tune_batches, targets, cfg.damping, cfg.scale_bound)
-            report["tuning"] = [f.to_dict() for f in fits]
-            report["tune_examples"] = sum(batch_size(b) for b in tune_batches)
-            seconds["tune"] = time.perf_counter() - t0
-        report.update(achieved=kept_cost(keep, cost) / total,
-                      kept={k: int(v.sum()) for k, v in keep.items()},
-                      seconds={k: round(v, 2) for k, v in seconds.items()})
+            with _timed(seconds, "tune"):
+                fits = tune(model, self.plan, tied, tune_batches, targets, cfg.damping, cfg.scale_bound)
+            report.update(tuning=[f.to_dict() for f in fits], tune_examples=sum(batch_size(b) for b in tune_batches))
+            if fits and not any(f.status == "tuned" for f in fits):
+                warnings.warn("kwon: mask tuning changed no family (all rejected or skipped, see the report's "
+                              "'tuning'): the result is the searched mask alone", stacklevel=2)
+        report.update(achieved=kept_cost(keep, cost) / total, kept={k: int(v.sum()) for k, v in keep.items()},
+                      seconds=seconds)
         return report
 
+
+@contextmanager
+def _timed(seconds: dict, name: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = round(time.perf_counter() - t0, 2)

@@ -100,9 +100,11 @@ def only_grad_for(model: nn.Module, params: list[torch.Tensor]):
 
 @dataclass
 class MaskGrads:
-    """Per-example (per micro-batch) mask gradients: ``grads[key]`` is ``[N, granules]``."""
+    """Per-example (per micro-batch) mask gradients: ``grads[key]`` is ``[N, granules]``; ``path``: how
+    they were computed (``batched``: captured output ops; ``per-example loop``: the carrier, one at a time)."""
 
     grads: dict[str, torch.Tensor]
+    path: str = "batched"
 
     @property
     def examples(self) -> int:
@@ -191,7 +193,7 @@ def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], lo
         model.train(was)
     back = None if order is None else torch.argsort(order)  # rows in the order of the examples given
     return MaskGrads({k: _groups(torch.cat(v).float()[back] if back is not None else torch.cat(v).float(), micro)
-                      for k, v in rows.items()})
+                      for k, v in rows.items()}, "batched" if back is not None else "per-example loop")
 
 
 def _groups(g: torch.Tensor, micro: int) -> torch.Tensor:
