@@ -75,12 +75,13 @@ def output_weights(plan) -> dict[str, str]:
 
 
 def _rows(t: torch.Tensor, mask: Optional[torch.Tensor], batch_major: bool) -> torch.Tensor:
-    """Token rows of ``t`` (``[..., D]`` -> ``[R, D]``), only the attention mask's tokens when aligned."""
+    """Token rows of ``t`` (``[..., D]`` -> ``[R, D]``, a copy: an in-place residual add may follow),
+    only the attention mask's tokens when aligned."""
     if mask is not None and t.dim() >= 3 and tuple(t.shape[:2]) == tuple(mask.shape):
         return t[mask.bool()].reshape(-1, t.shape[-1])
     if mask is not None and t.dim() == 2 and batch_major and t.shape[0] == mask.numel():
         return t[mask.reshape(-1).bool()]
-    return t.reshape(-1, t.shape[-1])
+    return t.reshape(-1, t.shape[-1]).clone()
 
 
 class OutputCapture(TorchFunctionMode):
