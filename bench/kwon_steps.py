@@ -1,7 +1,7 @@
 """Kwon et al. (one-shot, no retraining) on MiniLM-L6 / Rotten Tomatoes: accuracy, speedup, step shares, time.
 
-    python -m bench.kwon_steps [--flops 0.5,0.35] [--threads 2] [--examples 2048] [--quick]
-                               [--work-dir /tmp/leap-fx-kwon] [--out bench/results/kwon_steps.json]
+    python -m bench.kwon_steps [--flops 0.5,0.35] [--threads 2] [--examples 2048] [--tune-examples 512]
+                               [--quick] [--work-dir /tmp/leap-fx-kwon] [--out bench/results/kwon_steps.json]
 
 Per FLOPs target (``flops_target``: fraction of the heads' and FFNs' FLOPs kept):
 
@@ -46,6 +46,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--flops", type=acc_bench._floats, default=[0.5, 0.35], help="FLOPs targets (0.5,0.35)")
     p.add_argument("--examples", type=int, default=2048, help="calibration examples of the step shares")
+    p.add_argument("--tune-examples", type=int, default=KwonConfig.tune_examples,
+                   help=f"examples of mask tuning (default {KwonConfig.tune_examples}; the paper: all 2,048)")
     p.add_argument("--quick", action="store_true", help="the job's quick mode (subsampled data, short sequences)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--seed", type=int, default=17)
@@ -55,9 +57,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def job_row(bench, target: float) -> dict:
+def job_row(bench, target: float, tune_examples: int) -> dict:
     """The whole job at one FLOPs target: ORT accuracy, prune wall time, steps' seconds, ORT speedup."""
-    bench.method_overrides = {"flops_target": target}
+    bench.method_overrides = {"flops_target": target, "tune_examples": tune_examples}
     res = acc_bench.pruned_row(bench, acc_bench.Row(f"kwon-flops-{target:g}", "kwon", "structured", target))
     rep = read_json(res["report"], "kwon run report")
     cal = rep["train"]["calibration"]
@@ -68,7 +70,7 @@ def job_row(bench, target: float) -> dict:
     return res
 
 
-def step_shares(bench, targets, examples: int) -> dict:
+def step_shares(bench, targets, examples: int, tune_examples: int) -> dict:
     """Test accuracy (PyTorch) after each step, from one shared Fisher pass."""
     teacher, data = bench.dense_teacher(), bench.data
     plan = analyze(copy.deepcopy(teacher), example_inputs(data.train, 2))
@@ -84,7 +86,7 @@ def step_shares(bench, targets, examples: int) -> dict:
         accs = {}
         for stage in STAGES:
             model = copy.deepcopy(teacher)  # a prepared (parametrized) model does not deepcopy
-            method = build(KwonConfig(target, flops_target=target, stop_after=stage))
+            method = build(KwonConfig(target, flops_target=target, stop_after=stage, tune_examples=tune_examples))
             method.prepare(model, plan)
             method.calibrate(model, batches, fisher=fisher)
             accs[stage] = accuracy(fold(model).eval(), data.test)
@@ -110,8 +112,8 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     ns = argparse.Namespace(quick=args.quick, epochs=None, seed=args.seed, threads=args.threads,
                             quiet=args.quiet, work_dir=args.work_dir, fresh=True)
     bench = acc_bench.Bench(ns, model, tokenizer, overrides)
-    jobs = {f"{t:g}": job_row(bench, t) for t in args.flops}
-    shares = step_shares(bench, args.flops, args.examples)
+    jobs = {f"{t:g}": job_row(bench, t, args.tune_examples) for t in args.flops}
+    shares = step_shares(bench, args.flops, args.examples, args.tune_examples)
     rows = []
     for key, job in jobs.items():
         accs = shares["targets"][key]["test_acc_torch"]
@@ -120,6 +122,7 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
                      "prune_s": job["prune_s"], **accs})
     result = {"benchmark": "kwon_steps", "settings": {"mode": bench.mode, "threads": args.threads,
                                                       "flops": args.flops, "examples": args.examples,
+                                                      "tune_examples": args.tune_examples,
                                                       "batch_size": bench.base.batch_size,
                                                       "max_length": bench.base.max_length},
               "rows": rows, "jobs": jobs, "step_shares": shares, "env": environment(),

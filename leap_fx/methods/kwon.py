@@ -17,6 +17,15 @@ sequence length, ``passes.analyze.cost.granule_flops``: the paper's MAC constrai
 ``target_density`` (fraction of the governed weights, like every MaskSpec). ``KwonConfig.target()`` is
 the one place that reads them (a ``flops:0.5`` target syntax plugs in there).
 
+Deviations (CPU, any architecture; each module says more): per-example gradients come from one batched,
+length-sorted pass (exact; the carrier's autograd one example at a time where an output op cannot be
+split per example); mask tuning reads ``tune_examples`` (default 512) of the samples where the reference
+code uses all 2K: on 2 CPU cores the tuning forwards would otherwise cost as much as the Fisher pass
+(the least-squares problems stay heavily over-determined: ~14K tokens x hidden equations for <= 1.5K
+unknowns); a rejected tuning leaves that family at 1 and continues; ``nn.MultiheadAttention`` heads are
+searched and rearranged but not tuned. The FLOPs costs use the data's mean length (the paper's choice);
+the job reports FLOPs at the padded length, where the S^2 attention terms weigh a little more.
+
 The "teacher" is the model itself with every mask at 1 (the paper's unpruned model); the job's
 ``teacher`` argument is not needed. ``stop_after`` ends after ``search`` or ``rearrange`` (the bench
 measures each step's share). Masks are ``KwonMask`` owners (real-valued ``FixedMask``): ``fold``

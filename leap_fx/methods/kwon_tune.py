@@ -7,7 +7,8 @@ and any columns outside the family). With the unpruned model's sub-layer output 
 the same sample (``r``: the residual partner, ``kwon_capture.py``) and the pruned model's own residual
 ``r_S``, the scales solve (Kwon et al., Sec. 4.4)
 
-    m* = argmin_m || sum_g m_g A_g - B ||^2 = (A^T A + lambda I)^-1 A^T B,    B = t - r_S - c
+    m* = argmin_m || sum_g m_g A_g - B ||^2,    B = t - r_S - c
+       ~ 1 + (A^T A + lambda I)^-1 (A^T B - A^T A 1)    (damped step from the searched mask m = 1)
 
 where ``A^T A = blocksum_u((X^T X) o (W^T W))`` and ``A^T B = blocksum_u(sum_rows X o (B W))``
 (``u``: head_dim or 1; no ``[tokens x hidden x K]`` tensor is formed). Families are tuned in forward
@@ -16,7 +17,8 @@ error that reaches them through the residual stream (``kwon_replay.Replay`` star
 the family's block). ``lambda = damping * mean(diag(A^T A))``.
 
 Deviations from the reference code (all CPU): normal equations accumulated in float64 and solved with
-``torch.linalg.lstsq`` (theirs: LSMR / inverse with cupy); a solution outside ``[-bound, bound]`` (the
+``torch.linalg.lstsq`` as a damped (Levenberg-Marquardt) step from the searched mask (theirs: LSMR /
+inverse with cupy, undamped; ``damping -> 0`` is theirs); a solution outside ``[-bound, bound]`` (the
 paper's 10) or not finite, or one that does not lower the error, is rejected for that family only,
 whose values stay 1, and later families are still tuned (theirs stops tuning at the first rejection);
 every layer is fitted on every non-padding token (theirs skips layer 0's heads and fits only [CLS] in a
@@ -117,11 +119,13 @@ def normal_equations(model, plan, key: str, kept: torch.Tensor, batches, targets
     return ata, xb.view(k, u).sum(1), btb, count
 
 
-def solve(ata: torch.Tensor, atb: torch.Tensor, damping: float) -> torch.Tensor:
-    """Damped least squares ``(A^T A + damping * mean diag * I) m = A^T B`` (float64, CPU)."""
+def solve(ata: torch.Tensor, atb: torch.Tensor, damping: float, start: torch.Tensor) -> torch.Tensor:
+    """Damped least squares from ``start`` (Levenberg-Marquardt step, float64, CPU):
+    ``m = start + d``, ``(A^T A + lambda I) d = A^T B - A^T A start``, ``lambda = damping * mean diag``;
+    ``damping -> 0`` is the plain least-squares solution, a larger one keeps ``m`` nearer ``start``."""
     lam = damping * float(ata.diagonal().mean().clamp_min(1e-30))
     a = ata + lam * torch.eye(len(atb), dtype=ata.dtype)
-    return torch.linalg.lstsq(a, atb.unsqueeze(1)).solution.squeeze(1)
+    return start + torch.linalg.lstsq(a, (atb - ata @ start).unsqueeze(1)).solution.squeeze(1)
 
 
 def fit_family(model, plan, key: str, owner, batches, targets: Targets, damping: float, bound: float,
@@ -134,7 +138,7 @@ def fit_family(model, plan, key: str, owner, batches, targets: Targets, damping:
     ata, atb, btb, count = normal_equations(model, plan, key, kept, batches, targets, replay)
     err = lambda m: float(m @ ata @ m - 2 * m @ atb + btb) / max(1, count)  # noqa: E731
     ones = values[kept].double()
-    m = solve(ata, atb, damping)
+    m = solve(ata, atb, damping, ones)
     fit = Fit(key, len(kept), "tuned", err(ones), None, float(m.min()), float(m.max()))
     if not bool(torch.isfinite(m).all()) or float(m.abs().max()) > bound:
         fit.status = f"rejected: a scale outside [-{bound:g}, {bound:g}]; values stay 1"
