@@ -259,7 +259,8 @@ def test_rejected_scales_fall_back_to_one():
     model = tiny_bert()
     batches = _batches()
     method, plan = _prepared(model, batches, flops_target=0.5, scale_bound=1e-3)
-    rep = method.calibrate(model, batches)
+    with pytest.warns(UserWarning, match="changed no family"):  # a useless result is said loudly
+        rep = method.calibrate(model, batches)
     assert all(f["status"].startswith("rejected") for f in rep["tuning"] if f["kept"])
     assert all(bool(((o.values == 0) | (o.values == 1)).all()) for o in owners(model).values())
 

@@ -152,11 +152,38 @@ def _per_example(model, fam, x: torch.Tensor, gy: Optional[torch.Tensor], n: int
     return ((gy.reshape(n, -1, gy.shape[-1]) @ w) * xs).sum(1).view(n, -1, u).sum(-1)
 
 
-def carrier_gradients(model, params: list[torch.Tensor], batch: dict, loss: LossFn, micro: int = 1):
-    """``dL/dm`` per micro-batch of ``micro`` examples by autograd through the carrier (the reference)."""
-    for piece in split(batch, micro):
-        grads = torch.autograd.grad(loss(model(**model_inputs(piece)), piece), params, allow_unused=True)
-        yield [(torch.zeros_like(p) if g is None else g).detach().reshape(1, -1) for p, g in zip(params, grads)]
+def _batched_rows(model, plan, keys: list[str], batches: list[dict], loss: LossFn) -> Optional[dict]:
+    """Per-example gradients from length-sorted batched passes, rows in the order given (or None)."""
+    ordered, order = by_length(batches, FORWARD_BATCH)
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    progress = Progress(len(order), desc="kwon: mask gradients")
+    try:
+        for batch in ordered:
+            got = captured_gradients(model, plan, keys, batch, loss)
+            if got is None:
+                return None
+            for k in keys:
+                rows[k].append(got[k].detach())
+            progress.update(batch_size(batch))
+    finally:
+        progress.close()
+    back = torch.argsort(order)
+    return {k: torch.cat(v)[back] for k, v in rows.items()}
+
+
+def _loop_rows(model, params: list[torch.Tensor], keys: list[str], batches: list[dict], loss: LossFn) -> dict:
+    """Per-example gradients by autograd through the carrier, one example at a time (the reference)."""
+    rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients (per example)")
+    try:
+        for piece in (p for b in batches for p in split(b, 1)):
+            grads = torch.autograd.grad(loss(model(**model_inputs(piece)), piece), params, allow_unused=True)
+            for k, p, g in zip(keys, params, grads):
+                rows[k].append((torch.zeros_like(p) if g is None else g).detach().reshape(1, -1))
+            progress.update(1)
+    finally:
+        progress.close()
+    return {k: torch.cat(v) for k, v in rows.items()}
 
 
 def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], loss: Optional[LossFn] = None,
@@ -165,35 +192,16 @@ def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], lo
     ``batches``, summed in groups of ``micro``; ``exact_loop``: the carrier path for every example."""
     loss, keys = loss or task_loss, list(owners)
     params = [owners[k].values for k in keys]
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    fast, order = ([], None) if exact_loop else by_length(batches, FORWARD_BATCH)
-    progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients")
     was = model.training
     model.eval()
     try:
         with only_grad_for(model, params), torch.enable_grad():
-            for batch in fast:
-                got = captured_gradients(model, plan, keys, batch, loss)
-                if got is None:
-                    rows, fast, order = {k: [] for k in keys}, [], None
-                    break
-                for k in keys:
-                    rows[k].append(got[k].detach())
-                progress.update(batch_size(batch))
-            if not fast:
-                progress.close()
-                progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients (per example)")
-                for batch in batches:
-                    for grads in carrier_gradients(model, params, batch, loss):
-                        for k, g in zip(keys, grads):
-                            rows[k].append(g)
-                        progress.update(1)
+            rows, path = (None if exact_loop else _batched_rows(model, plan, keys, batches, loss)), "batched"
+            if rows is None:
+                rows, path = _loop_rows(model, params, keys, batches, loss), "per-example loop"
     finally:
-        progress.close()
         model.train(was)
-    back = None if order is None else torch.argsort(order)  # rows in the order of the examples given
-    return MaskGrads({k: _groups(torch.cat(v).float()[back] if back is not None else torch.cat(v).float(), micro)
-                      for k, v in rows.items()}, "batched" if back is not None else "per-example loop")
+    return MaskGrads({k: _groups(v.float(), micro) for k, v in rows.items()}, path)
 
 
 def _groups(g: torch.Tensor, micro: int) -> torch.Tensor:
