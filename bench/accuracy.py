@@ -29,7 +29,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -122,7 +122,8 @@ class Bench:
         fields = set(PruneOptions.__dataclass_fields__)
         base.update({k: v for k, v in (overrides or {}).items() if k in fields})
         self.method_overrides = {k: v for k, v in (overrides or {}).items() if k not in fields}
-        self.base = PruneOptions(**base).resolved()
+        given = PruneOptions(**base)  # student_init stays the method's choice (resolved per row)
+        self.base = replace(given.resolved(), student_init=given.student_init)
         self.data = load_data(self.base)
         self.teacher = None
         self.mode = "quick" if args.quick else "full"
