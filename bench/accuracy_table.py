@@ -18,7 +18,7 @@ from leap_fx.run.report import format_table
 COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "achieved density", ".3f"),
            ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),
            ("params_fraction", "params kept", ".3f"), ("flops_fraction", "encoder FLOPs", ".3f"),
-           ("onnx_file", "ONNX file", ""), ("speedup", "ORT speedup, batch 32", ""), ("minutes", "min", ".1f")]
+           ("speedup", "ORT speedup, batch 32", ""), ("onnx_file", "ONNX file", ""), ("minutes", "min", ".1f")]
 
 
 def table(rows: list[dict], current=None, markdown: bool = False) -> str:
