@@ -18,7 +18,8 @@ from leap_fx.train.distill import TinyBertKD, uniform_pairs
 from leap_fx.train.objective import capture_scores, recording, taps
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
-from tests.test_pipeline import tiny_options, write_tiny_corpus
+from tests.test_cli import tiny_model_dir  # noqa: F401 - the saved tiny model dir fixture
+from tests.test_pipeline import tiny_options
 from tests.test_train import toy_data
 
 ENCODER = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
@@ -133,26 +134,16 @@ def test_leap_scorer_trains_with_the_distillation_objective():
 
 
 # -- the student from the pre-trained weights, the teacher a user's checkpoint ---------------------
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sparsebert")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "pretrained"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    return folder, csv_path, model_dir, tok
-
-
-def _opts(tiny_dir, **kw):
-    folder, csv_path, model_dir, _ = tiny_dir
+def _opts(tiny_model_dir, **kw):
+    folder, csv_path, model_dir = tiny_model_dir
     base = dict(model=str(model_dir), method="sparsebert", granularity=None, target_density=0.1, epochs=1,
                 teacher_epochs=2, cache_dir=str(folder / "cache"))
-    return tiny_options(csv_path, folder / "out", **{**base, **kw})
+    return tiny_options(csv_path, folder / "sparsebert", **{**base, **kw})
 
 
-def test_student_starts_from_the_pretrained_weights_and_the_teacher_is_fine_tuned(tiny_dir):
+def test_student_starts_from_the_pretrained_weights_and_the_teacher_is_fine_tuned(tiny_model_dir):
     from leap_fx.data import load_data
-    opts = _opts(tiny_dir).resolved()
+    opts = _opts(tiny_model_dir).resolved()
     student, _, teacher, info = dense_teacher(opts, load_data(opts))
     pretrained = tiny_bert().state_dict()
     got = student.state_dict()
@@ -162,14 +153,13 @@ def test_student_starts_from_the_pretrained_weights_and_the_teacher_is_fine_tune
     assert info["metrics"]["test_accuracy"] is not None
 
 
-def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_dir, tmp_path):
+def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_model_dir, tmp_path):
     from leap_fx.data import load_data
     from leap_fx.models import load_finetuned
-    _, _, _, tok = tiny_dir
     teacher = tiny_bert(seed=5)
     teacher.config.id2label, teacher.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
     teacher.save_pretrained(tmp_path / "teacher")
-    opts = _opts(tiny_dir, teacher_model=str(tmp_path / "teacher")).resolved()
+    opts = _opts(tiny_model_dir, teacher_model=str(tmp_path / "teacher")).resolved()
     _, _, got, info = dense_teacher(opts, load_data(opts))
     assert torch.equal(got.classifier.weight, teacher.classifier.weight) and info["path"].endswith("teacher")
     tiny_bert(num_labels=3).save_pretrained(tmp_path / "three")
@@ -181,13 +171,13 @@ def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_
         load_finetuned(str(tmp_path / "swapped"), ["neg", "pos"])
     tiny_bert().bert.save_pretrained(tmp_path / "headless")  # an encoder without a classifier
     with pytest.raises(ValueError, match="not a fine-tuned classifier"):
-        load_finetuned(str(tmp_path / "headless"), ["neg", "pos"], tok)
+        load_finetuned(str(tmp_path / "headless"), ["neg", "pos"])
     with pytest.raises(ValueError, match="no config.json"):
         load_finetuned(str(tmp_path), ["neg", "pos"])
 
 
-def test_run_prune_sparsebert_end_to_end(tiny_dir):
-    rep = run_prune(_opts(tiny_dir, epochs=2))
+def test_run_prune_sparsebert_end_to_end(tiny_model_dir):
+    rep = run_prune(_opts(tiny_model_dir, epochs=2))
     assert rep["status"] == "complete" and rep["resolved_options"]["student_init"] == "pretrained"
     for row in rep["density"]["per_matrix"]:
         assert row["density"] == pytest.approx(0.1, abs=1 / row["numel"])
