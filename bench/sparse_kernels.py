@@ -7,7 +7,8 @@ Per weight shape of MiniLM-L6 (q/k/v/out 384x384, up 1536x384, down 384x1536, ``
 count (batch x sequence: 1x64 and 32x64) and density, ``y = x W^T`` is timed with
 
 - ``torch dense``: ``F.linear`` on the matrix with its zeros (oneDNN / MKL sgemm);
-- ``torch CSR``: ``F.linear`` with the same matrix as a ``torch.sparse_csr`` tensor (MKL sparse);
+- ``torch CSR``: the same matrix as a ``torch.sparse_csr`` tensor, ``(W @ x^T)^T`` (MKL sparse; the
+  form ``passes.export.csr.CsrLinear`` uses), and ``torch CSR F.linear``: ``F.linear(x, W_csr)``;
 - ``torch BSR 32x32``: a *block*-pruned matrix of the same density (32x32 blocks, what block
   masks would give) as ``torch.sparse_bsr`` (informative: another mask structure);
 - ``ORT dense``: onnxruntime ``MatMul`` with the weight as an initializer (``ORT_SETTINGS``);
@@ -18,9 +19,10 @@ count (batch x sequence: 1x64 and 32x64) and density, ``y = x W^T`` is timed wit
 
 Unstructured masks are random at exactly the density (the kernels see positions, not values).
 Every runner of one cell is timed in interleaved, order-rotating rounds (``interleaved_latency``);
-``speedup`` = dense median / kernel median. Then the whole MiniLM-L6 encoder (PyTorch, random
-per-matrix masks at each density) is timed dense against ``passes.export.csr.csr_linears`` (CSR
-weights where the matrix is at most ``CSR_MAX_DENSITY`` dense). ``--tiny``: a 2-layer toy for tests.
+``speedup`` = torch dense median / kernel median. Then the whole MiniLM-L6 encoder (random per-matrix
+masks at each density) is timed in PyTorch dense, in PyTorch with every masked matrix a ``CsrLinear``
+(``passes.export.csr.csr_linears``) and as the dense ONNX export in onnxruntime (what the job ships).
+``--tiny``: toy shapes and a 2-layer toy encoder, for tests.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, paired_ratio_median,
-                                 summarize)
+                                 summarize, timing_session)
 from leap_fx.run.report import format_table
 from passes.io import write_json
 
@@ -103,8 +105,9 @@ def cell_runners(shape, tokens: int, density: float, threads: int, seed: int) ->
     x = torch.randn(tokens, shape[1], generator=torch.Generator().manual_seed(seed + 1))
     xs = x.numpy()
     csr, bsr = w.to_sparse_csr(), wb.to_sparse_bsr((BLOCK, BLOCK))
-    runners = {"torch dense": lambda: F.linear(x, w), "torch CSR": lambda: F.linear(x, csr),
-               "torch BSR 32x32": lambda: (bsr @ x.t()).t(), "ORT dense": (lambda f=ort_matmul(w, threads): f(xs))}
+    runners = {"torch dense": lambda: F.linear(x, w), "torch CSR": lambda: (csr @ x.t()).t(),
+               "torch CSR F.linear": lambda: F.linear(x, csr), "torch BSR 32x32": lambda: (bsr @ x.t()).t(),
+               "ORT dense": (lambda f=ort_matmul(w, threads): f(xs))}
     if tokens <= ORT_CSR_MAX_TOKENS:
         runners["ORT CSR"] = (lambda f=ort_matmul(w, threads, sparse=True): f(xs))
     ref, ref_b = F.linear(x, w), F.linear(x, wb)
@@ -125,28 +128,43 @@ def time_cell(name: str, shape, tokens: int, density: float, args, seed: int) ->
 
 
 def encoder_rows(args) -> list[dict]:
-    """The whole encoder in PyTorch: dense vs CSR weights (``csr_linears``), per density and token count."""
+    """The whole encoder: PyTorch dense, PyTorch with ``CsrLinear`` (``csr_linears``) and the dense ONNX
+    export in onnxruntime (what ``leap-fx prune`` ships), per density and token count."""
+    import copy
+    import tempfile
+
+    from passes.export import export_onnx
     from passes.export.csr import csr_linears
-    rows = []
+    tiny, rows = args.mode == "tiny", []
     for density in args.densities:
-        dense = encoder_model(args.mode == "tiny", density)
-        sparse = csr_linears(encoder_model(args.mode == "tiny", density))
-        n_csr = sum(p.layout == torch.sparse_csr for p in sparse.parameters())
-        for tokens in TOKENS["tiny" if args.mode == "tiny" else "full"]:
-            seq = min(64, tokens)
-            ids = torch.randint(0, dense.config.vocab_size, (tokens // seq, seq),
-                                generator=torch.Generator().manual_seed(tokens))
-            with torch.no_grad():
-                diff = float((dense(input_ids=ids).last_hidden_state - sparse(input_ids=ids).last_hidden_state).abs().max())
-                warmup, reps = ENCODER_REPS[args.mode]
-                wall, _ = interleaved_latency({"dense": lambda: dense(input_ids=ids),
-                                               "CSR": lambda: sparse(input_ids=ids)}, reps, warmup,
-                                              desc=f"encoder {density} {tokens}")
-            rows.append({"density": density, "tokens": tokens, "batch": tokens // seq, "seq": seq, "csr_matrices": n_csr,
-                         "dense_ms": summarize(wall["dense"]), "csr_ms": summarize(wall["CSR"]),
-                         "speedup": summarize(wall["dense"])["median"] / summarize(wall["CSR"])["median"],
-                         "paired_speedup": paired_ratio_median(wall["dense"], wall["CSR"]), "max_abs_diff": diff})
+        dense = encoder_model(tiny, density)
+        sparse = copy.deepcopy(dense)
+        swapped = csr_linears(sparse, max_density=density + 0.01, min_elements=1)  # every masked matrix
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "encoder.onnx")
+            export_onnx(dense, {"input_ids": torch.ones(2, 16, dtype=torch.long)}, path)
+            ort = timing_session(path, threads=args.threads)
+            for tokens in TOKENS["tiny" if tiny else "full"]:
+                rows.append(encoder_row(dense, sparse, ort, tokens, density, len(swapped), args.mode))
     return rows
+
+
+def encoder_row(dense, sparse, ort, tokens: int, density: float, n_csr: int, mode: str) -> dict:
+    seq = min(64, tokens)
+    ids = torch.randint(0, dense.config.vocab_size, (tokens // seq, seq), generator=torch.Generator().manual_seed(tokens))
+    feed = {"input_ids": ids.numpy()}
+    runners = {"torch dense": lambda: dense(input_ids=ids), "torch CSR": lambda: sparse(input_ids=ids),
+               "ORT dense": lambda: ort.run(None, feed)}
+    with torch.no_grad():
+        ref = dense(input_ids=ids).last_hidden_state
+        diff = float((sparse(input_ids=ids).last_hidden_state - ref).abs().max())
+        warmup, reps = ENCODER_REPS[mode]
+        wall, _ = interleaved_latency(runners, reps, warmup, desc=f"encoder {density} {tokens}")
+    med = {k: summarize(v)["median"] for k, v in wall.items()}
+    return {"density": density, "tokens": tokens, "batch": tokens // seq, "seq": seq, "csr_matrices": n_csr,
+            "ms": {k: summarize(v) for k, v in wall.items()}, "csr_speedup": med["torch dense"] / med["torch CSR"],
+            "csr_paired_speedup": paired_ratio_median(wall["torch dense"], wall["torch CSR"]),
+            "csr_vs_ort": med["ORT dense"] / med["torch CSR"], "max_abs_diff": diff}
 
 
 def encoder_model(tiny: bool, density: float, seed: int = 0):
@@ -188,8 +206,9 @@ def parse_args(argv=None):
 
 COLUMNS = [("matrix", "matrix", ""), ("tokens", "tokens", ""), ("density", "density", ".2f"),
            ("kernel", "kernel", ""), ("median", "median ms", ".3f"), ("speedup", "vs torch dense", ".2f")]
-ENCODER_COLUMNS = [("density", "density", ".2f"), ("shape", "batch x seq", ""), ("dense", "dense ms", ".1f"),
-                   ("csr", "CSR ms", ".1f"), ("speedup", "speedup", ".2f"), ("paired_speedup", "paired", ".2f")]
+ENCODER_COLUMNS = [("density", "density", ".2f"), ("shape", "batch x seq", ""), ("dense", "torch dense ms", ".1f"),
+                   ("csr", "torch CSR ms", ".1f"), ("ort", "ORT dense ms", ".1f"),
+                   ("csr_speedup", "CSR vs torch dense", ".2f"), ("csr_vs_ort", "CSR vs ORT dense", ".2f")]
 
 
 def main(argv=None) -> dict:
@@ -208,8 +227,9 @@ def main(argv=None) -> dict:
     write_json(args.out, result)
     print(format_table([{**r, "median": r["ms"]["median"]} for r in rows], COLUMNS))
     if encoder:
-        print(format_table([{**r, "shape": f"{r['batch']}x{r['seq']}", "dense": r["dense_ms"]["median"],
-                             "csr": r["csr_ms"]["median"]} for r in encoder], ENCODER_COLUMNS))
+        print(format_table([{**r, "shape": f"{r['batch']}x{r['seq']}", **{k: r["ms"][name]["median"] for k, name in
+                             (("dense", "torch dense"), ("csr", "torch CSR"), ("ort", "ORT dense"))}}
+                            for r in encoder], ENCODER_COLUMNS))
     print(f"2:4 semi-structured on CPU: {result['semi_structured_2_4']}\nwrote {args.out}")
     return result
 

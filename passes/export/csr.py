@@ -1,11 +1,13 @@
-"""PyTorch inference with sparse weights: ``nn.Linear`` weights as CSR tensors where that is faster.
+"""PyTorch inference with sparse weights: ``nn.Linear`` -> ``CsrLinear`` where the matrix is sparse enough.
 
-``F.linear`` multiplies by a ``torch.sparse_csr`` weight with MKL's sparse kernel (any input rank).
-``bench/sparse_kernels.py`` times it against the dense kernel at MiniLM-L6's shapes on CPU; it wins
-only when a matrix is sparse enough, hence ``max_density`` (default ``CSR_MAX_DENSITY``, see that
-bench's README figures). Inference only: a CSR weight takes no gradient and no ``load_state_dict``.
-onnxruntime has no such kernel that wins (its contrib ``SparseToDenseMatMul`` is far slower than
-dense: the same bench), so the ONNX export stays dense in compute and compact on disk (``sparse.py``).
+``CsrLinear`` computes ``y = (W x^T)^T + b`` with ``W`` a ``torch.sparse_csr`` tensor on the *left* of
+the product (MKL's CSR x dense kernel). The form matters: ``F.linear(x, W_csr)`` gives the same numbers
+but took twice the dense time, while ``W_csr @ x^T`` took half of it at density 0.1 on MiniLM-L6's
+shapes (1 thread; ``bench/sparse_kernels.py``). The swap is for matrices at most ``max_density`` dense
+(default ``CSR_MAX_DENSITY``, see the figures in that bench's JSON) and is inference only (no gradient).
+onnxruntime has no CPU sparse kernel that wins (its contrib ``SparseToDenseMatMul`` is 2-100x slower
+than its dense ``MatMul``: the same bench), so the ONNX export stays dense in compute and compact on
+disk (``sparse.py``).
 """
 from __future__ import annotations
 
@@ -14,23 +16,45 @@ import warnings
 import torch
 from torch import nn
 
-CSR_MAX_DENSITY = 0.3   # above this the dense kernel is as fast or faster (bench/sparse_kernels.py)
+CSR_MAX_DENSITY = 0.1   # measured: CSR (W @ x^T) ~2x faster than dense at 0.1 and 0.05 (bench/sparse_kernels.py)
 MIN_ELEMENTS = 4096     # small matrices: the sparse call's overhead dominates
+
+
+class CsrLinear(nn.Module):
+    """An inference-only ``nn.Linear`` whose weight is stored and multiplied as CSR."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        bias = None if linear.bias is None else linear.bias.detach().clone().unsqueeze(1)
+        self.register_buffer("bias", bias)  # [out, 1]: added column-wise by addmm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).t()
+        y = self.weight @ flat if self.bias is None else torch.addmm(self.bias, self.weight, flat)
+        return y.t().reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, nnz={self.weight._nnz()}"
 
 
 @torch.no_grad()
 def csr_linears(model: nn.Module, max_density: float = CSR_MAX_DENSITY,
-                min_elements: int = MIN_ELEMENTS) -> nn.Module:
-    """Swap (in place) the weight of every ``nn.Linear`` with at most ``max_density`` non-zeros and at
-    least ``min_elements`` elements for its CSR form; returns ``model`` (put in eval mode)."""
+                min_elements: int = MIN_ELEMENTS) -> list[str]:
+    """Replace (in place) every ``nn.Linear`` with at most ``max_density`` non-zeros and at least
+    ``min_elements`` weights by a ``CsrLinear``; returns the replaced module names. Eval mode after."""
     if not 0 < max_density <= 1:
         raise ValueError(f"max_density={max_density} must be in (0, 1]")
-    for mod in model.modules():
-        w = getattr(mod, "weight", None)
-        if type(mod) is not nn.Linear or not isinstance(w, torch.Tensor) or w.layout != torch.strided:
+    swapped = []
+    for name, mod in list(model.named_modules()):
+        if type(mod) is not nn.Linear or not name or mod.weight.numel() < min_elements:
             continue
-        if w.numel() >= min_elements and float((w != 0).float().mean()) <= max_density:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-                mod.weight = nn.Parameter(w.detach().to_sparse_csr(), requires_grad=False)
-    return model.eval()
+        if float((mod.weight != 0).float().mean()) <= max_density:
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, CsrLinear(mod))
+            swapped.append(name)
+    model.eval()
+    return swapped
