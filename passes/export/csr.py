@@ -2,12 +2,17 @@
 
 ``CsrLinear`` computes ``y = (W x^T)^T + b`` with ``W`` a ``torch.sparse_csr`` tensor on the *left* of
 the product (MKL's CSR x dense kernel). The form matters: ``F.linear(x, W_csr)`` gives the same numbers
-but took twice the dense time, while ``W_csr @ x^T`` took half of it at density 0.1 on MiniLM-L6's
-shapes (1 thread; ``bench/sparse_kernels.py``). The swap is for matrices at most ``max_density`` dense
-(default ``CSR_MAX_DENSITY``, see the figures in that bench's JSON) and is inference only (no gradient).
-onnxruntime has no CPU sparse kernel that wins (its contrib ``SparseToDenseMatMul`` is 2-100x slower
-than its dense ``MatMul``: the same bench), so the ONNX export stays dense in compute and compact on
-disk (``sparse.py``).
+at 2-20x the time of ``W_csr @ x^T`` (``bench/sparse_kernels.py``, MiniLM-L6 shapes, 1 thread).
+
+Measured against the dense ``F.linear`` (``bench/results/sparse_kernels*.json``): per matrix, CSR wins
+at density 0.05 (1.8-3.7x) and 0.1 (1.3-2.2x, one 384x384 cell at 2048 tokens 0.8x), breaks even
+around 0.15 at 2048 tokens (batch 32 x 64) and 0.25 at 64 tokens, and loses at 0.3 (0.4-1.0x); the
+whole MiniLM-L6 encoder at density 0.1 runs 1.8x (1x64 tokens) / 1.4x (32x64) faster in PyTorch, at
+0.05 2.7x / 2.0x. Hence the swap is for matrices at most ``CSR_MAX_DENSITY`` dense. Against the
+dense ONNX export in onnxruntime (what ``leap-fx prune`` ships) the CSR encoder only ties at 0.1
+(0.99x at 1x64, 0.70x at 32x64) and wins at 0.05 with batch 1 (1.27x; 0.99x at 32x64), and
+onnxruntime's own sparse kernel (contrib ``SparseToDenseMatMul``) is 2-200x slower than its dense
+``MatMul``: the ONNX export stays dense in compute and compact on disk (``sparse.py``). Inference only.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import warnings
 import torch
 from torch import nn
 
-CSR_MAX_DENSITY = 0.1   # measured: CSR (W @ x^T) ~2x faster than dense at 0.1 and 0.05 (bench/sparse_kernels.py)
+CSR_MAX_DENSITY = 0.15  # CSR's break-even with dense at 2048 tokens (module docstring)
 MIN_ELEMENTS = 4096     # small matrices: the sparse call's overhead dominates
 
 
