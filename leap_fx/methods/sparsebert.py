@@ -81,7 +81,7 @@ class SparseBert(TrainedMethod):
     """The handler: ``SparseBert(config)`` is an instance of the variant of ``config.scorer``
     (``VARIANTS``), which takes this class's objective and its pruning from ``Magnitude`` or ``Leap``."""
 
-    def __new__(cls, config, *args, **kwargs):
+    def __new__(cls, config=None, *args, **kwargs):  # config=None: copy / unpickle (cls is a variant then)
         return super().__new__(VARIANTS[config.scorer] if cls is SparseBert else cls)
 
     def objective(self):
