@@ -130,8 +130,8 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
 
 def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False) -> dict:
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
-    ``compact``: the zeros strip could not remove (unstructured / block masks) leave the ONNX file
-    (``passes.export.sparse``: sparse matrices stored compactly, checked against the dense export)."""
+    ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
+    ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime)."""
     from passes.export import export_onnx, save_slim
     from passes.export.sparse import compact_onnx
     from passes.strip import strip

@@ -106,7 +106,8 @@ class PruneOptions(JsonDataclass):
         return super().from_dict(d)
 
     def resolved(self) -> "PruneOptions":
-        """A copy with every ``None`` budget field filled from ``MODES`` and the granularity set."""
+        """A copy with every ``None`` budget field filled from ``MODES``, and ``granularity`` / ``student_init``
+        from the method's ``JOB_DEFAULTS`` (else ``METHOD_JOB_FIELDS``) when left ``None``."""
         mode = MODES["quick" if self.quick else "full"]
         fill = {k: v for k, v in mode.items() if getattr(self, k) is None}
         method_defaults = getattr(config_class(self.method), "JOB_DEFAULTS", {})
