@@ -126,6 +126,18 @@ def test_loop_trains_every_matrix_to_exactly_its_kept_count():
     assert logged[-1]["scheduled_density"] == 0.1
 
 
+def test_a_deeper_teacher_is_watched_through_its_own_plan():
+    from leap_fx.train.loop import _Loop
+    torch.set_num_threads(1)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, log_every=1)
+    loop = _Loop(tiny_bert(), tiny_bert(layers=4, seed=1), toy_data(n=32), None, cfg, SparseBertConfig(0.5), None,
+                 None, False, True)
+    assert len(loop.taps["attention"]) == 2 and len(loop.teacher_taps["attention"]) == 4
+    assert loop.teacher_taps["hidden"][-1] == "bert.encoder.layer.3"
+    logged = [r for r in loop.run(None, None).history if r["type"] == "train"]
+    assert len(logged) == 2 and all(r["hidden"] > 0 and r["attention"] > 0 for r in logged)
+
+
 def test_leap_scorer_trains_with_the_distillation_objective():
     torch.set_num_threads(1)
     res = train(tiny_bert(), tiny_bert(seed=1), toy_data(n=64), None,
