@@ -12,12 +12,14 @@ movement (Sanh et al. 2020): unstructured, as in their papers; l2-oneshot: struc
 
 - ``dense``: the teacher itself, exported to ONNX and scored in onnxruntime like the pruned rows.
 
-Test accuracy is measured in onnxruntime on the exported (stripped) model. Where stripping made the
-model physically smaller (slim parameters < 99 % of dense: structured rows, mostly) the slim ONNX
-model is timed against the dense one, interleaved (``bench._common``), at batch 32, the run's
-sequence length and 2 onnxruntime threads. Rows already in ``--out`` with the same settings are
-skipped, so an interrupted bench continues where it stopped (``--fresh`` re-runs them); a row killed
-mid-training resumes from its checkpoint in ``<work-dir>/<row>``.
+Test accuracy is measured in onnxruntime on the exported (stripped) model; ``ONNX file`` is its size
+on disk over the dense teacher's (unstructured rows: sparse matrices stored compactly,
+``passes/export/sparse.py``). Where stripping made the model physically smaller (slim parameters
+< 99 % of dense: structured rows, mostly) the slim ONNX model is timed against the dense one,
+interleaved (``bench._common``), at batch 32, the run's sequence length and 2 onnxruntime threads
+(unstructured zeros run the dense kernels: ``bench/sparse_kernels.py``). Rows already in ``--out``
+with the same settings are skipped, so an interrupted bench continues where it stopped (``--fresh``
+re-runs them); a row killed mid-training resumes from its checkpoint in ``<work-dir>/<row>``.
 ``bench/accuracy_table.py`` re-prints the table from one or more result files (``--markdown``).
 """
 from __future__ import annotations
@@ -29,7 +31,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -122,7 +124,8 @@ class Bench:
         fields = set(PruneOptions.__dataclass_fields__)
         base.update({k: v for k, v in (overrides or {}).items() if k in fields})
         self.method_overrides = {k: v for k, v in (overrides or {}).items() if k not in fields}
-        self.base = PruneOptions(**base).resolved()
+        given = PruneOptions(**base)  # student_init stays the method's choice (resolved per row)
+        self.base = replace(given.resolved(), student_init=given.student_init)
         self.data = load_data(self.base)
         self.teacher = None
         self.mode = "quick" if args.quick else "full"
@@ -176,6 +179,7 @@ def dense_row(bench: Bench, row: Row) -> dict:
             "val_acc_torch": bench.teacher_info["metrics"].get("val_accuracy"),
             "params": params, "params_fraction": 1.0, "flops_fraction": 1.0, "dense_total_flops": flops["total"],
             "parity": max(export.max_abs_diff.values()), "onnx": path,
+            "onnx_bytes": os.path.getsize(path), "onnx_fraction": 1.0,
             "teacher": {k: v for k, v in bench.teacher_info.items() if k != "config"},
             "wall_s": round(time.perf_counter() - t0, 1)}
 
@@ -203,6 +207,8 @@ def pruned_row(bench: Bench, row: Row) -> dict:
             "heads_live": [h["live"] for h in heads], "neurons_live": [n["live"] for n in neurons],
             "mask_lr": rep.get("mask_lr"), "steps": rep["train"]["steps"], "parity": rep["onnx"]["parity_max_abs_diff"],
             "onnx": rep["onnx"]["path"], "report": os.path.join(out, "report.json"),
+            "onnx_bytes": rep["onnx"]["size_bytes"],
+            "onnx_fraction": rep["onnx"]["size_bytes"] / os.path.getsize(bench.dense_onnx()[0]),
             "wall_s": rep.get("timing", {}).get("total_s")}
 
 

@@ -18,7 +18,7 @@ from leap_fx.run.report import format_table
 COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "achieved density", ".3f"),
            ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),
            ("params_fraction", "params kept", ".3f"), ("flops_fraction", "encoder FLOPs", ".3f"),
-           ("speedup", "ORT speedup, batch 32", ""), ("minutes", "min", ".1f")]
+           ("speedup", "ORT speedup, batch 32", ""), ("onnx_file", "ONNX file", ""), ("minutes", "min", ".1f")]
 
 
 def table(rows: list[dict], current=None, markdown: bool = False) -> str:
@@ -29,7 +29,9 @@ def table(rows: list[dict], current=None, markdown: bool = False) -> str:
             continue
         sp = r.get("onnx_speedup")
         mark = "" if current is None or r["row"] in current else " *"
+        size = r.get("onnx_fraction")
         shown.append({**r, "row": r["row"] + mark, "minutes": (r.get("wall_s") or 0) / 60,
+                      "onnx_file": "-" if size is None else f"{size:.3f}",
                       "speedup": f"{sp['speedup']:.2f}x (ideal {sp['ideal']:.2f}x)" if sp else "-"})
     text = format_table(shown, COLUMNS, markdown=markdown)
     if any(s["row"].endswith(" *") for s in shown):

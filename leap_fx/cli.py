@@ -39,7 +39,10 @@ PRUNE_HELP = {
     "teacher_lr": "learning rate of the dense teacher fine-tune (default: 5e-5)",
     "seed": "training seed (default: 17)",
     "split_seed": "seed of the data split and subsamples (default: 0)",
-    "student_init": "start pruning from the fine-tuned 'teacher' (default) or the 'pretrained' weights",
+    "student_init": "start pruning from the fine-tuned 'teacher' or the 'pretrained' --model weights "
+                    "(default: the method's; sparsebert: pretrained, others: teacher)",
+    "teacher_model": "a classifier already fine-tuned on this data (HF directory, same tokenizer and labels) "
+                     "to distil from instead of fine-tuning --model",
     "out": "output directory (default: leap-out)",
     "threads": "torch intra-op threads (default: 0 = automatic: every physical core, with OpenMP passive "
                "waiting, which leap-fx sets unless OMP_WAIT_POLICY is set; else physical cores minus the "

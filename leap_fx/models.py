@@ -93,3 +93,34 @@ def model_content(model_dir: str) -> dict[str, str]:
     names = sorted(f for f in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, f))
                    and any(fnmatch.fnmatch(f, pat) for pat in MODEL_FILES))
     return {f: sha256_file(os.path.join(model_dir, f)) for f in names}
+
+
+def load_finetuned(model_dir: str, label_names: list[str], tokenizer=None):
+    """A sequence classifier already fine-tuned on data with ``label_names`` (a user's teacher).
+
+    Refused, naming the fix: no ``config.json``; another number of labels; named labels in another
+    order; no trained classification head (weights missing from the checkpoint); a tokenizer saved
+    beside it whose vocabulary differs from ``tokenizer`` (the data is tokenised once, for the student).
+    """
+    _offline()
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    what = f"teacher model {model_dir!r}"
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"{what} is not a Hugging Face model directory (no config.json)")
+    cfg = AutoConfig.from_pretrained(model_dir)
+    if cfg.num_labels != len(label_names):
+        raise ValueError(f"{what} has num_labels={cfg.num_labels} but the data has {len(label_names)} labels "
+                         f"{list(label_names)}: pass a classifier fine-tuned on this data")
+    names = [cfg.id2label[i] for i in range(cfg.num_labels)]
+    if names != list(label_names) and not all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        raise ValueError(f"{what} labels {names} differ from the data's {list(label_names)}: its logits "
+                         f"would be read in the wrong order")
+    model, info = quiet_from_pretrained(AutoModelForSequenceClassification, model_dir, output_loading_info=True)
+    if info.get("missing_keys"):
+        raise ValueError(f"{what} has no trained weights for {sorted(info['missing_keys'])[:3]}: it is not a "
+                         f"fine-tuned classifier (fine-tune it first, or leave --teacher-model unset)")
+    has_tokenizer = any(os.path.isfile(os.path.join(model_dir, f)) for f in ("tokenizer.json", "vocab.txt"))
+    if tokenizer is not None and has_tokenizer and load_tokenizer(model_dir).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{what} has another tokenizer than the student: distillation feeds both the same "
+                         f"token ids, so they must share the vocabulary")
+    return model.eval()

@@ -64,6 +64,7 @@ def test_rows_report_density_accuracy_and_size(bench_run):
     assert mag["density"] == pytest.approx(0.3, abs=0.01)  # cubic schedule (Eq. 1) ends on the target
     assert leap["density"] == pytest.approx(0.5, abs=0.1)
     assert mag["params_fraction"] == 1.0 and "onnx_speedup" not in mag  # unstructured: nothing stripped
+    assert dense["onnx_fraction"] == 1.0 and mag["onnx_fraction"] < 0.9  # its zeros are stored compactly
     assert leap["params_fraction"] < 1.0 and leap["flops_fraction"] < 1.0
     sp = leap["onnx_speedup"]
     assert sp["batch"] == 32 and sp["seq"] == 16 and sp["speedup"] > 0

@@ -74,9 +74,10 @@ def train_config(opts: PruneOptions, data) -> TrainConfig:
 
 
 def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=None, work_dir=None):
-    """``(base model, tokenizer, teacher, info)``; the teacher is fine-tuned (cached) unless given.
-    The data is tokenised here, once, with the model's tokenizer."""
-    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer
+    """``(base model, tokenizer, teacher, info)``; the teacher is fine-tuned (cached) unless given (``teacher``,
+    or ``opts.teacher_model``: a fine-tuned checkpoint). The data is tokenised here, once, with the model's
+    tokenizer; ``opts.student_init="pretrained"`` returns the pre-trained ``--model`` as the base model."""
+    from leap_fx.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
     from leap_fx.train import accuracy, train
     from leap_fx.train.teacher import train_teacher
     cfg, model_dir = teacher_config(opts), None
@@ -88,6 +89,9 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     _check_num_labels(model, data)
     data.tokenize(tokenizer, opts.max_length)
     info = {"config": cfg.to_dict(), "cached": False, "path": None, "injected": teacher is not None}
+    if teacher is None and opts.teacher_model is not None:  # the user's fine-tuned teacher, used as is
+        teacher = load_finetuned(opts.teacher_model, data.label_names, tokenizer)
+        info.update(path=os.path.abspath(opts.teacher_model), config=None)
     if teacher is None and model_dir is not None:
         res = train_teacher(model_dir, data, seed=opts.split_seed, max_length=opts.max_length, config=cfg,
                             cache_dir=opts.cache_dir, use_cache=opts.use_cache, quiet=not opts.verbose,
@@ -131,17 +135,22 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     return method.finalize(student).eval(), [], metrics
 
 
-def slim_stage(slim, plan, example, tokenizer, out: str) -> dict:
-    """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer."""
+def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False) -> dict:
+    """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
+    ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
+    ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime)."""
     from passes.export import save_slim
+    from passes.export.sparse import compact_onnx
     from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
     stripped = strip(slim, plan, example)
     onnx_path = os.path.join(out, "model.onnx")
     export = export_classifier(slim, example, onnx_path)
+    packed = compact_onnx(onnx_path, example) if compact else None
     save_slim(slim, os.path.join(out, "slim"), plan, stripped)
     save_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
-    return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path}
+    return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path,
+            "compact": packed}
 
 
 def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, data=None) -> dict:
@@ -188,7 +197,8 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
-        slim_files = slim_stage(slim, plan, example, tokenizer, out)
+        slim_files = slim_stage(slim, plan, example, tokenizer, out,
+                                compact=method.uses_masks and not getattr(method.config, "structured", True))
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)

@@ -2,7 +2,8 @@
 
 The job's own settings are fields here; the method's are ``method_options`` (the fields its config
 adds to ``MaskSpec``, e.g. LEAP's ``temperature``), validated by building the method's config once.
-``target_density``, ``granularity`` and ``block_size`` are shared by every masking method.
+``target_density``, ``granularity`` and ``block_size`` are shared by every masking method; a method's
+``JOB_DEFAULTS`` may also choose the job's ``granularity`` and ``student_init`` (``METHOD_JOB_FIELDS``).
 
 Budgets left ``None`` take the defaults of the mode (``MODES['quick' | 'full']``), tuned to finish in
 about 5 / 30 minutes on 2 CPU cores; method fields the user leaves unset take the method's
@@ -31,6 +32,9 @@ MODES = {
                  max_train_examples=None, max_eval_examples=None),
 }
 DEFAULT_GRANULARITY = "hybrid"
+STUDENT_INITS = ("teacher", "pretrained")
+# job fields a method's JOB_DEFAULTS may set (when the user leaves them None) -> default of the others
+METHOD_JOB_FIELDS = {"granularity": DEFAULT_GRANULARITY, "student_init": "teacher"}
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
 SHARED = ("target_density", "granularity", "block_size")  # MaskSpec fields the job sets for every method
 RECORDS = ("content",)  # what a run's options.json records beside the options (run/fingerprint.py)
@@ -68,7 +72,8 @@ class PruneOptions(JsonDataclass):
     teacher_lr: float = 5e-5
     seed: int = 17
     split_seed: int = 0
-    student_init: str = "teacher"      # teacher (copy of the fine-tuned dense model) | pretrained
+    student_init: Optional[str] = None  # teacher (copy of the fine-tuned model) | pretrained; None = method's
+    teacher_model: Optional[str] = None  # fine-tuned classifier dir used as the teacher (no fine-tune, no cache)
     out: str = "leap-out"
     quick: bool = False
     overwrite: bool = False
@@ -82,8 +87,8 @@ class PruneOptions(JsonDataclass):
     def __post_init__(self):
         if self.method not in pruning_methods():
             raise ValueError(f"method={self.method!r}: use one of {pruning_methods()}")
-        if self.student_init not in ("teacher", "pretrained"):
-            raise ValueError(f"student_init={self.student_init!r}: use 'teacher' or 'pretrained'")
+        if self.student_init not in (None,) + STUDENT_INITS:
+            raise ValueError(f"student_init={self.student_init!r}: use one of {STUDENT_INITS}")
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume exclude each other: pick one")
         for name in ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples",
@@ -103,12 +108,14 @@ class PruneOptions(JsonDataclass):
         return super().from_dict(d)
 
     def resolved(self) -> "PruneOptions":
-        """A copy with every ``None`` budget field filled from ``MODES`` and the granularity set."""
+        """A copy with every ``None`` budget field filled from ``MODES``, and ``granularity`` / ``student_init``
+        from the method's ``JOB_DEFAULTS`` (else ``METHOD_JOB_FIELDS``) when left ``None``."""
         mode = MODES["quick" if self.quick else "full"]
         fill = {k: v for k, v in mode.items() if getattr(self, k) is None}
-        cls = config_class(self.method)
-        if self.granularity is None:
-            fill["granularity"] = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", DEFAULT_GRANULARITY)
+        method_defaults = getattr(config_class(self.method), "JOB_DEFAULTS", {})
+        for name, default in METHOD_JOB_FIELDS.items():
+            if getattr(self, name) is None:
+                fill[name] = method_defaults.get(name, default)
         return replace(self, **fill)
 
     def method_config(self):

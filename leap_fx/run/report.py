@@ -113,12 +113,20 @@ def build_report(opts, options, method, teacher_info: dict, data, plan, metrics:
                     "per_matrix": slim_files["per_matrix"]},
         "structure": kept_structure(stripped, plan),
         "parameters": measured["parameters"], "flops": measured["flops"],
-        "onnx": {"path": export.path, "parity_max_abs_diff": max(export.max_abs_diff.values()),
-                 "parity": export.max_abs_diff, "size_bytes": export.size_bytes, "notes": list(export.notes)},
+        "onnx": onnx_summary(export, slim_files.get("compact")),
         "strip": stripped.table(),
         "train": {"steps": metrics.get("step"), "calibration": metrics.get("calibration"),
                   "history": os.path.join(os.path.dirname(export.path), "train", "history.jsonl")},
     }
+
+
+def onnx_summary(export, compact=None) -> dict:
+    """The ONNX file: parity with PyTorch, its size on disk, and the size as exported (before ``compact``,
+    ``passes.export.sparse``: sparse matrices stored compactly)."""
+    size = compact.bytes if compact is not None else export.size_bytes
+    return {"path": export.path, "parity_max_abs_diff": max(export.max_abs_diff.values()),
+            "parity": export.max_abs_diff, "size_bytes": size, "exported_size_bytes": export.size_bytes,
+            "compact": compact.to_dict() if compact is not None else None, "notes": list(export.notes)}
 
 
 # -- printing ------------------------------------------------------------------------------------
@@ -144,6 +152,14 @@ def _disk(disk: dict | None) -> str:
     return f"run {fmt_bytes(disk.get('run_bytes'))} ({main}); training checkpoints {fmt_bytes(ckpt)} {how}"
 
 
+def _megabytes(onnx: dict) -> str:
+    size, exported = onnx.get("size_bytes"), onnx.get("exported_size_bytes")
+    if size is None:
+        return "size -"
+    text = f"{size / 1e6:.1f} MB"
+    return text + (f", sparse matrices compacted from {exported / 1e6:.1f} MB" if exported and exported != size else "")
+
+
 def summary_table(report: dict) -> str:
     """A readable multi-line summary of ``report`` (what ``leap-fx prune`` prints at the end)."""
     acc, dens = report.get("accuracy", {}), report.get("density", {})
@@ -167,7 +183,7 @@ def summary_table(report: dict) -> str:
         ("parameters dense -> slim", f"{par.get('dense')} -> {par.get('slim')}"),
         ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
                                         f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
-        ("ONNX", f"{onnx.get('path')}  (parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
+        ("ONNX", f"{onnx.get('path')}  ({_megabytes(onnx)}, parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
         ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"
                       f"  (torch threads: {report.get('timing', {}).get('threads', '-')})"),
         ("disk", _disk(report.get("disk"))),

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -36,7 +35,7 @@ from leap_fx.train.config import TrainConfig
 from leap_fx.train.digest import run_content
 from leap_fx.train.distributed import Dist, unused_parameters
 from leap_fx.train.evaluate import evaluate, model_inputs
-from leap_fx.train.objective import Outputs, capture, logits_of
+from leap_fx.train.objective import Outputs, logits_of, recording, same_layout, taps
 from leap_fx.train.progress import Progress
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
 from leap_fx.train.schedules import lr_scheduler
@@ -93,12 +92,14 @@ class _Loop:
         torch.manual_seed(config.seed + self.dist.rank)
         self.method = _as_method(method, config, self.n_total)
         needs_plan = self.method.uses_masks and getattr(self.method.config, "needs_plan", False)
-        wants_hidden = "hidden" in self.method.objective_fn.captures
-        if plan is None and (self.method.uses_masks or wants_hidden):
+        captures = self.method.objective_fn.captures
+        if plan is None and (self.method.uses_masks or captures):
             gran = getattr(self.method.config, "granularity", None)
             why = f"granularity {gran!r}" if needs_plan else f"method {self.method.name!r}"
-            plan = auto_plan(model, train_data, needs_plan or wants_hidden, why)
-        self.plan, self.blocks = plan, (plan.blocks() if wants_hidden else None)
+            plan = auto_plan(model, train_data, needs_plan or bool(captures), why)
+        self.plan, self.taps = plan, taps(plan, captures) if captures else {}
+        self.teacher_taps = self.taps if not self.taps or teacher is None or same_layout(model, teacher) else \
+            taps(auto_plan(teacher, train_data, True, "distilling from a teacher of another layout"), captures)
         self.method.prepare(model, plan)
         self.optimizer = torch.optim.AdamW(self.method.param_groups(model, config.lr, config.weight_decay),
                                            lr=config.lr, weight_decay=config.weight_decay)
@@ -141,14 +142,14 @@ class _Loop:
         return self.method.config.to_dict() if hasattr(self.method.config, "to_dict") else {}
 
     def forward(self, net, batch: dict) -> tuple[Outputs, Optional[Outputs]]:
-        """Student (and teacher) outputs, capturing block outputs if the objective wants them."""
+        """Student (and teacher) outputs, with what the objective captures (block outputs, scores)."""
         inputs = model_inputs(batch)
-        with (capture(self.model, self.blocks) if self.blocks else nullcontext()) as hidden:
-            out = Outputs(logits_of(net(**inputs)), hidden)
+        with recording(self.model, self.taps) as got:
+            out = Outputs(logits_of(net(**inputs)), **got)
         t_out = None
-        if self.teacher is not None and (self.config.alpha > 0 or self.blocks):
-            with torch.no_grad(), (capture(self.teacher, self.blocks) if self.blocks else nullcontext()) as t_hidden:
-                t_out = Outputs(logits_of(self.teacher(**inputs)), t_hidden)
+        if self.teacher is not None and (self.config.alpha > 0 or self.taps):
+            with torch.no_grad(), recording(self.teacher, self.teacher_taps) as t_got:
+                t_out = Outputs(logits_of(self.teacher(**inputs)), **t_got)
         return out, t_out
 
     def train_step(self, net, batch: dict, params: list) -> dict:

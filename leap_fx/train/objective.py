@@ -1,21 +1,28 @@
 """Objectives a method can own: logit distillation (LEAP Eq. 8) and layer-wise distillation.
 
 The loop runs student and teacher and hands the method two ``Outputs``; the method's objective turns
-them into loss terms. An objective declares what it needs captured besides the logits
-(``captures``: ``"hidden"`` = the output of every transformer block of the Plan, by forward hooks),
-so layer-wise distillation is a configuration of the same loop, not a fork of it.
+them into loss terms. An objective declares what it needs captured besides the logits (``captures``,
+names of ``TAPS``), so layer-wise distillation is a configuration of the same loop, not a fork of it:
+
+- ``"hidden"``: the output of every transformer block of the Plan (forward hooks);
+- ``"embeddings"``: the input of the first block (the embedding layer's output, TinyBERT's layer 0);
+- ``"attention"``: the pre-softmax attention scores of every attention family of the Plan
+  (``capture_scores``: the input of the softmax its module calls; HF models switch to eager attention
+  for the forward, as fused kernels never show the scores).
 
 - ``LogitKD(alpha, tau)``: ``(1 - alpha) CE + alpha KL(softmax(t/tau) || softmax(s/tau)) tau^2`` (Eq. 8;
   without a teacher, plain CE).
 - ``LayerKD``: adds ``beta * mean_l MSE(h_s[map[l]] @ W_l, h_t[l])`` over mapped layers (hidden states;
   a learnable linear map ``W_l`` when the widths differ or ``learn_map``), as TinyBERT / CoFi do.
+- ``TinyBertKD`` (``distill.py``): attention-score and hidden-state MSE summed over layers plus soft
+  cross-entropy (Jiao et al. 2020), the objective of SparseBERT (Xu et al. 2021).
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +34,9 @@ class Outputs:
     """What one forward produced: logits, and the captured block outputs (if asked)."""
 
     logits: torch.Tensor
-    hidden: Optional[list[torch.Tensor]] = None
+    hidden: Optional[list[torch.Tensor]] = None      # block outputs ("hidden")
+    attention: Optional[list[torch.Tensor]] = None   # pre-softmax scores per attention family ("attention")
+    embeddings: Optional[list[torch.Tensor]] = None  # [the first block's input] ("embeddings")
 
 
 def logits_of(output) -> torch.Tensor:
@@ -54,6 +63,112 @@ def capture(model: nn.Module, blocks: Sequence[str]) -> Iterator[list[torch.Tens
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def capture_inputs(model: nn.Module, modules: Sequence[str]) -> Iterator[list[torch.Tensor]]:
+    """Collect the first tensor input of each module in ``modules`` (positional or keyword)."""
+    found: list[torch.Tensor] = []
+
+    def hook(_mod, args, kwargs):
+        found.append(next(t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)))
+    handles = [model.get_submodule(m).register_forward_pre_hook(hook, with_kwargs=True) for m in modules]
+    try:
+        yield found
+    finally:
+        for h in handles:
+            h.remove()
+
+
+_SOFTMAX = (F.softmax, torch.softmax, torch.Tensor.softmax)
+
+
+class _ScoreRecorder(torch.overrides.TorchFunctionMode):
+    """Records the input of the first last-axis softmax called inside each watched module's forward."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names, self.inside, self.found, self.missed = list(names), [], [], []
+
+    def enter(self, index: int) -> None:
+        self.inside.append([index, False])
+
+    def leave(self) -> None:
+        index, seen = self.inside.pop()
+        if not seen:
+            self.missed.append(self.names[index])
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _SOFTMAX and self.inside and not self.inside[-1][1]:
+            x = args[0]
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            if isinstance(x, torch.Tensor) and dim is not None and dim in (-1, x.dim() - 1):
+                self.inside[-1][1] = True
+                self.found.append(x)
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def capture_scores(model: nn.Module, modules: Sequence[str]) -> Iterator[list[torch.Tensor]]:
+    """Collect the pre-softmax attention scores (mask added) of each attention module in ``modules``.
+
+    The scores are the input of the first softmax over the last axis called inside the module's
+    forward (eager attention computes ``softmax(q k^T * scale + mask)``). HF models are switched to
+    eager attention inside the block; a module that ran without such a softmax (a fused kernel)
+    raises ``ValueError`` at the end of the block."""
+    from passes.measure import eager_attention
+    rec = _ScoreRecorder(modules)
+    handles = []
+    for i, name in enumerate(modules):
+        mod = model.get_submodule(name)
+        handles.append(mod.register_forward_pre_hook(lambda *_a, i=i: rec.enter(i)))
+        handles.append(mod.register_forward_hook(lambda *_a: rec.leave()))
+    try:
+        with eager_attention(model), rec:
+            yield rec.found
+    finally:
+        for h in handles:
+            h.remove()
+    if rec.missed:
+        raise ValueError(f"no attention scores seen in {sorted(set(rec.missed))[:3]}: the module runs a fused "
+                         f"attention kernel; attention distillation needs eager attention (softmax in Python)")
+
+
+def _first_block(plan) -> list[str]:
+    return plan.blocks()[:1]
+
+
+def _attention_modules(plan) -> list[str]:
+    return [f.fqn for f in sorted(plan.attention(), key=lambda f: f.layer)]
+
+
+# capture kind -> (modules of the Plan to watch, context manager collecting what they produce)
+TAPS: dict[str, tuple[Callable, Callable]] = {
+    "hidden": (lambda plan: plan.blocks(), capture),
+    "embeddings": (_first_block, capture_inputs),
+    "attention": (_attention_modules, capture_scores),
+}
+
+
+def taps(plan, captures) -> dict[str, list[str]]:
+    """``{capture kind: module names}`` an objective's ``captures`` need on a model with ``plan``."""
+    unknown = sorted(set(captures) - set(TAPS))
+    if unknown:
+        raise ValueError(f"objective captures {unknown} are unknown: use some of {sorted(TAPS)}")
+    return {kind: TAPS[kind][0](plan) for kind in sorted(captures)}
+
+
+def same_layout(a: nn.Module, b: nn.Module) -> bool:
+    """Same parameter names and shapes (one Plan's module names fit both)."""
+    return [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+
+
+@contextmanager
+def recording(model: nn.Module, watched: dict[str, list[str]]) -> Iterator[dict[str, list[torch.Tensor]]]:
+    """Everything ``watched`` (from :func:`taps`) asks for during the forwards inside, by kind."""
+    with ExitStack() as stack:
+        yield {kind: stack.enter_context(TAPS[kind][1](model, names)) for kind, names in watched.items()}
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
