@@ -207,3 +207,45 @@ def test_l2_oneshot_runs_the_whole_job_without_training(tmp_path):
     assert rep["onnx"]["parity_max_abs_diff"] <= 1e-4 and (tmp_path / "o" / "model.onnx").exists()
     assert rep["density"]["achieved"] == pytest.approx(0.5, abs=0.05)
     assert "curves" not in rep["plots"] and (tmp_path / "o" / "density.png").exists()
+
+
+def test_an_objectives_own_parameters_train_and_survive_a_resume(tmp_path):
+    """An objective is a module: its parameters get an optimizer group and travel in checkpoints."""
+    from leap_fx.train.objective import LogitKD
+
+    class _Scaled(LogitKD):
+        def __init__(self):
+            super().__init__(alpha=0.0)
+            self.scale = nn.Parameter(torch.tensor(1.0))
+
+        def forward(self, out, teacher, labels):
+            terms = super().forward(Outputs(out.logits * self.scale, None), teacher, labels)
+            return terms
+
+    @dataclass
+    class _ScaledConfig(MaskSpec):
+        method: ClassVar[str] = "scaled-objective-test"
+
+        def make_owner(self, shape, key, device=None):
+            return FixedMask(shape, key, device)
+
+    @register(_ScaledConfig)
+    class _ScaledMethod(TrainedMethod):
+        def objective(self):
+            return _Scaled()
+    try:
+        torch.set_num_threads(1)
+        cfg = TrainConfig(max_steps=8, batch_size=16, lr=1e-2, checkpoint_every=3, alpha=0.0)
+        runs = {}
+        for name, stop in (("full", None), ("cut", 5), ("cut", None)):
+            method = leap_fx.build_method(_ScaledConfig(1.0), 8, cfg)
+            res = train(tiny_bert(), None, toy_data(), None, cfg, method, out_dir=str(tmp_path / name), quiet=True,
+                        stop_after=stop)
+            groups = {g["name"]: g["params"] for g in method.param_groups(res.model, 1e-3)}
+            runs[name] = (float(method.objective_fn.scale), groups)
+    finally:
+        registry_mod._HANDLERS.pop(_ScaledConfig)
+    full_scale, groups = runs["full"]
+    assert groups["objective"] == [method.objective_fn.scale]  # an optimizer group of its own
+    assert full_scale != 1.0  # trained
+    assert runs["cut"][0] == pytest.approx(full_scale, abs=1e-6)  # resumed from step 3 with its own value

@@ -85,10 +85,17 @@ class TrainedMethod(Method):
         return PAPER_MASK_LR if lr is None else float(lr)
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """Weights at ``lr``, trainable mask state at ``mask_lr()``, the objective's own parameters
+        (e.g. a layer-distillation projection) at ``lr``."""
         if not self.uses_masks:
-            return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
-                     "weight_decay": weight_decay, "name": "weights"}]
-        return param_groups(model, lr=lr, mask_lr=self.mask_lr(), weight_decay=weight_decay)
+            groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr,
+                       "weight_decay": weight_decay, "name": "weights"}]
+        else:
+            groups = param_groups(model, lr=lr, mask_lr=self.mask_lr(), weight_decay=weight_decay)
+        extra = [p for p in self.objective_fn.parameters() if p.requires_grad]
+        if extra:
+            groups.append({"params": extra, "lr": lr, "weight_decay": 0.0, "name": "objective"})
+        return groups
 
     def objective(self):
         """The data objective; default logit KD (LEAP Eq. 8) with the loop's alpha / temperature."""

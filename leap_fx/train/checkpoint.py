@@ -62,15 +62,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str, model, optimizer, scheduler, step: int, extra: Optional[dict] = None,
-                    rng: Optional[list] = None) -> None:
+                    rng: Optional[list] = None, more_tensors: Optional[dict] = None) -> None:
     """Model (weights, S, σ) + optimizer + scheduler + RNG + step, checksummed and written atomically.
 
     ``rng``: per-rank RNG states (:func:`rng_state`; default: this process's). ``extra`` must be plain
-    JSON data. The file is written to a temporary name in the same directory, flushed to disk, then
+    JSON data; ``more_tensors``: other state dicts of tensors (e.g. ``{"objective": ...}``). The file is written to a temporary name in the same directory, flushed to disk, then
     ``os.replace``d over ``path``: a crash at any point leaves the previous checkpoint or the new one.
     """
     tensors = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-               "scheduler": scheduler.state_dict()}
+               "scheduler": scheduler.state_dict(), **(more_tensors or {})}
     meta = {"step": int(step), "rng_states": rng if rng is not None else [rng_state()], "extra": extra or {}}
     check_json(meta, "checkpoint metadata")
     body = {"tensors": tensors, "meta": json.dumps(meta)}

@@ -76,8 +76,8 @@ class TinyBertKD(LogitKD):
             raise ValueError(f"hidden_weight={hidden_weight} and attention_weight={attention_weight} must be >= 0")
         self.hidden_weight, self.attention_weight = float(hidden_weight), float(attention_weight)
 
-    def __call__(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = super().__call__(out, teacher, labels)
+    def forward(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = super().forward(out, teacher, labels)
         if teacher is None:
             return terms
         if out.hidden and teacher.hidden:

@@ -101,6 +101,7 @@ class _Loop:
         self.teacher_taps = self.taps if not self.taps or teacher is None or same_layout(model, teacher) else \
             taps(auto_plan(teacher, train_data, True, "distilling from a teacher of another layout"), captures)
         self.method.prepare(model, plan)
+        self.method.objective_fn.to(next(model.parameters()).device)  # its parameters train with the model
         self.optimizer = torch.optim.AdamW(self.method.param_groups(model, config.lr, config.weight_decay),
                                            lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = lr_scheduler(self.optimizer, int(config.warmup_ratio * self.n_total), self.n_total)
@@ -121,6 +122,7 @@ class _Loop:
             self._check_same_run(extra)  # before anything is loaded or written
             check_same_content(extra.get("content") or {}, self.content, self.ckpt)
             restore_checkpoint(state, self.model, self.optimizer, self.scheduler, self.dist.rank)
+            self.method.objective_fn.load_state_dict(state.get("objective", {}))
             self.method.load_state_dict(self.model, extra.get("method_state") or {})
             self.step, self.carry = state["step"], extra.get("loop", {})
             self.history.resume(self.step)
@@ -208,7 +210,8 @@ class _Loop:
             extra = {"method": self.method.name, "train_config": self.config.to_dict(),
                      "method_config": self._method_config(),
                      "method_state": self.method.state_dict(self.model), "loop": loop, "content": self.content}
-            save_checkpoint(self.ckpt, self.model, self.optimizer, self.scheduler, self.step, extra, rng=rngs)
+            save_checkpoint(self.ckpt, self.model, self.optimizer, self.scheduler, self.step, extra, rng=rngs,
+                            more_tensors={"objective": self.method.objective_fn.state_dict()})
 
     def _checkpoint_due(self, every: int, last: float) -> bool:
         """Every ``every`` steps, at the end, and (``checkpoint_minutes`` > 0) when rank 0's clock says so."""

@@ -193,18 +193,17 @@ def objective(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits
     return {"task": (1.0 - alpha) * ce + alpha * kd, "ce": ce, "kd": kd}
 
 
-class LogitKD:
-    """Eq. 8 on the logits; needs nothing captured."""
+class LogitKD(nn.Module):
+    """Eq. 8 on the logits; needs nothing captured. An objective is a module: its parameters (a layer
+    map, a projection) are trained with the weights and saved in checkpoints (``state_dict``)."""
 
     captures: frozenset = frozenset()
 
     def __init__(self, alpha: float = 0.9, temperature: float = 2.0):
+        super().__init__()
         self.alpha, self.temperature = alpha, temperature
 
-    def parameters(self) -> list[nn.Parameter]:
-        return []
-
-    def __call__(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         t = teacher.logits if teacher is not None else None
         return objective(out.logits, labels, t, self.alpha, self.temperature)
 
@@ -221,17 +220,14 @@ class LayerKD(LogitKD):
         self.beta, self.layer_map = beta, None if layer_map is None else list(layer_map)
         self.proj = None if widths is None or widths[0] == widths[1] else nn.Linear(widths[0], widths[1])
 
-    def parameters(self) -> list[nn.Parameter]:
-        return [] if self.proj is None else list(self.proj.parameters())
-
     def pairs(self, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
         """(student block, teacher block) pairs: the map, or uniform when depths differ."""
         if self.layer_map is not None:
             return [(s, t) for t, s in enumerate(self.layer_map) if s is not None]
         return [(math.ceil((t + 1) * n_student / n_teacher) - 1, t) for t in range(n_teacher)]
 
-    def __call__(self, out, teacher, labels):
-        terms = super().__call__(out, teacher, labels)
+    def forward(self, out, teacher, labels):
+        terms = super().forward(out, teacher, labels)
         if teacher is None or not teacher.hidden or not out.hidden:
             return terms
         losses = []
