@@ -124,12 +124,13 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     return method.finalize(student).eval(), [], metrics
 
 
-def slim_stage(slim, plan, example, tokenizer, out: str) -> dict:
-    """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer."""
+def slim_stage(slim, plan, example, tokenizer, out: str, sublayers: bool = False) -> dict:
+    """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
+    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``)."""
     from passes.export import export_onnx, save_slim
     from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
-    stripped = strip(slim, plan, example)
+    stripped = strip(slim, plan, example, sublayers=sublayers)
     onnx_path = os.path.join(out, "model.onnx")
     export = export_onnx(slim, example, onnx_path)
     save_slim(slim, os.path.join(out, "slim"), plan, stripped)
@@ -167,17 +168,18 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
                                                                 work_dir=os.path.join(out, "teacher"))
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
     example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
-    with clock.stage("analyze"):
-        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
-        plan = analyze(student, example)
     train_cfg = train_config(opts, data)
     method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
+    with clock.stage("analyze"):
+        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
+        plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
-        slim_files = slim_stage(slim, plan, example, tokenizer, out)
+        slim_files = slim_stage(slim, plan, example, tokenizer, out,
+                                getattr(method.config, "STRIP_SUBLAYERS", False))
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"])
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)

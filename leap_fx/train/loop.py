@@ -60,12 +60,13 @@ def total_steps(config: TrainConfig, train_data) -> int:
     return max(1, min(steps, config.max_steps) if config.max_steps else steps)
 
 
-def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method"):
-    """``passes.analyze`` on one training batch (None if it fails and the method can do without)."""
+def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method", residual: bool = False):
+    """``passes.analyze`` on one training batch (None if it fails and the method can do without);
+    ``residual``: with the residual stream (methods pruning hidden dimensions)."""
     from passes.analyze import analyze
     example = model_inputs(next(iterate_batches(train_data, 2)))
     try:
-        return analyze(model, example)
+        return analyze(model, example, residual=residual)
     except Exception as err:
         if needs_plan:
             raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
@@ -96,7 +97,8 @@ class _Loop:
         if plan is None and (self.method.uses_masks or wants_hidden):
             gran = getattr(self.method.config, "granularity", None)
             why = f"granularity {gran!r}" if needs_plan else f"method {self.method.name!r}"
-            plan = auto_plan(model, train_data, needs_plan or wants_hidden, why)
+            plan = auto_plan(model, train_data, needs_plan or wants_hidden, why,
+                             getattr(self.method, "wants_residual", False))
         self.plan, self.blocks = plan, (plan.blocks() if wants_hidden else None)
         self.method.prepare(model, plan)
         self.optimizer = torch.optim.AdamW(self.method.param_groups(model, config.lr, config.weight_decay),

@@ -38,7 +38,7 @@ class ConstantSublayer(nn.Module):
 
     def forward(self, *args, **kwargs):
         x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor))
-        out = self.bias.expand(*x.shape[:-1], self.bias.shape[0])
+        out = self.bias.expand(*x.shape[:-1], self.bias.shape[0]).contiguous()  # a copy, not a view
         return out if self.outputs == 0 else (out,) + (None,) * (self.outputs - 1)
 
     def spec(self) -> dict:
