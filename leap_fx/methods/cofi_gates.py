@@ -90,7 +90,9 @@ def install_gates(model: nn.Module, plan: Plan, make: Callable[[tuple, str], Har
 
     for key, fam in plan.families.items():
         g = gates.granules[key] = make((fam.granules,), key)
-        lay = gates.layers[key] = make((1,), f"{key}:layer") if layers else None
+        lay = make((1,), f"{key}:layer") if layers else None
+        if lay is not None:
+            gates.layers[key] = lay
         unit = getattr(fam, "head_dim", 1)
         for s in fam.slices:
             group = fam.num_heads // fam.num_kv_heads if s.role in ("k", "v") else 1
