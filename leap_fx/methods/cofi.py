@@ -30,7 +30,7 @@ Deviations (short CPU runs: the reference trains 20 epochs at ``reg_learning_rat
   winds up while the target ramps (the gap keeps one sign) and the expected size overshoots far below
   the target before it unwinds. On a toy (4-layer BERT gates, a random per-gate task pull, target 0.3;
   ``tests/test_cofi.py`` keeps a version) equal rates ended at expected density 0.008-0.02 in 48
-  steps and dipped to 0.04-0.08 in 200; with 0.1 they end at 0.28-0.34 without the dip;
+  steps and dipped to 0.04-0.08 in 200; with 0.1 they end at 0.28-0.34 and dip no lower than 0.22;
 - gates start nearly open (``drop_rate_init`` 0.01) for every granule (the reference opens heads and
   layers fully but FFN neurons at a 0.5 drop rate);
 - layer gates do not scale the out / down bias (``cofi_gates.py``);

@@ -16,7 +16,8 @@ contiguous run of ``unit`` indices along one axis of every member weight:
 For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
 have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
 ``h // (num_heads // num_kv_heads)``). For a feed-forward family ``up``/``gate``/``down`` have
-``width`` granules of size 1.
+``width`` granules of size 1. The residual stream (``Plan.residual``, only when analysed with
+``residual=True``) has ``width`` hidden dims, one index each along every tensor it touches.
 """
 from __future__ import annotations
 
