@@ -135,15 +135,16 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     return method.finalize(student).eval(), [], metrics
 
 
-def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False) -> dict:
+def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, sublayers: bool = False) -> dict:
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
     ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
-    ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime)."""
+    ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime).
+    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``)."""
     from passes.export import save_slim
     from passes.export.sparse import compact_onnx
     from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
-    stripped = strip(slim, plan, example)
+    stripped = strip(slim, plan, example, sublayers=sublayers)
     onnx_path = os.path.join(out, "model.onnx")
     export = export_classifier(slim, example, onnx_path)
     packed = compact_onnx(onnx_path, example) if compact else None
@@ -187,18 +188,19 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
                                                                 work_dir=os.path.join(out, "teacher"))
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
     example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
-    with clock.stage("analyze"):
-        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
-        plan = analyze(student, example)
     train_cfg = train_config(opts, data)
     method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
+    with clock.stage("analyze"):
+        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
+        plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
         slim_files = slim_stage(slim, plan, example, tokenizer, out,
-                                compact=method.uses_masks and not getattr(method.config, "structured", True))
+                                compact=method.uses_masks and not getattr(method.config, "structured", True),
+                                sublayers=getattr(method.config, "STRIP_SUBLAYERS", False))
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)

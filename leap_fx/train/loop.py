@@ -60,12 +60,13 @@ def total_steps(config: TrainConfig, train_data) -> int:
     return max(1, min(steps, config.max_steps) if config.max_steps else steps)
 
 
-def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method"):
-    """``passes.analyze`` on one training batch (None if it fails and the method can do without)."""
+def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method", residual: bool = False):
+    """``passes.analyze`` on one training batch (None if it fails and the method can do without);
+    ``residual``: with the residual stream (methods pruning hidden dimensions)."""
     from passes.analyze import analyze
     example = model_inputs(next(iterate_batches(train_data, 2)))
     try:
-        return analyze(model, example)
+        return analyze(model, example, residual=residual)
     except Exception as err:
         if needs_plan:
             raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
@@ -96,7 +97,8 @@ class _Loop:
         if plan is None and (self.method.uses_masks or captures):
             gran = getattr(self.method.config, "granularity", None)
             why = f"granularity {gran!r}" if needs_plan else f"method {self.method.name!r}"
-            plan = auto_plan(model, train_data, needs_plan or bool(captures), why)
+            plan = auto_plan(model, train_data, needs_plan or bool(captures), why,
+                             getattr(self.method, "wants_residual", False))
         self.plan, self.taps = plan, taps(plan, captures) if captures else {}
         self.teacher_taps = self.taps if not self.taps or teacher is None or same_layout(model, teacher) else \
             taps(auto_plan(teacher, train_data, True, "distilling from a teacher of another layout"), captures)

@@ -1,13 +1,15 @@
 """Stage 1, analyze: trace a model (``torch.export``) and find its attention / FFN families.
 
 ``trace.py`` (export + aten graph helpers) -> ``attention.py`` / ``ffn.py`` (dataflow matchers)
--> ``plan.py`` (the Plan: families keyed by module FQN, JSON round trip, table).
+-> ``plan.py`` (the Plan: families keyed by module FQN, JSON round trip, table); ``residual.py``
+(``analyze(..., residual=True)``: the residual stream, what hidden-dimension pruning touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
 from passes.analyze.analyze import AnalyzeError, analyze
-from passes.analyze.plan import (ATTENTION, FEED_FORWARD, AttentionFamily, FeedForwardFamily, Family, Plan,
-                                 Slice, common_prefix)
+from passes.analyze.plan import (ATTENTION, FEED_FORWARD, RESIDUAL, AttentionFamily, FeedForwardFamily, Family,
+                                 Plan, ResidualFamily, Slice, common_prefix)
 from passes.analyze.trace import TraceError
 
-__all__ = ["ACTIVATIONS", "activation", "AnalyzeError", "analyze", "ATTENTION", "FEED_FORWARD",
-           "AttentionFamily", "FeedForwardFamily", "Family", "Plan", "Slice", "common_prefix", "TraceError"]
+__all__ = ["ACTIVATIONS", "activation", "AnalyzeError", "analyze", "ATTENTION", "FEED_FORWARD", "RESIDUAL",
+           "AttentionFamily", "FeedForwardFamily", "Family", "Plan", "ResidualFamily", "Slice", "common_prefix",
+           "TraceError"]

@@ -16,6 +16,7 @@ from passes.analyze.attention import match_attention, sites
 from passes.analyze.ffn import match_ffn
 from passes.analyze.inputs import split_inputs
 from passes.analyze.plan import Plan
+from passes.analyze.residual import find_residual
 from passes.analyze.trace import Graph, TraceError, trace
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
@@ -45,8 +46,11 @@ def _assign_layers(found: list[tuple[int, object]]) -> None:
         f.layer = seen[f.kind] = seen.get(f.kind, -1) + 1
 
 
-def analyze(model: torch.nn.Module, example_inputs) -> Plan:
-    """Trace ``model`` on ``example_inputs`` and return its attention / feed-forward families."""
+def analyze(model: torch.nn.Module, example_inputs, residual: bool = False) -> Plan:
+    """Trace ``model`` on ``example_inputs`` and return its attention / feed-forward families.
+
+    ``residual=True`` also finds the residual stream (``Plan.residual``, ``residual.py``: what pruning
+    hidden dimensions touches) and raises ``AnalyzeError`` if the stream cannot be removed from."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"analyze() needs a torch.nn.Module, got {type(model).__name__}")
     split_inputs(example_inputs)  # TypeError for unsupported input forms
@@ -86,4 +90,9 @@ def analyze(model: torch.nn.Module, example_inputs) -> Plan:
         if key in plan.families and plan.families[key] == fam:
             continue  # the same weights run twice (shared layers): one family
         plan.families[key] = fam
+    if residual:
+        plan.residual, why = find_residual(model, g, plan)
+        if plan.residual is None:
+            raise AnalyzeError(f"{type(model).__name__}: hidden dimensions cannot be removed ({why}); prune "
+                               f"heads / neurons only (e.g. CoFi with prune_hidden=False)")
     return plan

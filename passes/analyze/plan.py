@@ -16,7 +16,8 @@ contiguous run of ``unit`` indices along one axis of every member weight:
 For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
 have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
 ``h // (num_heads // num_kv_heads)``). For a feed-forward family ``up``/``gate``/``down`` have
-``width`` granules of size 1.
+``width`` granules of size 1. The residual stream (``Plan.residual``, only when analysed with
+``residual=True``) has ``width`` hidden dims, one index each along every tensor it touches.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from passes.io import read_json, write_text
 
 ATTENTION = "attention"
 FEED_FORWARD = "ffn"
+RESIDUAL = "residual"
 
 
 def common_prefix(fqns: Iterable[str]) -> str:
@@ -111,16 +113,45 @@ class FeedForwardFamily:
         return f"{self.width}" + (" (gated)" if self.gate is not None else "")
 
 
+@dataclass
+class ResidualFamily:
+    """The residual stream (``analyze(..., residual=True)``, ``residual.py``): ``width`` hidden dimensions
+    shared by every layer. Each slice spans the whole stream axis of one tensor: ``norm`` (LayerNorm /
+    RMSNorm weight, with its bias), ``read`` (input columns of a projection reading the stream),
+    ``write`` (output rows + bias of a projection adding to it), ``embed`` (embedding columns),
+    ``param`` (a parameter added to the stream, e.g. ViT's cls token). ``norms``: norm module FQN ->
+    ``[kind ("layer" | "rms"), eps]``: removing dimensions is exact only under masked statistics
+    (``passes/strip/masked_norm.py``)."""
+
+    fqn: str
+    layer: int
+    width: int
+    slices: list[Slice]
+    norms: dict[str, list] = field(default_factory=dict)
+    kind: str = RESIDUAL
+
+    @property
+    def granules(self) -> int:
+        return self.width
+
+    def describe(self) -> str:
+        n = {r: sum(s.role == r for s in self.slices) for r in ("norm", "read", "write")}
+        return f"{self.width} hidden: {n['norm']} norms, {n['read']} readers, {n['write']} writers"
+
+
 Family = Union[AttentionFamily, FeedForwardFamily]
-_FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily}
+_FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily, RESIDUAL: ResidualFamily}
 
 
 @dataclass
 class Plan:
-    """Families keyed by their module FQN, plus what was traced."""
+    """Families keyed by their module FQN, plus what was traced. ``residual`` (the residual stream,
+    only when asked for) is kept apart from ``families`` (which holds per-layer families only);
+    ``all_families()`` lists both, keyed ``"residual"`` for the stream."""
 
     families: dict[str, Family] = field(default_factory=dict)
     model_class: str = ""
+    residual: Optional[ResidualFamily] = None
 
     # -- queries -------------------------------------------------------------------------
     def attention(self) -> list[AttentionFamily]:
@@ -139,22 +170,38 @@ class Plan:
     def weight_names(self) -> list[str]:
         return sorted({s.weight_name for f in self.families.values() for s in f.slices})
 
+    def all_families(self) -> dict:
+        """``families`` plus the residual stream (key ``"residual"``) when the Plan has one."""
+        return {**self.families, **({RESIDUAL: self.residual} if self.residual is not None else {})}
+
+    @classmethod
+    def from_families(cls, fams: dict, model_class: str = "") -> "Plan":
+        """A Plan from ``all_families()``-style entries (the residual stream goes to ``residual``)."""
+        res = [f for f in fams.values() if f.kind == RESIDUAL]
+        return cls(families={k: f for k, f in fams.items() if f.kind != RESIDUAL}, model_class=model_class,
+                   residual=res[0] if res else None)
+
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"model_class": self.model_class,
-                "families": {k: asdict(v) for k, v in self.families.items()}}
+        out = {"model_class": self.model_class, "families": {k: asdict(v) for k, v in self.families.items()}}
+        if self.residual is not None:
+            out["residual"] = asdict(self.residual)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Plan":
         fams: dict[str, Family] = {}
-        for key, fd in d["families"].items():
+        entries = {**d["families"], **({RESIDUAL: d["residual"]} if d.get("residual") else {})}
+        for key, fd in entries.items():
             fd = dict(fd)
             typ = _FAMILY_TYPES[fd["kind"]]
             for name in ("q", "k", "v", "out", "up", "down", "gate"):
                 if isinstance(fd.get(name), dict):
                     fd[name] = Slice(**fd[name])
+            if isinstance(fd.get("slices"), list):
+                fd["slices"] = [Slice(**s) if isinstance(s, dict) else s for s in fd["slices"]]
             fams[key] = typ(**fd)
-        return cls(families=fams, model_class=d.get("model_class", ""))
+        return cls.from_families(fams, d.get("model_class", ""))
 
     def to_json(self, path: Optional[str] = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -188,6 +235,9 @@ class Plan:
                              + (f"[{s.start}:{s.start + s.size}]" if s.fqn in fused else "")
                              for s in f.slices)
             rows.append((f.kind, str(f.layer), fqn, mats, f.describe()))
+        if self.residual is not None:
+            rows.append((RESIDUAL, "all", "(stream)", f"{len(self.residual.slices)} tensors",
+                         self.residual.describe()))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))

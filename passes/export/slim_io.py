@@ -31,7 +31,9 @@ WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
 
 def _replacement_classes() -> dict[str, Callable[[dict], nn.Module]]:
     from passes.strip.mha import SlimMultiheadAttention
-    return {"SlimMultiheadAttention": lambda spec: SlimMultiheadAttention(**spec)}
+    from passes.strip.sublayers import ConstantSublayer
+    return {"SlimMultiheadAttention": lambda spec: SlimMultiheadAttention(**spec),
+            "ConstantSublayer": lambda spec: ConstantSublayer(**spec)}
 
 
 def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Optional[StripReport] = None) -> dict:
@@ -51,10 +53,16 @@ def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Option
         "config": config.to_dict() if hasattr(config, "to_dict") else None,
         "modules": modules,
         "attributes": _attributes(model, strip_report),
-        "replaced": strip_report.replaced if strip_report is not None else {},
+        "replaced": _replaced(model, strip_report),
         "strip": strip_report.to_dict() if strip_report is not None else None,
         "plan": plan.to_dict() if plan is not None else None,
     }
+
+
+def _replaced(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
+    """Modules strip replaced: the report's, and any replacement class found in the model."""
+    found = {fqn: type(m).__name__ for fqn, m in model.named_modules() if type(m).__name__ in _replacement_classes()}
+    return {**found, **(strip_report.replaced if strip_report is not None else {})}
 
 
 def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:

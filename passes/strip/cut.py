@@ -79,3 +79,7 @@ class KindHandler:
     def record(cls, fam, cut: Cut) -> dict:
         """Kind-specific fields of the strip report's family entry."""
         return {}
+
+    @classmethod
+    def finish(cls, model: nn.Module, fam, cut: Cut) -> None:
+        """After removal (e.g. the hidden dims drop the masked-norm hooks); default nothing."""

@@ -32,18 +32,20 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from passes.analyze.inputs import split_inputs
-from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan
+from passes.analyze.plan import ATTENTION, FEED_FORWARD, RESIDUAL, Plan
 from passes.strip.cut import Cut
 from passes.strip.fold import apply_folds, zero_placeholder
 from passes.strip.heads import Heads
+from passes.strip.hidden import Hidden
 from passes.strip.mha import keep_heads, replace_mha
 from passes.strip.neurons import Neurons
 from passes.strip.report import StripReport, shrunk_slice
+from passes.strip.sublayers import strip_sublayers
 from passes.strip.surgery import removals, slice_params, update_attributes
 from passes.strip.tp_backend import dependency_graph, tp_eligible, tp_remove
 
 BACKENDS = ("auto", "torch_pruning", "slice")
-HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons}  # family kind -> its strip rules
+HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden}  # family kind -> its strip rules
 RTOL = 1e-5
 
 
@@ -84,13 +86,23 @@ def _rel_diff(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
     return diff / scale
 
 
+def _same(ref: list[torch.Tensor], model: nn.Module, example_inputs: Any, rtol: float) -> bool:
+    try:
+        return _rel_diff(ref, _outputs(model, example_inputs)) <= rtol
+    except Exception:  # the changed model no longer runs
+        return False
+
+
 def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: str = "auto",
-          atol: float = 0.0, rtol: float = RTOL) -> StripReport:
-    """Remove provably dead heads / neurons in place; returns the :class:`StripReport`.
+          atol: float = 0.0, rtol: float = RTOL, sublayers: bool = False) -> StripReport:
+    """Remove provably dead heads / neurons (and hidden dims, ``plan.residual``) in place; returns the
+    :class:`StripReport`.
 
     ``example_inputs`` (a tensor, tuple, or dict of kwargs): the self-check runs them before and
     after (and the torch-pruning backend traces them). ``atol``: a weight slice counts as zero when
-    ``max|w| <= atol`` (default 0.0: exact zeros, as ``fold()`` produces)."""
+    ``max|w| <= atol`` (default 0.0: exact zeros, as ``fold()`` produces). ``sublayers=True``: an
+    emptied attention / FFN family is replaced by the constant it adds (``sublayers.py``, needs
+    ``example_inputs``) instead of keeping a zeroed placeholder granule."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch_pruning" and example_inputs is None:
@@ -102,7 +114,7 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
     before = _outputs(model, example_inputs) if example_inputs is not None else None
     backup = copy.deepcopy(model.__dict__) if example_inputs is not None else None
     try:
-        report = _strip(model, plan, example_inputs, backend, atol)
+        report = _strip(model, plan, example_inputs, backend, atol, sublayers, rtol)
         if before is not None:
             try:
                 report.max_rel_diff = _rel_diff(before, _outputs(model, example_inputs))
@@ -127,9 +139,10 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
     return report
 
 
-def _strip(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol: float) -> StripReport:
+def _strip(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol: float,
+           sublayers: bool = False, rtol: float = RTOL) -> StripReport:
     before = _count(model)
-    fams = [(key, fam, HANDLERS[fam.kind]) for key, fam in plan.families.items()]
+    fams = [(key, fam, HANDLERS[fam.kind]) for key, fam in plan.all_families().items()]
     cuts: dict[str, Cut] = {key: h.decide(model, fam, atol) for key, fam, h in fams}  # untouched weights
     report = StripReport(backend=backend)
     for key, fam, h in fams:  # fold constants, zero placeholders, swap MHA for a slim module
@@ -154,6 +167,7 @@ def _strip(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol
             slice_params(model, rem)
         if fam.kind == ATTENTION and cut.remove:
             keep_heads(model, fam, cut.kept)
+        h.finish(model, fam, cut)
         old, new = h.quantities(fam, cut)  # attributes
         for fqn, attrs in update_attributes(model, fam, old, new, h).items():
             report.attributes.setdefault(fqn, {}).update(attrs)
@@ -161,9 +175,13 @@ def _strip(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol
                                 "kept": cut.kept, "folded": sorted(g for g, _ in cut.folds),
                                 "placeholder": cut.placeholder, "removed_by": how, "note": cut.note,
                                 "kv_kept": None, **h.record(fam, cut)}
-    report.plan = Plan(families={key: h.shrunk(fam, cuts[key], {s.role: shrunk_slice(s, rems[key])
-                                                                  for s in fam.slices})
-                                 for key, fam, h in fams}, model_class=plan.model_class)
+    report.plan = Plan.from_families({key: h.shrunk(fam, cuts[key], {s.role: shrunk_slice(s, rems[key])
+                                                                     for s in fam.slices})
+                                      for key, fam, h in fams}, model_class=plan.model_class)
+    if sublayers and example_inputs is not None:  # emptied sub-layers -> constants, each one checked
+        ref = _outputs(model, example_inputs)
+        for key in strip_sublayers(model, plan, report, example_inputs, lambda: _same(ref, model, example_inputs, rtol)):
+            report.plan.families.pop(key, None)
     report.params_before, report.params_after = before, _count(model)
     return report
 

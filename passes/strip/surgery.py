@@ -40,22 +40,41 @@ _LEAF_SHAPE_ATTRS = {
     "NonDynamicallyQuantizableLinear": lambda m: {"out_features": m.weight.shape[0],
                                                   "in_features": m.weight.shape[1]},
     "Conv1D": lambda m: {"nf": m.weight.shape[1]},  # HF GPT-2: weight [in, out]
+    "LayerNorm": lambda m: {"normalized_shape": tuple(m.weight.shape)},  # hidden dims (hidden.py)
+    "Embedding": lambda m: {"embedding_dim": m.weight.shape[1]},
+    "Conv2d": lambda m: {"out_channels": m.weight.shape[0], "in_channels": m.weight.shape[1] * m.groups},
 }
+
+
+def _aliases(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """id(parameter) -> every (module fqn, module, name) holding it (tied weights: several)."""
+    out: dict[int, list] = {}
+    for fqn, mod in model.named_modules(remove_duplicate=False):
+        for pname, p in mod._parameters.items():
+            if p is not None:
+                out.setdefault(id(p), []).append((fqn, mod, pname))
+    return out
 
 
 @torch.no_grad()
 def slice_params(model: nn.Module, remove: dict[str, tuple[int, list[int]]]) -> None:
-    touched = set()
+    """Remove indices along an axis of each named tensor; a tied parameter is sliced once and every
+    module holding it gets the sliced one (GPT-2's ``wte`` / ``lm_head``)."""
+    touched, aliases, done = set(), _aliases(model), set()
     for name, (axis, idx) in remove.items():
         fqn, _, pname = name.rpartition(".")
         mod = model.get_submodule(fqn) if fqn else model
         old = getattr(mod, pname)
+        if id(old) in done:
+            continue
         gone = set(idx)
         keep = torch.as_tensor([i for i in range(old.shape[axis]) if i not in gone], dtype=torch.long)
         new = old.detach().index_select(axis, keep.to(old.device)).clone()
-        setattr(mod, pname, nn.Parameter(new, requires_grad=old.requires_grad)
-                if isinstance(old, nn.Parameter) else new)
-        touched.add(fqn)
+        new = nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else new
+        done.add(id(new))
+        for a_fqn, a_mod, a_name in aliases.get(id(old), [(fqn, mod, pname)]):
+            setattr(a_mod, a_name, new)
+            touched.add(a_fqn)
     for fqn in touched:
         sync_leaf(model.get_submodule(fqn) if fqn else model)
 
