@@ -28,7 +28,7 @@ def test_help_does_not_import_torch(tmp_path):
     first, _ = _help(tmp_path, "prune", "--help")  # builds the cache (may import torch once)
     again, torch_loaded = _help(tmp_path, "prune", "--help")
     assert not torch_loaded and again == first
-    assert "--temperature" in again and "[leap]" in again and "--keep-checkpoints" in again
+    assert "--temperature" in again and "[leap" in again and "--keep-checkpoints" in again
     for command in ("eval", "export", "analyze"):
         text, torch_loaded = _help(tmp_path, command, "--help")
         assert not torch_loaded and "--" in text, command
