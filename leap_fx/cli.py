@@ -30,7 +30,8 @@ PRUNE_HELP = {
     "epochs": "pruning epochs (default: 2; quick: 2 on the subsample)",
     "teacher_epochs": "dense teacher fine-tuning epochs (default: 2; quick: 1); the teacher is cached",
     "batch_size": "training batch size (default: 32; quick: 16)",
-    "max_length": "max tokens per example (default: 64; quick: 48)",
+    "max_length": "max tokens per example (default: the 95th percentile of the tokenised training "
+                  "examples, pairs included, capped by the model's limit; printed)",
     "max_train_examples": "random training subset size (default: all; quick: 1600)",
     "max_eval_examples": "random validation/test subset size (default: all; quick: 400)",
     "alpha": "distillation weight alpha of Eq. 8 (default: 0.9)",
@@ -44,6 +45,10 @@ PRUNE_HELP = {
     "cache_dir": "teacher cache root (default: $LEAP_FX_CACHE or ~/.cache/leap-fx)",
 }
 FLAGS = {  # boolean PruneOptions fields -> (flag, value it sets, help)
+    "drop_invalid": ("--drop-invalid", True, "skip data rows without text or label (counted in the report) "
+                                             "instead of refusing the file"),
+    "tsv_quotes": ("--tsv-quotes", True, "read quotes in .tsv files as CSV quoting (default: a quote is "
+                                         "a character of the text)"),
     "quick": ("--quick", True, "few-minute run: subsample, short sequences, few steps (real data + model)"),
     "overwrite": ("--overwrite", True, "replace a previous run in --out"),
     "resume": ("--resume", True, "continue the run in --out (same options) from its last checkpoint"),
@@ -119,7 +124,12 @@ def _prune(args) -> int:
     merged = {**base, **given}
     if chosen:
         merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
-    options = PruneOptions.from_dict(merged)
+    try:
+        options = PruneOptions.from_dict(merged)
+    except (ValueError, TypeError) as err:
+        if not args.options:
+            raise
+        raise UsageError(f"--options {args.options}: {err}") from None
     from leap_fx.run.job import run_prune
     from leap_fx.train.distributed import init_from_env, shutdown
     init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
@@ -176,16 +186,36 @@ def _tokenizer_for(path: str, explicit: Optional[str]):
 
 
 def _export(args) -> int:
+    """Export to a new file beside ``--out``; it replaces ``--out`` only once its parity is verified."""
+    import math
+
     from passes.export import export_onnx, load_slim
     from passes.export.slim_io import MANIFEST
     if not os.path.isfile(os.path.join(args.model, MANIFEST)):
         raise UsageError(f"{args.model!r} is not a slim model directory (no {MANIFEST}); pass a run's "
                          f"OUT/slim directory")
+    if not (math.isfinite(args.atol) and args.atol > 0):
+        raise UsageError(f"--atol {args.atol} must be a positive number (default: 1e-4)")
+    out = os.path.abspath(args.out)
+    if os.path.isdir(out):
+        raise UsageError(f"--out {args.out} is a directory; give the ONNX file to write (e.g. {args.out}/model.onnx)")
+    if not out.endswith(".onnx"):
+        raise UsageError(f"--out {args.out} must end in .onnx")
     model = load_slim(args.model)
     tok = _tokenizer_for(args.model, args.tokenizer)
     example = dict(tok([args.text, args.text + " again"], padding=True, return_tensors="pt"))
-    rep = export_onnx(model, example, args.out, atol=args.atol)
-    print(f"wrote {rep.path} ({rep.size_bytes} bytes), onnxruntime parity max |diff| "
+    staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)[:-5]}.new.onnx")
+    try:
+        rep = export_onnx(model, example, staging, atol=args.atol)  # verified before it is at `staging`
+    except Exception as err:
+        failed, rejected = staging[:-5] + ".failed.onnx", out[:-5] + ".failed.onnx"
+        if os.path.exists(failed):
+            os.replace(failed, rejected)
+        kept = f"{args.out} was left as it was" if os.path.exists(out) else f"{args.out} was not written"
+        err.add_note(f"({kept}" + (f"; the rejected graph is {rejected})" if os.path.exists(rejected) else ")"))
+        raise
+    os.replace(staging, out)
+    print(f"wrote {out} ({rep.size_bytes} bytes), onnxruntime parity max |diff| "
           f"{max(rep.max_abs_diff.values()):.2e} over shapes {sorted(rep.max_abs_diff)}")
     return 0
 
@@ -242,30 +272,50 @@ def _load_torch(path: str):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="leap-fx", description="LEAP learnable pruning -> fold -> strip -> slim ONNX.")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="{prune,analyze,export,eval}", parser_class=_Parser)
     sub.required = True
     for add in (_add_prune, _add_analyze, _add_export, _add_eval):
         add(sub)
+    for p in sub.choices.values():  # --debug after the command too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the full traceback of an error")
     return parser
 
 
+BAD_INPUT = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+             PermissionError, ModuleNotFoundError, json.JSONDecodeError)
+FAILED = (RuntimeError, ArithmeticError)  # ParityError, NaN in training: not bad input
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run a command; any error is one line on stderr (exit 2: bad input, 1: failed), ``--debug``
+    (or ``LEAP_FX_DEBUG=1``) adds the traceback. Nothing else reaches the user as a raw traceback."""
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("LEAP_FX_DEBUG") == "1"
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, NotADirectoryError,
-            json.JSONDecodeError) as err:
-        print(f"leap-fx {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except (RuntimeError, ArithmeticError) as err:  # ParityError, NaN in training: not bad input, one line
-        print(f"leap-fx {args.command}: failed: {_one_line(err)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"leap-fx {args.command}: interrupted (a --resume continues from the last checkpoint)",
               file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes one line
+        if debug:
+            import traceback
+            traceback.print_exc()
+        code, word = (2, "error") if isinstance(err, BAD_INPUT) else (1, "failed")
+        known = isinstance(err, BAD_INPUT + FAILED)
+        text = _one_line(err) if known else f"{type(err).__name__}: {_one_line(err)}"
+        hint = "" if known or debug else " (--debug shows the traceback)"
+        print(f"leap-fx {args.command}: {word}: {text}{hint}", file=sys.stderr)
+        return code
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return text or type(err).__name__
+    """The message (and notes) of ``err`` on one line; an OSError names its file."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        text = f"{err.strerror}: {err.filename}"
+    else:
+        text = str(err)
+    text = " ".join([text, *getattr(err, "__notes__", [])])
+    return " ".join(text.split()) or type(err).__name__
