@@ -103,8 +103,8 @@ class RunDir:
             raise ValueError(f"--out {out} holds {', '.join(alien)}, which no leap-fx run wrote there: leap-fx "
                              f"never deletes or writes over files it did not write; choose another --out")
         if ours is not None and not self.opts.resume and not self.opts.overwrite:
-            state = "a complete" if "report.json" in ours else "an unfinished"
-            raise ValueError(f"output directory {out} already holds {state} leap-fx run ({', '.join(ours)}): pass "
+            state = "complete" if "report.json" in ours else "unfinished"
+            raise ValueError(f"output directory {out} already holds a leap-fx run ({state}: {', '.join(ours)}): pass "
                              f"--overwrite to replace it, --resume to continue it, or choose another --out")
         if ours is not None and self.opts.resume:
             self._same_options()
