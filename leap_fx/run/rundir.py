@@ -233,9 +233,10 @@ class RunDir:
     def close(self) -> None:
         if self.fd is None:
             return
-        if self.created_dir and os.listdir(self.out) == [LOCK]:  # nothing of the run is left: leave no trace
+        if owned(self.out) is None:  # no run here (refused, or rolled back): leave no trace
             os.remove(os.path.join(self.out, LOCK))
-            os.rmdir(self.out)
+            if self.created_dir and not os.listdir(self.out):
+                os.rmdir(self.out)
         os.close(self.fd)
         self.fd = None
 
