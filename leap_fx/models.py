@@ -69,7 +69,7 @@ def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: 
     try:
         model = quiet_from_pretrained(AutoModelForSequenceClassification, model_dir, config=cfg,
                                       ignore_mismatched_sizes=reinit)
-    except (OSError, RuntimeError, ValueError) as err:
+    except Exception as err:  # OSError, SafetensorError, size mismatches, ...: one message naming the folder
         raise ValueError(f"the model in {model_dir} cannot be loaded ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:300]}): is a weights file truncated or damaged? "
                          f"Re-save or re-download it") from err
@@ -121,7 +121,7 @@ def saved_num_labels(model_dir: str) -> Optional[int]:
     if not any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
         return None
     id2label = cfg.get("id2label")
-    return len(id2label) if isinstance(id2label, dict) and id2label else cfg.get("num_labels")
+    return len(id2label) if isinstance(id2label, dict) and id2label else cfg.get("num_labels", 2)  # HF's default
 
 
 def load_notes(model_dir: str, num_labels: int) -> list[str]:

@@ -52,7 +52,11 @@ def owned(out: str) -> Optional[list[str]]:
     """Names in ``out`` that a leap-fx run wrote, or None when ``out`` holds no run of ours."""
     man = os.path.join(out, MANIFEST)
     if os.path.isfile(man):
-        entries = read_json(man, "run manifest").get("entries", [])
+        entries = read_json(man, "run manifest")
+        entries = entries.get("entries") if isinstance(entries, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError(f"run manifest {man} is damaged (no list of entries); restore it, or delete the "
+                             f"run yourself")
     elif _legacy_options(out):
         entries = list(ARTIFACTS)
     else:
@@ -233,7 +237,11 @@ class RunDir:
     def close(self) -> None:
         if self.fd is None:
             return
-        if owned(self.out) is None:  # no run here (refused, or rolled back): leave no trace
+        try:
+            gone = owned(self.out) is None
+        except ValueError:  # a damaged manifest: reported by check(), the lock file stays
+            gone = False
+        if gone:  # no run here (refused, or rolled back): leave no trace
             os.remove(os.path.join(self.out, LOCK))
             if self.created_dir and not os.listdir(self.out):
                 os.rmdir(self.out)
