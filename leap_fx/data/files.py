@@ -153,6 +153,8 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in _READERS:
         raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(_READERS)}")

@@ -101,6 +101,7 @@ class RunDir:
         out = self.out
         if os.path.exists(out) and not os.path.isdir(out):
             raise ValueError(f"--out {out!r} is a file, not a directory: choose a directory path")
+        self._not_in_use()
         ours = owned(out) if os.path.isdir(out) else None
         alien = foreign(out, ours)
         if alien:
@@ -113,6 +114,24 @@ class RunDir:
         if ours is not None and self.opts.resume:
             self._same_options()
         return ours
+
+    def _not_in_use(self) -> None:
+        """Probe the lock (shared, released at once): a running run there is named before anything else."""
+        path = os.path.join(self.out, LOCK)
+        if self.fd is not None or not os.path.isfile(path):
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._in_use(fd) from None
+        finally:
+            os.close(fd)
+
+    def _in_use(self, fd: int) -> ValueError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "?"
+        return ValueError(f"--out {self.out} is in use by another leap-fx run ({holder}); wait for it to "
+                          f"finish, or choose another --out")
 
     def _same_options(self) -> None:
         previous = os.path.join(self.out, "options.json")
@@ -145,10 +164,9 @@ class RunDir:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 200).decode(errors="replace").strip() or "?"
+            err = self._in_use(fd)
             os.close(fd)
-            raise ValueError(f"--out {self.out} is in use by another leap-fx run ({holder}); wait for it to "
-                             f"finish, or choose another --out") from None
+            raise err from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
         self.fd = fd
