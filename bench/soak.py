@@ -9,10 +9,10 @@ uninterrupted run ends, and leaves no stray files (issue 12).
 2. Runs the job once uninterrupted (the reference; ``--no-cache``: the dense teacher is fine-tuned inside
    the run folder, so kills land in the teacher fine-tune too).
 3. ``--cycles`` times: starts the same job (``--resume`` after the first) and SIGKILLs it at a random
-   moment: a quarter of the kills within the reference's startup (imports, checks), the rest at a
-   uniform time after the process took the ``--out`` lock, within twice the reference's work time per
-   cycle, so the run advances through every stage (teacher, pruning, strip, export, report) across
-   the cycles.
+   moment: a quarter of the kills within the reference's startup (imports, checks), the rest after
+   the process took the ``--out`` lock and showed 0 or 1 step of progress (a checkpoint, an artefact,
+   an export's temp file), plus ``uniform(0, --jitter)`` s: the run advances a little per cycle, so
+   the kills spread over every stage (teacher, pruning, strip, export, report).
 4. A last ``--resume`` runs to the end. Compared with the reference: every tensor of
    ``slim/model.safetensors`` (bit-exact expected: same seeds, checkpointed RNG, one thread), test
    accuracy and density; the run folder's file list equals the reference's (no temp files, no
@@ -125,30 +125,53 @@ def wait_for_lock(proc: subprocess.Popen, out: str) -> bool:
     return False
 
 
+WATCHED = (os.path.join("teacher", "checkpoint.pt"), os.path.join("train", "checkpoint.pt"), "slim", "model.onnx",
+           "tokenizer", "density.png", "report.json")
+
+
+def progress(out: str) -> tuple:
+    """What an outside observer sees of the run's progress: the watched entries' mtimes, and whether an
+    ONNX export is half written (its temporary file)."""
+    def mtime(name):
+        try:
+            return os.stat(os.path.join(out, name)).st_mtime_ns
+        except OSError:
+            return None
+    temp = os.path.isdir(out) and any(f.startswith(".model.onnx.") for f in os.listdir(out))
+    return tuple(mtime(n) for n in WATCHED) + (temp,)
+
+
 def kill_cycle(args, argv: list[str], out: str, rng: random.Random, timing: dict, cycle: int) -> dict:
     """Start the job, SIGKILL it at a random moment, return what happened.
 
-    A quarter of the kills land in ``[0, startup]`` after the process starts (imports, checks); the rest
-    in ``[0, 2 * work / cycles]`` after it took the lock, so the run advances about ``work / cycles`` per
-    cycle and the kills spread over every stage (teacher, pruning, strip, export, report)."""
+    A quarter of the kills land in ``[0, startup]`` after the process starts (imports, checks). The rest
+    wait, after the process took the lock, for 0 or 1 visible steps of progress (a checkpoint, an
+    artefact, an export's temporary file), then ``uniform(0, --jitter)`` seconds: the run advances a
+    little each cycle and the kills spread over every stage (teacher, pruning, strip, export, report)."""
     proc, t0 = start(args, argv), time.perf_counter()
     from_start = rng.random() < 0.25
     if from_start:
         at = rng.uniform(0.0, timing["startup_s"])
     else:
         wait_for_lock(proc, out)
-        at = rng.uniform(0.0, 2.0 * timing["work_s"] / args.cycles)
+        seen, steps = progress(out), rng.randint(0, 1)
+        while steps and proc.poll() is None:
+            now = progress(out)
+            steps, seen = steps - (now != seen), now
+            time.sleep(0.01)
+        at = rng.uniform(0.0, args.jitter)
     t1 = time.perf_counter()
     while time.perf_counter() - t1 < at and proc.poll() is None:
         time.sleep(0.01)
+    state = state_of(out)
     ended = "finished" if proc.poll() is not None else "killed"
     if ended == "killed":
         proc.send_signal(signal.SIGKILL)
     proc.communicate()
     if ended == "finished" and proc.returncode != 0:
         raise SystemExit(f"cycle {cycle}: the run failed on its own (exit {proc.returncode})")
-    return {"cycle": cycle, "phase": "process start" if from_start else "lock taken",
-            "after_s": time.perf_counter() - t0, "state": state_of(out), "ended": ended}
+    return {"cycle": cycle, "phase": "process start" if from_start else "lock + progress",
+            "after_s": time.perf_counter() - t0, "state": state, "ended": ended}
 
 
 def reference(args, argv: list[str], out: str) -> dict:
@@ -190,6 +213,8 @@ def parse(argv=None):
     p.add_argument("--epochs", type=float, default=4.0)
     p.add_argument("--teacher-epochs", type=float, default=3.0)
     p.add_argument("--step-delay", type=float, default=0.03, help="seconds slept per training forward")
+    p.add_argument("--jitter", type=float, default=2.0, help="kills land up to this many seconds after the "
+                                                            "awaited progress (default: 2)")
     p.add_argument("--extra", default="", help="more `leap-fx prune` options, one string")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "soak.json"))
     return p.parse_args(argv)

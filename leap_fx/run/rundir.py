@@ -57,11 +57,12 @@ def owned(out: str) -> Optional[list[str]]:
         if not isinstance(entries, list):
             raise ValueError(f"run manifest {man} is damaged (no list of entries); restore it, or delete the "
                              f"run yourself")
+        entries = entries + [MANIFEST]  # the manifest is ours by definition
     elif _legacy_options(out):
         entries = list(ARTIFACTS)
     else:
         return None
-    return [e for e in entries if e in NAMES and os.path.lexists(os.path.join(out, e))]
+    return [e for e in dict.fromkeys(entries) if e in NAMES and os.path.lexists(os.path.join(out, e))]
 
 
 def _legacy_options(out: str) -> bool:

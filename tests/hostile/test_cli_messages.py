@@ -171,3 +171,12 @@ def test_nan_atol_is_not_a_number_that_passes(capsys, slim_run):
     assert "must be a positive number" in one_line(capsys, 2, ["export", str(out / "slim"), "--out",
                                                                str(out / "x.onnx"), "--atol", "nan"])
     assert not (out / "x.onnx").exists()
+
+
+def test_eval_of_a_truncated_onnx_is_one_line(slim_run, capsys, tmp_path):
+    _, out, csv_path, _ = slim_run
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes((out / "model.onnx").read_bytes()[:1000])
+    err = one_line(capsys, 1, ["eval", str(cut), "--data", csv_path, "--text-column", "review", "--label-column",
+                               "sentiment", "--tokenizer", str(out / "tokenizer")])
+    assert err.startswith("leap-fx eval: failed:")

@@ -254,3 +254,21 @@ def test_the_manifest_cannot_claim_files_outside_our_names(tmp_path):
     rd.finish()
     rd.close()
     assert (out / "mine.txt").read_text() == "x"
+
+
+def test_corrupt_report_on_resume_names_the_file(tmp_path):
+    out = tmp_path / "run"
+    fake_run(out)
+    (out / "report.json").write_text('{"status": "compl')
+    with pytest.raises(ValueError, match=rf"report {out}/report.json cannot be read \(JSONDecodeError.*restore or "
+                                         r"delete it"):
+        RunDir(str(out), opts(out, resume=True)).open()
+
+
+def test_damaged_manifest_is_named_not_trusted(tmp_path):
+    out = tmp_path / "run"
+    fake_run(out)
+    (out / MANIFEST).write_text('{"entries": "everything"}')
+    with pytest.raises(ValueError, match=rf"run manifest {out}/{MANIFEST} is damaged"):
+        RunDir(str(out), opts(out, overwrite=True)).check()
+    assert (out / "report.json").exists()
