@@ -210,8 +210,8 @@ def parse(argv=None):
     p.add_argument("--data", help="data file (default: a synthetic CSV)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--epochs", type=float, default=4.0)
-    p.add_argument("--teacher-epochs", type=float, default=3.0)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--teacher-epochs", type=float, default=2.0)
     p.add_argument("--step-delay", type=float, default=0.03, help="seconds slept per training forward")
     p.add_argument("--jitter", type=float, default=2.0, help="kills land up to this many seconds after the "
                                                             "awaited progress (default: 2)")

@@ -206,17 +206,22 @@ class RunDir:
         return read_json(report, "report")
 
     def _set_aside(self, ours: list[str]) -> None:
-        """Move the old run into ``.leap-fx-previous`` (an older one there is kept unless ours is complete)."""
+        """Move the old run into ``.leap-fx-previous``, its manifest last: a ``.leap-fx-previous`` without
+        a manifest is an aside a kill interrupted, finished here; one with a manifest holds an older run,
+        kept unless ours is complete (then ours replaces it)."""
         prev = os.path.join(self.out, PREVIOUS)
-        if os.path.isdir(prev):
-            if "report.json" not in ours:  # an unfinished overwrite: the complete run aside stays
-                for name in ours:
-                    _remove(os.path.join(self.out, name))
-                return
+        whole = os.path.isfile(os.path.join(prev, MANIFEST))
+        if whole and "report.json" not in ours:  # an unfinished overwrite: the complete run aside stays
+            for name in ours:
+                _remove(os.path.join(self.out, name))
+            return
+        if whole:
             shutil.rmtree(prev)
-        os.makedirs(prev)
-        for name in ours:
+        os.makedirs(prev, exist_ok=True)
+        for name in sorted(ours, key=lambda n: n == MANIFEST):
             os.replace(os.path.join(self.out, name), os.path.join(prev, name))
+        if not os.path.isfile(os.path.join(prev, MANIFEST)):  # a run of an older leap-fx: mark it whole
+            write_json(os.path.join(prev, MANIFEST), {"format": "leap-fx-run", "version": 1, "entries": ours})
 
     def _drop_previous(self) -> None:
         prev = os.path.join(self.out, PREVIOUS)
@@ -246,8 +251,8 @@ class RunDir:
             return kept + ")"
         for name in (owned(self.out) or []) + temporaries(self.out):
             _remove(os.path.join(self.out, name))
-        if os.path.isdir(prev):
-            for name in os.listdir(prev):
+        if os.path.isdir(prev):  # the manifest first: while entries move, the ones in --out are claimed
+            for name in sorted(os.listdir(prev), key=lambda n: n != MANIFEST):
                 os.replace(os.path.join(prev, name), os.path.join(self.out, name))
             os.rmdir(prev)
             return f" (the previous run in {self.out} was restored)"

@@ -272,3 +272,21 @@ def test_damaged_manifest_is_named_not_trusted(tmp_path):
     with pytest.raises(ValueError, match=rf"run manifest {out}/{MANIFEST} is damaged"):
         RunDir(str(out), opts(out, overwrite=True)).check()
     assert (out / "report.json").exists()
+
+
+def test_an_aside_interrupted_by_a_kill_is_finished_not_lost(tmp_path):
+    """Killed while moving the old run aside: some entries in .leap-fx-previous, the manifest (moved last)
+    still in --out. The next --overwrite completes the aside; a failure then restores the whole old run."""
+    out = tmp_path / "run"
+    fake_run(out)
+    before = snapshot(out)
+    (out / PREVIOUS).mkdir()
+    for name in ("report.json", "slim"):
+        os.replace(out / name, out / PREVIOUS / name)
+    rd = RunDir(str(out), opts(out, overwrite=True))
+    rd.open()
+    assert sorted(os.listdir(out / PREVIOUS)) == ["leap-fx-run.json", "model.onnx", "options.json", "report.json",
+                                                  "slim"]
+    rd.fail()
+    rd.close()
+    assert snapshot(out) == before
