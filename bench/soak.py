@@ -9,10 +9,10 @@ uninterrupted run ends, and leaves no stray files (issue 12).
 2. Runs the job once uninterrupted (the reference; ``--no-cache``: the dense teacher is fine-tuned inside
    the run folder, so kills land in the teacher fine-tune too).
 3. ``--cycles`` times: starts the same job (``--resume`` after the first) and SIGKILLs it at a random
-   moment: a quarter of the kills within the reference's startup (imports, checks), the rest after
-   the process took the ``--out`` lock and showed 0 or 1 step of progress (a checkpoint, an artefact,
-   an export's temp file), plus ``uniform(0, --jitter)`` s: the run advances a little per cycle, so
-   the kills spread over every stage (teacher, pruning, strip, export, report).
+   moment: every 4th kill within the reference's startup (imports, checks); the others once the
+   run's visible progress (history lines, artefacts) reaches a random point of the reference run's
+   (ascending over the cycles), plus ``uniform(0, --jitter)`` s, so the kills spread over every stage
+   (teacher, pruning, strip, export, report) and the run gets a little further each cycle.
 4. A last ``--resume`` runs to the end. Compared with the reference: every tensor of
    ``slim/model.safetensors`` (bit-exact expected: same seeds, checkpointed RNG, one thread), test
    accuracy and density; the run folder's file list equals the reference's (no temp files, no
@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Optional
 
 from leap_fx.run.report import format_table
 from passes.io import write_json
@@ -51,8 +52,8 @@ sys.exit(main(sys.argv[1:]))
 """
 WORDS = {"pos": "good great fine nice superb lovely".split(), "neg": "bad awful poor dull boring ugly".split(),
          "": "movie film plot actor scene the a it was".split()}
-COLUMNS = [("cycle", "cycle", "d"), ("phase", "kill timed from", ""), ("after_s", "killed after s", ".1f"),
-           ("state", "state at kill", ""), ("ended", "process", "")]
+COLUMNS = [("cycle", "cycle", "d"), ("phase", "kill at", ""), ("after_s", "after s", ".1f"),
+           ("state", "state at kill", ""), ("progress", "progress", "d"), ("ended", "process", "")]
 
 
 def tiny_setup(folder: str) -> tuple[str, str]:
@@ -125,53 +126,52 @@ def wait_for_lock(proc: subprocess.Popen, out: str) -> bool:
     return False
 
 
-WATCHED = (os.path.join("teacher", "checkpoint.pt"), os.path.join("train", "checkpoint.pt"), "slim", "model.onnx",
-           "tokenizer", "density.png", "report.json")
+ARTEFACTS = ("slim", "model.onnx", "tokenizer", "density.png", "report.json")
 
 
-def progress(out: str) -> tuple:
-    """What an outside observer sees of the run's progress: the watched entries' mtimes, and whether an
-    ONNX export is half written (its temporary file)."""
-    def mtime(name):
-        try:
-            return os.stat(os.path.join(out, name)).st_mtime_ns
-        except OSError:
-            return None
-    temp = os.path.isdir(out) and any(f.startswith(".model.onnx.") for f in os.listdir(out))
-    return tuple(mtime(n) for n in WATCHED) + (temp,)
+def _lines(path: str) -> int:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().count(b"\n")
+    except OSError:
+        return 0
 
 
-def kill_cycle(args, argv: list[str], out: str, rng: random.Random, timing: dict, cycle: int) -> dict:
+def progress(out: str) -> int:
+    """How far the run is, as an outsider sees it: history lines (the teacher's weigh 5: it logs few) and
+    artefacts written (5 each). A resumed run drops the history after its checkpoint, so this can fall."""
+    return (5 * _lines(os.path.join(out, "teacher", "history.jsonl")) + _lines(os.path.join(out, "train", "history.jsonl"))
+            + 5 * sum(os.path.exists(os.path.join(out, n)) for n in ARTEFACTS))
+
+
+def kill_cycle(args, argv: list[str], out: str, rng: random.Random, timing: dict, cycle: int,
+               target: Optional[int]) -> dict:
     """Start the job, SIGKILL it at a random moment, return what happened.
 
-    A quarter of the kills land in ``[0, startup]`` after the process starts (imports, checks). The rest
-    wait, after the process took the lock, for 0 or 1 visible steps of progress (a checkpoint, an
-    artefact, an export's temporary file), then ``uniform(0, --jitter)`` seconds: the run advances a
-    little each cycle and the kills spread over every stage (teacher, pruning, strip, export, report)."""
+    ``target`` None: the kill lands in ``[0, startup]`` after the process starts (imports, checks). Else
+    the run is killed once its ``progress`` reaches ``target`` (a random point of the reference run's
+    progress; the targets of the cycles ascend), plus ``uniform(0, --jitter)`` s: the kills spread over
+    every stage (teacher, pruning, strip, export, report) and each cycle gets a little further."""
     proc, t0 = start(args, argv), time.perf_counter()
-    from_start = rng.random() < 0.25
-    if from_start:
+    if target is None:
         at = rng.uniform(0.0, timing["startup_s"])
     else:
         wait_for_lock(proc, out)
-        seen, steps = progress(out), rng.randint(0, 1)
-        while steps and proc.poll() is None:
-            now = progress(out)
-            steps, seen = steps - (now != seen), now
+        while progress(out) < target and proc.poll() is None:
             time.sleep(0.01)
         at = rng.uniform(0.0, args.jitter)
     t1 = time.perf_counter()
     while time.perf_counter() - t1 < at and proc.poll() is None:
         time.sleep(0.01)
-    state = state_of(out)
+    state, reached = state_of(out), progress(out)
     ended = "finished" if proc.poll() is not None else "killed"
     if ended == "killed":
         proc.send_signal(signal.SIGKILL)
     proc.communicate()
     if ended == "finished" and proc.returncode != 0:
         raise SystemExit(f"cycle {cycle}: the run failed on its own (exit {proc.returncode})")
-    return {"cycle": cycle, "phase": "process start" if from_start else "lock + progress",
-            "after_s": time.perf_counter() - t0, "state": state, "ended": ended}
+    return {"cycle": cycle, "phase": "process start" if target is None else f"progress {target}",
+            "after_s": time.perf_counter() - t0, "state": state, "progress": reached, "ended": ended}
 
 
 def reference(args, argv: list[str], out: str) -> dict:
@@ -180,7 +180,7 @@ def reference(args, argv: list[str], out: str) -> dict:
     wait_for_lock(proc, out)
     t1 = time.perf_counter()
     finish(proc, "the reference run")
-    return {"startup_s": t1 - t0, "work_s": time.perf_counter() - t1}
+    return {"startup_s": t1 - t0, "work_s": time.perf_counter() - t1, "progress": progress(out)}
 
 
 def listing(out: str) -> list[str]:
@@ -210,11 +210,11 @@ def parse(argv=None):
     p.add_argument("--data", help="data file (default: a synthetic CSV)")
     p.add_argument("--text-column", default="text")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--epochs", type=float, default=2.0)
-    p.add_argument("--teacher-epochs", type=float, default=2.0)
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--teacher-epochs", type=float, default=3.0)
     p.add_argument("--step-delay", type=float, default=0.03, help="seconds slept per training forward")
-    p.add_argument("--jitter", type=float, default=2.0, help="kills land up to this many seconds after the "
-                                                            "awaited progress (default: 2)")
+    p.add_argument("--jitter", type=float, default=0.5, help="kills land up to this many seconds after the "
+                                                            "awaited progress (default: 0.5)")
     p.add_argument("--extra", default="", help="more `leap-fx prune` options, one string")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "soak.json"))
     return p.parse_args(argv)
@@ -230,13 +230,15 @@ def main(argv=None) -> dict:
     timing = reference(args, prune_args(args, model_dir, data, ref), ref)
     print(f"reference run: {timing['startup_s']:.1f} s to the lock, {timing['work_s']:.1f} s of work", flush=True)
     rng, rows = random.Random(args.seed), []
-    for cycle in range(1, args.cycles + 1):
+    at_start = [cycle % 4 == 0 for cycle in range(1, args.cycles + 1)]  # every 4th: during startup
+    targets = iter(sorted(rng.randint(0, timing["progress"] - 1) for _ in range(args.cycles - sum(at_start))))
+    for cycle, early in enumerate(at_start, 1):
         argv = prune_args(args, model_dir, data, out) + (["--resume"] if cycle > 1 else [])
-        rows.append(kill_cycle(args, argv, out, rng, timing, cycle))
+        rows.append(kill_cycle(args, argv, out, rng, timing, cycle, None if early else next(targets)))
         print(format_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
     final_s = finish(start(args, prune_args(args, model_dir, data, out) + ["--resume"]), "the final --resume")
     result = {"benchmark": "soak", "cycles": args.cycles, "seed": args.seed,
-              "reference_s": {k: round(v, 1) for k, v in timing.items()},
+              "reference": {k: round(v, 1) for k, v in timing.items()},
               "final_resume_s": round(final_s, 1), "killed": sum(r["ended"] == "killed" for r in rows),
               "kills_by_state": {s: sum(r["state"] == s and r["ended"] == "killed" for r in rows)
                                  for s in sorted({r["state"] for r in rows})},

@@ -178,7 +178,7 @@ class RunDir:
         ours = self.check()
         if self.opts.resume and ours is None:
             _note(f"--resume: {self.out} holds no leap-fx run, so there is nothing to resume: starting a new run")
-        for name in temporaries(self.out):
+        for name in temporaries(self.out) if ours is not None else []:  # a killed run's half-written files
             _remove(os.path.join(self.out, name))
         if self.opts.resume and ours is not None:
             return self._resumed(ours)
