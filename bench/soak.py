@@ -9,10 +9,10 @@ uninterrupted run ends, and leaves no stray files (issue 12).
 2. Runs the job once uninterrupted (the reference; ``--no-cache``: the dense teacher is fine-tuned inside
    the run folder, so kills land in the teacher fine-tune too).
 3. ``--cycles`` times: starts the same job (``--resume`` after the first) and SIGKILLs it at a random
-   moment: every 4th kill within the reference's startup (imports, checks); the others once the
-   run's visible progress (history lines, artefacts) reaches a random point of the reference run's
-   (ascending over the cycles), plus ``uniform(0, --jitter)`` s, so the kills spread over every stage
-   (teacher, pruning, strip, export, report) and the run gets a little further each cycle.
+   moment: every 4th kill within the startup (imports, checks: before the lock is taken); the others
+   once the run's visible progress (history lines, artefacts) reaches a random point of the reference
+   run's (ascending over the cycles), plus ``uniform(0, --jitter)`` s, so the kills spread over every
+   stage (teacher, pruning, strip, export, report) and the run gets a little further each cycle.
 4. A last ``--resume`` runs to the end. Compared with the reference: every tensor of
    ``slim/model.safetensors`` (bit-exact expected: same seeds, checkpointed RNG, one thread), test
    accuracy and density; the run folder's file list equals the reference's (no temp files, no
@@ -112,16 +112,19 @@ def state_of(out: str) -> str:
     return "starting"
 
 
+def holds_lock(proc: subprocess.Popen, out: str) -> bool:
+    """Whether this process holds ``OUT/.leap-fx.lock`` (its checks passed, --out is being written)."""
+    try:
+        with open(os.path.join(out, ".leap-fx.lock")) as fh:
+            return fh.read().startswith(f"pid {proc.pid},")
+    except OSError:
+        return False
+
+
 def wait_for_lock(proc: subprocess.Popen, out: str) -> bool:
-    """Wait until this process holds ``OUT/.leap-fx.lock`` (its checks passed, --out is being written)."""
-    lock, mark = os.path.join(out, ".leap-fx.lock"), f"pid {proc.pid},"
     while proc.poll() is None:
-        try:
-            with open(lock) as fh:
-                if fh.read().startswith(mark):
-                    return True
-        except OSError:
-            pass
+        if holds_lock(proc, out):
+            return True
         time.sleep(0.01)
     return False
 
@@ -140,7 +143,8 @@ def _lines(path: str) -> int:
 def progress(out: str) -> int:
     """How far the run is, as an outsider sees it: history lines (the teacher's weigh 5: it logs few) and
     artefacts written (5 each). A resumed run drops the history after its checkpoint, so this can fall."""
-    return (5 * _lines(os.path.join(out, "teacher", "history.jsonl")) + _lines(os.path.join(out, "train", "history.jsonl"))
+    teacher, student = (_lines(os.path.join(out, d, "history.jsonl")) for d in ("teacher", "train"))
+    return (5 * teacher + student
             + 5 * sum(os.path.exists(os.path.join(out, n)) for n in ARTEFACTS))
 
 
@@ -153,8 +157,11 @@ def kill_cycle(args, argv: list[str], out: str, rng: random.Random, timing: dict
     progress; the targets of the cycles ascend), plus ``uniform(0, --jitter)`` s: the kills spread over
     every stage (teacher, pruning, strip, export, report) and each cycle gets a little further."""
     proc, t0 = start(args, argv), time.perf_counter()
-    if target is None:
+    if target is None:  # killed during startup: at the drawn time, or as the lock is taken if sooner
         at = rng.uniform(0.0, timing["startup_s"])
+        while time.perf_counter() - t0 < at and proc.poll() is None and not holds_lock(proc, out):
+            time.sleep(0.01)
+        at = 0.0
     else:
         wait_for_lock(proc, out)
         while progress(out) < target and proc.poll() is None:

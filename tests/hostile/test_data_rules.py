@@ -168,7 +168,8 @@ def test_blank_lines_are_not_rows(tmp_path):
 
 
 def test_bad_jsonl_line_is_skippable_and_counted(tmp_path):
-    path = _w(tmp_path, "d.jsonl", '{"text": "a", "label": 0}\n{"text": "b", "label"\n[1, 2]\n{"text": "c", "label": 1}\n')
+    path = _w(tmp_path, "d.jsonl",
+              '{"text": "a", "label": 0}\n{"text": "b", "label"\n[1, 2]\n{"text": "c", "label": 1}\n')
     split = load_text_file(path, drop_invalid=True)
     assert split.texts == ["a", "c"] and split.source["rows_skipped"] == 2
     assert "expected a JSON object, got list" in split.source["skipped"][1]["reason"]

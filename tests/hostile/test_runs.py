@@ -173,7 +173,8 @@ def test_useless_teacher_is_flagged_loudly(setup, tmp_path, capsys):
     assert "Try: more teacher epochs (--teacher-epochs, now 6)" in teacher[0]
     assert json.loads((tmp_path / "o" / "report.json").read_text())["warnings"] == rep["warnings"]
     captured = capsys.readouterr()
-    assert "WARNING the dense teacher scores" in " ".join(captured.out.split()) and "leap-fx: WARNING: the dense teacher" in captured.err
+    assert "WARNING the dense teacher scores" in " ".join(captured.out.split())
+    assert "leap-fx: WARNING: the dense teacher" in captured.err
 
 
 def test_a_teacher_that_learned_is_not_flagged(base_run):
