@@ -31,7 +31,8 @@ PRUNE_HELP = {
     "epochs": "pruning epochs (default: 2; quick: 2 on the subsample)",
     "teacher_epochs": "dense teacher fine-tuning epochs (default: 2; quick: 1); the teacher is cached",
     "batch_size": "training batch size (default: 32; quick: 16)",
-    "max_length": "max tokens per example (default: 64; quick: 48)",
+    "max_length": "max tokens per example (default: the 95th percentile of the tokenised training "
+                  "examples, pairs included, capped by the model's limit; printed)",
     "max_train_examples": "random training subset size (default: all; quick: 1600)",
     "max_eval_examples": "random validation/test subset size (default: all; quick: 400)",
     "alpha": "distillation weight alpha of Eq. 8 (default: 0.9)",
@@ -50,6 +51,10 @@ PRUNE_HELP = {
     "cache_dir": "teacher cache root (default: $LEAP_FX_CACHE or ~/.cache/leap-fx)",
 }
 FLAGS = {  # boolean PruneOptions fields -> (flag, value it sets, help)
+    "drop_invalid": ("--drop-invalid", True, "skip data rows without text or label (counted in the report) "
+                                             "instead of refusing the file"),
+    "tsv_quotes": ("--tsv-quotes", True, "read quotes in .tsv files as CSV quoting (default: a quote is "
+                                         "a character of the text)"),
     "quick": ("--quick", True, "few-minute run: subsample, short sequences, few steps (real data + model)"),
     "overwrite": ("--overwrite", True, "replace a previous run in --out"),
     "resume": ("--resume", True, "continue the run in --out (same options) from its last checkpoint"),
@@ -123,7 +128,12 @@ def _prune(args) -> int:
     merged = {**base, **given}
     if chosen:
         merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
-    options = PruneOptions.from_dict(merged)
+    try:
+        options = PruneOptions.from_dict(merged)
+    except (ValueError, TypeError) as err:
+        if not args.options:
+            raise
+        raise UsageError(f"--options {args.options}: {err}") from None
     from leap_fx.run.job import run_prune
     from leap_fx.train.distributed import init_from_env, shutdown
     init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
@@ -168,6 +178,9 @@ def _add_export(sub) -> None:
 
 
 def _export(args) -> int:
+    """Export to a new file beside ``--out``; it replaces ``--out`` only once its parity is verified."""
+    import math
+
     from leap_fx.run.onnx_export import export_classifier, write_run_metadata
     from passes.export import load_slim
     from passes.export.slim_io import MANIFEST
@@ -176,16 +189,33 @@ def _export(args) -> int:
         raise UsageError(f"{args.model!r} is not a slim model directory (no {MANIFEST}); pass a run's "
                          f"OUT/slim directory")
     from leap_fx.run.score import tokenizer_for
+    if not (math.isfinite(args.atol) and args.atol > 0):
+        raise UsageError(f"--atol {args.atol} must be a positive number (default: 1e-4)")
+    out = os.path.abspath(args.out)
+    if os.path.isdir(out):
+        raise UsageError(f"--out {args.out} is a directory; give the ONNX file to write (e.g. {args.out}/model.onnx)")
+    if not out.endswith(".onnx"):
+        raise UsageError(f"--out {args.out} must end in .onnx")
     model = load_slim(args.model)
     tok = tokenizer_for(args.model, args.tokenizer)
     example = dict(tok([args.text, args.text + " again"], padding=True, return_tensors="pt"))
-    rep = export_classifier(model, example, args.out, atol=args.atol)
+    staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)[:-5]}.new.onnx")
+    try:
+        rep = export_classifier(model, example, staging, atol=args.atol)  # verified before it is at `staging`
+    except Exception as err:
+        failed, rejected = staging[:-5] + ".failed.onnx", out[:-5] + ".failed.onnx"
+        if os.path.exists(failed):
+            os.replace(failed, rejected)
+        kept = f"{args.out} was left as it was" if os.path.exists(out) else f"{args.out} was not written"
+        err.add_note(f"({kept}" + (f"; the rejected graph is {rejected})" if os.path.exists(rejected) else ")"))
+        raise
     run = os.path.join(os.path.dirname(os.path.abspath(args.model.rstrip("/"))), "report.json")
     if os.path.isfile(run):  # the run's label names, max length, tokenizer... travel with the file
         report = read_json(run, "run report")
         report["onnx"] = {**report.get("onnx", {}), "parity_max_abs_diff": max(rep.max_abs_diff.values())}
-        write_run_metadata(rep.path, report, args.tokenizer or os.path.join(os.path.dirname(run), "tokenizer"))
-    print(f"wrote {rep.path} ({os.path.getsize(rep.path)} bytes), onnxruntime parity max |diff| "
+        write_run_metadata(staging, report, args.tokenizer or os.path.join(os.path.dirname(run), "tokenizer"))
+    os.replace(staging, out)
+    print(f"wrote {out} ({os.path.getsize(out)} bytes), onnxruntime parity max |diff| "
           f"{max(rep.max_abs_diff.values()):.2e} over shapes {sorted(rep.max_abs_diff)}")
     return 0
 
@@ -226,6 +256,7 @@ def build_parser(command: Optional[str] = "all") -> argparse.ArgumentParser:
     """The parser; ``command``: build only that sub-command in full (the others as names with their help,
     enough to list them or reject them), ``"all"``: every one."""
     parser = _Parser(prog="leap-fx", description="LEAP learnable pruning -> fold -> strip -> slim ONNX.")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="{prune,analyze,export,eval}", parser_class=_Parser)
     sub.required = True
     for name, add in ADDERS.items():
@@ -233,6 +264,9 @@ def build_parser(command: Optional[str] = "all") -> argparse.ArgumentParser:
             add(sub)
         else:
             sub.add_parser(name, help=SHORT_HELP[name])
+    for p in sub.choices.values():  # --debug after the command too
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="print the full traceback of an error")
     return parser
 
 
@@ -240,31 +274,45 @@ SHORT_HELP = {"prune": "prune a model end to end and write report.json, plots an
               "analyze": "print the attention / feed-forward families (the Plan) of a model",
               "export": "export a saved slim model directory to ONNX (parity checked)",
               "eval": "accuracy of an ONNX file, a run directory, a slim or an HF model dir"}
+BAD_INPUT = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+             PermissionError, ModuleNotFoundError, json.JSONDecodeError)
+FAILED = (RuntimeError, ArithmeticError)  # ParityError, NaN in training: not bad input
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run a command; any error is one line on stderr (exit 2: bad input, 1: failed), ``--debug``
+    (or ``LEAP_FX_DEBUG=1``) adds the traceback. Nothing else reaches the user as a raw traceback."""
     from leap_fx.run.threads import prefer_passive_waiting
     prefer_passive_waiting()  # before torch loads: OpenMP threads sleep, not spin (bench/threads.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if a in ADDERS), None)).parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("LEAP_FX_DEBUG") == "1"
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ModuleNotFoundError, NotADirectoryError,
-            json.JSONDecodeError) as err:
-        print(f"leap-fx {args.command}: error: {_one_line(err)}", file=sys.stderr)
-        return 2
-    except (RuntimeError, ArithmeticError) as err:  # ParityError, NaN in training: not bad input, one line
-        print(f"leap-fx {args.command}: failed: {_one_line(err)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"leap-fx {args.command}: interrupted (a --resume continues from the last checkpoint)",
               file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes one line
+        if debug:
+            import traceback
+            traceback.print_exc()
+        code, word = (2, "error") if isinstance(err, BAD_INPUT) else (1, "failed")
+        known = isinstance(err, BAD_INPUT + FAILED)
+        text = _one_line(err) if known else f"{type(err).__name__}: {_one_line(err)}"
+        hint = "" if known or debug else " (--debug shows the traceback)"
+        print(f"leap-fx {args.command}: {word}: {text}{hint}", file=sys.stderr)
+        return code
 
 
 def _one_line(err: BaseException) -> str:
-    text = cli_words(" ".join(str(err).split()))
-    return text or type(err).__name__
+    """The message (and notes) of ``err`` on one line, options spelled as CLI flags; an OSError names its file."""
+    if isinstance(err, OSError) and err.filename and err.strerror:
+        text = f"{err.strerror}: {err.filename}"
+    else:
+        text = str(err)
+    text = " ".join([text, *getattr(err, "__notes__", [])])
+    return cli_words(" ".join(text.split())) or type(err).__name__
 
 
 def cli_words(text: str) -> str:

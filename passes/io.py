@@ -57,6 +57,7 @@ def atomic_dir(path: str):
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
+        _umask_modes(tmp)
         old = None
         if os.path.exists(path):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
@@ -68,6 +69,18 @@ def atomic_dir(path: str):
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask_modes(folder: str) -> None:
+    """Give the files a writer created inside ``folder`` (e.g. safetensors' 0600) the umask's mode."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), 0o777 & ~mask)
+        for f in files:
+            path = os.path.join(root, f)
+            if not os.stat(path).st_mode & 0o111 and not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
 
 
 def write_text(path: str, text: str, fsync: bool = False) -> str:

@@ -104,6 +104,7 @@ def test_overwrite_and_baseline_method(corpus, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "report.json").write_text("{}")
+    (out / "leap-fx-run.json").write_text('{"entries": ["report.json"]}')  # report.json is a run's (issue 12)
     (out / "mine.txt").write_text("user file")
     rep = run_prune(tiny_options(path, out, overwrite=True, method="magnitude", granularity="hybrid",
                                  block_size=8, target_density=0.4), model=tiny_bert(), tokenizer=tok)

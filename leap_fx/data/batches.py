@@ -24,6 +24,7 @@ class TextSplit:
     label_names: list[str]
     text_pairs: Optional[list[str]] = None
     groups: Optional[list[str]] = None  # e.g. the movie of each review (group-split datasets)
+    source: Optional[dict] = None  # the file read: path, rows_read, rows_skipped, skipped (first lines)
     features: Optional[Tensors] = field(default=None, repr=False)  # set by tokenize()
 
     def __len__(self) -> int:

@@ -1,13 +1,32 @@
-"""User data: a CSV or JSONL file with a text column (optionally a text-pair column) and a label column."""
+"""User data: a CSV, TSV or JSONL file with a text column (optionally a text-pair column) and a label column.
+
+The rules (nothing changes the dataset silently):
+
+- every row needs its text (not missing, null or blank) and its label (not missing, null, blank, or
+  the ``nan`` / ``none`` / ``null`` a Python or pandas writer leaves for a missing value); a row that
+  breaks them is an error naming the file and line, unless ``drop_invalid`` (``--drop-invalid``)
+  skips it and counts it (``TextSplit.source``: rows read and skipped, the first skipped lines);
+- a CSV/TSV row with more fields than the header (a delimiter inside an unquoted text) is invalid;
+- numeric labels are normalised: ``1``, ``1.0``, ``"1"`` and ``"1.0"`` are one class ``"1"``;
+- TSV is read *without* quote interpretation (a ``"`` is a character of the text) unless
+  ``tsv_quotes=True`` (``--tsv-quotes``); CSV follows the usual quoting rules;
+- the file must be UTF-8 (a byte-order mark is allowed); a bad byte is named with its line.
+"""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import os
-from typing import Optional, Sequence
+import re
+from typing import Iterator, Optional, Sequence
 
 from .batches import TextSplit
 
+MISSING = ("", "nan", "none", "null")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+SHOWN_SKIPS = 10  # skipped lines listed in the report
 _READERS = {}
 
 
@@ -19,64 +38,150 @@ def _reader(*exts):
     return register
 
 
+def _text_of(path: str) -> str:
+    """The file decoded as UTF-8 (a BOM dropped); a bad byte raises naming its line."""
+    if os.path.isdir(path):
+        raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: byte 0x{raw[err.start]:02x} is not UTF-8; re-save the file as "
+                         f"UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+
+
 @_reader(".csv", ".tsv")
-def _read_csv(path: str) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh, delimiter="\t" if path.endswith(".tsv") else ","))
+def _read_delimited(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, object]]:
+    """``(line, dict or error text)`` per non-blank row; the header is checked for duplicates."""
+    tsv = path.lower().endswith(".tsv")
+    kw = dict(delimiter="\t", quoting=csv.QUOTE_MINIMAL if tsv_quotes else csv.QUOTE_NONE) if tsv else {}
+    reader = csv.reader(io.StringIO(_text_of(path), newline=""), **kw)
+    header = next(reader, None)
+    if header is None:
+        return
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise ValueError(f"{path}:1: column(s) {dup} appear more than once in the header; rename them")
+    line = reader.line_num
+    for fields in reader:
+        start, line = line + 1, reader.line_num
+        if not fields or fields == [""]:
+            continue
+        if len(fields) > len(header):
+            yield start, (f"{len(fields)} fields but the header has {len(header)} (a "
+                          f"{'tab' if tsv else 'comma'} inside an unquoted text?)")
+            continue
+        yield start, dict(zip(header, fields))
 
 
 @_reader(".jsonl", ".json")
-def _read_jsonl(path: str) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg}); expected one JSON object "
-                                 f"per line (JSONL)") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+def _read_jsonl(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, object]]:
+    for n, line in enumerate(_text_of(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            yield n, f"not valid JSON ({err.msg}); expected one JSON object per line (JSONL)"
+            continue
+        yield n, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
+
+
+def label_value(v) -> Optional[str]:
+    """The class name of a raw label (numbers normalised: ``1`` == ``1.0`` == ``"1"``), None if missing."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        if not math.isfinite(v):
+            return None
+        return str(int(v)) if float(v).is_integer() else repr(float(v))
+    if not isinstance(v, str):
+        return None
+    s = v.strip()
+    if s.lower() in MISSING:
+        return None
+    return label_value(float(s)) if _NUMBER.match(s) else s
+
+
+def _text_value(v) -> Optional[str]:
+    if isinstance(v, bool) or v is None or isinstance(v, (list, dict)):
+        return None
+    s = str(v)
+    return s if s.strip() else None
+
+
+def _parse_row(row: dict, columns: dict) -> tuple[Optional[tuple], Optional[str]]:
+    """``((text, pair, label), None)`` or ``(None, why the row is invalid)``."""
+    missing = [c for c in columns.values() if c is not None and c not in row]
+    if missing:
+        return None, f"no {', '.join(repr(c) for c in missing)} value"
+    text, pair = _text_value(row[columns["text"]]), None
+    if text is None:
+        return None, f"empty or null text in column {columns['text']!r}"
+    if columns["pair"] is not None:
+        pair = _text_value(row[columns["pair"]])
+        if pair is None:
+            return None, f"empty or null text in column {columns['pair']!r}"
+    label = label_value(row[columns["label"]])
+    if label is None:
+        return None, f"missing, empty or null label in column {columns['label']!r} ({row[columns['label']]!r})"
+    return (text, pair, label), None
+
+
+def _check_header(path: str, rows: list, columns: dict) -> None:
+    """A column missing from every row is a wrong column name, not bad rows: say which exist."""
+    needed = [c for c in columns.values() if c is not None]
+    dicts = [r for _, r in rows if isinstance(r, dict)]
+    absent = [c for c in needed if dicts and all(c not in r for r in dicts)]
+    if absent:
+        where = "the header" if path.lower().endswith((".csv", ".tsv")) else "any row"
+        avail = sorted({k for r in dicts for k in r})
+        raise ValueError(f"{path!r}: column(s) {absent} not found in {where}; available: {avail}. "
+                         f"Choose others with --text-column / --text-pair-column / --label-column")
 
 
 def load_text_file(path: str, text_column: str = "text", text_pair_column: Optional[str] = None,
-                   label_column: str = "label", labels: Optional[Sequence[str]] = None) -> TextSplit:
-    """Read a labelled text file (``.csv``/``.tsv``/``.jsonl``) into a :class:`TextSplit`.
+                   label_column: str = "label", labels: Optional[Sequence[str]] = None,
+                   drop_invalid: bool = False, tsv_quotes: bool = False) -> TextSplit:
+    """Read a labelled text file (``.csv``/``.tsv``/``.jsonl``) into a :class:`TextSplit` (rules: module doc).
 
-    ``labels`` fixes the label names and their order (label ``i`` = ``labels[i]``); values not in
-    it are an error. Without it, the sorted distinct values become the label names. Integer labels
-    in JSON are matched by their string form.
+    ``labels`` fixes the label names and their order (label ``i`` = ``labels[i]``); a value not in it
+    is an error naming its line. Without it, the sorted distinct values become the label names.
+    ``TextSplit.source`` records the file, rows read and skipped and the first skipped lines.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in _READERS:
-        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of "
-                         f"{sorted(_READERS)}")
-    rows = _READERS[ext](path)
+        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(_READERS)}")
+    rows = list(_READERS[ext](path, tsv_quotes))
     if not rows:
         raise ValueError(f"data file {path!r} has no rows")
-    needed = [c for c in (text_column, text_pair_column, label_column) if c is not None]
-    for i, row in enumerate(rows):
-        missing = [c for c in needed if c not in row]
-        if missing:
-            where = "header" if ext in (".csv", ".tsv") else f"row {i + 1}"
-            raise ValueError(f"{path!r}: column(s) {missing} not found in {where}; available: "
-                             f"{sorted(row)}. Pass text_column=/label_column= to choose others.")
-    values = [str(r[label_column]).strip() for r in rows]
-    if labels is None:
-        names = sorted(set(values))
-    else:
-        names = [str(x) for x in labels]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"{path!r}: label value(s) {unknown[:10]} not in labels={names}; "
-                             f"add them to labels or fix the file")
+    columns = {"text": text_column, "pair": text_pair_column, "label": label_column}
+    _check_header(path, rows, columns)
+    known = None if labels is None else [label_value(x) or str(x) for x in labels]
+    kept, skipped = [], []
+    for line, row in rows:
+        parsed, why = _parse_row(row, columns) if isinstance(row, dict) else (None, row)
+        if parsed is not None and known is not None and parsed[2] not in known:
+            parsed, why = None, f"label value(s) [{parsed[2]!r}] not in labels={known} (the training labels)"
+        if parsed is not None:
+            kept.append(parsed)
+        elif drop_invalid:
+            skipped.append({"line": line, "reason": why})
+        else:
+            raise ValueError(f"{path}:{line}: {why}; fix the row, or pass --drop-invalid (drop_invalid=True) "
+                             f"to skip such rows (they are counted in the report)")
+    if not kept:
+        raise ValueError(f"data file {path!r}: none of its {len(rows)} rows is valid "
+                         f"(line {skipped[0]['line']}: {skipped[0]['reason']})")
+    names = known if known is not None else sorted({r[2] for r in kept})
     index = {n: i for i, n in enumerate(names)}
-    return TextSplit(texts=[str(r[text_column]) for r in rows], labels=[index[v] for v in values],
-                     label_names=names,
-                     text_pairs=None if text_pair_column is None else [str(r[text_pair_column]) for r in rows])
+    source = {"path": path, "rows_read": len(rows), "rows_skipped": len(skipped),
+              "skipped": skipped[:SHOWN_SKIPS]}
+    return TextSplit(texts=[r[0] for r in kept], labels=[index[r[2]] for r in kept], label_names=names,
+                     text_pairs=None if text_pair_column is None else [r[1] for r in kept], source=source)

@@ -14,7 +14,7 @@ RT_NAMES = ("rotten_tomatoes", "rotten-tomatoes", "rt")
 def _pick(split: TextSplit, idx: list[int]) -> TextSplit:
     take = (lambda xs: None if xs is None else [xs[i] for i in idx])
     return TextSplit(texts=take(split.texts), labels=take(split.labels), label_names=split.label_names,
-                     text_pairs=take(split.text_pairs), groups=take(split.groups))
+                     text_pairs=take(split.text_pairs), groups=take(split.groups), source=split.source)
 
 
 def subset(split: TextSplit, n: Optional[int], seed: int) -> TextSplit:
@@ -42,7 +42,8 @@ def load_data(opts) -> DatasetSplits:
         data = load_rotten_tomatoes(seed=opts.split_seed)
     else:
         kw = dict(text_column=opts.text_column, text_pair_column=opts.text_pair_column,
-                  label_column=opts.label_column)
+                  label_column=opts.label_column, drop_invalid=getattr(opts, "drop_invalid", False),
+                  tsv_quotes=getattr(opts, "tsv_quotes", False))
         train = load_text_file(opts.data, **kw)
         if (opts.validation_data is None) != (opts.test_data is None):
             raise ValueError("pass both --validation-data and --test-data, or neither (then the data "
@@ -60,6 +61,17 @@ def load_data(opts) -> DatasetSplits:
                          subset(data.validation, opts.max_eval_examples, opts.split_seed + 1),
                          subset(data.test, opts.max_eval_examples, opts.split_seed + 2),
                          label_names=list(data.label_names))
+
+
+def data_summary(data: DatasetSplits) -> dict:
+    """What the run trained and was scored on: rows per split, the file each came from with its rows
+    read and skipped, the label set and the label counts per split (``report.json["data"]``)."""
+    out = {"label_names": list(data.label_names), "splits": {}}
+    for name, split in data.items():
+        counts = [split.labels.count(i) for i in range(len(data.label_names))]
+        out["splits"][name] = {"rows": len(split), "label_counts": dict(zip(data.label_names, counts)),
+                               **({"file": split.source} if split.source else {})}
+    return out
 
 
 def example_inputs(split, n: int = 2) -> dict:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,13 +21,15 @@ from dataclasses import replace
 import torch
 
 from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
+from leap_fx.data.splits import data_summary
 from leap_fx.methods import build
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.options import PruneOptions
 from leap_fx.run.plots import write_plots
-from leap_fx.run.report import build_report, matrix_densities, measure, summary_table
-from leap_fx.run.rundir import prepare_out_dir, save_tokenizer
+from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
+from leap_fx.run.report import build_report, matrix_densities, measure, result_warnings, summary_table
+from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.threads import choose_threads
 from leap_fx.train.config import TrainConfig
 from leap_fx.train.distributed import Dist
@@ -73,10 +76,13 @@ def train_config(opts: PruneOptions, data) -> TrainConfig:
     return replace(cfg, log_every=max(1, total_steps(cfg, data.train) // 100))
 
 
-def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=None, work_dir=None):
+def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=None, work_dir=None,
+                  pretrained=None):
     """``(base model, tokenizer, teacher, info)``; the teacher is fine-tuned (cached) unless given (``teacher``,
     or ``opts.teacher_model``: a fine-tuned checkpoint). The data is tokenised here, once, with the model's
-    tokenizer; ``opts.student_init="pretrained"`` returns the pre-trained ``--model`` as the base model."""
+    tokenizer (at ``opts.max_length``, or at the length chosen from the data when it is None).
+    ``pretrained``: the folder's classifier, already loaded (``check_inputs``), used as the student of
+    ``student_init="pretrained"``."""
     from leap_fx.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
     from leap_fx.train import accuracy, train
     from leap_fx.train.teacher import train_teacher
@@ -86,7 +92,9 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
         tokenizer = tokenizer or load_tokenizer(model_dir)
     elif tokenizer is None:
         raise ValueError("run_prune(model=...) also needs tokenizer=... (the model's tokenizer)")
-    _check_num_labels(model, data)
+    check_num_labels(model, data)
+    if opts.max_length is None:
+        opts, _ = with_max_length(opts, data, tokenizer, getattr(model or pretrained, "config", None))
     data.tokenize(tokenizer, opts.max_length)
     info = {"config": cfg.to_dict(), "cached": False, "path": None, "injected": teacher is not None}
     if teacher is None and opts.teacher_model is not None:  # the user's fine-tuned teacher, used as is
@@ -105,16 +113,9 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
         info["metrics"] = {"val_accuracy": accuracy(teacher, data.validation),
                            "test_accuracy": accuracy(teacher, data.test)}
     if opts.student_init == "pretrained" and model is None:
-        model, _ = load_classifier(model_dir, num_labels=len(data.label_names), seed=opts.seed,
-                                   label_names=list(data.label_names))
+        model = pretrained if pretrained is not None else load_classifier(
+            model_dir, num_labels=len(data.label_names), seed=opts.seed, label_names=list(data.label_names))[0]
     return model, tokenizer, teacher.eval(), info
-
-
-def _check_num_labels(model, data) -> None:
-    n = getattr(getattr(model, "config", None), "num_labels", None)
-    if model is not None and n is not None and n != len(data.label_names):
-        raise ValueError(f"the model has num_labels={n} but the data has {len(data.label_names)} labels "
-                         f"{data.label_names}: build the classifier with num_labels={len(data.label_names)}")
 
 
 def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts) -> tuple:
@@ -150,6 +151,9 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     packed = compact_onnx(onnx_path, example) if compact else None
     save_slim(slim, os.path.join(out, "slim"), plan, stripped)
     save_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
+    stale = os.path.join(out, "model.failed.onnx")  # an earlier attempt's rejected graph: superseded now
+    if os.path.exists(stale):
+        os.remove(stale)
     return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path,
             "compact": packed}
 
@@ -162,8 +166,6 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     injects the ``DatasetSplits`` ``load_data(options)`` would return (loaded, split and tokenised once
     by a caller running several jobs).
     """
-    from passes.analyze import analyze
-    from leap_fx.train.checks import check_forward_inputs
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
     opts = options.resolved()
     opts = opts if dist.is_main else replace(opts, verbose=False)
@@ -172,26 +174,48 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     if opts.verbose:
         print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
     out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    rundir = RunDir(out, opts)
+    if dist.is_main:
+        rundir.check()  # a refused --out is refused before anything is loaded or written
     with clock.stage("data"):
         data = load_data(opts) if data is None else data
-    if opts.model is not None and not os.path.isfile(os.path.join(opts.model, "config.json")):
-        raise ValueError(f"--model {opts.model!r} is not a Hugging Face model directory (no config.json)")
-    done = dist.on_main(prepare_out_dir, out, opts)
-    if done is not None:  # --resume of a finished run: its report, nothing re-run
+    with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
+        inputs = check_inputs(opts, data, model, tokenizer, teacher)
+    announce(inputs, opts.verbose and dist.is_main)
+    try:
+        done = dist.on_main(rundir.open)
+        if done is not None:  # --resume of a finished run: its report, nothing re-run
+            if dist.is_main:
+                if not opts.keep_checkpoints:
+                    remove_checkpoints(out)  # a run killed between report.json and the cleanup
+                print(f"run in {out} is already complete:\n{summary_table(done)}", flush=True)
+            return done
+        report = _run(inputs, options, data, teacher, clock, dist, out)
         if dist.is_main:
-            if not opts.keep_checkpoints:
-                remove_checkpoints(out)  # a run killed between report.json and the cleanup
-            print(f"run in {out} is already complete:\n{summary_table(done)}", flush=True)
-        return done
+            rundir.finish()
+        return report
+    except Exception as err:
+        note = rundir.fail() if dist.is_main else ""
+        if note:
+            err.add_note(note.strip())
+        raise
+    finally:
+        rundir.close()
+
+
+def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
+    """The stages after the checks, writing into the prepared ``out``."""
+    from passes.analyze import analyze
+    opts = inputs.opts
     with clock.stage("dense teacher"):
-        model, tokenizer, teacher, teacher_info = dense_teacher(opts, data, model, tokenizer, teacher,
-                                                                work_dir=os.path.join(out, "teacher"))
+        model, tokenizer, teacher, teacher_info = dense_teacher(
+            opts, data, inputs.model if inputs.model_dir is None else None, inputs.tokenizer, teacher,
+            work_dir=os.path.join(out, "teacher"), pretrained=inputs.model)
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
     example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
     train_cfg = train_config(opts, data)
     method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
     with clock.stage("analyze"):
-        check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
         plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
@@ -204,6 +228,9 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)
+    report["data"].update(data_summary(data), max_length=inputs.length)
+    report["model"]["notes"] = inputs.notes
+    report["warnings"] = result_warnings(report, data)
     return finish(report, history, out, opts, method, clock)
 
 
@@ -220,4 +247,6 @@ def finish(report: dict, history: list, out: str, opts, method, clock: Clock) ->
     if not opts.keep_checkpoints:
         remove_checkpoints(out)
     print(summary_table(report), flush=True)  # always: --quiet drops progress, not the result
+    for warning in report["warnings"]:
+        print(f"leap-fx: WARNING: {warning}", file=sys.stderr, flush=True)
     return report

@@ -24,11 +24,12 @@ from leap_fx.methods import config_class, methods
 from leap_fx.methods.registry import own_fields
 from passes.io import JsonDataclass
 
-# mode defaults: epochs / teacher_epochs / batch / max_length / train+eval subsample per split
+# mode defaults: epochs / teacher_epochs / batch / train+eval subsample per split. max_length is not a
+# mode default: left None it is chosen from the data (leap_fx/data/lengths.py), in both modes.
 MODES = {
-    "quick": dict(epochs=2.0, teacher_epochs=1.0, batch_size=16, max_length=48,
+    "quick": dict(epochs=2.0, teacher_epochs=1.0, batch_size=16,
                   max_train_examples=1600, max_eval_examples=400),
-    "full": dict(epochs=2.0, teacher_epochs=2.0, batch_size=32, max_length=64,
+    "full": dict(epochs=2.0, teacher_epochs=2.0, batch_size=32,
                  max_train_examples=None, max_eval_examples=None),
 }
 DEFAULT_GRANULARITY = "hybrid"
@@ -56,6 +57,8 @@ class PruneOptions(JsonDataclass):
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
+    drop_invalid: bool = False         # skip (and count) rows without text or label instead of refusing the file
+    tsv_quotes: bool = False           # read quotes in .tsv files as CSV quoting (default: literal characters)
     method: str = "leap"               # any registered pruning method (leap_fx.methods)
     granularity: Optional[str] = None  # structured | hybrid | block | unstructured; None = method's job default
     block_size: int = 32
@@ -64,7 +67,7 @@ class PruneOptions(JsonDataclass):
     epochs: Optional[float] = None
     teacher_epochs: Optional[float] = None
     batch_size: Optional[int] = None
-    max_length: Optional[int] = None
+    max_length: Optional[int] = None   # None: the 95th percentile of tokenised training lengths (capped)
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
     alpha: float = 0.9                 # Eq. 8
@@ -96,6 +99,10 @@ class PruneOptions(JsonDataclass):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"{name}={v} must be > 0 (or left unset for the mode default)")
+        if self.threads < 0:
+            raise ValueError(f"threads={self.threads} must be >= 0 (0 = torch's default)")
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length} must be >= 2 (or left unset: chosen from the data)")
         self.method_config()  # validated once, here: bad method options fail before anything runs
 
     @classmethod

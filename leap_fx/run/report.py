@@ -12,6 +12,7 @@ method); ``options`` holds the options as given, ``resolved_options`` with the m
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -65,6 +66,49 @@ def majority_rate(labels) -> float:
     if not labels:
         return float("nan")
     return max(labels.count(v) for v in set(labels)) / len(labels)
+
+
+def clear_margin(majority: float, n: int) -> float:
+    """How far above the majority rate an accuracy must be to count as learned: two standard errors of
+    an accuracy at that rate on ``n`` rows (``2 sqrt(m(1-m)/n)``), and at least 2 points."""
+    return max(0.02, 2.0 * math.sqrt(max(majority * (1 - majority), 0.0) / max(1, n)))
+
+
+def _what_to_try(report: dict, pruned: bool) -> str:
+    opts = report.get("resolved_options") or {}
+    length = report.get("data", {}).get("max_length") or {}
+    tries = ["a higher --target-density or more --epochs"] if pruned else [
+        f"more teacher epochs (--teacher-epochs, now {opts.get('teacher_epochs')})"]
+    if length.get("truncated_fraction", 0) > 0.05:
+        tries.append(f"longer sequences (--max-length, now {length.get('max_length')}, cuts "
+                     f"{100 * length['truncated_fraction']:.0f}% of the examples)")
+    if opts.get("quick"):
+        tries.append("full mode (drop --quick: all the data, more steps)")
+    tries.append("checking that the labels follow from the text (and the pair column, if any)")
+    return "; ".join(tries)
+
+
+def result_warnings(report: dict, data) -> list[str]:
+    """Loud warnings for a useless result: the dense teacher or the pruned model not clearly above the
+    majority-class rate on validation (``clear_margin``), with what to try; most rows skipped."""
+    labels = list(data.validation.labels)
+    m, n = majority_rate(labels), len(labels)
+    margin = clear_margin(m, n)
+    top = data.label_names[max(set(labels), key=labels.count)] if labels else "?"
+    acc = report.get("accuracy", {})
+    out = []
+    for who, value, pruned in (("dense teacher", acc.get("dense", {}).get("validation"), False),
+                               ("pruned model", acc.get("pruned", {}).get("validation"), True)):
+        if value is not None and not value >= m + margin:
+            out.append(f"the {who} scores {value:.3f} on validation, not clearly above the majority-class rate "
+                       f"{m:.3f} (always answering {top!r}; needed > {m + margin:.3f} on {n} rows): this result is "
+                       f"no better than guessing. Try: {_what_to_try(report, pruned)}")
+    for name, split in report.get("data", {}).get("splits", {}).items():
+        src = split.get("file") or {}
+        if src.get("rows_skipped", 0) > 0.1 * max(1, src.get("rows_read", 0)):
+            out.append(f"{src['rows_skipped']} of {src['rows_read']} rows of {src['path']} were skipped "
+                       f"(--drop-invalid), e.g. line {src['skipped'][0]['line']}: {src['skipped'][0]['reason']}")
+    return list(dict.fromkeys(out))  # a file behind several splits is named once
 
 
 # -- measuring and assembling ------------------------------------------------------------------------
@@ -188,8 +232,30 @@ def summary_table(report: dict) -> str:
                       f"  (torch threads: {report.get('timing', {}).get('threads', '-')})"),
         ("disk", _disk(report.get("disk"))),
     ]
+    rows[3:3] = _data_rows(report.get("data", {}))
+    rows += [("WARNING", w) for w in report.get("warnings", [])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _data_rows(data: dict) -> list[tuple[str, str]]:
+    """Summary rows: rows per split, rows read / skipped per file, the label set, the max length."""
+    from leap_fx.data.lengths import describe
+    splits = data.get("splits")
+    if not splits:
+        return []
+    files = {}
+    for s in splits.values():
+        if s.get("file"):
+            files[s["file"]["path"]] = s["file"]
+    read = "; ".join(f"{os.path.basename(p)}: read {f['rows_read']}, skipped {f['rows_skipped']}"
+                     for p, f in files.items())
+    rows = [("rows train / val / test", " / ".join(str(s["rows"]) for s in splits.values())
+             + (f"  ({read})" if read else "")),
+            ("labels", ", ".join(map(str, data.get("label_names", []))))]
+    if data.get("max_length"):
+        rows.append(("max length", describe(data["max_length"])))
+    return rows
 
 
 def format_table(rows, columns, markdown: bool = False) -> str:
