@@ -215,8 +215,9 @@ def test_known_harmless_export_warnings_are_not_shown(single):
     assert any("known-harmless" in n for n in rep["onnx"]["notes"]), rep["onnx"]["notes"]
 
 
-def test_checkpoints_removed_once_complete(single):
+def test_checkpoints_removed_once_complete(single, tmp_path):
     out, rep, log, _, _ = single
+    _, tok = write_tiny_corpus(str(tmp_path))  # the same word vocabulary
     for sub in ("train", "teacher"):
         left = os.listdir(out / sub)
         assert not [f for f in left if "checkpoint" in f], left
@@ -227,7 +228,7 @@ def test_checkpoints_removed_once_complete(single):
     assert "training checkpoints" in log and "removed" in log
     opts = rep["resolved_options"]
     again = run_prune(tiny_options(opts["data"], out, resume=True, validation_data=opts["validation_data"],
-                                   test_data=opts["test_data"]), model=tiny_bert())
+                                   test_data=opts["test_data"]), model=tiny_bert(), tokenizer=tok)
     assert again["status"] == "complete"  # a complete run needs no checkpoint to be resumed
 
 

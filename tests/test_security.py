@@ -86,7 +86,6 @@ def test_checkpoint_with_a_pickled_callable_is_refused_before_it_runs(tmp_path):
 def test_run_resume_refuses_a_hostile_teacher_checkpoint(tmp_path):
     """``run_prune --resume`` on a run folder whose teacher fine-tune checkpoint was replaced."""
     from leap_fx.run import run_prune
-    from leap_fx.run.rundir import prepare_out_dir
     from tests.test_pipeline import tiny_options, write_tiny_corpus
     csv_path, tok = write_tiny_corpus(str(tmp_path))
     model_dir = tmp_path / "tiny-bert"
@@ -189,7 +188,6 @@ def test_resume_refuses_other_training_data_or_teacher(tmp_path):
 @pytest.fixture
 def started_run(tmp_path):
     """A run folder whose options.json was written (the run had started), its CSV and model folder."""
-    from leap_fx.run.rundir import prepare_out_dir
     from tests.test_pipeline import tiny_options, write_tiny_corpus
     csv_path, tok = write_tiny_corpus(str(tmp_path))
     model_dir = tmp_path / "tiny-bert"
@@ -214,7 +212,6 @@ def test_options_json_records_content_hashes(started_run):
 
 
 def test_resume_refuses_a_changed_data_file_naming_it(started_run):
-    from leap_fx.run.rundir import prepare_out_dir
     opts, csv_path, _ = started_run
     resume = replace(opts, resume=True)
     assert prepare_out_dir(opts.out, resume) is None  # unchanged: resumes
@@ -231,7 +228,6 @@ def test_resume_refuses_a_changed_data_file_naming_it(started_run):
 
 
 def test_resume_refuses_changed_model_weights_naming_the_file(started_run):
-    from leap_fx.run.rundir import prepare_out_dir
     opts, _, model_dir = started_run
     tiny_bert(seed=9).save_pretrained(model_dir)
     with pytest.raises(ValueError, match=rf"{re.escape(str(model_dir / 'model.safetensors'))} changed"):
@@ -372,3 +368,13 @@ def test_slim_manifest_values_are_data_only(field, value, match, tmp_path):
     path.write_text(json.dumps(man))
     with pytest.raises(ValueError, match=match):
         load_slim(tmp_path / "s")
+
+
+def prepare_out_dir(out, opts):
+    """Prepare ``out`` as a run's start would (lock, check, manifest, options.json), then release it."""
+    from leap_fx.run.rundir import RunDir
+    rundir = RunDir(str(out), opts)
+    try:
+        return rundir.open()
+    finally:
+        rundir.close()

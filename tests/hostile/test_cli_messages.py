@@ -102,8 +102,8 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(monkeypatch,
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["prune", "--threads", "-1"], "threads=-1 must be >= 0 (0 = torch's default)"),
-    (["prune", "--max-length", "1"], "max_length=1 must be >= 2 (or left unset: chosen from the data)"),
+    (["prune", "--threads", "-1"], "--threads -1 must be >= 0 (0 = torch's default)"),
+    (["prune", "--max-length", "1"], "--max-length 1 must be >= 2 (or left unset: chosen from the data)"),
     (["prune", "--data", "."], "data path '.' is a directory; pass a .csv, .tsv or .jsonl file"),
 ])
 def test_bad_numbers_and_paths_are_one_line(argv, needle, capsys, tmp_path, monkeypatch):
@@ -177,6 +177,6 @@ def test_eval_of_a_truncated_onnx_is_one_line(slim_run, capsys, tmp_path):
     _, out, csv_path, _ = slim_run
     cut = tmp_path / "cut.onnx"
     cut.write_bytes((out / "model.onnx").read_bytes()[:1000])
-    err = one_line(capsys, 1, ["eval", str(cut), "--data", csv_path, "--text-column", "review", "--label-column",
+    err = one_line(capsys, 2, ["eval", str(cut), "--data", csv_path, "--text-column", "review", "--label-column",
                                "sentiment", "--tokenizer", str(out / "tokenizer")])
-    assert err.startswith("leap-fx eval: failed:")
+    assert err.startswith("leap-fx eval: error:") and "cut.onnx: not a readable ONNX file" in err

@@ -35,11 +35,12 @@ def fake_run(out, complete=True, checkpoint=False, **kw):
 
 
 def snapshot(folder):
+    """Every file's bytes; the lock file only by presence (it holds the holder's pid and start time)."""
     out = {}
     for root, dirs, files in os.walk(folder):
         for f in files:
             p = os.path.join(root, f)
-            out[os.path.relpath(p, folder)] = open(p, "rb").read()
+            out[os.path.relpath(p, folder)] = b"" if f == LOCK else open(p, "rb").read()
     return out
 
 

@@ -103,7 +103,8 @@ def test_files_of_one_run_share_one_mode(base_run):
 def test_no_stray_files_after_a_run(base_run):
     out = base_run[0]
     assert sorted(os.listdir(out)) == sorted([".leap-fx.lock", MANIFEST, "curves.png", "density.png", "model.onnx",
-                                              "options.json", "report.json", "slim", "teacher", "tokenizer", "train"])
+                                              "options.json", "report.json", "slim", "structure.png", "teacher",
+                                              "tokenizer", "train"])
 
 
 def test_max_length_is_chosen_from_the_data_when_unset(setup, tmp_path):
