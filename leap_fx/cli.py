@@ -178,45 +178,8 @@ def _add_export(sub) -> None:
 
 
 def _export(args) -> int:
-    """Export to a new file beside ``--out``; it replaces ``--out`` only once its parity is verified."""
-    import math
-
-    from leap_fx.run.onnx_export import export_classifier, write_run_metadata
-    from passes.export import load_slim
-    from passes.export.slim_io import MANIFEST
-    from passes.io import read_json
-    if not os.path.isfile(os.path.join(args.model, MANIFEST)):
-        raise UsageError(f"{args.model!r} is not a slim model directory (no {MANIFEST}); pass a run's "
-                         f"OUT/slim directory")
-    from leap_fx.run.score import tokenizer_for
-    if not (math.isfinite(args.atol) and args.atol > 0):
-        raise UsageError(f"--atol {args.atol} must be a positive number (default: 1e-4)")
-    out = os.path.abspath(args.out)
-    if os.path.isdir(out):
-        raise UsageError(f"--out {args.out} is a directory; give the ONNX file to write (e.g. {args.out}/model.onnx)")
-    if not out.endswith(".onnx"):
-        raise UsageError(f"--out {args.out} must end in .onnx")
-    model = load_slim(args.model)
-    tok = tokenizer_for(args.model, args.tokenizer)
-    example = dict(tok([args.text, args.text + " again"], padding=True, return_tensors="pt"))
-    staging = os.path.join(os.path.dirname(out), f".{os.path.basename(out)[:-5]}.new.onnx")
-    try:
-        rep = export_classifier(model, example, staging, atol=args.atol)  # verified before it is at `staging`
-    except Exception as err:
-        failed, rejected = staging[:-5] + ".failed.onnx", out[:-5] + ".failed.onnx"
-        if os.path.exists(failed):
-            os.replace(failed, rejected)
-        kept = f"{args.out} was left as it was" if os.path.exists(out) else f"{args.out} was not written"
-        err.add_note(f"({kept}" + (f"; the rejected graph is {rejected})" if os.path.exists(rejected) else ")"))
-        raise
-    run = os.path.join(os.path.dirname(os.path.abspath(args.model.rstrip("/"))), "report.json")
-    if os.path.isfile(run):  # the run's label names, max length, tokenizer... travel with the file
-        report = read_json(run, "run report")
-        report["onnx"] = {**report.get("onnx", {}), "parity_max_abs_diff": max(rep.max_abs_diff.values())}
-        write_run_metadata(staging, report, args.tokenizer or os.path.join(os.path.dirname(run), "tokenizer"))
-    os.replace(staging, out)
-    print(f"wrote {out} ({os.path.getsize(out)} bytes), onnxruntime parity max |diff| "
-          f"{max(rep.max_abs_diff.values()):.2e} over shapes {sorted(rep.max_abs_diff)}")
+    from leap_fx.run.onnx_export import export_command
+    print(export_command(args.model, args.out, args.tokenizer, args.text, args.atol))
     return 0
 
 
