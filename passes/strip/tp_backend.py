@@ -35,12 +35,14 @@ def tp_eligible(model: nn.Module, fam) -> Optional[str]:
     """None if torch-pruning can remove this family; else the reason it cannot."""
     if getattr(fam, "num_kv_heads", None) != getattr(fam, "num_heads", None):
         return "GQA: torch-pruning's q_proj group does not terminate (tests/test_strip.py limitation test)"
+    if getattr(fam, "coupled", ()):
+        return "per-head tensors outside q/k/v/out: the Plan slices them"
     for sl in fam.slices:
         mod = model.get_submodule(sl.fqn)
         if type(mod) is not nn.Linear or sl.param != "weight":
             return f"{sl.weight_name} is not a plain nn.Linear weight"
-        if sl.start != 0 or sl.size != mod.weight.shape[sl.axis]:
-            return f"{sl.weight_name} is fused (slice {sl.start}:{sl.start + sl.size})"
+        if sl.index is not None or sl.start != 0 or sl.size != mod.weight.shape[sl.axis]:
+            return f"{sl.weight_name} is fused (slice {sl.describe()})"
         if sl.axis != (1 if sl.role in ("out", "down") else 0):
             return f"{sl.weight_name}: unexpected axis {sl.axis} for role {sl.role}"
     return None

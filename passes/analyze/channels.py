@@ -1,0 +1,121 @@
+"""Follow projection channels through a DAG of layout and elementwise ops, and record node values.
+
+``channels(g, node, unit)`` answers "which output channel of which projection does each element of
+``node`` hold?" by replaying the ops between them on a tensor of channel indices. Unlike
+``trace.index_through`` (one path), it follows every operand: ``cat`` / ``stack`` of pieces of one
+projection (partial rotary: ``cat(rotate(q[..., :r]), q[..., r:])``), and elementwise ops with
+several operands from the projection (rotary: ``q * cos + rotate_half(q) * sin``), which must agree
+on the ``unit``-wide block (the head) of every element. Index arguments of gathers (``index``,
+``index_select``) are read from the recorded values of one run of the traced program
+(``NodeValues``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch.fx import Node
+
+from passes.analyze.trace import LAYOUT_OPS, Graph, Projection, is_pointwise, op_name, shape_of
+
+NORM_OPS = frozenset({"layer_norm", "native_layer_norm", "rms_norm", "_fused_rms_norm"})
+GATHER_OPS = frozenset({"index", "index_select", "gather", "take_along_dim", "roll", "flip", "cat", "stack",
+                        "concat", "hstack", "vstack"})
+
+
+class NodeValues:
+    """Every node's value in one run of the exported program on the example inputs (computed lazily)."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, example_inputs):
+        self.ep, self.example, self._vals = ep, example_inputs, None
+
+    def __getitem__(self, node: Node) -> Any:
+        if self._vals is None:
+            self._vals = self._run()
+        return self._vals[node]
+
+    def _run(self) -> dict:
+        from passes.analyze.inputs import split_inputs
+        args, kwargs = split_inputs(self.example)
+        flat = self.ep._graph_module_flat_inputs(args, kwargs)
+        vals: dict = {}
+
+        class _Recorder(torch.fx.Interpreter):
+            def run_node(self, n):
+                vals[n] = super().run_node(n)
+                return vals[n]
+        with torch.no_grad():
+            _Recorder(self.ep.graph_module).run(*flat)
+        return vals
+
+
+def _replay(node: Node, subs: dict, values: Optional[NodeValues]) -> Optional[torch.Tensor]:
+    """Re-run a layout/gather ``node`` with channel tensors for the operands in ``subs``."""
+    def arg(a):
+        if isinstance(a, Node):
+            if a in subs:
+                return subs[a]
+            return values[a] if values is not None else _missing()
+        if isinstance(a, (list, tuple)):
+            return type(a)(arg(x) for x in a)
+        return a
+    name = op_name(node)
+    fn = torch.ops.aten.reshape.default if name in ("view", "_unsafe_view") else node.target
+    try:
+        return fn(*arg(node.args), **{k: arg(v) for k, v in node.kwargs.items()})
+    except (RuntimeError, TypeError, IndexError, KeyError, _Missing):
+        return None
+
+
+class _Missing(Exception):
+    pass
+
+
+def _missing():
+    raise _Missing
+
+
+def _operands(node: Node) -> list[Node]:
+    """Tensor operands that may carry channels: ``args[0]`` (a list for cat/stack)."""
+    first = node.args[0] if node.args else None
+    if isinstance(first, (list, tuple)):
+        return [a for a in first if isinstance(a, Node)]
+    return [first] if isinstance(first, Node) else []
+
+
+def channels(g: Graph, node: Any, unit: int, values: Optional[NodeValues] = None, depth: int = 80,
+             memo: Optional[dict] = None) -> Optional[tuple[Projection, torch.Tensor]]:
+    """``(projection, channel index per element of node)``, or None when it cannot be followed."""
+    memo = {} if memo is None else memo
+    if not isinstance(node, Node) or depth <= 0:
+        return None
+    if node in memo:
+        return memo[node]
+    memo[node] = None  # cycles cannot happen in a DAG; this also stops re-entry while computing
+    proj = g.projection(node)
+    if proj is not None:
+        shp = shape_of(node)
+        memo[node] = (proj, torch.arange(shp[-1]).expand(shp).contiguous())
+        return memo[node]
+    name = op_name(node)
+    found = None
+    if name in LAYOUT_OPS or name in GATHER_OPS:
+        ops = _operands(node)
+        subs = [channels(g, a, unit, values, depth - 1, memo) for a in ops]
+        if ops and all(s is not None for s in subs) and len({id(s[0].node) for s in subs}) == 1:
+            idx = _replay(node, {a: s[1] for a, s in zip(ops, subs)}, values)
+            multi = isinstance(idx, (list, tuple)) and shape_of(node) is None  # split / chunk / unbind
+            ok = multi or isinstance(idx, torch.Tensor) and tuple(idx.shape) == shape_of(node)
+            found = (subs[0][0], idx) if ok else None
+    elif name in NORM_OPS and (shape_of(node.args[0]) or (0,))[-1] == unit and \
+            isinstance(node.args[1], (list, tuple)) and list(node.args[1]) == [unit]:  # normalises within one head: channels stay in it
+        sub = channels(g, node.args[0], unit, values, depth - 1, memo)
+        found = sub if sub is None or shape_of(node) is not None else (sub[0], (sub[1], None, None))
+    elif is_pointwise(node):
+        cands = [a for a in node.args if isinstance(a, Node) and shape_of(a) == shape_of(node)]
+        subs = [s for s in (channels(g, a, unit, values, depth - 1, memo) for a in cands) if s is not None]
+        if subs and all(s[0].node is subs[0][0].node and torch.equal(s[1] // unit, subs[0][1] // unit)
+                        for s in subs[1:]):
+            found = subs[0]
+    memo[node] = found
+    return found

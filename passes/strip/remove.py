@@ -1,0 +1,123 @@
+"""The strip pass itself (unchecked): decide -> tie -> fold -> remove -> attributes -> shrunk Plan.
+
+``strip.strip`` wraps this with the self-check and the restore-on-failure. Tied families (one shared
+per-head tensor, e.g. T5's relative-position bias table read by every layer) remove the same heads:
+those removable in all of them; the shared tensor is sliced once.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan
+from passes.strip.cut import Cut, StripError
+from passes.strip.fold import apply_folds, zero_placeholder
+from passes.strip.heads import Heads
+from passes.strip.mha import keep_heads, replace_mha
+from passes.strip.neurons import Neurons
+from passes.strip.report import StripReport, shrunk_slice
+from passes.strip.surgery import members, removals, slice_params, update_attributes
+from passes.strip.tp_backend import dependency_graph, tp_eligible, tp_remove
+
+HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons}  # family kind -> its strip rules
+
+
+def describe(plan: Plan, key: str) -> str:
+    """``family 'k' (kind, layer, model: role=tensor, ...)`` for error messages."""
+    fam = plan.families[key]
+    tensors = ", ".join(f"{s.role}={s.weight_name}" for s in members(fam))
+    return f"family {key!r} ({fam.kind}, layer {fam.layer}, model {plan.model_class or '?'}: {tensors})"
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tie_cuts(plan: Plan, cuts: dict[str, Cut]) -> None:
+    """Tied families remove the same heads: those removable in all of them."""
+    groups: dict[str, list[str]] = {}
+    for key, fam in plan.families.items():
+        if getattr(fam, "tie", ""):
+            groups.setdefault(fam.tie, []).append(key)
+    for keys in groups.values():
+        common = set.intersection(*(set(cuts[k].remove) for k in keys))
+        for k in keys:
+            cut, fam = cuts[k], plan.families[k]
+            group = fam.num_heads // fam.num_kv_heads
+            cut.remove = sorted(common)
+            cut.kv_remove = [j for j in cut.kv_remove if all(h in common for h in range(j * group, (j + 1) * group))]
+            cut.folds = [(h, c) for h, c in cut.folds if h in common]
+            cut.note = (cut.note + "; " if cut.note else "") + f"tied ({fam.tie}) with {len(keys) - 1} other families"
+
+
+def merged_removals(plan: Plan, rems: dict[str, dict]) -> dict[str, tuple[int, list[int]]]:
+    """One removal per tensor: a tensor shared by tied families (their coupled table) is sliced once."""
+    out: dict[str, tuple[int, list[int]]] = {}
+    for key, rem in rems.items():
+        for name, (axis, idx) in rem.items():
+            if name in out and out[name] != (axis, idx):
+                raise StripError(f"strip: {name} is shared by families that remove different indices "
+                                 f"({describe(plan, key)}); the Plan's ties are inconsistent: re-run analyze")
+            out[name] = (axis, idx)
+    return out
+
+
+def _remove_with_tp(model, plan: Plan, key: str, fam, rem: dict, dg) -> str:
+    """Remove through torch-pruning where eligible; a group that differs from the Plan is refused."""
+    why = tp_eligible(model, fam)
+    if why is not None:
+        return f"slice ({why})"
+    refused = tp_remove(dg, model, fam, rem)
+    if refused is not None:  # torch-pruning couples a tensor the Plan does not know: no guessing
+        raise StripError(f"strip: torch-pruning's dependency group for {describe(plan, key)} differs from the "
+                         f"Plan: {refused}. The Plan misses a coupled tensor; the model was left unchanged. Re-run "
+                         f"analyze, or strip with backend='slice' only if you know the extra tensors do not "
+                         f"depend on these heads / neurons")
+    return "torch_pruning"
+
+
+def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol: float) -> StripReport:
+    before = _count(model)
+    fams = [(key, fam, HANDLERS[fam.kind]) for key, fam in plan.families.items()]
+    cuts: dict[str, Cut] = {key: h.decide(model, fam, atol) for key, fam, h in fams}  # untouched weights
+    tie_cuts(plan, cuts)
+    report = StripReport(backend=backend)
+    for key, fam, h in fams:  # fold constants, zero placeholders, swap MHA for a slim module
+        apply_folds(model, cuts[key], h.fold_into(fam))
+        zero_placeholder(model, fam, cuts[key], h)
+        if fam.kind == ATTENTION and cuts[key].remove:
+            replaced = replace_mha(model, fam)
+            if replaced:
+                report.replaced[replaced] = "SlimMultiheadAttention"
+    rems = {key: removals(model, fam, cuts[key], h) for key, fam, h in fams}
+    use_tp = backend != "slice" and example_inputs is not None
+    dg = dependency_graph(model, example_inputs) if use_tp and any(
+        rems[k] and tp_eligible(model, f) is None for k, f, _ in fams) else None
+    sliced: dict[str, dict] = {}
+    for key, fam, h in fams:  # remove
+        cut = cuts[key]
+        how = "nothing" if not rems[key] else (_remove_with_tp(model, plan, key, fam, rems[key], dg)
+                                               if use_tp else "slice")
+        if how != "torch_pruning":
+            sliced[key] = rems[key]
+        report.families[key] = {"kind": fam.kind, "layer": fam.layer, "before": cut.granules, "kept": cut.kept,
+                                "folded": sorted(g for g, _ in cut.folds), "placeholder": cut.placeholder,
+                                "removed_by": how, "note": cut.note, "kv_kept": None, **h.record(fam, cut)}
+    slice_params(model, merged_removals(plan, sliced))
+    for key, fam, h in fams:  # attributes the forwards read
+        if fam.kind == ATTENTION and cuts[key].remove:
+            keep_heads(model, fam, cuts[key].kept)
+        old, new = h.quantities(fam, cuts[key])
+        for fqn, attrs in update_attributes(model, fam, old, new, h).items():
+            report.attributes.setdefault(fqn, {}).update(attrs)
+    report.plan = Plan(families={key: h.shrunk(fam, cuts[key], _shrunk_slices(fam, rems[key]))
+                                 for key, fam, h in fams}, model_class=plan.model_class)
+    report.params_before, report.params_after = before, _count(model)
+    return report
+
+
+def _shrunk_slices(fam, rem: dict) -> dict:
+    out = {s.role: shrunk_slice(s, rem) for s in fam.slices}
+    out.update({f"coupled:{c.weight_name}": shrunk_slice(c, rem) for c in getattr(fam, "coupled", ())})
+    return out
