@@ -16,11 +16,12 @@ from passes.export.inputs import InputSpec, make_inputs
 
 
 class ParityError(RuntimeError):
-    """onnxruntime and PyTorch disagree by more than ``atol``."""
+    """onnxruntime and PyTorch disagree by more than ``atol`` (``side``: "parity"), or one of them
+    failed at a parity shape (``side``: "pytorch" or "onnxruntime")."""
 
-    def __init__(self, message: str, max_abs_diff: float, failed_path: Optional[str] = None):
+    def __init__(self, message: str, max_abs_diff: float, failed_path: Optional[str] = None, side: str = "parity"):
         super().__init__(message)
-        self.max_abs_diff, self.failed_path = max_abs_diff, failed_path
+        self.max_abs_diff, self.failed_path, self.side = max_abs_diff, failed_path, side
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -55,16 +56,31 @@ def ort_outputs(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def parity(model: nn.Module, spec: InputSpec, session, shapes) -> dict[str, float]:
+    """Max |ORT - PyTorch| per parity shape; ParityError says which side failed where."""
     diffs = {}
     for batch, seq in shapes:
         args = make_inputs(spec, batch, seq)
-        with torch.no_grad():
-            ref = first_tensor(spec.call(model, args)).float().numpy()
-        feeds = {n: t.numpy() for n, t in zip(spec.names, args)}
-        got = ort_outputs(session, feeds)
+        key = spec.key(batch, seq)
+        shown = {n: tuple(t.shape) for n, t in zip(spec.names, args)}
+        try:
+            with torch.no_grad():
+                ref = first_tensor(spec.call(model, args)).float().numpy()
+        except Exception as exc:  # the model itself rejects this shape: the axes are wrong, not the ONNX
+            raise ParityError(f"PyTorch failed on inputs {shown} ({type(exc).__name__}: {_first_line(exc)}): the "
+                              f"model does not accept this shape, so its axes are not all dynamic; pass "
+                              f"dynamic_axes= (or shapes=) for what the model allows", float("inf"),
+                              side="pytorch") from exc
+        try:
+            got = ort_outputs(session, {n: t.numpy() for n, t in zip(spec.names, args)})
+        except Exception as exc:
+            raise ParityError(f"onnxruntime failed on inputs {shown} ({type(exc).__name__}: {_first_line(exc)})",
+                              float("inf"), side="onnxruntime") from exc
         if got.shape != ref.shape:
-            raise ParityError(f"shape {got.shape} != PyTorch {ref.shape} at batch={batch} seq={seq}",
+            raise ParityError(f"onnxruntime output shape {got.shape} != PyTorch {ref.shape} on inputs {shown}",
                               float("inf"), None)
-        key = f"{batch}x{seq if seq is not None else spec.seq}" if spec.seq is not None else f"{batch}x-"
         diffs[key] = float(np.abs(got - ref).max()) if ref.size else 0.0
     return diffs
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:400]
