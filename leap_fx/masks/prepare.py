@@ -79,7 +79,7 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
     targets = prunable(model, spec, plan)
     masks: dict[str, GranuleMask] = {}
     shared: dict[str, MaskOwner] = {}  # tie -> owner: families reading one per-head tensor share heads
-    for fam in (plan.families.values() if plan is not None else ()):  # tied: one owner per family
+    for key, fam in (plan.families.items() if plan is not None else ()):  # tied: one owner per family
         if parse_granule(g[fam.kind])[0] not in TIED:
             continue
         members = [s for s in fam.slices if s.weight_name in targets]
@@ -93,7 +93,7 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
         tie = getattr(fam, "tie", "")
         own = shared.get(tie) if tie else None
         if own is None:
-            own = make((fam.granules,), fam.fqn, dev)  # a tie's owner is keyed by its first family
+            own = make((fam.granules,), key, dev)  # keyed by the Plan key (a tie: by its first family)
             if tie:
                 shared[tie] = own
         unit = getattr(fam, "head_dim", 1)

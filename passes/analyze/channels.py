@@ -41,9 +41,10 @@ class NodeValues:
         vals: dict = {}
 
         class _Recorder(torch.fx.Interpreter):
-            def run_node(self, n):
-                vals[n] = super().run_node(n)
-                return vals[n]
+            def run_node(self, n):  # a copy: later in-place ops of the program must not change it
+                out = super().run_node(n)
+                vals[n] = out.clone() if isinstance(out, torch.Tensor) else out
+                return out
         with torch.no_grad():
             _Recorder(self.ep.graph_module).run(*flat)
         return vals

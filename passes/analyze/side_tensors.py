@@ -49,21 +49,24 @@ def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tup
     return out
 
 
-def _leaves(g: Graph, term: Node) -> tuple[list[Node], list[Node]]:
-    """(floating parameter / buffer / constant placeholders behind ``term``, the nodes in between)."""
-    seen, stack, leaves = set(), [term], []
-    while stack and len(seen) < MAX_NODES:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+def _leaves(g: Graph, term: Node, stop: set) -> tuple[list[Node], list[Node]]:
+    """(floating parameter / buffer placeholders behind ``term``, the nodes in between), breadth first,
+    not looking behind the family's own projections (``stop``: their outputs are given)."""
+    seen, queue, leaves = {term}, [term], []
+    while queue and len(seen) < MAX_NODES:
+        n = queue.pop(0)
         if n.op == "placeholder":
             val = n.meta.get("val")
             if n.name not in g.user_inputs and isinstance(val, torch.Tensor) and val.is_floating_point():
                 leaves.append(n)
             continue
-        stack.extend(n.all_input_nodes)
-    inner = sorted((n for n in seen if n.op == "call_function"), key=g.order.get)
+        if n in stop:
+            continue
+        for a in n.all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                queue.append(a)
+    inner = sorted((n for n in seen if n.op == "call_function" and n not in stop), key=g.order.get)
     return leaves, inner
 
 
@@ -74,7 +77,12 @@ def _leaf_name(g: Graph, leaf: Node) -> Optional[str]:
 
 def _rerun(term: Node, leaves: list[Node], inner: list[Node], values: NodeValues) -> tuple[dict, torch.Tensor]:
     env = {leaf: values[leaf].detach().clone().requires_grad_(True) for leaf in leaves}
-    look = lambda a: env[a] if a in env else values[a]  # noqa: E731
+
+    def look(a):  # recorded values are copied: an in-place op must not change them
+        if a not in env:
+            v = values[a]
+            env[a] = v.clone() if isinstance(v, torch.Tensor) else v
+        return env[a]
     with torch.enable_grad():
         for n in inner:
             env[n] = n.target(*torch.fx.node.map_arg(n.args, look), **torch.fx.node.map_arg(n.kwargs, look))
@@ -98,21 +106,23 @@ def _split(grads: list[torch.Tensor]) -> Optional[tuple[int, list[list[int]]]]:
 def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily,
                  values: NodeValues) -> tuple[list[Slice], str]:
     """Coupled per-head tensors of ``fam`` and, if some per-head term cannot be sliced, why (frozen)."""
-    own = {s.weight_name for s in fam.slices} | {f"{s.fqn}.{s.bias}" for s in fam.slices if s.bias}
+    own = {s.weight_name for s in fam.slices}
+    stop = {p.node for p in g.projections() if p.weight in own}
     coupled: dict[str, Slice] = {}
     for term, ids in _terms(g, site, fam, values):
         val = values[term]
         if not isinstance(val, torch.Tensor) or not val.is_floating_point():
             continue
-        leaves, inner = _leaves(g, term)
+        leaves, inner = _leaves(g, term, stop)
         names = {leaf: _leaf_name(g, leaf) for leaf in leaves}
-        if any(n in own for n in names.values()):
-            continue  # per-head because it is computed from this family's own q/k (disentangled attention)
-        if not leaves:  # no tensor behind it: per-head values can only come from constants
-            if not _shared(val, ids, fam.num_heads):
-                return [], (f"per-head term {term.name} ({g.module_of(term) or 'top module'}) is computed from "
-                            f"constants or inputs (e.g. ALiBi slopes), not from a tensor strip could slice")
+        from_own = term in stop or any(a in stop for n in inner for a in n.all_input_nodes)
+        frozen = (f"per-head term {term.name} ({g.module_of(term) or 'top module'}) is computed from constants "
+                  f"or inputs (e.g. ALiBi slopes), not from a tensor strip could slice")
+        if not leaves:
+            if not from_own and not _shared(val, ids, fam.num_heads):
+                return [], frozen
             continue
+        before = len(coupled)
         env, out = _rerun(term, leaves, inner, values)
         weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(0))
         for leaf in leaves:
@@ -130,11 +140,13 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily,
             axis, runs = split
             fqn, _, param = name.rpartition(".")
             coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
+        if len(coupled) == before and not from_own and not _shared(val, ids, fam.num_heads):
+            return [], frozen  # differs per head, yet every tensor behind it reaches all heads alike
     return list(coupled.values()), ""
 
 
 def _shared(val: torch.Tensor, ids: torch.Tensor, heads: int) -> bool:
-    """The term's values are the same for every head (judged on values: used only without leaves)."""
+    """The term's values are the same for every head (a mask broadcast over heads)."""
     full = val.expand(ids.shape)
     per = [full[ids == h] for h in range(heads)]
     return all(torch.equal(p, per[0]) for p in per[1:])

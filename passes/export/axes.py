@@ -1,7 +1,9 @@
 """Which input axes may vary, read from the model itself: ``torch.export`` with ``Dim.AUTO`` on every axis.
 
-An axis that the traced program keeps symbolic may vary; one it specialises (a checked image size,
-Whisper's fixed number of frames, mel bins, channels) may not. Axes sharing a symbol share a name
+An axis that the traced program keeps symbolic may vary; one it specialises (Whisper's fixed number
+of frames, mel bins, a checked width) may not. Inputs of rank 4 and more (images, video) are probed
+on their batch axis only: symbolic image sizes through windowed attention take torch.export minutes
+(Swin: ~6 min for a 2-layer toy), and an ONNX graph traced at one image size rarely holds at others. Axes sharing a symbol share a name
 (``input_ids`` and ``attention_mask`` have one ``sequence``; ``decoder_input_ids`` gets its own);
 every dynamic axis 0 is ``batch``. ``range_constraints`` give each axis its allowed sizes (a
 position-embedding table caps the sequence), used to pick the parity shapes.
@@ -58,7 +60,7 @@ def infer_axes(wrapper: torch.nn.Module, names: list[str], tensors: list[torch.T
     """Trace ``wrapper(*tensors)`` with every axis ``Dim.AUTO``; raise ControlFlowError on value branches."""
     from torch.export import Dim
     probe = _probe_tensors(tensors)
-    shapes = (tuple({i: Dim.AUTO for i in range(t.dim())} for t in probe),)
+    shapes = (tuple({i: Dim.AUTO for i in (range(t.dim()) if t.dim() < 4 else range(1))} for t in probe),)
     try:
         with torch.no_grad():
             ep = torch.export.export(wrapper, tuple(probe), dynamic_shapes=shapes, strict=False)

@@ -5,7 +5,11 @@
    ``decoder_attention_mask``) added when the forward accepts one and the example lacks it:
    transformers 5 builds masks with ops the TorchScript exporter lacks (``aten::diff`` in
    ``find_packed_sequence_indices``) only when no mask is given;
-3. ``dynamo``: ``torch.onnx.export(dynamo=True)`` (onnxscript), with the mask if one was added.
+3. ``torchscript with fixed <axes>``: only after a written graph failed the parity check, the
+   float inputs' non-batch axes fixed at the example's size (Swin traces its padding for one image
+   size; the ONNX then takes that size only, as ViT's does);
+4. ``dynamo``: ``torch.onnx.export(dynamo=True)`` (onnxscript), with the mask if one was added
+   (and its own fixed-axes variant).
 
 Every path is parity-checked by the caller; the first that passes is kept and the path recorded.
 Warnings raised while exporting are filtered at this call site: the known-harmless ones
@@ -16,6 +20,7 @@ re-issued (so it stays visible) and returned for the report.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import re
 import warnings
@@ -24,7 +29,6 @@ from typing import Optional
 
 import torch
 
-from passes.analyze.inputs import accepted_inputs
 from passes.export.inputs import InputSpec
 
 # (category name, file regex, message regex): warnings known to be harmless for our exports
@@ -46,6 +50,7 @@ class Attempt:
     name: str
     exporter: str   # "torchscript" | "dynamo"
     spec: InputSpec
+    fixed: bool = False  # tried only after a written graph failed the parity check
 
 
 def harmless(w: warnings.WarningMessage) -> bool:
@@ -68,7 +73,10 @@ def filtered_warnings(kept: list[str]):
 
 def with_masks(model: torch.nn.Module, spec: InputSpec) -> Optional[InputSpec]:
     """``spec`` plus all-ones attention masks the forward accepts and the example lacks, else None."""
-    accepted = accepted_inputs(model) or []
+    try:
+        accepted = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return None
     if not spec.as_kwargs:
         return None
     names, tensors, axes = list(spec.names), list(spec.tensors), dict(spec.dynamic_axes)
@@ -83,16 +91,33 @@ def with_masks(model: torch.nn.Module, spec: InputSpec) -> Optional[InputSpec]:
     return replace(spec, names=names, tensors=tensors, dynamic_axes=axes)
 
 
+def fixed_float_axes(spec: InputSpec) -> Optional[InputSpec]:
+    """``spec`` with the non-batch axes of floating inputs (image height / width) fixed, else None."""
+    axes = {n: {a: lab for a, lab in spec.dynamic_axes.get(n, {}).items()
+                if lab == "batch" or not t.is_floating_point()} for n, t in zip(spec.names, spec.tensors)}
+    if axes == {n: spec.dynamic_axes.get(n, {}) for n in spec.names}:
+        return None
+    return replace(spec, dynamic_axes=axes)
+
+
 def attempts(model: torch.nn.Module, spec: InputSpec, exporter: str) -> list[Attempt]:
-    """The paths to try for ``exporter`` ("auto", "torchscript" or "dynamo")."""
+    """The paths to try for ``exporter`` ("auto", "torchscript" or "dynamo"). A ``fixed`` path (the float
+    inputs' non-batch axes fixed, as for a model checking its image size) is tried only after a graph
+    was written but was wrong at other sizes (Swin's padding traced for one image size)."""
     masked = with_masks(model, spec)
     out = []
-    if exporter in ("auto", "torchscript"):
-        out.append(Attempt("torchscript", "torchscript", spec))
+    fixed = fixed_float_axes(masked or spec)
+    names = sorted({lab for ax in spec.dynamic_axes.values() for lab in ax.values()}
+                   - {lab for ax in fixed.dynamic_axes.values() for lab in ax.values()}) if fixed else []
+    for kind in ("torchscript", "dynamo"):
+        if exporter not in ("auto", kind):
+            continue
+        if kind == "torchscript" or masked is None:
+            out.append(Attempt(kind, kind, spec))
         if masked is not None:
-            out.append(Attempt("torchscript+attention_mask", "torchscript", masked))
-    if exporter in ("auto", "dynamo"):
-        out.append(Attempt("dynamo+attention_mask" if masked is not None else "dynamo", "dynamo", masked or spec))
+            out.append(Attempt(f"{kind}+attention_mask", kind, masked))
+        if fixed is not None:
+            out.append(Attempt(f"{kind} with fixed {', '.join(names)}", kind, fixed, fixed=True))
     return out
 
 
@@ -131,7 +156,7 @@ def run_exporter(wrapper: torch.nn.Module, attempt: Attempt, out: str, opset: Op
 def _dynamo(wrapper, spec: InputSpec, args, out: str, opset: Optional[int]):
     from torch.export import Dim
     shapes = tuple({ax: Dim.AUTO for ax in spec.dynamic_axes.get(n, {})} for n in spec.names)
-    with contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter prints its progress
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # progress, graphs
         prog = torch.onnx.export(wrapper, args, dynamic_shapes=(shapes,), input_names=list(spec.names),
                                  output_names=["output"], opset_version=opset, dynamo=True,
                                  external_data=False, optimize=True)

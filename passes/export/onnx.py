@@ -96,10 +96,12 @@ def _check_args(path, atol, exporter, optimize) -> str:
     return os.path.abspath(path)
 
 
-def _axes(base: nn.Module, spec: InputSpec, notes: list[str], allow_control_flow: bool):
-    """Inferred axes (None: keep the guess), refusing data-dependent control flow unless allowed."""
+def _axes(model: nn.Module, spec: InputSpec, notes: list[str], allow_control_flow: bool):
+    """Inferred axes (None: keep the guess), refusing data-dependent control flow unless allowed. The
+    probe runs on a copy: a forward traced with symbolic sizes may store them on modules (Swin does)."""
     try:
-        return infer_axes(_FirstOutput(base, spec.names, spec.as_kwargs).eval(), spec.names, spec.tensors)
+        probe = _FirstOutput(_exportable(model, []), spec.names, spec.as_kwargs).eval()
+        return infer_axes(probe, spec.names, spec.tensors)
     except ControlFlowError as exc:
         if not allow_control_flow:
             raise
@@ -121,14 +123,16 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Opti
     guess = InputSpec.from_example(example_inputs, dynamic_axes)
     model = model.eval()
     notes: list[str] = []
-    base = _exportable(model, notes)
-    inferred = None if dynamic_axes is not None else _axes(base, guess, notes, allow_control_flow)
+    inferred = None if dynamic_axes is not None else _axes(model, guess, notes, allow_control_flow)
     spec = InputSpec.from_example(example_inputs, dynamic_axes, inferred)
     failed = path[: -len(".onnx")] + ".failed.onnx"
     tried, errors = [], []
     for att in attempts(model, spec, exporter):
+        if att.fixed and not any(isinstance(e, ParityError) for e in errors):
+            continue
         kept: list[str] = []
         try:
+            base = _exportable(model, notes if not tried else [])  # a fresh copy per path (traces mutate)
             report = _attempt(model, base, att, path, failed, opset, check, atol, shapes or DEFAULT_SHAPES, kept)
         except (ExportError, ParityError) as exc:
             tried.append(f"{att.name}: {exc}")
@@ -194,14 +198,16 @@ def _finish(model, report: ExportReport, path: str, optimize, atol: float, shape
 
 
 def _exportable(model: nn.Module, notes: list[str]) -> nn.Module:
-    """A copy with nn.MultiheadAttention swapped for SlimMultiheadAttention (same math): the
-    TorchScript trace of nn.MultiheadAttention bakes ``batch * num_heads`` into a Reshape."""
+    """The copy the exporters trace (a traced forward may store traced sizes on modules: Swin sets its
+    window size; the caller's model stays as it was), with nn.MultiheadAttention swapped for
+    SlimMultiheadAttention (same math): the TorchScript trace of nn.MultiheadAttention bakes
+    ``batch * num_heads`` into a Reshape."""
     from passes.strip.mha import SlimMultiheadAttention
 
+    clone = copy.deepcopy(model)
     names = [n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention]
     if not names:
-        return model
-    clone = copy.deepcopy(model)
+        return clone
     for name in names:
         parent, _, attr = name.rpartition(".")
         try:

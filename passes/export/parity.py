@@ -6,6 +6,7 @@ graph as written); ``parity`` compares at several (batch, sequence) shapes made 
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional
 
 import numpy as np
@@ -43,6 +44,7 @@ def ort_session(path: str, optimize_to: Optional[str] = None, threads: int = 1, 
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = int(threads), 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 4  # a failing run raises and is reported by the caller; no stray log lines
     if optimize_to is not None:
         level = level or "ORT_ENABLE_EXTENDED"
         so.optimized_model_filepath = optimize_to
@@ -55,21 +57,46 @@ def ort_outputs(session, feeds: dict[str, np.ndarray]) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
+def _alternatives(spec: InputSpec, batch: int, seq) -> list:
+    """``seq`` first; for a size derived from the example (a float factor), rounder sizes after it
+    (a model may accept only multiples of its patch or window size)."""
+    if not isinstance(seq, float) or spec.key(batch, seq).endswith("-"):
+        return [seq]
+    n = int(spec.key(batch, seq).split("x")[1])
+    out = [seq]
+    for k in (2, 4, 8, 16, 32):
+        m = max(k, round(n / k) * k)
+        if m not in out and m != n:
+            out.append(m)
+    return out
+
+
+def _reference(model: nn.Module, spec: InputSpec, batch: int, seq):
+    """``(inputs, PyTorch output, key)`` at the first size the model accepts (see _alternatives). Each
+    run uses a fresh copy: some forwards store what they saw (Swin shrinks its window after a small
+    image), and every shape is compared with the model as it was given."""
+    for i, size in enumerate(_alternatives(spec, batch, seq)):
+        args = make_inputs(spec, batch, size)
+        try:
+            with torch.no_grad():
+                ref = first_tensor(spec.call(copy.deepcopy(model), args)).float().numpy()
+            return args, ref, spec.key(batch, size)
+        except Exception as exc:  # the model itself rejects this shape: the axes are wrong, not the ONNX
+            if i + 1 == len(_alternatives(spec, batch, seq)):
+                shown = {n: tuple(t.shape) for n, t in zip(spec.names, args)}
+                raise ParityError(f"PyTorch failed on inputs {shown} ({type(exc).__name__}: {_first_line(exc)}): "
+                                  f"the model does not accept this shape, so its axes are not all dynamic; pass "
+                                  f"dynamic_axes= (or shapes=) for what the model allows", float("inf"),
+                                  side="pytorch") from exc
+    raise AssertionError("unreachable")
+
+
 def parity(model: nn.Module, spec: InputSpec, session, shapes) -> dict[str, float]:
     """Max |ORT - PyTorch| per parity shape; ParityError says which side failed where."""
     diffs = {}
     for batch, seq in shapes:
-        args = make_inputs(spec, batch, seq)
-        key = spec.key(batch, seq)
+        args, ref, key = _reference(model, spec, batch, seq)
         shown = {n: tuple(t.shape) for n, t in zip(spec.names, args)}
-        try:
-            with torch.no_grad():
-                ref = first_tensor(spec.call(model, args)).float().numpy()
-        except Exception as exc:  # the model itself rejects this shape: the axes are wrong, not the ONNX
-            raise ParityError(f"PyTorch failed on inputs {shown} ({type(exc).__name__}: {_first_line(exc)}): the "
-                              f"model does not accept this shape, so its axes are not all dynamic; pass "
-                              f"dynamic_axes= (or shapes=) for what the model allows", float("inf"),
-                              side="pytorch") from exc
         try:
             got = ort_outputs(session, {n: t.numpy() for n, t in zip(spec.names, args)})
         except Exception as exc:

@@ -34,6 +34,7 @@ class Heads(KindHandler):
         "GPT2Attention": (("num_heads", "heads"), ("split_size", "width")),
         "LlamaAttention": (),  # infers heads from view(-1, head_dim); kv groups keep their ratio
         "SlimMultiheadAttention": (("num_heads", "heads"),),
+        "XGLMAttention": (("num_heads", "heads"), ("embed_dim", "width")),  # reshapes to embed_dim
     }
     GENERIC = {
         "heads": ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"),
