@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.models import BATCH, SEQ, VOCAB, _ids
+from tests.models import BATCH, VOCAB, _ids
 
 DROP = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
@@ -125,7 +125,7 @@ def whisper_encoder():
 
 def mpt():
     from transformers import MptConfig
-    cfg = MptConfig(vocab_size=VOCAB, d_model=32, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=64,
+    cfg = MptConfig(vocab_size=VOCAB, d_model=32, n_heads=4, n_layers=2, max_seq_len=64,
                     use_cache=False, resid_pdrop=0.0, emb_pdrop=0.0)
     return _build("MptModel", cfg), _ids(24)
 
@@ -142,4 +142,3 @@ def gpt2_default():
 MORE = {"gpt_neox": gpt_neox, "phi": phi, "qwen3": qwen3, "bart": bart, "t5": t5, "mpnet": mpnet,
         "albert": albert, "deberta_v2": deberta_v2, "swin": swin, "wav2vec2": wav2vec2,
         "whisper_encoder": whisper_encoder, "mpt": mpt, "gpt2_default": gpt2_default}
-_ = SEQ

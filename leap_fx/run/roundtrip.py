@@ -43,6 +43,7 @@ class RoundTrip:
     kept: dict = field(default_factory=dict)      # family -> [kept, before]
     parity: dict = field(default_factory=dict)    # "BxS" -> max |ORT - PyTorch|
     path_taken: str = ""
+    dynamic_axes: dict = field(default_factory=dict)  # of the exported ONNX inputs
     params: tuple = (0, 0)
     seconds: dict = field(default_factory=dict)
 
@@ -110,7 +111,7 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
             return rt.fail("export" if exc.side == "pytorch" else "parity", exc, rt.model_class)
         except Exception as exc:  # noqa: BLE001
             return rt.fail("export", exc, rt.model_class)
-        rt.parity, rt.path_taken = rep.max_abs_diff, rep.path_taken
+        rt.parity, rt.path_taken, rt.dynamic_axes = rep.max_abs_diff, rep.path_taken, rep.dynamic_axes
         lap("export")
     return rt
 

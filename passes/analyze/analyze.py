@@ -34,23 +34,36 @@ class AnalyzeError(ValueError):
     """The model could not be traced, no family was found, or (strict) some site was not matched."""
 
 
+def _blocks(fqn: str) -> list[str]:
+    """Numbered container items holding ``fqn``, innermost first (``encoder.block.0.layer.1`` ...)."""
+    parts = fqn.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1) if parts[i - 1].isdigit()]
+
+
 def _block(fqn: str) -> Optional[str]:
     """The innermost numbered container item (``encoder.layer.3``) holding ``fqn``."""
-    parts = fqn.split(".")
-    return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if parts[i - 1].isdigit()), None)
+    found = _blocks(fqn)
+    return found[0] if found else None
 
 
 def _assign_layers(found: list[tuple[int, object]]) -> None:
-    """``layer`` = ordinal of the block in forward order (per kind when blocks are unnumbered)."""
+    """``layer`` = ordinal of the block in forward order (per kind when blocks are unnumbered). A block is
+    the innermost numbered item holding families of both kinds (T5's ``block.0`` numbers its sub-layers
+    ``layer.0``, ``layer.1``), else the innermost one."""
     found.sort(key=lambda t: t[0])
-    blocks = [_block(f.fqn) for _, f in found]
+    fams = [f for _, f in found]
+    blocks = []
+    for f in fams:
+        cands = _blocks(f.fqn)
+        both = [b for b in cands if any(o.kind != f.kind and (o.fqn == b or o.fqn.startswith(b + ".")) for o in fams)]
+        blocks.append((both or cands or [None])[0])
     if all(b is not None for b in blocks):
         order = list(dict.fromkeys(blocks))
-        for (_, f), b in zip(found, blocks):
+        for f, b in zip(fams, blocks):
             f.layer = order.index(b)
         return
     seen: dict[str, int] = {}
-    for _, f in found:
+    for f in fams:
         f.layer = seen[f.kind] = seen.get(f.kind, -1) + 1
 
 

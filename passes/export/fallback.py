@@ -34,6 +34,7 @@ from passes.export.inputs import InputSpec
 # (category name, file regex, message regex): warnings known to be harmless for our exports
 HARMLESS = (
     ("TracerWarning", r"transformers/(masking_utils|integrations/sdpa_attention)\.py", r"Python boolean"),
+    ("TracerWarning", r"torch/nn/functional\.py", r"Python boolean"),  # F.embedding's padding_idx check
     ("UserWarning", r"torch/onnx/", r"aten::index operator of advanced indexing"),
     ("DeprecationWarning", r"torch/onnx/|passes/export/", r"legacy TorchScript-based ONNX export|will be removed"),
     ("FutureWarning", r"torch/onnx/", r"."),
