@@ -28,11 +28,11 @@ TASKS = {
 
 
 def _accepts(model, name: str) -> bool:
+    """``model.forward`` has a parameter ``name`` (an explicit one: ``**kwargs`` does not count)."""
     try:
-        params = inspect.signature(model.forward).parameters
+        return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values()) and name == "attention_mask"
 
 
 def _cfg(config, *names, default=None):
@@ -48,10 +48,10 @@ def _text_config(config):
     return get() if callable(get) else config
 
 
-def _ids(config, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
+def _ids(config, batch: int, seq: int, gen: torch.Generator, shape: Optional[tuple] = None) -> torch.Tensor:
     vocab = int(_cfg(_text_config(config), "vocab_size", default=100) or 100)
     lo = 4 if vocab > 8 else 0  # clear of the usual special ids (pad / bos / eos / unk)
-    return torch.randint(lo, max(lo + 1, min(vocab, 1000)), (batch, seq), generator=gen)
+    return torch.randint(lo, max(lo + 1, min(vocab, 1000)), shape or (batch, seq), generator=gen)
 
 
 def _image(config, batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -85,24 +85,32 @@ def main_input(model, config, batch: int, seq: int, gen: torch.Generator) -> tup
     return "input_ids", _ids(config, batch, seq, gen)
 
 
+def _shaped(name: str, shape: tuple, config, gen: torch.Generator) -> torch.Tensor:
+    """A tensor for ``--input-shape NAME=...``: ids (``*_ids``) in the vocabulary, masks of ones, else noise."""
+    if name.endswith("_ids"):
+        return _ids(config, 0, 0, gen, shape)
+    if "mask" in name:
+        return torch.ones(shape, dtype=torch.long)
+    return torch.randn(*shape, generator=gen)
+
+
 def example_inputs(model, batch: int = 2, seq: int = 8, seed: int = 0,
                    shapes: Optional[dict[str, tuple[int, ...]]] = None) -> dict[str, torch.Tensor]:
-    """Inputs ``model`` accepts (see the module doc); ``shapes`` (name -> shape) override them."""
-    config = model.config
+    """Inputs ``model`` accepts (see the module doc); ``shapes`` (name -> shape) replace or add inputs."""
+    config, shapes = model.config, dict(shapes or {})
+    bad = [k for k in shapes if not _accepts(model, k)]
+    if bad:
+        raise ValueError(f"--input-shape {bad[0]}: {type(model).__name__}.forward has no input {bad[0]!r}")
     gen = torch.Generator().manual_seed(seed)
     name, main = main_input(model, config, batch, seq, gen)
     out = {name: main}
-    if name == "input_ids" and _accepts(model, "attention_mask"):
-        out["attention_mask"] = torch.ones_like(main)
-    if getattr(config, "is_encoder_decoder", False) and _accepts(model, "decoder_input_ids"):
-        out["decoder_input_ids"] = _ids(config, batch, min(seq, 6), gen)
-    for key, shape in (shapes or {}).items():
-        if not _accepts(model, key) and key not in out:
-            raise ValueError(f"--input-shape {key}: {type(model).__name__}.forward has no input {key!r}")
-        out[key] = _ids(config, *shape[:2], gen).reshape(shape) if key.endswith("ids") or "mask" in key and \
-            len(shape) == 2 else torch.randn(*shape, generator=gen)
-        if "mask" in key:
-            out[key] = torch.ones(shape, dtype=torch.long)
+    out.update({key: _shaped(key, shape, config, gen) for key, shape in shapes.items()})
+    for ids, mask in (("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask")):
+        if ids == "decoder_input_ids" and ids not in out and getattr(config, "is_encoder_decoder", False) \
+                and _accepts(model, ids):
+            out[ids] = _ids(config, out[name].shape[0], min(seq, 6), gen)
+        if ids in out and mask not in out and _accepts(model, mask) and ids == "input_ids":
+            out[mask] = torch.ones_like(out[ids])
     return out
 
 
