@@ -41,6 +41,7 @@ SIZES: dict[str, Any] = {
     "num_heads": lambda c, v: [2, 4][:len(v)] if isinstance(v, (list, tuple)) else HEADS,
     "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
     "conv_dim": lambda c, v: tuple(HIDDEN for _ in v) if isinstance(v, (list, tuple)) else v,
+    "hidden_sizes": lambda c, v: [16, 32][:min(len(v), 2)] if isinstance(v, (list, tuple)) else v,
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4,
     "use_cache": False, "tie_word_embeddings": False,
 }
@@ -57,7 +58,10 @@ def _shrink_one(config) -> None:
         old = getattr(config, name, None)
         if name in getattr(config, "attribute_map", {}) or old is None or isinstance(old, bool) and name != "use_cache":
             continue
-        setattr(config, name, new(config, old) if callable(new) else new)
+        try:
+            setattr(config, name, new(config, old) if callable(new) else new)
+        except AttributeError:  # a computed property (e.g. Falcon's head_dim)
+            pass
     for name, value in list(vars(config).items()):
         if isinstance(value, float) and not isinstance(value, bool) and ("dropout" in name or "drop" in name
                                                                         or name.endswith("pdrop")):

@@ -13,7 +13,7 @@ import copy
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -68,34 +68,46 @@ def _summary(plan) -> dict:
     att = plan.attention()
     return {"attention": len(att), "ffn": len(plan.feed_forward()), "frozen": sum(bool(f.frozen) for f in att),
             "tied": len({f.tie for f in att if f.tie}), "coupled": sum(len(f.coupled) for f in att),
-            "interleaved": sum(f.q.index is not None for f in att), "unmatched": len(plan.unmatched)}
+            "interleaved": sum(f.q.index is not None for f in att), "unmatched": len(plan.unmatched),
+            "attention_sites": len(att) + sum(u.kind == "attention" for u in plan.unmatched)}
 
 
 def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: int = 0, strict: bool = True,
-              onnx: bool = True, **export_kw) -> RoundTrip:
-    """Run ``model`` (in place) through the stages; see the module doc. ``export_kw`` go to export_onnx."""
+              onnx: bool = True, progress: Optional[Callable[[str], None]] = None, **export_kw) -> RoundTrip:
+    """Run ``model`` (in place) through the stages; see the module doc. ``progress(stage)`` is called as
+    each stage starts; ``export_kw`` go to export_onnx."""
     from leap_fx.masks.prepare import zero_granules
     from passes.analyze import AnalyzeError, analyze
     from passes.export import export_onnx
     from passes.export.parity import ParityError
     from passes.strip import strip
     rt, clock = RoundTrip(type(model).__name__), time.perf_counter()
+    tell = progress or (lambda stage: None)
 
-    def lap(stage):
+    def lap(stage, nxt=None):
         nonlocal clock
         rt.seconds[stage], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
+        if nxt:
+            tell(nxt)
+    tell("analyze")
     try:
-        plan = analyze(model, example_inputs, strict=strict)
+        plan = analyze(model, example_inputs)
     except AnalyzeError as exc:
+        rt.families = {"attention": 0, "ffn": 0, "unmatched": len(exc.unmatched),
+                       "attention_sites": sum(u.kind == "attention" for u in exc.unmatched)}
         stage = "trace" if "torch.export failed" in str(exc) or "not parameters of" in str(exc) else "analyze"
-        return rt.fail(stage, exc, _unmatched_module(exc))
+        return rt.fail(stage, exc, exc.unmatched[0].module if exc.unmatched else "")
     rt.families = _summary(plan)
-    lap("analyze")
+    if strict and plan.unmatched:
+        text = "; ".join(str(u) for u in plan.unmatched[:4])
+        return rt.fail("analyze", AnalyzeError(f"{len(plan.unmatched)} site(s) not matched: {text}"),
+                       plan.unmatched[0].module)
+    lap("analyze", "prepare")
     try:
         zero_granules(model, plan, random_keep(plan, seed))
     except Exception as exc:  # noqa: BLE001 - any failure here is reported with its stage
         return rt.fail("prepare", exc)
-    lap("prepare")
+    lap("prepare", "strip")
     before = sum(p.numel() for p in model.parameters())
     try:
         report = strip(model, plan, example_inputs)
@@ -103,7 +115,7 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
         return rt.fail("strip", exc, _culprit(str(exc)))
     rt.kept = {k: [len(f["kept"]), f["before"]] for k, f in report.families.items()}
     rt.params = (before, sum(p.numel() for p in model.parameters()))
-    lap("strip")
+    lap("strip", "export" if onnx else None)
     if onnx:
         try:
             rep = export_onnx(model, example_inputs, os.path.join(out_dir, "model.onnx"), **export_kw)
@@ -114,13 +126,6 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
         rt.parity, rt.path_taken, rt.dynamic_axes = rep.max_abs_diff, rep.path_taken, rep.dynamic_axes
         lap("export")
     return rt
-
-
-def _unmatched_module(exc: BaseException) -> str:
-    text = str(exc)
-    marker = " in "
-    i = text.find(" site ")
-    return text[i:].split(marker, 1)[1].split(":", 1)[0] if i >= 0 and marker in text[i:] else ""
 
 
 def _culprit(text: str) -> str:

@@ -31,7 +31,12 @@ _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
 
 
 class AnalyzeError(ValueError):
-    """The model could not be traced, no family was found, or (strict) some site was not matched."""
+    """The model could not be traced, no family was found, or (strict) some site was not matched;
+    ``unmatched`` lists the sites seen but not matched (empty when tracing failed)."""
+
+    def __init__(self, message: str, unmatched: Optional[list] = None):
+        super().__init__(message)
+        self.unmatched = list(unmatched or [])
 
 
 def _blocks(fqn: str) -> list[str]:
@@ -153,7 +158,8 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False) -> Pla
     g, values = Graph(ep), NodeValues(ep, example_inputs)
     found, unmatched = [], []
     _attention(g, model, values, found, unmatched)
-    _feed_forward(g, {s.weight_name for _, f in found for s in f.slices}, found, unmatched)
+    used = {s.weight_name for _, f in found for s in list(f.slices) + list(getattr(f, "coupled", ()))}
+    _feed_forward(g, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
     found = _unique(found, unmatched)
     if not found:
         detail = "; ".join(dict.fromkeys(str(u) for u in unmatched)) or "no attention op (sdpa or matmul-softmax-matmul)"
@@ -161,7 +167,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False) -> Pla
             f"no attention or feed-forward family found in {type(model).__name__}: the model has no "
             f"Linear -> reshape(heads, head_dim) -> attention -> Linear pattern and no Linear -> "
             f"activation ({', '.join(ACTIVATIONS)}) -> Linear back to the input width ({detail}). "
-            f"Check that the forward runs the transformer blocks for these example inputs.")
+            f"Check that the forward runs the transformer blocks for these example inputs.", unmatched)
     _assign_layers(found)
     _tie([f for _, f in found])
     plan = Plan(model_class=type(model).__name__, unmatched=unmatched)
@@ -173,5 +179,5 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False) -> Pla
         plan.families[key] = fam
     if strict and unmatched:
         raise AnalyzeError(f"analyze(strict=True): {len(unmatched)} site(s) of {type(model).__name__} not "
-                           f"matched: " + "; ".join(str(u) for u in unmatched[:8]))
+                           f"matched: " + "; ".join(str(u) for u in unmatched[:8]), unmatched)
     return plan

@@ -174,7 +174,7 @@ class Graph:
         fqn = self.param_of(node)
         if fqn is not None:
             return fqn, False
-        if isinstance(node, Node) and op_name(node) in ("t", "transpose", "permute") and \
+        if isinstance(node, Node) and op_name(node) in ("t", "transpose", "permute", "numpy_T") and \
                 len(shape_of(node) or ()) == 2:
             return self.param_of(node.args[0]), True
         return None, False

@@ -18,7 +18,7 @@ from passes.strip.mha import keep_heads, replace_mha
 from passes.strip.neurons import Neurons
 from passes.strip.report import StripReport, shrunk_slice
 from passes.strip.surgery import members, removals, slice_params, update_attributes
-from passes.strip.tp_backend import dependency_graph, tp_eligible, tp_remove
+from passes.strip.tp_backend import GroupMismatch, dependency_graph, tp_eligible, tp_remove
 
 HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons}  # family kind -> its strip rules
 
@@ -65,16 +65,24 @@ def merged_removals(plan: Plan, rems: dict[str, dict]) -> dict[str, tuple[int, l
 
 def _remove_with_tp(model, plan: Plan, key: str, fam, rem: dict, dg) -> str:
     """Remove through torch-pruning where eligible; a group that differs from the Plan is refused."""
-    why = tp_eligible(model, fam)
-    if why is not None:
-        return f"slice ({why})"
-    refused = tp_remove(dg, model, fam, rem)
-    if refused is not None:  # torch-pruning couples a tensor the Plan does not know: no guessing
-        raise StripError(f"strip: torch-pruning's dependency group for {describe(plan, key)} differs from the "
-                         f"Plan: {refused}. The Plan misses a coupled tensor; the model was left unchanged. Re-run "
-                         f"analyze, or strip with backend='slice' only if you know the extra tensors do not "
-                         f"depend on these heads / neurons")
-    return "torch_pruning"
+    why = tp_eligible(model, fam) or (dg if isinstance(dg, str) else None)
+    if why is None:
+        try:
+            why = tp_remove(dg, model, fam, rem)
+        except GroupMismatch as exc:  # torch-pruning couples a tensor the Plan does not know: no guessing
+            raise StripError(f"strip: torch-pruning's dependency group for {describe(plan, key)} differs from the "
+                             f"Plan: {exc}. The Plan misses a coupled tensor; the model was left unchanged. "
+                             f"Re-run analyze, or strip with backend='slice' only if you know the extra tensors "
+                             f"do not depend on these heads / neurons") from exc
+    return "torch_pruning" if why is None else f"slice ({why})"
+
+
+def _graph(model: nn.Module, example_inputs: Any):
+    """torch-pruning's dependency graph, or why it could not be built (its tracer's limits)."""
+    try:
+        return dependency_graph(model, example_inputs)
+    except Exception as exc:  # a model torch-pruning cannot trace: the Plan's slicing still applies
+        return f"torch-pruning could not trace the model ({type(exc).__name__}: {str(exc)[:120]})"
 
 
 def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol: float) -> StripReport:
@@ -92,7 +100,7 @@ def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, 
                 report.replaced[replaced] = "SlimMultiheadAttention"
     rems = {key: removals(model, fam, cuts[key], h) for key, fam, h in fams}
     use_tp = backend != "slice" and example_inputs is not None
-    dg = dependency_graph(model, example_inputs) if use_tp and any(
+    dg = _graph(model, example_inputs) if use_tp and any(
         rems[k] and tp_eligible(model, f) is None for k, f, _ in fams) else None
     sliced: dict[str, dict] = {}
     for key, fam, h in fams:  # remove

@@ -3,7 +3,10 @@
 The group torch-pruning propagates from the q (or FFN-up) rows is *checked* against the Plan (exactly
 q/k/v rows + out columns, or up/gate rows + down columns, same indices) before ``group.prune()``;
 a mismatch means torch-pruning sees a coupled tensor the Plan does not, and strip refuses rather than
-guessing. Eligible: separate ``nn.Linear`` q/k/v/out (up/gate/down), no GQA.
+guessing (``GroupMismatch``). Eligible: separate ``nn.Linear`` q/k/v/out (up/gate/down), no GQA, no
+coupled per-head tensors. When torch-pruning itself cannot build the group (a module its graph does
+not know), ``tp_remove`` says so and strip slices the Plan's tensors (recorded in the report;
+the self-check verifies the result).
 """
 from __future__ import annotations
 
@@ -48,8 +51,13 @@ def tp_eligible(model: nn.Module, fam) -> Optional[str]:
     return None
 
 
+class GroupMismatch(Exception):
+    """torch-pruning's dependency group holds tensors the Plan does not (a coupling it does not know)."""
+
+
 def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
-    """Prune through the dependency graph; None on success, else why it was not done."""
+    """Prune through the dependency graph: None on success; why not, when torch-pruning cannot build the
+    group; raises :class:`GroupMismatch` when the group differs from the Plan."""
     import torch_pruning as tp
     from torch_pruning import _helpers
 
@@ -60,8 +68,11 @@ def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
         idx = remove.get(sl.weight_name, (sl.axis, []))[1]
         expected[id(mod)] = (sl.role not in ("out", "down"), tuple(idx))
     root_idx = remove.get(root.weight_name, (0, []))[1]
-    group = dg.get_pruning_group(model.get_submodule(root.fqn), tp.prune_linear_out_channels,
-                                 idxs=list(root_idx))
+    try:
+        group = dg.get_pruning_group(model.get_submodule(root.fqn), tp.prune_linear_out_channels,
+                                     idxs=list(root_idx))
+    except Exception as exc:  # torch-pruning's own limitation (not a coupling it found): say so
+        return f"torch-pruning could not build the group ({type(exc).__name__}: {str(exc)[:120]})"
     seen = {}
     for dep, idxs in group.items:
         tgt = dep.target.module
@@ -71,6 +82,6 @@ def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
     if seen != expected:
         names = {id(m): n for n, m in model.named_modules()}
         show = lambda d: {names.get(k, k): ("out" if v[0] else "in", len(v[1])) for k, v in d.items()}
-        return f"dependency group {show(seen)} != plan {show(expected)}"
+        raise GroupMismatch(f"dependency group {show(seen)} != plan {show(expected)}")
     group.prune()
     return None
