@@ -12,11 +12,12 @@ from typing import Any
 
 HIDDEN, HEADS, KV_HEADS, LAYERS, FFN, VOCAB = 32, 4, 2, 2, 64, 128
 
-# field name -> new value, or a function (config, old value) -> new value
+# field name -> new value, or a function (the original config's fields, old value) -> new value
 SIZES: dict[str, Any] = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "embed_dim", "word_embed_proj_dim",
                      "output_hidden_size", "pooler_hidden_size", "d_embed"), HIDDEN),
-    **dict.fromkeys(("embedding_size", "classifier_proj_size", "projection_dim", "proj_codevector_dim",
+    "embedding_size": lambda c, v: HIDDEN if v == c.get("hidden_size") else 16,
+    **dict.fromkeys(("classifier_proj_size", "projection_dim", "proj_codevector_dim",
                      "codevector_dim", "xvector_output_dim", "hidden_size_per_head"), 16),
     **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "n_layers", "encoder_layers",
                      "decoder_layers", "num_decoder_layers"), LAYERS),
@@ -26,13 +27,13 @@ SIZES: dict[str, Any] = {
                      "ffn_hidden_size", "dim_feedforward", "moe_intermediate_size",
                      "shared_expert_intermediate_size"), FFN),
     **dict.fromkeys(("head_dim", "d_kv", "attention_head_size", "d_head"), HIDDEN // HEADS),
-    "num_key_value_heads": lambda c, v: HEADS if v == _get(c, "num_attention_heads") else KV_HEADS,
-    "num_kv_heads": lambda c, v: HEADS if v == _get(c, "num_attention_heads") else KV_HEADS,
+    "num_key_value_heads": lambda c, v: HEADS if v == c.get("num_attention_heads") else KV_HEADS,
+    "num_kv_heads": lambda c, v: HEADS if v == c.get("num_attention_heads") else KV_HEADS,
     "vocab_size": lambda c, v: min(v, VOCAB) if v else v,
     "max_position_embeddings": lambda c, v: min(v, 128), "n_positions": lambda c, v: min(v, 128),
     "max_source_positions": 16, "max_target_positions": 32, "num_mel_bins": 16,
     "image_size": lambda c, v: 32 if isinstance(v, int) else v,
-    "patch_size": lambda c, v: (8 if _get(c, "model_type") in ("vit", "deit", "beit", "data2vec-vision", "dinov2",
+    "patch_size": lambda c, v: (8 if c.get("model_type") in ("vit", "deit", "beit", "data2vec-vision", "dinov2",
                                                                 "vit_msn", "ijepa", "clip_vision_model",
                                                                 "siglip_vision_model") else v)
     if isinstance(v, int) else v,
@@ -42,25 +43,24 @@ SIZES: dict[str, Any] = {
     "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
     "conv_dim": lambda c, v: tuple(HIDDEN for _ in v) if isinstance(v, (list, tuple)) else v,
     "hidden_sizes": lambda c, v: [16, 32][:min(len(v), 2)] if isinstance(v, (list, tuple)) else v,
-    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4,
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "rotary_dim": 4,
+    "num_stages": lambda c, v: min(v, 2), "block_sizes": lambda c, v: [1] * min(len(v), 2),
+    "max_length": lambda c, v: 32 if c.get("model_type") == "audio-spectrogram-transformer" else v,
     "use_cache": False, "tie_word_embeddings": False,
 }
 TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id",
              "cls_token_id", "mask_token_id", "unk_token_id")
 
 
-def _get(config, name):
-    return getattr(config, name, None)
-
-
 def _shrink_one(config) -> None:
+    orig = {**config.to_dict(), "model_type": getattr(config, "model_type", None)}
     for name, new in SIZES.items():
         old = getattr(config, name, None)
         if name in getattr(config, "attribute_map", {}) or old is None or isinstance(old, bool) and name != "use_cache":
             continue
         try:
-            setattr(config, name, new(config, old) if callable(new) else new)
-        except AttributeError:  # a computed property (e.g. Falcon's head_dim)
+            setattr(config, name, new(orig, old) if callable(new) else new)
+        except (AttributeError, NotImplementedError):  # a computed property (Falcon's head_dim, Funnel's layers)
             pass
     for name, value in list(vars(config).items()):
         if isinstance(value, float) and not isinstance(value, bool) and ("dropout" in name or "drop" in name

@@ -67,6 +67,8 @@ def _features(config, batch: int, seq: int, gen: torch.Generator) -> torch.Tenso
 
 
 def _values(config, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
+    if getattr(config, "num_mel_bins", None) and getattr(config, "max_length", None):  # spectrogram patches (AST)
+        return torch.randn(batch, int(config.max_length), int(config.num_mel_bins), generator=gen)
     stride = 1
     for s in _cfg(config, "conv_stride", default=(1,)):
         stride *= int(s)

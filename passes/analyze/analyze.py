@@ -77,8 +77,8 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
         try:
             fam, why = match_attention(g, site, values)
             if fam is not None:
-                coupled, frozen = side_tensors(g, model, site, fam, values)
-                fam = dataclasses.replace(fam, coupled=tuple(coupled), frozen=frozen)
+                coupled, shared, frozen = side_tensors(g, model, site, fam, values)
+                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, frozen=frozen)
         except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is None:

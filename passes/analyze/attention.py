@@ -37,6 +37,7 @@ class Site:
     mask: Optional[Node] = None  # sdpa attn_mask
     reason: str = ""
     walk: list[Node] = field(default_factory=list)  # the chosen candidate's path (set by match)
+    sides: dict = field(default_factory=dict)  # role -> channels' sides on its path (set by match)
 
 
 def _score_candidates(g: Graph, softmax: Node) -> list[tuple[Node, Node, bool, list[Node]]]:
@@ -88,12 +89,15 @@ def sites(g: Graph):
                        reason="" if ctx else "the softmax output does not reach a matmul with v")
 
 
-def _heads(g: Graph, node, transposed: bool, unit: int, values) -> tuple[Optional[Projection], list, str]:
-    """Projection feeding ``node`` and, per head along axis -3, the sorted channels it reads."""
+def _heads(g: Graph, node, transposed: bool, unit: int, values, sides: Optional[list] = None):
+    """Projection feeding ``node`` and, per head along axis -3, the sorted channels it reads (the path's
+    side operands are appended to ``sides``)."""
     found = channels(g, node, unit, values)
     if found is None:
         return None, [], f"{getattr(node, 'name', node)} is not a projection reshaped into heads"
-    proj, idx = found
+    proj, idx, extra = found
+    if sides is not None:
+        sides.extend(extra)
     if idx.dim() not in (3, 4):
         return None, [], f"cannot follow channels from {proj.weight} to {node.name}"
     idx = idx.transpose(-1, -2) if transposed else idx
@@ -146,9 +150,9 @@ def _slice(p: Projection, positions, role: str, on_output: bool) -> Slice:
     return Slice.at(p.module, p.param, axis, positions, role, p.bias_param if on_output else None)
 
 
-def _match_one(g: Graph, q, k, k_t: bool, v, out, values) -> tuple[Optional[AttentionFamily], str]:
+def _match_one(g: Graph, q, k, k_t: bool, v, out, values, sides: dict) -> tuple[Optional[AttentionFamily], str]:
     dim = shape_of(q)[-1]
-    qp, qh, why = _heads(g, q, False, dim, values)
+    qp, qh, why = _heads(g, q, False, dim, values, sides.setdefault("q", []))
     if qp is None:
         return None, why
     heads = len(qh)
@@ -156,7 +160,7 @@ def _match_one(g: Graph, q, k, k_t: bool, v, out, values) -> tuple[Optional[Atte
         return None, f"{qp.weight}: q heads overlap"
     kv = {}
     for role, node, tr in (("k", k, k_t), ("v", v, False)):
-        p, per, why = _heads(g, node, tr, dim, values)
+        p, per, why = _heads(g, node, tr, dim, values, sides.setdefault(role, []))
         uniq = _kv_heads(per, heads) if p is not None else None
         if uniq is None:
             return None, why or f"{role}: unsupported grouped-query layout"
@@ -185,9 +189,10 @@ def match_attention(g: Graph, site: Site, values: Optional[NodeValues] = None) -
         return None, site.reason
     reasons = []
     for q, k, k_t, walk in site.candidates:
-        fam, why = _match_one(g, q, k, k_t, site.v, site.out, values)
+        sides: dict = {}
+        fam, why = _match_one(g, q, k, k_t, site.v, site.out, values, sides)
         if fam is not None:
-            site.walk = walk
+            site.walk, site.sides = walk, sides
             return fam, ""
         reasons.append(why)
     return None, reasons[0] if reasons else site.reason

@@ -85,8 +85,12 @@ def _operands(node: Node) -> list[Node]:
 
 
 def channels(g: Graph, node: Any, unit: int, values: Optional[NodeValues] = None, depth: int = 80,
-             memo: Optional[dict] = None) -> Optional[tuple[Projection, torch.Tensor]]:
-    """``(projection, channel index per element of node)``, or None when it cannot be followed."""
+             memo: Optional[dict] = None) -> Optional[tuple[Projection, torch.Tensor, tuple]]:
+    """``(projection, channel index per element of node, sides)``, or None when it cannot be followed.
+
+    ``sides``: ``(op, operand, channel index at op)`` for every operand of an elementwise or norm op on the
+    way that does not carry the projection's channels (rotary cos / sin, a per-head bias or scale, a norm's
+    statistics): ``side_tensors.path_sides`` decides whether they are shared, per-head or mixing heads."""
     memo = {} if memo is None else memo
     if not isinstance(node, Node) or depth <= 0:
         return None
@@ -96,7 +100,7 @@ def channels(g: Graph, node: Any, unit: int, values: Optional[NodeValues] = None
     proj = g.projection(node)
     if proj is not None:
         shp = shape_of(node)
-        memo[node] = (proj, torch.arange(shp[-1]).expand(shp).contiguous())
+        memo[node] = (proj, torch.arange(shp[-1]).expand(shp).contiguous(), ())
         return memo[node]
     name = op_name(node)
     found = None
@@ -107,16 +111,32 @@ def channels(g: Graph, node: Any, unit: int, values: Optional[NodeValues] = None
             idx = _replay(node, {a: s[1] for a, s in zip(ops, subs)}, values)
             multi = isinstance(idx, (list, tuple)) and shape_of(node) is None  # split / chunk / unbind
             ok = multi or isinstance(idx, torch.Tensor) and tuple(idx.shape) == shape_of(node)
-            found = (subs[0][0], idx) if ok else None
+            found = (subs[0][0], idx, _merge(subs)) if ok else None
     elif name in NORM_OPS and (shape_of(node.args[0]) or (0,))[-1] == unit and \
-            isinstance(node.args[1], (list, tuple)) and list(node.args[1]) == [unit]:  # normalises within one head: channels stay in it
+            isinstance(node.args[1], (list, tuple)) and list(node.args[1]) == [unit]:  # within one head
         sub = channels(g, node.args[0], unit, values, depth - 1, memo)
-        found = sub if sub is None or shape_of(node) is not None else (sub[0], (sub[1], None, None))
+        if sub is not None:
+            idx = sub[1] if shape_of(node) is not None else (sub[1], None, None)
+            sides = tuple((node, a, sub[1]) for a in node.args[2:4] if isinstance(a, Node))
+            found = (sub[0], idx, sub[2] + sides)
     elif is_pointwise(node):
         cands = [a for a in node.args if isinstance(a, Node) and shape_of(a) == shape_of(node)]
-        subs = [s for s in (channels(g, a, unit, values, depth - 1, memo) for a in cands) if s is not None]
+        pairs = [(a, channels(g, a, unit, values, depth - 1, memo)) for a in cands]
+        subs = [sub for _, sub in pairs if sub is not None]
         if subs and all(s[0].node is subs[0][0].node and torch.equal(s[1] // unit, subs[0][1] // unit)
                         for s in subs[1:]):
-            found = subs[0]
+            carrying = {a for a, sub in pairs if sub is not None}
+            sides = tuple((node, a, subs[0][1]) for a in node.args if isinstance(a, Node) and a not in carrying)
+            found = (subs[0][0], subs[0][1], _merge(subs) + sides)
     memo[node] = found
     return found
+
+
+def _merge(subs) -> tuple:
+    out, seen = [], set()
+    for sub in subs:
+        for side in sub[2]:
+            if (side[0], side[1]) not in seen:
+                seen.add((side[0], side[1]))
+                out.append(side)
+    return tuple(out)

@@ -18,10 +18,10 @@ Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each g
 For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
 have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
 ``h // (num_heads // num_kv_heads)``). ``coupled`` lists per-head tensors that are not projections
-(a relative-position bias table with one column per head, head-wise scales): ``num_heads`` granules
-each, removed with the heads. Families with the same ``tie`` read one such tensor (T5's bias table is
-computed once and added in every layer): their heads are one tied granule, the same heads go
-everywhere. ``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
+(a relative-position bias table with one column per head, head-wise scales or biases): ``num_heads``
+granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
+tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
+and added in every layer): their heads are one tied granule, the same heads go everywhere. ``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
 constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
 ``up``/``gate``/``down`` have ``width`` granules of size 1.
 
@@ -111,9 +111,11 @@ class AttentionFamily:
     coupled: tuple[Slice, ...] = ()  # per-head tensors outside q/k/v/out, num_heads granules each
     tie: str = ""     # families with the same tie share their heads (one tensor read by all of them)
     frozen: str = ""  # why these heads cannot be stripped ("" = they can)
+    shared: tuple[str, ...] = ()  # tensors every head reads alike (rotary tables): never sliced
 
     def __post_init__(self):
         self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
+        self.shared = tuple(self.shared)
 
     @property
     def granules(self) -> int:

@@ -52,7 +52,11 @@ def tp_eligible(model: nn.Module, fam) -> Optional[str]:
 
 
 class GroupMismatch(Exception):
-    """torch-pruning's dependency group holds tensors the Plan does not (a coupling it does not know)."""
+    """torch-pruning's dependency group differs from the Plan; ``extra``: modules it adds (by FQN)."""
+
+    def __init__(self, message: str, extra: set):
+        super().__init__(message)
+        self.extra = extra
 
 
 def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
@@ -82,6 +86,8 @@ def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
     if seen != expected:
         names = {id(m): n for n, m in model.named_modules()}
         show = lambda d: {names.get(k, k): ("out" if v[0] else "in", len(v[1])) for k, v in d.items()}
-        raise GroupMismatch(f"dependency group {show(seen)} != plan {show(expected)}")
+        extra = {names.get(k, str(k)) for k in seen if k not in expected}
+        raise GroupMismatch(f"dependency group {show(seen)} != plan {show(expected)}",
+                            extra if set(expected) <= set(seen) else {"<a Plan member missing>"})
     group.prune()
     return None
