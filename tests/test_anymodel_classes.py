@@ -196,3 +196,55 @@ def test_strip_accepts_weight_norm_outside_the_plan():
     ref = outputs(model, inputs)
     strip(model, plan, inputs)
     assert _close(model, inputs, ref)
+
+
+# -- tensors on the q / k / v paths ----------------------------------------------------------------
+def _tiny(cls_name, **kw):
+    import transformers
+    torch.manual_seed(0)
+    cfg = getattr(transformers, cls_name.replace("Model", "Config"))(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48, **kw)
+    return getattr(transformers, cls_name)(cfg).eval(), models._ids(30)
+
+
+def test_rotary_table_is_shared_and_explains_torch_pruning():
+    model, inputs = _tiny("RoFormerModel", max_position_embeddings=64)
+    plan = analyze(model, inputs)
+    assert all("encoder.embed_positions.weight" in f.shared for f in plan.attention())
+    zero_granules(model, plan, {k: [0, 2] for k, f in plan.families.items() if f.kind == "attention"})
+    ref = outputs(model, inputs)
+    report = strip(model, plan, inputs, backend="auto")  # torch-pruning groups every layer through the table
+    assert {f["removed_by"] for f in report.families.values() if f["kind"] == "attention"} == \
+        {"slice (torch-pruning also groups ['encoder.embed_positions', 'encoder.layer.1.attention.output.dense', "
+         "'encoder.layer.1.attention.self.key', 'encoder.layer.1.attention.self.query', "
+         "'encoder.layer.1.attention.self.value']: head-shared per the Plan)",
+         "slice (torch-pruning also groups ['encoder.embed_positions', 'encoder.layer.0.attention.output.dense', "
+         "'encoder.layer.0.attention.self.key', 'encoder.layer.0.attention.self.query', "
+         "'encoder.layer.0.attention.self.value']: head-shared per the Plan)"}
+    assert _close(model, inputs, ref)
+
+
+def test_per_head_q_and_v_biases_are_coupled():
+    model, inputs = _tiny("DebertaModel", max_position_embeddings=64, hidden_dropout_prob=0.0,
+                          attention_probs_dropout_prob=0.0)
+    plan = analyze(model, inputs)
+    fam = plan.attention()[0]
+    assert {c.weight_name.rsplit(".", 1)[-1] for c in fam.coupled} == {"q_bias", "v_bias"}
+    assert fam.q.index is not None  # DeBERTa's in_proj interleaves q, k, v per head
+    zero_granules(model, plan, {k: [1] for k, f in plan.families.items() if f.kind == "attention"})
+    ref = outputs(model, inputs)
+    strip(model, plan, inputs)
+    assert model.get_submodule(fam.fqn + ".self").q_bias.shape == (8,) and _close(model, inputs, ref)
+
+
+@pytest.mark.parametrize("cls_name, why", [("Olmo2Model", "statistic over several heads"),
+                                           ("WavLMModel", "residual stream")])
+def test_heads_tied_to_other_channels_are_frozen(cls_name, why):
+    if cls_name == "WavLMModel":
+        model, inputs = _tiny(cls_name, conv_dim=(16, 16), conv_kernel=(10, 3), conv_stride=(5, 2),
+                              num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_buckets=16)
+        inputs = {"input_values": torch.randn(2, 400, generator=torch.Generator().manual_seed(1))}
+    else:
+        model, inputs = _tiny(cls_name)
+    plan = analyze(model, inputs)
+    assert any(why in f.frozen for f in plan.attention()), [f.frozen for f in plan.attention()]

@@ -29,9 +29,12 @@ class TraceError(ValueError):
 
 
 def trace(model: torch.nn.Module, example_inputs) -> torch.export.ExportedProgram:
-    """``torch.export.export(model, args, kwargs, strict=False)`` in eval mode under no_grad."""
+    """``torch.export.export(model, args, kwargs, strict=False)`` in eval mode under no_grad (with
+    ``use_cache=False`` when the forward takes it and the caller did not say: a cache is no tensor)."""
     args, kwargs = split_inputs(example_inputs)
     bad, accepted = unknown_inputs(model, kwargs)
+    if accepted is not None and "use_cache" in accepted and "use_cache" not in kwargs:
+        kwargs["use_cache"] = False
     if bad:
         raise TraceError(f"example inputs {bad} are not parameters of {type(model).__name__}.forward, which "
                          f"accepts {accepted}; rename or drop those keys (e.g. labels are not needed to trace)")

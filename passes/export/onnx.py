@@ -128,8 +128,8 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Opti
     failed = path[: -len(".onnx")] + ".failed.onnx"
     tried, errors = [], []
     for att in attempts(model, spec, exporter):
-        if att.fixed and not any(isinstance(e, ParityError) for e in errors):
-            continue
+        if att.fixed and (dynamic_axes is not None or not any(isinstance(e, ParityError) for e in errors)):
+            continue  # the caller's axes are never changed behind their back
         kept: list[str] = []
         try:
             base = _exportable(model, notes if not tried else [])  # a fresh copy per path (traces mutate)

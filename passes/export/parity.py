@@ -62,11 +62,11 @@ def _alternatives(spec: InputSpec, batch: int, seq) -> list:
     (a model may accept only multiples of its patch or window size)."""
     if not isinstance(seq, float) or spec.key(batch, seq).endswith("-"):
         return [seq]
-    n = int(spec.key(batch, seq).split("x")[1])
+    n, example = int(spec.key(batch, seq).split("x")[1]), int(spec.key(batch, None).split("x")[1])
     out = [seq]
     for k in (2, 4, 8, 16, 32):
         m = max(k, round(n / k) * k)
-        if m not in out and m != n:
+        if m not in out and m not in (n, example):  # the example's own size would prove nothing
             out.append(m)
     return out
 
