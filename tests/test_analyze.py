@@ -182,7 +182,7 @@ def test_activation_keys_match_the_models_functions():
     assert not torch.allclose(ACTIVATIONS["gelu"](x), ACTIVATIONS["gelu_tanh"](x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama_gqa", "torch_encoder"])
+@pytest.mark.parametrize("name", ["gpt2", "llama_gqa", "torch_encoder", "gpt_neox", "t5", "mpt", "deberta_v2"])
 def test_plan_json_round_trip_and_table(name, tmp_path):
     _, _, plan = _analyzed(name)
     assert Plan.from_json(plan.to_json()).to_dict() == plan.to_dict()

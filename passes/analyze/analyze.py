@@ -25,7 +25,7 @@ from passes.analyze.ffn import match_ffn, mlp_like
 from passes.analyze.inputs import split_inputs
 from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.side_tensors import side_tensors
-from passes.analyze.trace import Graph, TraceError, trace
+from passes.analyze.trace import Graph, TraceError, trace, traced_inputs
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
 
@@ -155,7 +155,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False) -> Pla
         ep = trace(model, example_inputs)
     except TraceError as exc:
         raise AnalyzeError(str(exc)) from exc
-    g, values = Graph(ep), NodeValues(ep, example_inputs)
+    g, values = Graph(ep), NodeValues(ep, *traced_inputs(model, example_inputs))
     found, unmatched = [], []
     _attention(g, model, values, found, unmatched)
     used = {s.weight_name for _, f in found for s in list(f.slices) + list(getattr(f, "coupled", ()))}

@@ -24,10 +24,10 @@ GATHER_OPS = frozenset({"index", "index_select", "gather", "take_along_dim", "ro
 
 
 class NodeValues:
-    """Every node's value in one run of the exported program on the example inputs (computed lazily)."""
+    """Every node's value in one run of the exported program on the traced inputs (computed lazily)."""
 
-    def __init__(self, ep: torch.export.ExportedProgram, example_inputs):
-        self.ep, self.example, self._vals = ep, example_inputs, None
+    def __init__(self, ep: torch.export.ExportedProgram, args: tuple, kwargs: dict):
+        self.ep, self.args, self.kwargs, self._vals = ep, args, kwargs, None
 
     def __getitem__(self, node: Node) -> Any:
         if self._vals is None:
@@ -35,9 +35,7 @@ class NodeValues:
         return self._vals[node]
 
     def _run(self) -> dict:
-        from passes.analyze.inputs import split_inputs
-        args, kwargs = split_inputs(self.example)
-        flat = self.ep._graph_module_flat_inputs(args, kwargs)
+        flat = self.ep._graph_module_flat_inputs(self.args, self.kwargs)
         vals: dict = {}
 
         class _Recorder(torch.fx.Interpreter):
