@@ -63,24 +63,13 @@ def merged_removals(plan: Plan, rems: dict[str, dict]) -> dict[str, tuple[int, l
     return out
 
 
-def _explained(plan: Plan, fam, extra: set) -> bool:
-    """torch-pruning's extra group members are other families' tensors or modules holding tensors analyze
-    found every head reads alike (a rotary table couples all layers' channels, never their heads)."""
-    known = {s.fqn for f in plan.families.values() for s in members(f)}
-    shared = {n.rpartition(".")[0] for f in plan.families.values() for n in getattr(f, "shared", ())}
-    return bool(extra) and extra <= known | shared and bool(extra & shared)
-
-
 def _remove_with_tp(model, plan: Plan, key: str, fam, rem: dict, dg) -> str:
-    """Remove through torch-pruning where eligible; a group that differs from the Plan is refused unless
-    the Plan explains every extra member (``_explained``)."""
+    """Remove through torch-pruning where eligible; a group that differs from the Plan is refused."""
     why = tp_eligible(model, fam) or (dg if isinstance(dg, str) else None)
     if why is None:
         try:
             why = tp_remove(dg, model, fam, rem)
         except GroupMismatch as exc:  # torch-pruning couples a tensor the Plan does not know: no guessing
-            if _explained(plan, fam, exc.extra):
-                return f"slice (torch-pruning also groups {sorted(exc.extra)}: head-shared per the Plan)"
             raise StripError(f"strip: torch-pruning's dependency group for {describe(plan, key)} differs from the "
                              f"Plan: {exc}. The Plan misses a coupled tensor; the model was left unchanged. "
                              f"Re-run analyze, or strip with backend='slice' only if you know the extra tensors "
@@ -118,6 +107,8 @@ def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, 
         cut = cuts[key]
         how = "nothing" if not rems[key] else (_remove_with_tp(model, plan, key, fam, rems[key], dg)
                                                if use_tp else "slice")
+        if "did not finish" in how:  # one timeout is enough: the rest are sliced without waiting again
+            dg = f"torch-pruning timed out on {key}"
         if how != "torch_pruning":
             sliced[key] = rems[key]
         report.families[key] = {"kind": fam.kind, "layer": fam.layer, "before": cut.granules, "kept": cut.kept,

@@ -10,6 +10,9 @@ the self-check verifies the result).
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import warnings
 from typing import Any, Optional
 
@@ -40,6 +43,8 @@ def tp_eligible(model: nn.Module, fam) -> Optional[str]:
         return "GQA: torch-pruning's q_proj group does not terminate (tests/test_strip.py limitation test)"
     if getattr(fam, "coupled", ()):
         return "per-head tensors outside q/k/v/out: the Plan slices them"
+    if getattr(fam, "shared", ()):  # rotary / position tables: the group spans every layer, or never ends
+        return "position tables shared by all heads: torch-pruning's group would span every layer"
     for sl in fam.slices:
         mod = model.get_submodule(sl.fqn)
         if type(mod) is not nn.Linear or sl.param != "weight":
@@ -51,12 +56,29 @@ def tp_eligible(model: nn.Module, fam) -> Optional[str]:
     return None
 
 
-class GroupMismatch(Exception):
-    """torch-pruning's dependency group differs from the Plan; ``extra``: modules it adds (by FQN)."""
+GROUP_SECONDS = 30.0  # get_pruning_group can spin on some graphs (grouped-query attention, partial rotary)
 
-    def __init__(self, message: str, extra: set):
-        super().__init__(message)
-        self.extra = extra
+
+@contextlib.contextmanager
+def _time_limit(seconds: float):
+    """Raise TimeoutError after ``seconds`` (main thread only: SIGALRM; elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(*_):
+        raise TimeoutError(f"torch-pruning did not finish within {seconds:g} s")
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class GroupMismatch(Exception):
+    """torch-pruning's dependency group differs from the Plan (a coupling the Plan does not describe)."""
 
 
 def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
@@ -73,8 +95,9 @@ def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
         expected[id(mod)] = (sl.role not in ("out", "down"), tuple(idx))
     root_idx = remove.get(root.weight_name, (0, []))[1]
     try:
-        group = dg.get_pruning_group(model.get_submodule(root.fqn), tp.prune_linear_out_channels,
-                                     idxs=list(root_idx))
+        with _time_limit(GROUP_SECONDS):
+            group = dg.get_pruning_group(model.get_submodule(root.fqn), tp.prune_linear_out_channels,
+                                         idxs=list(root_idx))
     except Exception as exc:  # torch-pruning's own limitation (not a coupling it found): say so
         return f"torch-pruning could not build the group ({type(exc).__name__}: {str(exc)[:120]})"
     seen = {}
@@ -86,8 +109,6 @@ def tp_remove(dg, model: nn.Module, fam, remove: dict) -> Optional[str]:
     if seen != expected:
         names = {id(m): n for n, m in model.named_modules()}
         show = lambda d: {names.get(k, k): ("out" if v[0] else "in", len(v[1])) for k, v in d.items()}
-        extra = {names.get(k, str(k)) for k in seen if k not in expected}
-        raise GroupMismatch(f"dependency group {show(seen)} != plan {show(expected)}",
-                            extra if set(expected) <= set(seen) else {"<a Plan member missing>"})
+        raise GroupMismatch(f"dependency group {show(seen)} != plan {show(expected)}")
     group.prune()
     return None
