@@ -145,26 +145,17 @@ def _prune(args) -> int:
 
 
 def _add_analyze(sub) -> None:
+    from leap_fx.run import analyze_cmd
     p = sub.add_parser("analyze", help="print the attention / feed-forward families (the Plan) of a model",
-                       description="Trace a Hugging Face model on an example text (torch.export) and print "
-                                   "the attention and feed-forward families leap-fx found in it (the Plan): "
-                                   "per layer, the projection slices of every head and neuron group that "
-                                   "pruning masks and strip removes. Use it to check that a model of your "
-                                   "own is understood before pruning it.")
-    p.add_argument("--model", help="Hugging Face model directory (default: MiniLM-L6)")
-    p.add_argument("--text", default="leap-fx finds heads and neurons.", help="example input text")
-    p.add_argument("--json", action="store_true", help="print the Plan as JSON instead of a table")
+                       description="Trace any model directory transformers can load and print its Plan: "
+                                   "attention and feed-forward families, and the sites it could not match.")
+    analyze_cmd.add_arguments(p)
     p.set_defaults(func=_analyze)
 
 
 def _analyze(args) -> int:
-    from leap_fx.models import load_classifier
-    from passes.analyze import analyze
-    model, tok = load_classifier(args.model)
-    example = {k: v for k, v in tok([args.text], return_tensors="pt").items()}
-    plan = analyze(model.eval(), example)
-    print(plan.to_json() if args.json else plan.table())
-    return 0
+    from leap_fx.run import analyze_cmd
+    return analyze_cmd.run(args)
 
 
 def _add_export(sub) -> None:

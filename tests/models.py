@@ -139,13 +139,21 @@ def hand_block():
     return HandModel().eval(), {"x": torch.randn(BATCH, SEQ, 32, generator=g)}
 
 
-ALL = {"bert": bert, "distilbert": distilbert, "roberta": roberta, "gpt2": gpt2, "vit": vit,
-       "llama_gqa": llama_gqa, "torch_encoder": torch_encoder, "hand_block": hand_block}
+CORE = {"bert": bert, "distilbert": distilbert, "roberta": roberta, "gpt2": gpt2, "vit": vit,
+        "llama_gqa": llama_gqa, "torch_encoder": torch_encoder, "hand_block": hand_block}
 
 
-def _exp(layers, heads, head_dim, ffn, act, kv_heads=None, gated=False, fused_qkv=False, hidden=32):
+def _exp(layers, heads, head_dim, ffn, act, kv_heads=None, gated=False, fused_qkv=False, hidden=32, attention=None,
+         ffns=None, interleaved=False, coupled=0, tied=0, frozen=False, qk_scale=True):
+    """``heads`` / ``ffn`` / ``hidden``: one value, or one per attention / ffn family in forward order.
+    ``attention`` / ``ffns``: family counts (default ``layers``); ``coupled``: per-head tensors per
+    self-attention family; ``tied``: groups of families sharing one; ``frozen``: heads kept (ALiBi);
+    ``qk_scale``: scaling q by c and k by 1/c is invariant and unpaired scaling is not (False: q/k are
+    normalised per head, or q also meets relative-position keys, as in disentangled attention)."""
     return dict(layers=layers, heads=heads, kv_heads=kv_heads or heads, head_dim=head_dim, ffn=ffn,
-                activation=act, gated=gated, fused_qkv=fused_qkv, hidden=hidden)
+                activation=act, gated=gated, fused_qkv=fused_qkv, hidden=hidden, attention=attention or layers,
+                ffns=ffns or layers, interleaved=interleaved, coupled=coupled, tied=tied, frozen=frozen,
+                qk_scale=qk_scale)
 
 
 EXPECTED = {
@@ -157,4 +165,26 @@ EXPECTED = {
     "llama_gqa": _exp(2, 4, 8, 48, "silu", kv_heads=2, gated=True),
     "torch_encoder": _exp(2, 4, 8, 64, "relu", fused_qkv=True),
     "hand_block": _exp(2, 4, 8, 64, "relu"),
+    # tests/models_more.py: the any-model classes of issue 11
+    "gpt_neox": _exp(2, 4, 8, 64, "gelu", fused_qkv=True, interleaved=True),
+    "phi": _exp(2, 4, 8, 48, "gelu_tanh", kv_heads=2),
+    "qwen3": _exp(2, 4, 8, 40, "silu", kv_heads=2, gated=True, qk_scale=False),
+    "bart": _exp(4, 4, 8, 48, "gelu", attention=6, ffns=4),
+    "t5": _exp(4, 4, 8, 48, "gelu_tanh", gated=True, attention=6, ffns=4, coupled=1, tied=2),
+    "mpnet": _exp(2, 4, 8, 40, "gelu", coupled=1, tied=1),
+    "albert": _exp(1, 4, 8, 48, "gelu_tanh"),
+    "deberta_v2": _exp(2, 4, 8, 48, "gelu", coupled=4, qk_scale=False),
+    "swin": _exp(2, [2, 4], 8, [32, 64], "gelu", hidden=[16, 32], coupled=1),
+    "wav2vec2": _exp(2, 4, 8, 48, "gelu"),
+    "whisper_encoder": _exp(2, 4, 8, 48, "gelu"),
+    "mpt": _exp(2, 4, 8, 128, "gelu", fused_qkv=True, frozen=True),  # MPT ignores expansion_ratio: 4 x d_model
+    "gpt2_default": _exp(2, 4, 8, 128, "gelu_tanh", fused_qkv=True),
 }
+
+
+def _more():
+    from tests.models_more import MORE
+    return MORE
+
+
+ALL = {**CORE, **_more()}

@@ -21,7 +21,7 @@ def _ort_first(path, feeds):
     return sess.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
 
 
-@pytest.mark.parametrize("name", list(models.ALL))
+@pytest.mark.parametrize("name", list(models.CORE))
 def test_strip_then_export_parity_every_architecture(name, tmp_path):
     model, inputs, plan, ref, *_ = stripped(name, seed=11, empty_layer=1)
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
@@ -70,17 +70,19 @@ def test_dynamo_exporter(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["d.onnx"]
 
 
-def test_parity_failure_raises_and_leaves_no_good_file(tmp_path, monkeypatch):
+def test_parity_failure_raises_and_keeps_the_verified_file(tmp_path, monkeypatch):
+    """Every path fails parity: nothing unverified at path, and the earlier verified file stays."""
     model, inputs = models.bert()
     path = tmp_path / "bad.onnx"
-    path.write_bytes(b"stale export from an earlier run")
+    export_onnx(model, inputs, str(path))  # an earlier, verified export
+    good = path.read_bytes()
     real = export_mod.ort_outputs
     monkeypatch.setattr(export_mod, "ort_outputs", lambda s, f: real(s, f) + 0.01)
     with pytest.raises(ParityError, match="differs from PyTorch") as err:
-        export_onnx(model, inputs, str(path))
+        export_onnx(model, inputs, str(path), exporter="torchscript")
     assert err.value.max_abs_diff == pytest.approx(0.01, rel=1e-2)
-    assert not path.exists()
-    assert sorted(os.listdir(tmp_path)) == ["bad.failed.onnx"]
+    assert "left unchanged" in str(err.value) and path.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == ["bad.failed.onnx", "bad.onnx"]
     assert err.value.failed_path == str(tmp_path / "bad.failed.onnx")
 
 
@@ -118,6 +120,10 @@ def test_bad_arguments(tmp_path):
         export_onnx(model, inputs, str(tmp_path / "a.bin"))
     with pytest.raises(ValueError, match="tensors"):
         export_onnx(model, {"input_ids": [1, 2]}, str(tmp_path / "a.onnx"))
+    for bad in (-1, float("nan"), float("inf"), "1e-4"):
+        with pytest.raises(ValueError, match="atol must be a finite number >= 0"):
+            export_onnx(model, inputs, str(tmp_path / "a.onnx"), atol=bad)
+    assert os.listdir(tmp_path) == []
 
 
 def test_first_tensor_of_model_outputs():
@@ -142,8 +148,9 @@ def test_onnxruntime_failure_is_a_parity_error(tmp_path, monkeypatch):
     def boom(session, feeds):
         raise RuntimeError("Reshape: input tensor cannot be reshaped")
     monkeypatch.setattr(export_mod, "ort_outputs", boom)
-    with pytest.raises(ParityError, match="onnxruntime failed"):
-        export_onnx(model, inputs, str(tmp_path / "h.onnx"))
+    with pytest.raises(ParityError, match="onnxruntime failed") as err:
+        export_onnx(model, inputs, str(tmp_path / "h.onnx"), exporter="torchscript")
+    assert err.value.side == "onnxruntime" and "nothing was written there" in str(err.value)
     assert sorted(os.listdir(tmp_path)) == ["h.failed.onnx"]
 
 

@@ -10,7 +10,9 @@ owners (``owner.py``). ``M`` is 1 except where *segments* say otherwise:
   ``head_dim`` rows of q, its columns of out; a neuron's row of up, column of down). ``group > 1``
   (grouped-query attention): the slice has ``granules / group`` granules, each the max over the
   ``group`` owner granules that read it. ``carries_value=False``: a real-valued owner only gates
-  this slice by its support (see ``owner.py``).
+  this slice by its support (see ``owner.py``). ``index`` (a Plan slice of interleaved heads, e.g.
+  fused qkv stored ``[heads, 3, head_dim]``): the slice's explicit positions, granule-major, instead
+  of the run ``start:start+size``.
 
 In training mode the owners' ``mask()`` is used (their autograd); in eval mode (and when folding)
 their ``deterministic_mask()``: so evaluation and ``fold`` see the same, exact, model.
@@ -41,6 +43,7 @@ class TiedSegment:
     unit: int
     group: int = 1
     carries_value: bool = True
+    index: Optional[tuple[int, ...]] = None
 
 
 Segment = Union[BlockSegment, TiedSegment]
@@ -77,12 +80,18 @@ class GranuleMask(nn.Module):
         return self
 
     def add_tied(self, owner: MaskOwner, shape: Sequence[int], axis: int, start: int, size: int,
-                 unit: int, group: int = 1, carries_value: bool = True) -> "GranuleMask":
-        """Indices ``start:start+size`` along ``axis`` (granule-major, ``unit`` each) follow ``owner``."""
+                 unit: int, group: int = 1, carries_value: bool = True,
+                 index: Optional[Sequence[int]] = None) -> "GranuleMask":
+        """Indices ``start:start+size`` (or ``index``) along ``axis`` (granule-major, ``unit`` each)
+        follow ``owner``."""
         if size != (owner.granules // group) * unit:
             raise ValueError(f"slice size {size} != {owner.granules // group} granules x unit {unit}")
+        if index is not None and (len(index) != size or len(set(index)) != size or max(index) >= shape[axis]):
+            raise ValueError(f"index of {len(index)} positions does not fit a slice of {size} on axis {axis} "
+                             f"of a tensor {tuple(shape)}")
         owner.count += size * (int(torch.Size(shape).numel()) // shape[axis])
-        self.segments.append(TiedSegment(self._index(owner), axis, start, size, unit, group, carries_value))
+        self.segments.append(TiedSegment(self._index(owner), axis, start, size, unit, group, carries_value,
+                                         None if index is None else tuple(int(i) for i in index)))
         return self
 
     # -- the mask -----------------------------------------------------------------------------
@@ -121,6 +130,10 @@ class GranuleMask(nn.Module):
                 continue
             if full is None:
                 full = torch.ones(tuple(shape), dtype=part.dtype, device=part.device)
+            if seg.index is not None:  # interleaved positions: scale them in place (differentiable)
+                idx = torch.as_tensor(seg.index, device=full.device)
+                full = full.index_copy(seg.axis, idx, full.index_select(seg.axis, idx) * part)
+                continue
             axis, start, size = seg.axis, seg.start, seg.size
             mid = full.narrow(axis, start, size) * part
             full = torch.cat([full.narrow(axis, 0, start), mid,

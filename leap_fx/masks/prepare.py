@@ -59,8 +59,8 @@ def _check_plan(model: nn.Module, plan) -> None:
                 w = getattr(model.get_submodule(s.fqn), s.param)
             except AttributeError:
                 w = None
-            if not isinstance(w, torch.Tensor) or w.dim() != 2 or s.start + s.size > w.shape[s.axis]:
-                raise ValueError(f"Plan slice {s.role}={s.weight_name}[{s.start}:{s.start + s.size}] on axis "
+            if not isinstance(w, torch.Tensor) or w.dim() != 2 or max(s.positions(), default=-1) >= w.shape[s.axis]:
+                raise ValueError(f"Plan slice {s.role}={s.weight_name}{s.describe()} on axis "
                                  f"{s.axis} does not fit this model: build the plan from this model with "
                                  f"plan = leap_fx.analyze(model, example_inputs)")
 
@@ -78,20 +78,30 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
         _check_plan(model, plan)
     targets = prunable(model, spec, plan)
     masks: dict[str, GranuleMask] = {}
-    for fam in (plan.families.values() if plan is not None else ()):  # tied: one owner per family
+    shared: dict[str, MaskOwner] = {}  # tie -> owner: families reading one per-head tensor share heads
+    for key, fam in (plan.families.items() if plan is not None else ()):  # tied: one owner per family
         if parse_granule(g[fam.kind])[0] not in TIED:
             continue
         members = [s for s in fam.slices if s.weight_name in targets]
+        if getattr(fam, "frozen", ""):  # heads strip cannot remove: no head masks, weights left dense
+            for s in members:
+                targets.pop(s.weight_name, None)
+            continue
         if not members:
             continue
         dev = getattr(targets[members[0].weight_name][0], members[0].param).device
-        own = make((fam.granules,), fam.fqn, dev)
+        tie = getattr(fam, "tie", "")
+        own = shared.get(tie) if tie else None
+        if own is None:
+            own = make((fam.granules,), key, dev)  # keyed by the Plan key (a tie: by its first family)
+            if tie:
+                shared[tie] = own
         unit = getattr(fam, "head_dim", 1)
         for s in members:
             shape = tuple(getattr(targets[s.weight_name][0], s.param).shape)
             group = fam.num_heads // fam.num_kv_heads if s.role in ("k", "v") else 1
             masks.setdefault(s.weight_name, GranuleMask()).add_tied(own, shape, s.axis, s.start, s.size, unit,
-                                                                    group, s.role in VALUE_ROLES)
+                                                                    group, s.role in VALUE_ROLES, s.index)
     for name, (mod, pname, out_axis) in targets.items():  # per matrix: block / row grids
         if name in masks:
             continue

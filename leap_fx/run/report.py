@@ -28,7 +28,7 @@ def matrix_densities(model: nn.Module, plan) -> list[dict]:
     rows = []
     for fam in sorted(plan.families.values(), key=lambda f: (f.layer, f.kind)):
         for s in fam.slices:
-            w = model.get_parameter(s.weight_name).detach().narrow(s.axis, s.start, s.size)
+            w = model.get_parameter(s.weight_name).detach().index_select(s.axis, torch.tensor(s.positions()))
             rows.append({"layer": fam.layer, "kind": fam.kind, "role": s.role, "family": fam.fqn,
                          "weight": s.weight_name, "numel": int(w.numel()),
                          "density": float((w != 0).sum()) / max(1, w.numel())})

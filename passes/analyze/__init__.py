@@ -1,8 +1,11 @@
 """Stage 1, analyze: trace a model (``torch.export``) and find its attention / FFN families.
 
-``trace.py`` (export + aten graph helpers) -> ``attention.py`` / ``ffn.py`` (dataflow matchers)
--> ``plan.py`` (the Plan: families keyed by module FQN, JSON round trip, table); ``residual.py``
-(``analyze(..., residual=True)``: the residual stream, what hidden-dimension pruning touches).
+``trace.py`` (export + aten graph helpers) -> ``channels.py`` (channels followed through the ops,
+node values) -> ``attention.py`` / ``ffn.py`` (dataflow matchers) -> ``side_tensors.py`` /
+``path_sides.py`` (per-head tensors outside q/k/v/out: coupled, shared or frozen) -> ``analyze.py``
+(one family per module, ties, unmatched sites) -> ``plan.py`` (the Plan: JSON round trip, table);
+``residual.py`` (``analyze(..., residual=True)``: the residual stream, what hidden-dimension pruning
+touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
 from passes.analyze.analyze import AnalyzeError, analyze

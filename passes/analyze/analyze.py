@@ -3,93 +3,188 @@
 LEAP prunes *groups* of weights (heads, FFN neurons; paper Sec. 3, Eq. 1-2): a head is the
 ``head_dim`` rows of q, k, v and the matching columns of the out projection; a neuron is one row
 of up (and gate) and one column of down. The matchers live beside this file: ``attention.py``
-(sdpa or matmul-softmax-matmul) and ``ffn.py`` (up -> activation -> down, gated or not).
+(sdpa or matmul-softmax-matmul), ``side_tensors.py`` (per-head tensors outside q/k/v/out) and
+``ffn.py`` (up -> activation -> down, gated or not).
+
+One family per set of weights, however many times the module runs (shared layers, ALBERT): the
+first call gives its layer. Families whose heads read one shared per-head tensor get one ``tie``.
+Every attention site and MLP-like site that could not be matched is listed in ``Plan.unmatched``
+with its reason; ``strict=True`` raises :class:`AnalyzeError` instead.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
 
 from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.attention import match_attention, sites
-from passes.analyze.ffn import match_ffn
+from passes.analyze.channels import NodeValues
+from passes.analyze.ffn import match_ffn, mlp_like
 from passes.analyze.inputs import split_inputs
-from passes.analyze.plan import Plan
+from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.residual import find_residual
-from passes.analyze.trace import Graph, TraceError, trace
+from passes.analyze.side_tensors import side_tensors
+from passes.analyze.trace import Graph, TraceError, trace, traced_inputs
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
 
 
 class AnalyzeError(ValueError):
-    """The model could not be traced, or no attention / feed-forward family was found."""
+    """The model could not be traced, no family was found, or (strict) some site was not matched;
+    ``unmatched`` lists the sites seen but not matched (empty when tracing failed)."""
+
+    def __init__(self, message: str, unmatched: Optional[list] = None):
+        super().__init__(message)
+        self.unmatched = list(unmatched or [])
+
+
+def _blocks(fqn: str) -> list[str]:
+    """Numbered container items holding ``fqn``, innermost first (``encoder.block.0.layer.1`` ...)."""
+    parts = fqn.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1) if parts[i - 1].isdigit()]
 
 
 def _block(fqn: str) -> Optional[str]:
     """The innermost numbered container item (``encoder.layer.3``) holding ``fqn``."""
-    parts = fqn.split(".")
-    return next((".".join(parts[:i]) for i in range(len(parts), 0, -1) if parts[i - 1].isdigit()), None)
+    found = _blocks(fqn)
+    return found[0] if found else None
 
 
 def _assign_layers(found: list[tuple[int, object]]) -> None:
-    """``layer`` = ordinal of the block in forward order (per kind when blocks are unnumbered)."""
+    """``layer`` = ordinal of the block in forward order (per kind when blocks are unnumbered). A block is
+    the innermost numbered item holding families of both kinds (T5's ``block.0`` numbers its sub-layers
+    ``layer.0``, ``layer.1``), else the innermost one."""
     found.sort(key=lambda t: t[0])
-    blocks = [_block(f.fqn) for _, f in found]
+    fams = [f for _, f in found]
+    blocks = []
+    for f in fams:
+        cands = _blocks(f.fqn)
+        both = [b for b in cands if any(o.kind != f.kind and (o.fqn == b or o.fqn.startswith(b + ".")) for o in fams)]
+        blocks.append((both or cands or [None])[0])
     if all(b is not None for b in blocks):
         order = list(dict.fromkeys(blocks))
-        for (_, f), b in zip(found, blocks):
+        for f, b in zip(fams, blocks):
             f.layer = order.index(b)
         return
     seen: dict[str, int] = {}
-    for _, f in found:
+    for f in fams:
         f.layer = seen[f.kind] = seen.get(f.kind, -1) + 1
 
 
-def analyze(model: torch.nn.Module, example_inputs, residual: bool = False) -> Plan:
+def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list) -> None:
+    for site in sites(g):
+        try:
+            fam, why = match_attention(g, site, values)
+            if fam is not None:
+                coupled, shared, frozen = side_tensors(g, model, site, fam, values)
+                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, frozen=frozen)
+        except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
+            fam, why = None, f"{type(exc).__name__}: {exc}"
+        if fam is None:
+            module = g.module_of(site.anchor)
+            unmatched.append(Unmatched(ATTENTION, _block(module) or "", module, site.anchor.name, why))
+        else:
+            found.append((g.order[site.anchor], fam))
+
+
+def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
+    for down in g.projections():
+        if down.weight in used:
+            continue
+        try:
+            fam, why = match_ffn(g, down)
+        except _MATCH_ERRORS as exc:
+            fam, why = None, f"{type(exc).__name__}: {exc}"
+        if fam is not None and used.intersection(s.weight_name for s in fam.slices):
+            fam, why = None, "its up projection already belongs to another family"
+        if fam is not None:
+            found.append((g.order[down.node], fam))
+            used.update(s.weight_name for s in fam.slices)
+        elif mlp_like(g, down):
+            unmatched.append(Unmatched(FEED_FORWARD, _block(down.module) or "", down.module, down.node.name, why))
+
+
+def _tie(families: list) -> None:
+    """Families reading one coupled tensor share their heads (union of shared tensor names)."""
+    group: dict[str, str] = {}
+
+    def root(x):
+        while group.setdefault(x, x) != x:
+            x = group[x]
+        return x
+    for fam in families:
+        names = [c.weight_name for c in getattr(fam, "coupled", ())]
+        for a in names[1:]:
+            group[root(a)] = root(names[0])
+    members: dict[str, list] = {}
+    for fam in families:
+        if getattr(fam, "coupled", ()):
+            members.setdefault(root(fam.coupled[0].weight_name), []).append(fam)
+    for key, fams in members.items():
+        if len(fams) > 1:
+            frozen = next((f.frozen for f in fams if f.frozen), "")
+            for f in fams:
+                f.tie, f.frozen = key, f.frozen or (f"tied to a family with frozen heads: {frozen}" if frozen else "")
+
+
+def _unique(found: list, unmatched: list) -> list:
+    """One family per set of weights (a module run in several layers is one family)."""
+    seen: dict[tuple, object] = {}
+    out = []
+    for order, fam in sorted(found, key=lambda t: t[0]):
+        sig = (fam.kind, tuple(sorted((s.weight_name, tuple(s.positions())) for s in fam.slices)))
+        if sig in seen:
+            continue
+        clash = [f for f in seen.values() if {s.weight_name for s in f.slices} & {s.weight_name for s in fam.slices}]
+        if clash:
+            unmatched.append(Unmatched(fam.kind, _block(fam.fqn) or "", fam.fqn, "",
+                                       f"shares weights with family {clash[0].fqn} but slices them differently"))
+            continue
+        seen[sig] = fam
+        out.append((order, fam))
+    return out
+
+
+def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residual: bool = False) -> Plan:
     """Trace ``model`` on ``example_inputs`` and return its attention / feed-forward families.
 
+    ``strict=True`` raises ``AnalyzeError`` when any attention / MLP-like site was left unmatched;
     ``residual=True`` also finds the residual stream (``Plan.residual``, ``residual.py``: what pruning
     hidden dimensions touches) and raises ``AnalyzeError`` if the stream cannot be removed from."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"analyze() needs a torch.nn.Module, got {type(model).__name__}")
     split_inputs(example_inputs)  # TypeError for unsupported input forms
     try:
-        g = Graph(trace(model, example_inputs))
+        ep = trace(model, example_inputs)
     except TraceError as exc:
         raise AnalyzeError(str(exc)) from exc
-    found, reasons, used = [], [], set()
-    for site in sites(g):
-        try:
-            fam, why = match_attention(g, site)
-        except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
-            fam, why = None, f"{site[0].name}: {type(exc).__name__}: {exc}"
-        if fam is None:
-            reasons.append(why)
-            continue
-        found.append((g.order[site[0]], fam))
-        used.update(s.weight_name for s in fam.slices)
-    for down in g.projections():
-        try:
-            fam = None if down.weight in used else match_ffn(g, down)
-        except _MATCH_ERRORS:
-            fam = None
-        if fam is not None and not used.intersection(s.weight_name for s in fam.slices):
-            found.append((g.order[down.node], fam))
+    g, values = Graph(ep), NodeValues(ep, *traced_inputs(model, example_inputs))
+    found, unmatched = [], []
+    _attention(g, model, values, found, unmatched)
+    used = {s.weight_name for _, f in found for s in list(f.slices) + list(getattr(f, "coupled", ()))}
+    _feed_forward(g, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
+    found = _unique(found, unmatched)
     if not found:
-        detail = "; ".join(dict.fromkeys(reasons)) or "no attention op (sdpa or matmul-softmax-matmul)"
+        detail = "; ".join(dict.fromkeys(str(u) for u in unmatched)) or "no attention op (sdpa or matmul-softmax-matmul)"
         raise AnalyzeError(
             f"no attention or feed-forward family found in {type(model).__name__}: the model has no "
             f"Linear -> reshape(heads, head_dim) -> attention -> Linear pattern and no Linear -> "
             f"activation ({', '.join(ACTIVATIONS)}) -> Linear back to the input width ({detail}). "
-            f"Check that the forward runs the transformer blocks for these example inputs.")
+            f"Check that the forward runs the transformer blocks for these example inputs.", unmatched)
     _assign_layers(found)
-    plan = Plan(model_class=type(model).__name__)
+    _tie([f for _, f in found])
+    plan = Plan(model_class=type(model).__name__, unmatched=unmatched)
     for _, fam in found:
         key = fam.fqn if fam.fqn not in plan.families else f"{fam.fqn}:{fam.kind}"
-        if key in plan.families and plan.families[key] == fam:
-            continue  # the same weights run twice (shared layers): one family
+        n = 1
+        while key in plan.families:
+            n, key = n + 1, f"{fam.fqn}:{fam.kind}{n + 1}"
         plan.families[key] = fam
+    if strict and unmatched:
+        raise AnalyzeError(f"analyze(strict=True): {len(unmatched)} site(s) of {type(model).__name__} not "
+                           f"matched: " + "; ".join(str(u) for u in unmatched[:8]), unmatched)
     if residual:
         plan.residual, why = find_residual(model, g, plan)
         if plan.residual is None:

@@ -1,112 +1,198 @@
 """Attention families: ``sdpa(q, k, v)`` or ``softmax(q @ k^T) @ v``, traced back to their projections.
 
-q/k/v are followed back to the projections that produce them, and a tensor of channel indices is
-replayed through the layout ops in between (``trace.index_through``), which reveals fused
-projections (GPT-2 ``c_attn``, ``in_proj_weight``), head counts and grouped-query kv heads. The out
-projection is the one consuming the merged heads.
+Sites: every ``scaled_dot_product_attention`` and every softmax over *scores* (a product of two
+activations, found by walking back from the softmax through elementwise and layout ops: scores
+may be scaled, biased, masked and reshaped before the softmax, as in disentangled attention).
+q/k/v are followed back to the projections that produce them with ``channels.channels`` (a tensor
+of channel indices replayed through the ops in between), which reveals fused projections (GPT-2
+``c_attn``, ``in_proj_weight``), heads interleaved in a fused weight (``[heads, 3, head_dim]``),
+partial rotary (``cat``), head counts and grouped-query kv heads. The out projection is the one
+consuming the merged heads.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 from torch.fx import Node
 
-from passes.analyze.plan import AttentionFamily, common_prefix
-from passes.analyze.trace import (ATTENTION_OPS, MATMUL_OPS, SOFTMAX_OPS, Graph, Projection, index_through,
-                                  is_pointwise, op_name, shape_of)
+from passes.analyze.channels import NodeValues, channels
+from passes.analyze.plan import AttentionFamily, Slice, common_prefix
+from passes.analyze.trace import (ATTENTION_OPS, LAYOUT_OPS, MATMUL_OPS, SOFTMAX_OPS, Graph, Projection,
+                                  index_through, is_pointwise, op_name, shape_of)
+
+SCORE_OPS = frozenset({"matmul", "bmm", "baddbmm"})
+WALK = 12  # nodes walked back from a softmax looking for the score product
+
+
+@dataclass
+class Site:
+    """One attention op: candidate (q, k) products, v, the output, and how scores reach the softmax."""
+
+    anchor: Node
+    candidates: list[tuple[Node, Node, bool, list[Node]]]  # (q, k, k transposed?, matmul -> ... -> softmax)
+    v: Optional[Node]
+    out: Optional[Node]
+    mask: Optional[Node] = None  # sdpa attn_mask
+    reason: str = ""
+    walk: list[Node] = field(default_factory=list)  # the chosen candidate's path (set by match)
+    sides: dict = field(default_factory=dict)  # role -> channels' sides on its path (set by match)
+
+
+def _score_candidates(g: Graph, softmax: Node) -> list[tuple[Node, Node, bool, list[Node]]]:
+    """Products of two activations reaching ``softmax`` through elementwise / layout ops, nearest first."""
+    parent: dict[Node, Optional[Node]] = {softmax.args[0]: softmax}
+    queue, found = [softmax.args[0]], []
+    while queue and len(parent) < 4 * WALK:
+        n = queue.pop(0)
+        if not isinstance(n, Node):
+            continue
+        name = op_name(n)
+        if name in SCORE_OPS:
+            a, b = (n.args[1], n.args[2]) if name == "baddbmm" else (n.args[0], n.args[1])
+            if g.param_of(a) is None and g.param_of(b) is None and g.projection(n) is None:
+                path, m = [], n
+                while m is not softmax:
+                    path.append(m)
+                    m = parent[m]
+                found.append((a, b, True, path + [softmax]))
+            continue
+        if name in LAYOUT_OPS:
+            nxt = [n.args[0]]
+        elif is_pointwise(n):
+            nxt = [a for a in n.args if isinstance(a, Node)]
+        else:
+            continue
+        for a in nxt:
+            if isinstance(a, Node) and a not in parent and g.param_of(a) is None:
+                parent[a] = n
+                queue.append(a)
+    return found
 
 
 def sites(g: Graph):
-    """Yield ``(anchor, q, k, v, k_is_transposed, attention_output)`` for every attention op."""
+    """Every attention op as a :class:`Site` (softmaxes not over scores are skipped)."""
     for n in g.nodes:
         name = op_name(n)
         if name in ATTENTION_OPS:
             out = n if shape_of(n) is not None else next(
                 (u for u in n.users if op_name(u) == "getitem" and u.args[1] == 0), None)
-            yield n, n.args[0], n.args[1], n.args[2], False, out
+            mask = n.args[3] if len(n.args) > 3 else n.kwargs.get("attn_mask")
+            yield Site(n, [(n.args[0], n.args[1], False, [n])], n.args[2], out, mask)
         elif name in SOFTMAX_OPS:
-            scores = n.args[0]
-            while isinstance(scores, Node) and is_pointwise(scores) and op_name(scores) not in MATMUL_OPS:
-                scores = next((a for a in scores.args if shape_of(a) == shape_of(n)), None)
+            cands = _score_candidates(g, n)
+            if not cands:
+                continue  # a softmax over projections (router, classifier): not attention
             ctx = g.path_from(n, lambda prev, m: op_name(m) in MATMUL_OPS and m.args[0] is prev)
-            if isinstance(scores, Node) and op_name(scores) in ("matmul", "bmm") and ctx is not None:
-                yield n, scores.args[0], scores.args[1], ctx[-1].args[1], True, ctx[-1]
+            yield Site(n, cands, ctx[-1].args[1] if ctx else None, ctx[-1] if ctx else None,
+                       reason="" if ctx else "the softmax output does not reach a matmul with v")
 
 
-def _channels(proj: Projection) -> torch.Tensor:
-    """Output channel index of every element of the projection's output."""
-    shp = shape_of(proj.node)
-    return torch.arange(shp[-1]).expand(shp).contiguous()
-
-
-def _head_starts(g: Graph, node, transposed: bool) -> tuple[Optional[Projection], list[int], str]:
-    """Projection feeding ``node`` and, per head along axis -3, the first channel it reads."""
-    path = g.path_to_projection(node)
-    if path is None:
+def _heads(g: Graph, node, transposed: bool, unit: int, values, sides: Optional[list] = None):
+    """Projection feeding ``node`` and, per head along axis -3, the sorted channels it reads (the path's
+    side operands are appended to ``sides``)."""
+    found = channels(g, node, unit, values)
+    if found is None:
         return None, [], f"{getattr(node, 'name', node)} is not a projection reshaped into heads"
-    proj = g.projection(path[0])
-    idx = index_through(path, _channels(proj))
-    if idx is None or idx.dim() not in (3, 4):
+    proj, idx, extra = found
+    if sides is not None:
+        sides.extend(extra)
+    if idx.dim() not in (3, 4):
         return None, [], f"cannot follow channels from {proj.weight} to {node.name}"
     idx = idx.transpose(-1, -2) if transposed else idx
     if idx.dim() == 3:  # (batch * heads, seq, head_dim)
         heads = len(torch.unique(idx[:, 0, 0]))
+        if idx.shape[0] % heads:
+            return None, [], f"{proj.weight}: cannot split {idx.shape[0]} rows into heads"
         idx = idx.reshape(-1, heads, *idx.shape[1:])
-    dim = idx.shape[-1]
-    ref = idx[:1, :, :1, :]
-    starts = ref[0, :, 0, 0]
-    if not (idx == ref).all() or not (ref[0, :, 0, :] == starts[:, None] + torch.arange(dim)).all():
-        return None, [], f"{proj.weight}: heads are not contiguous runs of head_dim channels"
-    return proj, [int(s) for s in starts], ""
+    if not (idx == idx[:1, :, :1, :]).all():
+        return None, [], f"{proj.weight}: a head reads different channels at different positions"
+    per_head = [tuple(sorted(int(c) for c in idx[0, h, 0, :])) for h in range(idx.shape[1])]
+    if any(len(set(ch)) != idx.shape[-1] for ch in per_head):
+        return None, [], f"{proj.weight}: a head reads a channel twice"
+    return proj, per_head, ""
 
 
-def _kv_layout(starts: list[int], heads: int, dim: int) -> Optional[tuple[int, int]]:
-    """``(start, num_kv_heads)`` if kv head ``j`` is at ``start + j*dim`` and q head h reads h // rep."""
-    uniq = sorted(set(starts))
+def _kv_heads(per_head: list, heads: int) -> Optional[list]:
+    """Distinct kv heads in order, if q head ``h`` reads kv head ``h // (heads // n_kv)``."""
+    uniq = list(dict.fromkeys(per_head))
     n = len(uniq)
-    if uniq != [uniq[0] + j * dim for j in range(n)] or heads % n:
+    if heads % n:
         return None
-    if len(starts) == n and starts == uniq:
-        return uniq[0], n
-    if len(starts) == heads and starts == [uniq[h // (heads // n)] for h in range(heads)]:
-        return uniq[0], n
+    if per_head == uniq or per_head == [uniq[h // (heads // n)] for h in range(heads)]:
+        return uniq
     return None
 
 
-def match_attention(g: Graph, site) -> tuple[Optional[AttentionFamily], str]:
-    anchor, q, k, v, k_t, out = site
-    qp, qs, why = _head_starts(g, q, False)
-    if qp is None:
-        return None, why
-    heads, dim = len(qs), shape_of(q)[-1]
-    if qs != [qs[0] + h * dim for h in range(heads)]:
-        return None, f"{qp.weight}: q heads out of order"
-    kv = {}
-    for role, node, tr in (("k", k, k_t), ("v", v, False)):
-        p, starts, why = _head_starts(g, node, tr)
-        lay = _kv_layout(starts, heads, dim) if p is not None else None
-        if lay is None:
-            return None, why or f"{role}: unsupported grouped-query layout {starts}"
-        kv[role] = (p, *lay)
-    if kv["k"][2] != kv["v"][2]:
-        return None, "k and v have different head counts"
-    if out is None:
-        return None, f"{anchor.name}: attention output not found"
+def _out_columns(g: Graph, out: Node, heads: int, dim: int) -> tuple[Optional[Projection], list, str]:
+    """The projection consuming the merged heads, and per head the input columns it reads."""
     path = g.path_from(out, lambda prev, m: g.projection(m) is not None and g.projection(m).x is prev)
     if path is None:
-        return None, f"{anchor.name}: no projection consumes the merged heads"
-    op = g.projection(path[-1])
-    width, shp = heads * dim, shape_of(out)
+        return None, [], f"{out.name}: no projection consumes the merged heads"
+    op, shp = g.projection(path[-1]), shape_of(out)
     if len(shp) == 4:
         merged = torch.arange(heads).view(1, heads, 1, 1) * dim + torch.arange(dim)
     else:
         merged = (torch.arange(shp[0]) % heads).view(-1, 1, 1) * dim + torch.arange(dim)
     idx = index_through(path[:-1], merged.expand(shp).contiguous())
-    if idx is None or idx.shape[-1] != width or not (idx.reshape(-1, width) == torch.arange(width)).all():
-        return None, f"{op.weight}: input channels are not the merged heads in order"
-    sl = dict(q=qp.slice(qs[0], width, "q", True), out=op.slice(0, width, "out", False))
-    for role, (p, start, n_kv) in kv.items():
-        sl[role] = p.slice(start, n_kv * dim, role, True)
-    fam = AttentionFamily(common_prefix(s.fqn for s in sl.values()), -1, heads, kv["k"][2], dim, **sl)
+    if idx is None or idx.shape[-1] != op.in_features:
+        return None, [], f"{op.weight}: cannot follow the merged heads to its input"
+    rows = idx.reshape(-1, idx.shape[-1])
+    if not (rows == rows[:1]).all() or sorted(rows[0].tolist()) != list(range(heads * dim)):
+        return None, [], f"{op.weight}: input columns are not exactly the merged heads"
+    col = rows[0]
+    return op, [[int(c) for c in (col // dim == h).nonzero().flatten()] for h in range(heads)], ""
+
+
+def _slice(p: Projection, positions, role: str, on_output: bool) -> Slice:
+    axis = p.out_axis if on_output else 1 - p.out_axis
+    return Slice.at(p.module, p.param, axis, positions, role, p.bias_param if on_output else None)
+
+
+def _match_one(g: Graph, q, k, k_t: bool, v, out, values, sides: dict) -> tuple[Optional[AttentionFamily], str]:
+    dim = shape_of(q)[-1]
+    qp, qh, why = _heads(g, q, False, dim, values, sides.setdefault("q", []))
+    if qp is None:
+        return None, why
+    heads = len(qh)
+    if len({c for h in qh for c in h}) != heads * dim:
+        return None, f"{qp.weight}: q heads overlap"
+    kv = {}
+    for role, node, tr in (("k", k, k_t), ("v", v, False)):
+        p, per, why = _heads(g, node, tr, dim, values, sides.setdefault(role, []))
+        uniq = _kv_heads(per, heads) if p is not None else None
+        if uniq is None:
+            return None, why or f"{role}: unsupported grouped-query layout"
+        kv[role] = (p, uniq)
+    if len(kv["k"][1]) != len(kv["v"][1]):
+        return None, "k and v have different head counts"
+    k_len = shape_of(k)[-1 if k_t else -2]
+    if k_len != shape_of(v)[-2]:
+        return None, f"{k.name} has {k_len} positions but v has {shape_of(v)[-2]}: not the q.k scores"
+    if out is None:
+        return None, "attention output not found"
+    op, cols, why = _out_columns(g, out, heads, dim)
+    if op is None:
+        return None, why
+    sl = dict(q=_slice(qp, [c for h in qh for c in h], "q", True),
+              out=_slice(op, [c for h in cols for c in h], "out", False))
+    for role, (p, uniq) in kv.items():
+        sl[role] = _slice(p, [c for h in uniq for c in h], role, True)
+    fam = AttentionFamily(common_prefix(s.fqn for s in sl.values()), -1, heads, len(kv["k"][1]), dim, **sl)
     return fam, ""
+
+
+def match_attention(g: Graph, site: Site, values: Optional[NodeValues] = None) -> tuple[Optional[AttentionFamily], str]:
+    """The family at ``site`` (trying each score product), or None and why not."""
+    if site.v is None:
+        return None, site.reason
+    reasons = []
+    for q, k, k_t, walk in site.candidates:
+        sides: dict = {}
+        fam, why = _match_one(g, q, k, k_t, site.v, site.out, values, sides)
+        if fam is not None:
+            site.walk, site.sides = walk, sides
+            return fam, ""
+        reasons.append(why)
+    return None, reasons[0] if reasons else site.reason

@@ -14,7 +14,25 @@ from torch.fx import Node
 
 from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.plan import FeedForwardFamily, common_prefix
-from passes.analyze.trace import Graph, Projection, is_pointwise, op_name, shape_of
+from passes.analyze.trace import LAYOUT_OPS, Graph, Projection, is_pointwise, op_name, shape_of
+
+
+_SPLITS = ("split", "split_with_sizes", "chunk")
+
+
+def _part(g: Graph, n) -> Optional[tuple[Projection, int]]:
+    """``(projection, first channel)`` when ``n`` is one piece of a projection split along its last axis
+    (a fused gate|up weight: ``gate, up = proj(x).chunk(2, -1)``); a plain projection is ``(proj, 0)``."""
+    if g.projection(n) is not None:
+        return g.projection(n), 0
+    src = n.args[0] if op_name(n) == "getitem" else None
+    if not isinstance(src, Node) or op_name(src) not in _SPLITS or g.projection(src.args[0]) is None:
+        return None
+    dim = src.args[2] if len(src.args) > 2 else src.kwargs.get("dim", 0)
+    pieces = src.meta.get("val")
+    if dim not in (-1, len(shape_of(src.args[0])) - 1) or not isinstance(pieces, (list, tuple)):
+        return None
+    return g.projection(src.args[0]), sum(int(p.shape[-1]) for p in pieces[:n.args[1]])
 
 
 def _pointwise_region(g: Graph, down: Projection):
@@ -24,7 +42,7 @@ def _pointwise_region(g: Graph, down: Projection):
         n = stack.pop()
         if n in region or n in leaves:
             continue
-        if g.projection(n) is not None:
+        if _part(g, n) is not None:
             leaves.append(n)
         elif is_pointwise(n) or op_name(n) in ("view", "reshape", "_unsafe_view") and \
                 (shape_of(n) or (None,))[-1] == (shape_of(n.args[0]) or (0,))[-1]:
@@ -56,22 +74,45 @@ def _which_activation(fn: Callable, probes: list[torch.Tensor]) -> Optional[tupl
     return None
 
 
-def match_ffn(g: Graph, down: Projection) -> Optional[FeedForwardFamily]:
+_NORMS = frozenset({"layer_norm", "native_layer_norm", "group_norm", "rms_norm", "mean", "getitem"})
+
+
+def mlp_like(g: Graph, down: Projection, depth: int = 8) -> bool:
+    """``down`` reads (through elementwise, layout or norm ops) a projection from its own output width:
+    the shape of an MLP, whether or not ``match_ffn`` can make a family of it."""
+    n = down.x
+    for _ in range(depth):
+        up = g.projection(n)
+        if up is not None:
+            return up.in_features == down.out_features and up.out_features == down.in_features
+        if not isinstance(n, Node) or n.op != "call_function" or not n.args or \
+                not (is_pointwise(n) or op_name(n) in LAYOUT_OPS or op_name(n) in _NORMS):
+            return False
+        if op_name(n) == "add" and sum(isinstance(a, Node) and shape_of(a) == shape_of(n) for a in n.args) == 2:
+            return False  # a residual connection: the walk left the block
+        n = next((a for a in n.args if isinstance(a, Node) and g.param_of(a) is None), None)
+    return False
+
+
+def match_ffn(g: Graph, down: Projection) -> tuple[Optional[FeedForwardFamily], str]:
+    """The feed-forward family ending in ``down``, or None and why not."""
     region, leaves = _pointwise_region(g, down)
     if not region or len(leaves) not in (1, 2):
-        return None
-    projs = [g.projection(n) for n in leaves]
+        return None, "not up -> elementwise activation -> down (a norm or other op sits in between)"
+    parts = [_part(g, n) for n in leaves]
+    projs = [p for p, _ in parts]
     width = down.in_features
-    if any(p.out_features != width or p.in_features != down.out_features for p in projs):
-        return None
+    if any(shape_of(n)[-1] != width or p.in_features != down.out_features for n, p in zip(leaves, projs)):
+        return None, f"widths do not match ({[p.weight for p in projs]} -> {down.weight})"
     gen = torch.Generator().manual_seed(0)
     probes = [torch.randn(shape_of(n), generator=gen, dtype=torch.float64) * 3 for n in leaves]
     found = _which_activation(lambda *xs: _run(region, dict(zip(leaves, xs))), probes)
     if found is None:
-        return None
+        return None, (f"the activation between {projs[0].weight} and {down.weight} is none of "
+                      f"{sorted(ACTIVATIONS)} (add it to passes.analyze.activations.ACTIVATIONS)")
     key, gi = found
-    up, gate = (projs[1 - gi], projs[gi]) if len(projs) == 2 else (projs[0], None)
-    sl = dict(up=up.slice(0, width, "up", True), down=down.slice(0, width, "down", False))
+    (up, u0), (gate, g0) = (parts[1 - gi], parts[gi]) if len(parts) == 2 else (parts[0], (None, 0))
+    sl = dict(up=up.slice(u0, width, "up", True), down=down.slice(0, width, "down", False))
     if gate is not None:
-        sl["gate"] = gate.slice(0, width, "gate", True)
-    return FeedForwardFamily(common_prefix(s.fqn for s in sl.values()), -1, width, key, **sl)
+        sl["gate"] = gate.slice(g0, width, "gate", True)
+    return FeedForwardFamily(common_prefix(s.fqn for s in sl.values()), -1, width, key, **sl), ""

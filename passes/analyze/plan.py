@@ -4,26 +4,38 @@ The Plan is the contract between the graph analysis (``passes.analyze``), the ma
 (``leap_fx.masks.prepare``) and exact stripping (``passes.strip``). It is plain data: it round-trips
 through JSON and prints as a table.
 
-Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each granule is a
-contiguous run of ``unit`` indices along one axis of every member weight:
+Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each granule is a run of
+``unit`` indices along one axis of every member weight:
 
 - ``Slice(fqn, param, axis, start, size)`` says: in ``<fqn>.<param>``, indices
   ``start : start + size`` along ``axis`` belong to this family, laid out granule-major
-  (granule ``g`` covers ``start + g*unit : start + (g+1)*unit``).
+  (granule ``g`` covers ``start + g*unit : start + (g+1)*unit``). Interleaved layouts (fused qkv
+  stored ``[heads, 3, head_dim]``) give an explicit ``index`` list instead, still granule-major
+  (``positions()`` is the list either way).
 - ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output
   axis, e.g. rows of an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
 
 For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
 have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
-``h // (num_heads // num_kv_heads)``). For a feed-forward family ``up``/``gate``/``down`` have
-``width`` granules of size 1. The residual stream (``Plan.residual``, only when analysed with
-``residual=True``) has ``width`` hidden dims, one index each along every tensor it touches.
+``h // (num_heads // num_kv_heads)``). ``coupled`` lists per-head tensors that are not projections
+(a relative-position bias table with one column per head, head-wise scales or biases): ``num_heads``
+granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
+tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
+and added in every layer): their heads are one tied granule, the same heads go everywhere.
+``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
+constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
+``up``/``gate``/``down`` have ``width`` granules of size 1. The residual stream (``Plan.residual``,
+only when analysed with ``residual=True``) has ``width`` hidden dims, one index each along every
+tensor it touches.
+
+``Plan.unmatched`` lists the attention-like and MLP-like sites ``analyze`` saw but could not match,
+with the reason (``analyze(..., strict=True)`` raises instead).
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional, Union
+from typing import Iterable, Optional, Sequence, Union
 
 from passes.io import read_json, write_text
 
@@ -45,19 +57,45 @@ def common_prefix(fqns: Iterable[str]) -> str:
 
 @dataclass(frozen=True)
 class Slice:
-    """Indices ``start:start+size`` along ``axis`` of parameter ``<fqn>.<param>``."""
+    """Indices ``start:start+size`` (or the explicit ``index`` list) along ``axis`` of ``<fqn>.<param>``."""
 
     fqn: str
     param: str
     axis: int
     start: int
     size: int
-    role: str  # q k v out | up gate down
+    role: str  # q k v out | up gate down | coupled
     bias: Optional[str] = None  # bias parameter sliced together with this slice, if any
+    index: Optional[tuple[int, ...]] = None  # granule-major positions when not one contiguous run
+
+    def __post_init__(self):
+        if self.index is None:
+            return
+        idx = tuple(int(i) for i in self.index)
+        contiguous = not idx or idx == tuple(range(idx[0], idx[0] + len(idx)))
+        object.__setattr__(self, "start", (idx[0] if contiguous else min(idx)) if idx else self.start)
+        object.__setattr__(self, "size", len(idx))
+        object.__setattr__(self, "index", None if contiguous else idx)  # contiguous: start/size say it all
+
+    @classmethod
+    def at(cls, fqn: str, param: str, axis: int, positions: Sequence[int], role: str,
+           bias: Optional[str] = None) -> "Slice":
+        """A slice from its granule-major positions (contiguous ones become ``start``/``size``)."""
+        pos = [int(p) for p in positions]
+        return cls(fqn, param, axis, pos[0] if pos else 0, len(pos), role, bias, tuple(pos))
 
     @property
     def weight_name(self) -> str:
         return f"{self.fqn}.{self.param}" if self.fqn else self.param
+
+    def positions(self) -> list[int]:
+        """Every index of the slice along ``axis``, granule-major."""
+        return list(self.index) if self.index is not None else list(range(self.start, self.start + self.size))
+
+    def describe(self) -> str:
+        if self.index is None:
+            return f"[{self.start}:{self.start + self.size}]"
+        return f"[{self.size} interleaved]"
 
 
 @dataclass
@@ -74,6 +112,14 @@ class AttentionFamily:
     v: Slice
     out: Slice
     kind: str = ATTENTION
+    coupled: tuple[Slice, ...] = ()  # per-head tensors outside q/k/v/out, num_heads granules each
+    tie: str = ""     # families with the same tie share their heads (one tensor read by all of them)
+    frozen: str = ""  # why these heads cannot be stripped ("" = they can)
+    shared: tuple[str, ...] = ()  # tensors every head reads alike (rotary tables): never sliced
+
+    def __post_init__(self):
+        self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
+        self.shared = tuple(self.shared)
 
     @property
     def granules(self) -> int:
@@ -85,7 +131,10 @@ class AttentionFamily:
 
     def describe(self) -> str:
         kv = f" (kv {self.num_kv_heads})" if self.num_kv_heads != self.num_heads else ""
-        return f"{self.num_heads}{kv} x {self.head_dim}"
+        extra = f", tied {self.tie}" if self.tie else ""
+        extra += f", + {', '.join(c.weight_name for c in self.coupled)}" if self.coupled else ""
+        extra += f", FROZEN: {self.frozen}" if self.frozen else ""
+        return f"{self.num_heads}{kv} x {self.head_dim}{extra}"
 
 
 @dataclass
@@ -143,15 +192,30 @@ Family = Union[AttentionFamily, FeedForwardFamily]
 _FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily, RESIDUAL: ResidualFamily}
 
 
+@dataclass(frozen=True)
+class Unmatched:
+    """An attention-like or MLP-like site ``analyze`` saw but could not turn into a family."""
+
+    kind: str     # ATTENTION or FEED_FORWARD
+    block: str    # the numbered block holding it ("" when unknown)
+    module: str   # innermost module of the site
+    node: str     # aten graph node
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} site {self.node} in {self.module or 'the top module'}: {self.reason}"
+
+
 @dataclass
 class Plan:
-    """Families keyed by their module FQN, plus what was traced. ``residual`` (the residual stream,
-    only when asked for) is kept apart from ``families`` (which holds per-layer families only);
-    ``all_families()`` lists both, keyed ``"residual"`` for the stream."""
+    """Families keyed by their module FQN, plus what was traced and what could not be matched.
+    ``residual`` (the residual stream, only when asked for) is kept apart from ``families`` (which
+    holds per-layer families only); ``all_families()`` lists both, keyed ``"residual"`` for the stream."""
 
     families: dict[str, Family] = field(default_factory=dict)
     model_class: str = ""
     residual: Optional[ResidualFamily] = None
+    unmatched: list[Unmatched] = field(default_factory=list)
 
     # -- queries -------------------------------------------------------------------------
     def attention(self) -> list[AttentionFamily]:
@@ -183,7 +247,9 @@ class Plan:
 
     # -- JSON ------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        out = {"model_class": self.model_class, "families": {k: asdict(v) for k, v in self.families.items()}}
+        out = {"model_class": self.model_class,
+               "families": {k: asdict(v) for k, v in self.families.items()},
+               "unmatched": [asdict(u) for u in self.unmatched]}
         if self.residual is not None:
             out["residual"] = asdict(self.residual)
         return out
@@ -201,7 +267,9 @@ class Plan:
             if isinstance(fd.get("slices"), list):
                 fd["slices"] = [Slice(**s) if isinstance(s, dict) else s for s in fd["slices"]]
             fams[key] = typ(**fd)
-        return cls.from_families(fams, d.get("model_class", ""))
+        plan = cls.from_families(fams, d.get("model_class", ""))
+        plan.unmatched = [Unmatched(**u) for u in d.get("unmatched", [])]
+        return plan
 
     def to_json(self, path: Optional[str] = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
@@ -232,7 +300,7 @@ class Plan:
         for fqn, f in sorted(self.families.items(), key=lambda kv: (kv[1].layer, kv[1].kind)):
             fused = {s.fqn for s in f.slices if sum(t.fqn == s.fqn for t in f.slices) > 1}
             mats = ", ".join(f"{s.role}={s.fqn.rsplit('.', 1)[-1]}"
-                             + (f"[{s.start}:{s.start + s.size}]" if s.fqn in fused else "")
+                             + (s.describe() if s.fqn in fused or s.index is not None else "")
                              for s in f.slices)
             rows.append((f.kind, str(f.layer), fqn, mats, f.describe()))
         if self.residual is not None:
@@ -241,6 +309,7 @@ class Plan:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        lines += [f"WARNING: {u}" for u in self.unmatched]
         return f"Plan for {self.model_class or 'model'}: {len(self.attention())} attention, " \
                f"{len(self.feed_forward())} feed-forward families\n" + "\n".join(lines)
 

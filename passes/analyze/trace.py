@@ -28,9 +28,20 @@ class TraceError(ValueError):
     """``torch.export`` could not trace the model with the given example inputs."""
 
 
-def trace(model: torch.nn.Module, example_inputs) -> torch.export.ExportedProgram:
-    """``torch.export.export(model, args, kwargs, strict=False)`` in eval mode under no_grad."""
+def traced_inputs(model: torch.nn.Module, example_inputs) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` as traced: with ``use_cache=False`` when the forward takes it and the caller did
+    not say (a key/value cache is no tensor torch.export can return)."""
     args, kwargs = split_inputs(example_inputs)
+    _, accepted = unknown_inputs(model, kwargs)
+    if accepted is not None and "use_cache" in accepted and "use_cache" not in kwargs:
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
+def trace(model: torch.nn.Module, example_inputs) -> torch.export.ExportedProgram:
+    """``torch.export.export(model, *traced_inputs(model, example_inputs), strict=False)`` in eval mode
+    under no_grad."""
+    args, kwargs = traced_inputs(model, example_inputs)
     bad, accepted = unknown_inputs(model, kwargs)
     if bad:
         raise TraceError(f"example inputs {bad} are not parameters of {type(model).__name__}.forward, which "
@@ -174,7 +185,7 @@ class Graph:
         fqn = self.param_of(node)
         if fqn is not None:
             return fqn, False
-        if isinstance(node, Node) and op_name(node) in ("t", "transpose", "permute") and \
+        if isinstance(node, Node) and op_name(node) in ("t", "transpose", "permute", "numpy_T") and \
                 len(shape_of(node) or ()) == 2:
             return self.param_of(node.args[0]), True
         return None, False

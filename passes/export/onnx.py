@@ -1,43 +1,54 @@
-"""export_onnx: one ONNX file with dynamic batch / sequence axes, verified in onnxruntime.
+"""export_onnx: one ONNX file with the dynamic axes the model allows, verified in onnxruntime.
 
 The exported output is the model's *first* output: a tensor as is, ``tuple[0]``, or the first
 field of an HF ``ModelOutput`` (``logits`` for heads, ``last_hidden_state`` for bare encoders).
 Example inputs: a dict (passed as keyword arguments, ONNX input names = the keys), a tuple
 (positional, names ``input_0``...) or one tensor.
 
-Default exporter: the TorchScript one (``torch.onnx.export(..., dynamo=False)``): it exports
-every tiny architecture here and its graphs ran 15-20% faster in onnxruntime than the dynamo
-exporter's. ``exporter="dynamo"`` selects ``torch.export``-based export (needs onnxscript).
+Dynamic axes: ``dynamic_axes=`` if given, else what ``torch.export`` keeps symbolic
+(``axes.py``: audio features ``[batch, mel, frames]`` keep ``mel`` fixed, an encoder-decoder gets
+two sequence axes). That trace also refuses a forward with data-dependent Python control flow
+(:class:`axes.ControlFlowError`), whose ONNX would be wrong on the branch the example did not take
+(``allow_control_flow=True``: warn loudly and export anyway).
 
-Nothing unverified is left at ``path``: the file is written to a temporary name, loaded in
-onnxruntime (CPUExecutionProvider) and compared with PyTorch on several (batch, sequence)
-shapes; only then is it renamed to ``path``. On a mismatch it is renamed to
-``<stem>.failed.onnx``, an older ``path`` / ``<stem>.opt.onnx`` is deleted (it would pass for
-this export's result) and :class:`ParityError` is raised. ``optimize=True`` (or ``"ort"``)
-additionally writes ``<stem>.opt.onnx``: onnxruntime's extended graph optimizations (fused
-Gemm/Gelu/LayerNorm kernels, CPU provider); ``optimize="transformers"`` uses
-``onnxruntime.transformers``' BERT fusions instead. Either is kept only if it passes the same
-parity check (ORT's Attention fuser stamps one num_heads on every layer, which is wrong after
-per-layer head pruning); a rejected optimization is reported in ``notes``, the plain export
-stays valid. ``opset``: default 17 (torchscript) / the exporter's default (dynamo).
+Export paths (``fallback.py``): TorchScript; TorchScript with an all-ones ``attention_mask`` when
+the forward accepts one and the example lacks it; the dynamo exporter (onnxscript). Each path is
+written to a temporary file, loaded in onnxruntime (CPUExecutionProvider) and compared with
+PyTorch on several shapes (``shapes``: ``(batch, seq)``, seq an int, a factor of the example's
+size, or None for the example's); the first that passes is renamed to ``path`` and
+``ExportReport.path_taken`` / ``attempts`` record what happened. ``exporter="torchscript"`` or
+``"dynamo"`` restricts the paths.
+
+Nothing unverified is ever at ``path``, and a failed export never deletes what is there: an
+earlier (verified) file at ``path`` is left as it was, the last failing file is kept as
+``<stem>.failed.onnx`` and the error (``ParityError`` when a file was written but failed the
+check, naming which side failed; ``ExportError`` when no exporter could write one) lists every
+path tried. ``optimize=True`` (or ``"ort"``) additionally writes ``<stem>.opt.onnx``:
+onnxruntime's extended graph optimizations; ``optimize="transformers"`` uses
+``onnxruntime.transformers``' BERT fusions. Either is kept only if it passes the same parity
+check; a rejected optimization is reported in ``notes``, the plain export stays valid.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
+import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence, Union
 
-import torch
 from torch import nn
 
+from passes.export.axes import ControlFlowError, infer_axes
+from passes.export.fallback import ExportError, attempts, run_exporter
 from passes.export.inputs import InputSpec
-from passes.io import atomic_path
 from passes.export.parity import ParityError, first_tensor, ort_session, parity
+from passes.io import atomic_path
 
-EXPORTERS = ("torchscript", "dynamo")
-DEFAULT_SHAPES = ((1, 5), (3, 11), (2, None))  # None: the example's own sequence length
+EXPORTERS = ("auto", "torchscript", "dynamo")
+OPTIMIZERS = ("ort", "transformers")
+DEFAULT_SHAPES = ((1, 0.6), (3, 1.4), (2, None))  # (batch, seq factor of the example; None: as is)
+__all__ = ["EXPORTERS", "ExportReport", "ExportError", "ControlFlowError", "export_onnx"]
 
 
 @dataclass
@@ -52,6 +63,9 @@ class ExportReport:
     optimized_path: Optional[str] = None
     optimized_max_abs_diff: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    path_taken: str = ""                                       # the export path that passed
+    attempts: list[str] = field(default_factory=list)          # every path tried, with its outcome
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,71 +83,136 @@ class _FirstOutput(nn.Module):
         return first_tensor(out)
 
 
-def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Optional[int] = None,
-                check: bool = True, atol: float = 1e-4, optimize: Union[bool, str] = False,
-                exporter: str = "torchscript", shapes=DEFAULT_SHAPES,
-                dynamic_axes: Optional[dict[str, dict[int, str]]] = None, output_name: str = "output",
-                output_axes: Optional[dict[int, str]] = None) -> ExportReport:
-    """Export ``model`` to ``path`` (single file) and check onnxruntime parity; see module doc.
-    ``output_name`` / ``output_axes`` name the output and its dynamic axes (default: ``output``, the
-    inputs' batch and sequence axes; a classifier's ``logits`` are ``{0: "batch"}``)."""
+def _check_args(path, atol, exporter, optimize) -> str:
     if exporter not in EXPORTERS:
         raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     if optimize not in (False, True) + OPTIMIZERS:
         raise ValueError(f"optimize must be False, True (= 'ort') or one of {OPTIMIZERS}")
     if not str(path).endswith(".onnx"):
         raise ValueError(f"path must end with .onnx, got {path!r}")
-    path = os.path.abspath(path)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
+        raise ValueError(f"atol must be a finite number >= 0 (the largest |onnxruntime - PyTorch| "
+                         f"allowed, e.g. 1e-4), got {atol!r}")
+    return os.path.abspath(path)
+
+
+def _axes(model: nn.Module, spec: InputSpec, notes: list[str], allow_control_flow: bool):
+    """Inferred axes (None: keep the guess), refusing data-dependent control flow unless allowed. The
+    probe runs on a copy: a forward traced with symbolic sizes may store them on modules (Swin does)."""
+    try:
+        probe = _FirstOutput(_exportable(model, []), spec.names, spec.as_kwargs).eval()
+        return infer_axes(probe, spec.names, spec.tensors)
+    except ControlFlowError as exc:
+        if not allow_control_flow:
+            raise
+        warnings.warn(f"export_onnx: {exc}", RuntimeWarning, stacklevel=3)
+        notes.append(f"WARNING: {exc}")
+    except Exception as exc:  # torch.export cannot trace it: guess the axes, parity will tell
+        notes.append(f"dynamic axes guessed (batch = axis 0, sequence = axis 1 of rank-2/3 inputs): torch.export "
+                     f"failed ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]})")
+    return None
+
+
+def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Optional[int] = None,
+                check: bool = True, atol: float = 1e-4, optimize: Union[bool, str] = False,
+                exporter: str = "auto", shapes=None, dynamic_axes: Optional[dict[str, dict[int, str]]] = None,
+                allow_control_flow: bool = False, output_name: str = "output",
+                output_axes: Optional[dict[int, str]] = None) -> ExportReport:
+    """Export ``model`` to ``path`` (single file) and check onnxruntime parity; see module doc.
+    ``output_name`` / ``output_axes`` name the output and its dynamic axes (default: ``output`` with the
+    inferred axes; a classifier's ``logits`` are ``{0: "batch"}``)."""
+    path = _check_args(path, atol, exporter, optimize)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    spec = InputSpec.from_example(example_inputs, dynamic_axes)
+    guess = InputSpec.from_example(example_inputs, dynamic_axes)
     model = model.eval()
     notes: list[str] = []
-    wrapper = _FirstOutput(_exportable(model, notes), spec.names, spec.as_kwargs).eval()
-    with atomic_path(path, suffix=".tmp.onnx") as tmp:  # renamed to path only if verified
-        used_opset = _export(wrapper, spec, tmp, opset, exporter, output_name, output_axes)
-        report = ExportReport(path=path, exporter=exporter, opset=used_opset, size_bytes=0,
-                              input_names=list(spec.names), output_name=output_name, notes=notes)
+    inferred = None if dynamic_axes is not None else _axes(model, guess, notes, allow_control_flow)
+    spec = InputSpec.from_example(example_inputs, dynamic_axes, inferred)
+    failed = path[: -len(".onnx")] + ".failed.onnx"
+    tried, errors = [], []
+    for att in attempts(model, spec, exporter):
+        if att.fixed and (dynamic_axes is not None or not any(isinstance(e, ParityError) for e in errors)):
+            continue  # the caller's axes are never changed behind their back
+        kept: list[str] = []
+        try:
+            base = _exportable(model, notes if not tried else [])  # a fresh copy per path (traces mutate)
+            report = _attempt(model, base, att, path, failed, opset, check, atol, shapes or DEFAULT_SHAPES, kept,
+                              (output_name, output_axes))
+        except (ExportError, ParityError) as exc:
+            tried.append(f"{att.name}: {exc}")
+            errors.append(exc)
+            continue
+        if os.path.exists(failed) and errors:
+            os.remove(failed)  # an earlier path's failure, superseded by this verified file
+        report.notes = notes + [f"warning kept visible: {k}" for k in kept] + report.notes
+        report.attempts, report.path_taken = tried + [f"{att.name}: passed"], att.name
+        return _finish(model, report, path, optimize, atol, shapes or DEFAULT_SHAPES, att.spec)
+    raise _failure(model, path, tried, errors)
+
+
+def _attempt(model, base, att, path: str, failed: str, opset, check: bool, atol: float, shapes, kept,
+             output=("output", None)) -> ExportReport:
+    """One export path into a temporary file, verified, renamed to ``path`` only if it passes."""
+    wrapper = _FirstOutput(base, att.spec.names, att.spec.as_kwargs).eval()
+    with atomic_path(path, suffix=".tmp.onnx") as tmp:
+        used = run_exporter(wrapper, att, tmp, opset, kept, *output)
+        report = ExportReport(path=path, exporter=att.exporter, opset=used, size_bytes=0,
+                              input_names=list(att.spec.names), output_name=output[0],
+                              dynamic_axes=att.spec.dynamic_axes)
         if check:
-            _verify(model, spec, tmp, path, shapes, atol, report)
-    report.size_bytes = os.path.getsize(path)
-    if not check:
-        report.notes.append("parity NOT checked (check=False)")
-    if optimize:
-        _optimize(model, spec, path, shapes, atol, report, "ort" if optimize is True else optimize)
+            try:
+                report.max_abs_diff = parity(model, att.spec, ort_session(tmp), shapes)
+            except ParityError:
+                os.replace(tmp, failed)
+                raise
+            except Exception as exc:  # onnxruntime cannot even load it
+                os.replace(tmp, failed)
+                raise ParityError(f"onnxruntime failed to load the export ({type(exc).__name__}: "
+                                  f"{(str(exc).strip().splitlines() or [''])[0][:300]})", float("inf"),
+                                  failed, side="onnxruntime") from exc
+            worst = max(report.max_abs_diff.values())
+            if not worst <= atol:
+                os.replace(tmp, failed)
+                raise ParityError(f"onnxruntime differs from PyTorch by {worst:.3g} > atol {atol:g} "
+                                  f"({report.max_abs_diff})", worst, failed)
     return report
 
 
-def _verify(model, spec, tmp: str, path: str, shapes, atol: float, report: ExportReport) -> None:
-    """Parity of the temporary export; on failure it becomes ``<stem>.failed.onnx`` and raises."""
+def _failure(model, path: str, tried: list[str], errors: list) -> Exception:
+    parity_errors = [e for e in errors if isinstance(e, ParityError)]
+    kept = "the file there from before was left unchanged" if os.path.exists(path) else "nothing was written there"
     failed = path[: -len(".onnx")] + ".failed.onnx"
-    try:
-        report.max_abs_diff = parity(model, spec, ort_session(tmp), shapes)
-    except Exception as exc:  # onnxruntime cannot load / run it at some shape
-        _fail(tmp, path, failed)
-        raise ParityError(f"onnxruntime failed on the export ({type(exc).__name__}: {exc}); "
-                          f"NOT written to {path}, kept as {failed}", float("inf"), failed) from exc
-    worst = max(report.max_abs_diff.values())
-    if not worst <= atol:
-        _fail(tmp, path, failed)
-        raise ParityError(f"onnxruntime differs from PyTorch by {worst:.3g} > atol {atol:g} "
-                          f"({report.max_abs_diff}); NOT written to {path}, kept for "
-                          f"inspection as {failed}", worst, failed)
+    where = f"; the last failing export is kept for inspection as {failed}" if os.path.exists(failed) else ""
+    text = (f"export_onnx of {type(model).__name__} failed on every path ({'; '.join(tried)}). NOT written to "
+            f"{path} ({kept}){where}")
+    if parity_errors:
+        worst = max(e.max_abs_diff for e in parity_errors)
+        return ParityError(text, worst, failed if os.path.exists(failed) else None, parity_errors[-1].side)
+    return ExportError(text)
 
 
-def _fail(tmp: str, path: str, failed: str) -> None:
-    os.replace(tmp, failed)
-    _remove(path, path[: -len(".onnx")] + ".opt.onnx")  # stale files would look good
+def _finish(model, report: ExportReport, path: str, optimize, atol: float, shapes, spec) -> ExportReport:
+    report.size_bytes = os.path.getsize(path)
+    if not report.max_abs_diff:
+        report.notes.append("parity NOT checked (check=False)")
+    if optimize:
+        _optimize(model, spec, path, shapes, atol, report, "ort" if optimize is True else optimize)
+    else:
+        _remove(path[: -len(".onnx")] + ".opt.onnx")  # optimized from the file just replaced: stale
+    return report
 
 
 def _exportable(model: nn.Module, notes: list[str]) -> nn.Module:
-    """A copy with nn.MultiheadAttention swapped for SlimMultiheadAttention (same math): the
-    TorchScript trace of nn.MultiheadAttention bakes ``batch * num_heads`` into a Reshape."""
+    """The copy the exporters trace (a traced forward may store traced sizes on modules: Swin sets its
+    window size; the caller's model stays as it was), with nn.MultiheadAttention swapped for
+    SlimMultiheadAttention (same math): the TorchScript trace of nn.MultiheadAttention bakes
+    ``batch * num_heads`` into a Reshape."""
     from passes.strip.mha import SlimMultiheadAttention
 
+    clone = copy.deepcopy(model)
     names = [n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention]
     if not names:
-        return model
-    clone = copy.deepcopy(model)
+        return clone
     for name in names:
         parent, _, attr = name.rpartition(".")
         try:
@@ -150,44 +229,6 @@ def _remove(*paths: str) -> None:
     for p in paths:
         if os.path.exists(p):
             os.remove(p)
-
-
-@contextlib.contextmanager
-def _no_mha_fastpath():
-    """nn.TransformerEncoderLayer / nn.MultiheadAttention fused eval kernels have no ONNX export."""
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
-
-
-def _export(wrapper: nn.Module, spec: InputSpec, out: str, opset: Optional[int], exporter: str,
-            output_name: str = "output", output_axes: Optional[dict[int, str]] = None):
-    args = tuple(spec.tensors)
-    axes = {n: dict(a) for n, a in spec.dynamic_axes.items()}
-    axes[output_name] = dict(output_axes) if output_axes is not None else spec.output_axes
-    with torch.no_grad(), _no_mha_fastpath():
-        if exporter == "torchscript":
-            op = opset or 17
-            torch.onnx.export(wrapper, args, out, input_names=list(spec.names), output_names=[output_name],
-                              dynamic_axes=axes, opset_version=op, dynamo=False, do_constant_folding=True)
-            return op
-        from torch.export import Dim
-        dims = {}
-        shapes = []
-        for n in spec.names:
-            shapes.append({ax: dims.setdefault(label, Dim(label, min=1, max=4096))
-                           for ax, label in spec.dynamic_axes.get(n, {}).items()})
-        prog = torch.onnx.export(wrapper, args, dynamic_shapes=(tuple(shapes),), input_names=list(spec.names),
-                                 output_names=[output_name], opset_version=opset, dynamo=True,
-                                 external_data=False, optimize=True)
-        prog.save(out, external_data=False)
-        return opset or prog.model.opset_imports.get("", None)
-
-
-OPTIMIZERS = ("ort", "transformers")
 
 
 def _optimize(model, spec, path: str, shapes, atol: float, report: ExportReport, how: str) -> None:

@@ -16,6 +16,10 @@ from torch import nn
 from passes.analyze.plan import Slice
 
 
+class StripError(RuntimeError):
+    """Stripping changed the model's outputs (or could not run); the model was left unchanged."""
+
+
 @dataclass
 class Cut:
     """What strip does to one family: granules removed, constants folded, a kept placeholder."""

@@ -1,5 +1,8 @@
 """Where heads are stripped: the attention family's strip rules.
 
+Per-head tensors outside q/k/v/out (``fam.coupled``: a bias-table column per head) lose the removed
+heads' entries too; a ``frozen`` family keeps every head (a per-head tensor strip cannot slice).
+
 Head ``h`` (reading kv head ``j``) adds ``out[:, h] @ softmax(q_h k_j^T) (x W_v_j + b_v_j)``.
 Zero ``out`` columns -> 0. Zero ``v`` rows -> every value row is ``b_v_j``; a softmax row sums
 to 1 (padding / causal masks only move mass, eval mode: no dropout), so the head adds the
@@ -31,6 +34,7 @@ class Heads(KindHandler):
         "GPT2Attention": (("num_heads", "heads"), ("split_size", "width")),
         "LlamaAttention": (),  # infers heads from view(-1, head_dim); kv groups keep their ratio
         "SlimMultiheadAttention": (("num_heads", "heads"),),
+        "XGLMAttention": (("num_heads", "heads"), ("embed_dim", "width")),  # reshapes to embed_dim
     }
     GENERIC = {
         "heads": ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"),
@@ -45,6 +49,8 @@ class Heads(KindHandler):
         h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
         if kv <= 0 or h % kv:
             raise ValueError(f"{fam.fqn}: num_heads {h} is not a multiple of num_kv_heads {kv}")
+        if fam.frozen:
+            return Cut(fam.fqn, fam.kind, fam.layer, h, note=f"heads kept (frozen): {fam.frozen}")
         group = h // kv
         out_w = tensor(model, fam.out.weight_name)
         v_w = tensor(model, fam.v.weight_name)
@@ -74,7 +80,8 @@ class Heads(KindHandler):
     @classmethod
     def removed_by_role(cls, fam, cut):
         d = fam.head_dim
-        return {"q": (cut.remove, d), "out": (cut.remove, d), "k": (cut.kv_remove, d), "v": (cut.kv_remove, d)}
+        return {"q": (cut.remove, d), "out": (cut.remove, d), "k": (cut.kv_remove, d), "v": (cut.kv_remove, d),
+                "coupled": (cut.remove, None)}  # None: the slice's size / num_heads
 
     @classmethod
     def fold_into(cls, fam) -> Slice:
@@ -98,8 +105,10 @@ class Heads(KindHandler):
 
     @classmethod
     def shrunk(cls, fam, cut, slices):
+        coupled = tuple(slices.pop(f"coupled:{c.weight_name}", c) for c in fam.coupled)
         return dataclasses.replace(fam, num_heads=fam.num_heads - len(cut.remove),
-                                   num_kv_heads=fam.num_kv_heads - len(cut.kv_remove), **slices)
+                                   num_kv_heads=fam.num_kv_heads - len(cut.kv_remove), coupled=coupled,
+                                   **slices)
 
     @classmethod
     def record(cls, fam, cut):

@@ -5,6 +5,7 @@ report of a second strip (of ``a.plan``) so that they refer to the original dens
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
@@ -70,7 +71,9 @@ class StripReport:
 
 def shrunk_slice(sl: Slice, rem: dict) -> Slice:
     """``sl`` after the indices in ``rem`` (``{param: (axis, indices)}``) were removed."""
-    axis, idx = rem.get(sl.weight_name, (sl.axis, []))
-    before = sum(i < sl.start for i in idx)
-    inside = sum(sl.start <= i < sl.start + sl.size for i in idx)
-    return dataclasses.replace(sl, start=sl.start - before, size=sl.size - inside)
+    _, idx = rem.get(sl.weight_name, (sl.axis, []))
+    gone = sorted(set(idx))
+    dead = set(gone)
+    keep = [p - bisect.bisect_left(gone, p) for p in sl.positions() if p not in dead]
+    return Slice.at(sl.fqn, sl.param, sl.axis, keep, sl.role, sl.bias) if keep else \
+        dataclasses.replace(sl, size=0, index=None)

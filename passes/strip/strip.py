@@ -5,18 +5,20 @@
 1. decide per family what is provably removable (the kind's handler: ``heads.py`` for attention,
    ``neurons.py`` for feed-forward; zero out-columns / down-columns go, zero v-rows / up-rows go
    after folding their constant into the out / down bias, zero q/k with live v stays, GQA removes
-   only whole kv groups);
+   only whole kv groups; tied families remove the same heads; frozen heads stay);
 2. fold those constants (``fold.py``); a family left with nothing keeps one *zeroed* granule (adds
    exactly 0) so no weight or activation has width 0 (onnxruntime rejects zero-size initializers);
-3. remove the indices (``surgery.py``): through torch-pruning's ``DependencyGraph``
-   (``tp_backend.py``) when the family is plain ``nn.Linear`` and its propagated group equals the
-   Plan's, else by slicing the Plan's slices (fused q/k/v, HF Conv1D, GQA, MHA);
+3. remove the indices (``remove.py`` / ``surgery.py``): through torch-pruning's ``DependencyGraph``
+   (``tp_backend.py``) when the family is plain ``nn.Linear``; its propagated group must equal the
+   Plan's or strip refuses (no silent fallback). Else by slicing the Plan's slices (fused or
+   interleaved q/k/v, HF Conv1D, GQA, MHA) and coupled per-head tensors (a shared one once);
 4. update the attributes the forwards read (head counts, ``all_head_size``, GPT-2 ``split_size``,
    ...; tables on the handlers). ``nn.MultiheadAttention`` with removed heads becomes
    ``mha.SlimMultiheadAttention``;
-5. verify: with ``example_inputs``, the outputs before and after must agree within ``rtol``
-   (relative to the largest output); otherwise :class:`StripError` names the families and the model
-   is restored to exactly what it was.
+5. verify (``verify.py``): with ``example_inputs``, the outputs before and after must agree within
+   ``rtol`` (relative to the largest output); otherwise the model is restored to exactly what it was
+   and :class:`StripError` names the module where the forward broke, the family that breaks it alone
+   (with its tensors) and what to try.
 
 Returns a :class:`StripReport` (kept heads / neurons per family as indices into the model given,
 attributes changed, modules replaced, the Plan of the slim model). HF configs are shared by all
@@ -27,70 +29,34 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from passes.analyze.inputs import split_inputs
-from passes.analyze.plan import ATTENTION, FEED_FORWARD, RESIDUAL, Plan
-from passes.strip.cut import Cut
-from passes.strip.fold import apply_folds, zero_placeholder
-from passes.strip.heads import Heads
-from passes.strip.hidden import Hidden
-from passes.strip.mha import keep_heads, replace_mha
-from passes.strip.neurons import Neurons
-from passes.strip.report import StripReport, shrunk_slice
+from passes.analyze.plan import Plan
+from passes.strip import verify
+from passes.strip.cut import StripError
+from passes.strip.remove import HANDLERS, describe, strip_pass
+from passes.strip.report import StripReport
 from passes.strip.sublayers import strip_sublayers
-from passes.strip.surgery import removals, slice_params, update_attributes
-from passes.strip.tp_backend import dependency_graph, tp_eligible, tp_remove
+from passes.strip.surgery import members
 
 BACKENDS = ("auto", "torch_pruning", "slice")
-HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden}  # family kind -> its strip rules
 RTOL = 1e-5
+__all__ = ["BACKENDS", "HANDLERS", "RTOL", "StripError", "strip", "strip_copy"]
+
+_TRY = ("Try: leave this family out (del plan.families[{key!r}]) and strip the rest, or report the "
+        "architecture with its Plan table (the module may keep per-head state the Plan does not describe: a "
+        "head count in an attribute strip does not know, or a tensor with a head axis).")
 
 
-class StripError(RuntimeError):
-    """Stripping changed the model's outputs (or could not run); the model was left unchanged."""
-
-
-def _count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _outputs(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
-    """Every floating tensor the forward returns, flattened (eval mode, no grad)."""
-    args, kwargs = split_inputs(example_inputs)
-    with torch.no_grad():
-        out = model(*args, **kwargs)
-    flat: list[torch.Tensor] = []
-
-    def walk(x):
-        if isinstance(x, torch.Tensor):
-            if x.is_floating_point():
-                flat.append(x.detach().float())
-        elif isinstance(x, dict):
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, (tuple, list)):
-            for v in x:
-                walk(v)
-    walk(out)
-    return flat
-
-
-def _rel_diff(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
-    if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
-        return float("inf")
-    scale = max([float(b.abs().max()) for b in before if b.numel()] + [1e-12])
-    diff = max([float((a - b).abs().max()) for a, b in zip(after, before) if a.numel()] + [0.0])
-    return diff / scale
-
-
-def _same(ref: list[torch.Tensor], model: nn.Module, example_inputs: Any, rtol: float) -> bool:
-    try:
-        return _rel_diff(ref, _outputs(model, example_inputs)) <= rtol
-    except Exception:  # the changed model no longer runs
-        return False
+def _refuse_parametrized(model: nn.Module, plan: Plan) -> None:
+    """Masks must be folded first; other parametrizations (weight_norm on a conv) may stay elsewhere."""
+    names = {s.weight_name for f in plan.families.values() for s in members(f)}
+    for fqn, mod in model.named_modules():
+        if parametrize.is_parametrized(mod):
+            hit = [n for n in (f"{fqn}.{p}" if fqn else p for p in mod.parametrizations) if n in names]
+            if hit:
+                raise ValueError(f"{hit[0]} still has a parametrization (masks); call leap_fx.fold(model) first")
 
 
 def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: str = "auto",
@@ -107,83 +73,57 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch_pruning" and example_inputs is None:
         raise ValueError("backend='torch_pruning' needs example_inputs (what analyze() traced)")
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ValueError("model still has parametrizations (masks); call leap_fx.fold(model) first")
+    _refuse_parametrized(model, plan)
     was_training = model.training
     model.eval()
-    before = _outputs(model, example_inputs) if example_inputs is not None else None
+    before = verify.outputs(model, example_inputs) if example_inputs is not None else None
     backup = copy.deepcopy(model.__dict__) if example_inputs is not None else None
     try:
-        report = _strip(model, plan, example_inputs, backend, atol, sublayers, rtol)
+        report = strip_pass(model, plan, example_inputs, backend, atol)
+        if sublayers and example_inputs is not None:  # emptied sub-layers -> constants, each one checked
+            _sublayers(model, plan, report, example_inputs, rtol)
         if before is not None:
-            try:
-                report.max_rel_diff = _rel_diff(before, _outputs(model, example_inputs))
-            except Exception as exc:  # the stripped model no longer runs
-                raise StripError(f"the stripped model fails on the example inputs ({type(exc).__name__}: "
-                                 f"{exc})") from exc
+            where, exc = verify.failing_module(model, example_inputs)
+            report.max_rel_diff = float("inf") if exc else verify.rel_diff(before, verify.outputs(model, example_inputs))
             if not report.max_rel_diff <= rtol:
-                raise StripError(f"stripping changed the outputs by {report.max_rel_diff:.3g} (relative) > "
-                                 f"{rtol:g}")
-    except Exception as exc:
+                what = f"fails in module {where!r} ({type(exc).__name__}: {exc})" if exc else \
+                    f"changes the outputs by {report.max_rel_diff:.3g} (relative) > rtol {rtol:g}"
+                touched = [k for k, f in report.families.items() if len(f["kept"]) < f["before"]]
+                model.__dict__.update(backup)
+                backup = None
+                raise StripError(_explain(model, plan, example_inputs, before, rtol, backend, atol, what, touched))
+    except Exception:
         if backup is not None:
             model.__dict__.update(backup)  # exactly the model we were given
-        if isinstance(exc, StripError):
-            touched = [k for k, f in report.families.items() if len(f["kept"]) < f["before"]] \
-                if "report" in locals() else list(plan.families)
-            raise StripError(f"strip: {exc}; families touched: {touched[:6]}. The model was left "
-                             f"unchanged. A module may keep per-head state the Plan does not describe: "
-                             f"exclude these families, or report the architecture.") from exc.__cause__
         raise
     finally:
         model.train(was_training)
     return report
 
 
-def _strip(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, atol: float,
-           sublayers: bool = False, rtol: float = RTOL) -> StripReport:
-    before = _count(model)
-    fams = [(key, fam, HANDLERS[fam.kind]) for key, fam in plan.all_families().items()]
-    cuts: dict[str, Cut] = {key: h.decide(model, fam, atol) for key, fam, h in fams}  # untouched weights
-    report = StripReport(backend=backend)
-    for key, fam, h in fams:  # fold constants, zero placeholders, swap MHA for a slim module
-        cut = cuts[key]
-        apply_folds(model, cut, h.fold_into(fam))
-        zero_placeholder(model, fam, cut, h)
-        if fam.kind == ATTENTION and cut.remove:
-            replaced = replace_mha(model, fam)
-            if replaced:
-                report.replaced[replaced] = "SlimMultiheadAttention"
-    rems = {key: removals(model, fam, cuts[key], h) for key, fam, h in fams}
-    use_tp = backend != "slice" and example_inputs is not None
-    dg = dependency_graph(model, example_inputs) if use_tp and any(
-        rems[k] and tp_eligible(model, f) is None for k, f, _ in fams) else None
-    for key, fam, h in fams:  # remove
-        cut, rem = cuts[key], rems[key]
-        how = "nothing" if not rem else "slice"
-        if rem and use_tp:
-            why = tp_eligible(model, fam) or tp_remove(dg, model, fam, rem)
-            how = "torch_pruning" if why is None else f"slice ({why})"
-        if rem and not how.startswith("torch_pruning"):
-            slice_params(model, rem)
-        if fam.kind == ATTENTION and cut.remove:
-            keep_heads(model, fam, cut.kept)
-        h.finish(model, fam, cut)
-        old, new = h.quantities(fam, cut)  # attributes
-        for fqn, attrs in update_attributes(model, fam, old, new, h).items():
-            report.attributes.setdefault(fqn, {}).update(attrs)
-        report.families[key] = {"kind": fam.kind, "layer": fam.layer, "before": cut.granules,
-                                "kept": cut.kept, "folded": sorted(g for g, _ in cut.folds),
-                                "placeholder": cut.placeholder, "removed_by": how, "note": cut.note,
-                                "kv_kept": None, **h.record(fam, cut)}
-    report.plan = Plan.from_families({key: h.shrunk(fam, cuts[key], {s.role: shrunk_slice(s, rems[key])
-                                                                     for s in fam.slices})
-                                      for key, fam, h in fams}, model_class=plan.model_class)
-    if sublayers and example_inputs is not None:  # emptied sub-layers -> constants, each one checked
-        ref = _outputs(model, example_inputs)
-        for key in strip_sublayers(model, plan, report, example_inputs, lambda: _same(ref, model, example_inputs, rtol)):
-            report.plan.families.pop(key, None)
-    report.params_before, report.params_after = before, _count(model)
-    return report
+def _sublayers(model: nn.Module, plan: Plan, report: StripReport, example_inputs: Any, rtol: float) -> None:
+    ref = verify.outputs(model, example_inputs)
+
+    def same() -> bool:
+        try:
+            return verify.rel_diff(ref, verify.outputs(model, example_inputs)) <= rtol
+        except Exception:  # the changed model no longer runs
+            return False
+    for key in strip_sublayers(model, plan, report, example_inputs, same):
+        report.plan.families.pop(key, None)
+    report.params_after = sum(p.numel() for p in model.parameters())
+
+
+def _explain(model, plan, example_inputs, before, rtol, backend, atol, what: str, touched: list[str]) -> str:
+    """The self-check failed: name the family (stripped alone, on a copy), its tensors, and what to try."""
+    found = verify.culprit(model, plan, touched, example_inputs, before, rtol,
+                           lambda m, p: strip_pass(m, p, example_inputs, backend, atol))
+    head = f"strip: the stripped model {what}; the model was left unchanged."
+    if found is None:
+        return f"{head} No single family breaks it alone (touched: {touched[:6]}). " + \
+            _TRY.format(key=touched[0] if touched else "<family>")
+    key, detail = found
+    return f"{head} Culprit: {describe(plan, key)}: {detail}. " + _TRY.format(key=key)
 
 
 def strip_copy(model: nn.Module, plan: Plan, example_inputs: Any = None, **kw) -> tuple[nn.Module, StripReport]:

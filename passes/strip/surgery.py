@@ -13,13 +13,18 @@ from passes.strip.cut import Cut
 from passes.strip.tensors import bias_name, indices
 
 
+def members(fam) -> list:
+    """Every slice strip edits: the family's weights and its coupled per-head tensors."""
+    return list(fam.slices) + list(getattr(fam, "coupled", ()))
+
+
 def removals(model: nn.Module, fam, cut: Cut, handler) -> dict[str, tuple[int, list[int]]]:
     """``{full param name: (axis, indices)}`` for every weight and bias the cut touches."""
     out: dict[str, tuple[int, list[int]]] = {}
     per_role = handler.removed_by_role(fam, cut)
-    for sl in fam.slices:
+    for sl in members(fam):
         granules, unit = per_role[sl.role]
-        idx = indices(sl, sorted(granules), unit)
+        idx = indices(sl, sorted(granules), unit if unit is not None else sl.size // fam.granules)
         _merge(out, sl.weight_name, sl.axis, idx)
         bname = bias_name(sl, model)
         if bname is not None:
@@ -41,7 +46,7 @@ _LEAF_SHAPE_ATTRS = {
                                                   "in_features": m.weight.shape[1]},
     "Conv1D": lambda m: {"nf": m.weight.shape[1]},  # HF GPT-2: weight [in, out]
     "LayerNorm": lambda m: {"normalized_shape": tuple(m.weight.shape)},  # hidden dims (hidden.py)
-    "Embedding": lambda m: {"embedding_dim": m.weight.shape[1]},
+    "Embedding": lambda m: {"num_embeddings": m.weight.shape[0], "embedding_dim": m.weight.shape[1]},
     "Conv2d": lambda m: {"out_channels": m.weight.shape[0], "in_channels": m.weight.shape[1] * m.groups},
 }
 

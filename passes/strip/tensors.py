@@ -29,8 +29,9 @@ def bias_name(sl: Slice, model: nn.Module) -> Optional[str]:
 
 
 def indices(sl: Slice, granules: list[int], unit: int) -> list[int]:
-    """Absolute indices along ``sl.axis`` of the given granules."""
-    return [sl.start + g * unit + u for g in granules for u in range(unit)]
+    """Absolute indices along ``sl.axis`` of the given granules (``unit`` positions each, granule-major)."""
+    pos = sl.positions()
+    return [pos[g * unit + u] for g in granules for u in range(unit)]
 
 
 def part(t: torch.Tensor, axis: int, idx: list[int]) -> torch.Tensor:
@@ -54,4 +55,4 @@ def bias_vector(model: nn.Module, sl: Slice) -> Optional[torch.Tensor]:
     name = bias_name(sl, model)
     if name is None:
         return None
-    return part(tensor(model, name), 0, list(range(sl.start, sl.start + sl.size))).reshape(-1)
+    return part(tensor(model, name), 0, sl.positions()).reshape(-1)

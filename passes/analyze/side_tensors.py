@@ -1,0 +1,205 @@
+"""Per-head tensors outside q/k/v/out: found where they join the attention scores, traced to parameters.
+
+Whatever is added to (or multiplied into) the scores between the ``q @ k^T`` product and the
+softmax, and the ``attn_mask`` of an sdpa, is a *term*. A term that is the same for every head
+(a padding or causal mask broadcast over heads) needs nothing. A term that differs per head (a
+relative-position bias table with one column per head, T5 / Swin / MPNet; a head-wise logit scale)
+is traced back to the floating-point parameters and buffers it is computed from: for each head
+``h``, autograd of ``sum(term * [head == h] * R)`` (random ``R``) says which entries of each leaf
+tensor reach head ``h``. A leaf whose entries split into disjoint, equal runs per head along one
+axis is *coupled*: ``Slice`` on that axis, removed with the heads. A leaf that reaches every head
+alike is shared (recorded: torch-pruning may see it as coupled). A per-head term with no such leaf
+(ALiBi slopes computed from constants), a leaf that mixes heads, or a leaf that also feeds a projection
+outside the term (WavLM reads the residual stream as heads) makes the heads *frozen*: strip cannot keep
+them consistent, so they stay. ``path_sides.py`` brings the same question to the q / k / v paths.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.fx import Node
+
+from passes.analyze.channels import NORM_OPS, NodeValues, _replay
+from passes.analyze.plan import AttentionFamily, Slice
+from passes.analyze.trace import ATTENTION_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+
+MAX_NODES = 600  # ancestors followed back from a term
+
+
+def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tuple[Node, torch.Tensor, int]]:
+    """``(term, head id of every element where it joins, heads)`` along the site's score path."""
+    first = site.walk[0]
+    if op_name(first) in ATTENTION_OPS:  # sdpa: the mask broadcasts to (batch, heads, q, k)
+        q, k = first.args[0], first.args[1]
+        shape = (shape_of(q)[0], fam.num_heads, shape_of(q)[-2], shape_of(k)[-2])
+        ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shape)
+        return [(site.mask, ids, fam.num_heads)] if isinstance(site.mask, Node) else []
+    shp = shape_of(first)
+    ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shp) if len(shp) == 4 else \
+        (torch.arange(shp[0]) % fam.num_heads).view(-1, 1, 1).expand(shp)
+    heads = fam.num_heads
+    out = [(first.args[0], ids, heads)] if op_name(first) == "baddbmm" and isinstance(first.args[0], Node) else []
+    for prev, node in zip(site.walk, site.walk[1:-1]):
+        if op_name(node) in LAYOUT_OPS:
+            ids = _replay(node, {prev: ids}, values)
+            if ids is None:
+                return out
+        elif is_pointwise(node):
+            ids = ids.expand(shape_of(node)) if shape_of(node) != tuple(ids.shape) else ids
+            out += [(a, ids, heads) for a in node.args if isinstance(a, Node) and a is not prev]
+    return out
+
+
+def _leaves(g: Graph, term: Node, stop: set) -> tuple[list[Node], list[Node]]:
+    """(floating parameter / buffer placeholders behind ``term``, the nodes in between), breadth first,
+    not looking behind the family's own projections (``stop``: their outputs are given)."""
+    seen, queue, leaves = {term}, [term], []
+    while queue and len(seen) < MAX_NODES:
+        n = queue.pop(0)
+        if n.op == "placeholder":
+            val = n.meta.get("val")
+            if n.name not in g.user_inputs and isinstance(val, torch.Tensor) and val.is_floating_point():
+                leaves.append(n)
+            continue
+        if n in stop:
+            continue
+        for a in n.all_input_nodes:
+            if a not in seen:
+                seen.add(a)
+                queue.append(a)
+    inner = sorted((n for n in seen if n.op == "call_function" and n not in stop), key=g.order.get)
+    return leaves, inner
+
+
+def _leaf_name(g: Graph, leaf: Node) -> Optional[str]:
+    sig = g.ep.graph_signature
+    return sig.inputs_to_parameters.get(leaf.name) or sig.inputs_to_buffers.get(leaf.name)
+
+
+def _rerun(term: Node, leaves: list[Node], inner: list[Node], values: NodeValues) -> tuple[dict, torch.Tensor]:
+    env = {leaf: values[leaf].detach().clone().requires_grad_(True) for leaf in leaves}
+
+    def look(a):  # recorded values are copied: an in-place op must not change them
+        if a not in env:
+            v = values[a]
+            env[a] = v.clone() if isinstance(v, torch.Tensor) else v
+        return env[a]
+    with torch.enable_grad():
+        for n in inner:
+            env[n] = n.target(*torch.fx.node.map_arg(n.args, look), **torch.fx.node.map_arg(n.kwargs, look))
+    return env, env[term]
+
+
+def _split(grads: list[torch.Tensor]) -> Optional[tuple[int, list[list[int]]]]:
+    """``(axis, per-head indices)`` when the heads' gradients occupy disjoint equal runs on one axis."""
+    for axis in range(grads[0].dim()):
+        runs = []
+        for gr in grads:
+            other = [d for d in range(gr.dim()) if d != axis]
+            hit = gr.abs().sum(other) if other else gr.abs()
+            runs.append([int(i) for i in hit.nonzero().flatten()])
+        flat = [i for r in runs for i in r]
+        if all(runs) and len({len(r) for r in runs}) == 1 and len(set(flat)) == len(flat):
+            return axis, runs
+    return None
+
+
+class Found:
+    """What the terms of one family revealed: coupled slices (by tensor name) and head-shared tensors."""
+
+    def __init__(self):
+        self.coupled: dict[str, Slice] = {}
+        self.shared: set[str] = set()
+
+
+def analyze_term(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: int, values: NodeValues,
+                 stop: set, found: Found) -> str:
+    """Classify the leaves behind one per-element-head-labelled ``term``; returns why frozen, or ""."""
+    val = values[term]
+    if not isinstance(val, torch.Tensor) or not val.is_floating_point():
+        return ""
+    leaves, inner = _leaves(g, term, stop)
+    names = {leaf: _leaf_name(g, leaf) for leaf in leaves}
+    from_own = term in stop or any(a in stop for n in inner for a in n.all_input_nodes)
+    frozen = (f"per-head term {term.name} ({g.module_of(term) or 'top module'}) is computed from constants "
+              f"or inputs (e.g. ALiBi slopes), not from a tensor strip could slice")
+    env, out = _rerun(term, leaves, inner, values) if leaves else ({}, val)
+    if not leaves or not out.requires_grad:  # a constant: per-head values could not be sliced
+        return frozen if not from_own and not _shared(val, ids, heads) else ""
+    before = len(found.coupled)
+    weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(0))
+    for leaf in leaves:
+        grads = []
+        for h in range(heads):
+            gr = torch.autograd.grad((out.expand(ids.shape) * (ids == h) * weights).sum(), env[leaf],
+                                     retain_graph=True, allow_unused=True)[0]
+            grads.append(torch.zeros_like(env[leaf]) if gr is None else gr)
+        name = names[leaf]
+        if all(torch.equal(gr != 0, grads[0] != 0) for gr in grads[1:]):
+            if name is not None and bool(grads[0].any()):
+                found.shared.add(name)  # reaches every head alike: nothing to slice
+            continue
+        split = _split(grads)
+        if split is None or name is None or not _addressable(model, name):
+            why = "mixes heads" if split is None else "is not a module attribute"
+            return f"per-head tensor {name or leaf.name} read by {term.name} {why}; strip cannot slice it"
+        feeds = _feeds_projection(g, leaf)
+        if feeds is not None:
+            return (f"{name} splits into heads but also feeds {feeds} (the residual stream read as heads): "
+                    f"removing a head would cut channels other modules use")
+        axis, runs = split
+        fqn, _, param = name.rpartition(".")
+        found.coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
+    if len(found.coupled) == before and not from_own and not _shared(val, ids, heads):
+        return frozen  # differs per head, yet every tensor behind it reaches all heads alike
+    return ""
+
+
+def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily,
+                 values: NodeValues) -> tuple[list[Slice], tuple[str, ...], str]:
+    """``(coupled per-head tensors, head-shared tensors, why frozen or "")`` of ``fam`` at ``site``."""
+    from passes.analyze.path_sides import path_terms
+    own = {s.weight_name for s in fam.slices}
+    stop = {p.node for p in g.projections() if p.weight in own}
+    found = Found()
+    terms, why = path_terms(g, site, fam, values, stop)
+    if why:
+        return [], (), why
+    for term, ids, heads in _terms(g, site, fam, values) + terms:
+        why = analyze_term(g, model, term, ids, heads, values, stop, found)
+        if why:
+            return [], (), why
+    return list(found.coupled.values()), tuple(sorted(found.shared)), ""
+
+
+def _feeds_projection(g: Graph, leaf: Node, limit: int = 300) -> Optional[str]:
+    """A projection whose input is computed from ``leaf`` through elementwise, layout or norm ops (the
+    tensor is part of the residual stream, not of one attention's heads), else None."""
+    queue, seen = [leaf], {leaf}
+    while queue and len(seen) < limit:
+        n = queue.pop(0)
+        for u in n.users:
+            p = g.projection(u)
+            if p is not None and p.x is n:
+                return p.weight
+            if u not in seen and (is_pointwise(u) or op_name(u) in LAYOUT_OPS or op_name(u) in NORM_OPS):
+                seen.add(u)
+                queue.append(u)
+    return None
+
+
+def _shared(val: torch.Tensor, ids: torch.Tensor, heads: int) -> bool:
+    """The term's values are the same for every head (a mask broadcast over heads; ids < 0: no head)."""
+    full = val.expand(ids.shape)
+    per = [full[ids == h] for h in range(heads)]
+    return all(torch.equal(p, per[0]) for p in per[1:])
+
+
+def _addressable(model: nn.Module, name: str) -> bool:
+    fqn, _, param = name.rpartition(".")
+    try:
+        return isinstance(getattr(model.get_submodule(fqn) if fqn else model, param), torch.Tensor)
+    except AttributeError:
+        return False

@@ -1,0 +1,180 @@
+"""The export paths export_onnx tries, in order, and how each one runs the PyTorch exporter.
+
+1. ``torchscript``: ``torch.onnx.export(dynamo=False)`` (fastest graphs in onnxruntime here);
+2. ``torchscript+attention_mask``: the same with an all-ones ``attention_mask`` (and
+   ``decoder_attention_mask``) added when the forward accepts one and the example lacks it:
+   transformers 5 builds masks with ops the TorchScript exporter lacks (``aten::diff`` in
+   ``find_packed_sequence_indices``) only when no mask is given;
+3. ``torchscript with fixed <axes>``: only after a written graph failed the parity check, the
+   float inputs' non-batch axes fixed at the example's size (Swin traces its padding for one image
+   size; the ONNX then takes that size only, as ViT's does);
+4. ``dynamo``: ``torch.onnx.export(dynamo=True)`` (onnxscript), with the mask if one was added
+   (and its own fixed-axes variant).
+
+Every path is parity-checked by the caller; the first that passes is kept and the path recorded.
+Warnings raised while exporting are filtered at this call site: the known-harmless ones
+(``HARMLESS``: shape-only TracerWarnings of transformers' mask helpers, the ``aten::index``
+note, the TorchScript exporter's deprecation notice) are dropped; every other warning is
+re-issued (so it stays visible) and returned for the report.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import logging
+import re
+import warnings
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import torch
+
+from passes.export.inputs import InputSpec
+
+# (category name, file regex, message regex): warnings known to be harmless for our exports
+HARMLESS = (
+    ("TracerWarning", r"transformers/(masking_utils|integrations/sdpa_attention)\.py", r"Python boolean"),
+    ("TracerWarning", r"torch/nn/functional\.py", r"Python boolean"),  # F.embedding's padding_idx check
+    ("UserWarning", r"torch/onnx/", r"aten::index operator of advanced indexing"),
+    ("DeprecationWarning", r"torch/onnx/|passes/export/", r"legacy TorchScript-based ONNX export|will be removed"),
+    ("FutureWarning", r"torch/onnx/", r"."),
+)
+MASKS = (("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask"))
+
+
+class ExportError(RuntimeError):
+    """The PyTorch ONNX exporter failed (``stage`` "export"), or every export path failed."""
+
+
+@dataclass
+class Attempt:
+    name: str
+    exporter: str   # "torchscript" | "dynamo"
+    spec: InputSpec
+    fixed: bool = False  # tried only after a written graph failed the parity check
+
+
+def harmless(w: warnings.WarningMessage) -> bool:
+    path = str(w.filename).replace("\\", "/")
+    return any(w.category.__name__ == cat and re.search(f, path) and re.search(m, str(w.message))
+               for cat, f, m in HARMLESS)
+
+
+@contextlib.contextmanager
+def filtered_warnings(kept: list[str]):
+    """Record warnings; drop the known-harmless ones, re-issue the rest and list them in ``kept``."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        yield
+    for w in seen:
+        if not harmless(w):
+            kept.append(f"{w.category.__name__} at {w.filename}:{w.lineno}: {str(w.message).splitlines()[0][:200]}")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def with_masks(model: torch.nn.Module, spec: InputSpec) -> Optional[InputSpec]:
+    """``spec`` plus all-ones attention masks the forward accepts and the example lacks, else None."""
+    try:
+        accepted = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return None
+    if not spec.as_kwargs:
+        return None
+    names, tensors, axes = list(spec.names), list(spec.tensors), dict(spec.dynamic_axes)
+    for ids, mask in MASKS:
+        if ids in names and mask not in names and mask in accepted:
+            src = tensors[names.index(ids)]
+            names.append(mask)
+            tensors.append(torch.ones(src.shape[:2], dtype=torch.long))
+            axes[mask] = {a: lab for a, lab in spec.dynamic_axes.get(ids, {}).items() if a < 2}
+    if len(names) == len(spec.names):
+        return None
+    return replace(spec, names=names, tensors=tensors, dynamic_axes=axes)
+
+
+def fixed_float_axes(spec: InputSpec) -> Optional[InputSpec]:
+    """``spec`` with the non-batch axes of floating inputs (image height / width) fixed, else None."""
+    axes = {n: {a: lab for a, lab in spec.dynamic_axes.get(n, {}).items()
+                if lab == "batch" or not t.is_floating_point()} for n, t in zip(spec.names, spec.tensors)}
+    if axes == {n: spec.dynamic_axes.get(n, {}) for n in spec.names}:
+        return None
+    return replace(spec, dynamic_axes=axes)
+
+
+def attempts(model: torch.nn.Module, spec: InputSpec, exporter: str) -> list[Attempt]:
+    """The paths to try for ``exporter`` ("auto", "torchscript" or "dynamo"). A ``fixed`` path (the float
+    inputs' non-batch axes fixed, as for a model checking its image size) is tried only after a graph
+    was written but was wrong at other sizes (Swin's padding traced for one image size)."""
+    masked = with_masks(model, spec)
+    out = []
+    fixed = fixed_float_axes(masked or spec)
+    names = sorted({lab for ax in spec.dynamic_axes.values() for lab in ax.values()}
+                   - {lab for ax in fixed.dynamic_axes.values() for lab in ax.values()}) if fixed else []
+    for kind in ("torchscript", "dynamo"):
+        if exporter not in ("auto", kind):
+            continue
+        if kind == "torchscript" or masked is None:
+            out.append(Attempt(kind, kind, spec))
+        if masked is not None:
+            out.append(Attempt(f"{kind}+attention_mask", kind, masked))
+        if fixed is not None:
+            out.append(Attempt(f"{kind} with fixed {', '.join(names)}", kind, fixed, fixed=True))
+    return out
+
+
+@contextlib.contextmanager
+def _no_mha_fastpath():
+    """nn.TransformerEncoderLayer / nn.MultiheadAttention fused eval kernels have no ONNX export."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def run_exporter(wrapper: torch.nn.Module, attempt: Attempt, out: str, opset: Optional[int],
+                 kept: list[str], output_name: str = "output",
+                 output_axes: Optional[dict[int, str]] = None) -> Optional[int]:
+    """Write ``out`` with the attempt's exporter; ExportError (PyTorch side) on failure; returns the opset."""
+    spec = attempt.spec
+    args = tuple(spec.tensors)
+    axes = {n: dict(a) for n, a in spec.dynamic_axes.items()}
+    axes[output_name] = dict(output_axes) if output_axes is not None else spec.output_axes
+    try:
+        with torch.no_grad(), _no_mha_fastpath(), filtered_warnings(kept):
+            if attempt.exporter == "torchscript":
+                op = opset or 17
+                torch.onnx.export(wrapper, args, out, input_names=list(spec.names), output_names=[output_name],
+                                  dynamic_axes=axes, opset_version=op, dynamo=False, do_constant_folding=True)
+                return op
+            return _dynamo(wrapper, spec, args, out, opset, output_name)
+    except Exception as exc:  # the PyTorch exporter failed: say so, one line (its messages dump whole graphs)
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"the PyTorch ONNX exporter ({attempt.exporter}) failed: {type(exc).__name__}: {first}") \
+            from exc
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str):
+    """The dynamo exporter logs optional-dependency notices ("torchvision is not installed") at WARNING."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _dynamo(wrapper, spec: InputSpec, args, out: str, opset: Optional[int], output_name: str = "output"):
+    from torch.export import Dim
+    shapes = tuple({ax: Dim.AUTO for ax in spec.dynamic_axes.get(n, {})} for n in spec.names)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            _quiet_logger("torch.onnx._internal.exporter._registration"):  # progress, graphs, notices
+        prog = torch.onnx.export(wrapper, args, dynamic_shapes=(shapes,), input_names=list(spec.names),
+                                 output_names=[output_name], opset_version=opset, dynamo=True,
+                                 external_data=False, optimize=True)
+        prog.save(out, external_data=False)
+    return opset or prog.model.opset_imports.get("", None)

@@ -1,0 +1,89 @@
+"""strip's self-check: outputs before / after on the example inputs, and naming the culprit on failure.
+
+``outputs`` runs the model (eval, no grad) and flattens every floating tensor it returns;
+``rel_diff`` is the largest difference relative to the largest output. When the stripped model
+fails or differs, ``failing_module`` says in which module the forward raised and ``culprit`` strips
+each touched family alone (on a copy) to find the first one that breaks the model by itself.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from passes.analyze.inputs import split_inputs
+from passes.analyze.plan import Plan
+
+
+def outputs(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
+    """Every floating tensor the forward returns, flattened (eval mode, no grad)."""
+    args, kwargs = split_inputs(example_inputs)
+    with torch.no_grad():
+        out = model(*args, **kwargs)
+    flat: list[torch.Tensor] = []
+
+    def walk(x):
+        if isinstance(x, torch.Tensor):
+            if x.is_floating_point():
+                flat.append(x.detach().float())
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                walk(v)
+    walk(out)
+    return flat
+
+
+def rel_diff(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
+        return float("inf")
+    scale = max([float(b.abs().max()) for b in before if b.numel()] + [1e-12])
+    diff = max([float((a - b).abs().max()) for a, b in zip(after, before) if a.numel()] + [0.0])
+    return diff / scale
+
+
+def failing_module(model: nn.Module, example_inputs: Any) -> tuple[Optional[str], Optional[BaseException]]:
+    """``(innermost module running when the forward raised, the exception)``; (None, None) if it runs."""
+    names = {m: n for n, m in model.named_modules()}
+    stack: list[str] = []
+
+    def enter(mod, _args):
+        stack.append(names.get(mod, "?"))
+
+    def leave(_mod, _args, _out):
+        if stack:
+            stack.pop()
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        outputs(model, example_inputs)
+        return None, None
+    except Exception as exc:  # the point: report where it broke
+        return (stack[-1] if stack else ""), exc
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def culprit(model: nn.Module, plan: Plan, keys: list[str], example_inputs: Any, before: list[torch.Tensor],
+            rtol: float, strip_one: Callable[[nn.Module, Plan], None]) -> Optional[tuple[str, str]]:
+    """The first family (of ``keys``) whose strip alone breaks ``model``: ``(key, what happened)``."""
+    fams = plan.all_families()  # the residual stream (key "residual") too
+    for key in keys:
+        trial = copy.deepcopy(model)
+        fam = fams[key]
+        tied = [k for k, f in fams.items() if getattr(f, "tie", "") and f.tie == getattr(fam, "tie", None)]
+        try:
+            strip_one(trial, Plan.from_families({k: fams[k] for k in (tied or [key])}, plan.model_class))
+        except Exception as exc:  # stripping this family alone raised
+            return key, f"{type(exc).__name__}: {exc}"
+        where, exc = failing_module(trial, example_inputs)
+        if exc is not None:
+            return key, f"the model then fails in module {where!r} ({type(exc).__name__}: {exc})"
+        diff = rel_diff(before, outputs(trial, example_inputs))
+        if not diff <= rtol:
+            return key, f"stripping it alone changes the outputs by {diff:.3g} (relative)"
+    return None

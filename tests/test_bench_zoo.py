@@ -1,0 +1,33 @@
+"""bench/zoo.py on one or two architectures: the JSON, the README table, time limits, the shrinker."""
+import json
+
+from bench import zoo
+from bench.zoo_shrink import shrink
+
+
+def test_shrinker_makes_tiny_consistent_configs():
+    for model_type in ("bert", "llama", "t5", "swin", "wav2vec2", "falcon"):
+        cfg = shrink(model_type)
+        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model", None) or cfg.embed_dim
+        assert width <= 32 and getattr(cfg, "num_hidden_layers", 2) <= 2, model_type
+    assert shrink("llama").num_key_value_heads == 4  # the default is plain multi-head: it stays so
+    assert shrink("mistral").num_key_value_heads == 2  # grouped-query stays grouped
+    assert shrink("swin").num_heads == [2, 4] and shrink("swin").depths == [1, 1]
+
+
+def test_zoo_writes_json_and_table(tmp_path, capsys):
+    out = tmp_path / "zoo.json"
+    summary = zoo.main(["--only", "bert,funnel", "--workers", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    bert, funnel = data["results"]
+    assert bert["status"] == "PASS" and bert["parity"] and max(bert["parity"].values()) <= 1e-4
+    assert funnel["stage"] == "build" and funnel["hint"] == "shrinker limitation"
+    assert summary["standard_attention"] == 1 and summary["pass_rate"] == 1.0
+    text = capsys.readouterr().out
+    assert "| bert | BertModel | 2/2 | PASS |" in text and "FAIL at build" in text and "wrote" in text
+
+
+def test_a_stuck_architecture_is_named_with_its_stage():
+    (r,) = zoo.sweep(["bert"], workers=1, timeout=0.5, progress=lambda line: None)
+    assert r["status"] == "FAIL" and r["reason"].startswith("no result after") and r["stage"] in (
+        "start", "build", "analyze")
