@@ -40,7 +40,7 @@ SCORE_PRIOR_STEPS = 20.0  # score_init="magnitude": the prior is worth this many
 
 @dataclass
 class LeapConfig(MaskSpec):
-    """LEAP settings. ``target_density`` is R_target of Eq. 5 (fraction of governed weights kept)."""
+    """LEAP settings. ``goal`` (``target`` / ``target_density``) is R_target of Eq. 5, in its unit."""
 
     method: ClassVar[str] = "leap"
     JOB_DEFAULTS: ClassVar[dict] = {"lambda_min": 80.0, "mask_lr_scale": 0.3, "score_init": "magnitude"}
@@ -102,7 +102,7 @@ def auto_mask_lr(config: LeapConfig, total_steps: int, warmup_ratio: float = 0.1
     BERTs (120 and 640 steps, T=32, R_target=0.3, sigma without momentum): R ends within one granule
     of the target in both.
     """
-    r = min(max(config.target_density, 1e-6), 1 - 1e-6)
+    r = min(max(config.goal.value, 1e-6), 1 - 1e-6)  # k ends near the target in any unit
     t = config.temperature
     travel = config.sigma0 - t * math.log(r / (1 - r))
     w, x = min(max(warmup_ratio, 0.0), 0.5), 0.6  # a warmup over half the run is clamped
@@ -149,7 +149,7 @@ class Leap(TrainedMethod):
         super().prepare(model, plan)
         if self.config.score_init == "magnitude":
             warm_start_scores(model, self.mask_lr())  # a resumed run then loads its checkpoint's S
-        self.regularizer = LeapRegularizer.from_config(model, self.config)
+        self.regularizer = LeapRegularizer.from_config(model, self.config, plan)
 
     def mask_lr(self) -> float:
         if self.config.mask_lr is not None:
