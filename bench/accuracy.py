@@ -41,8 +41,7 @@ from leap_fx.methods import config_class
 from leap_fx.methods.registry import own_fields
 from leap_fx.run import PruneOptions, pruning_methods, run_prune
 from leap_fx.run.job import dense_teacher
-from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
-                                 paired_ratio_median, summarize, timing_session)
+from leap_fx.run.latency import ORT_SETTINGS, environment, machine_load, onnx_latency, split_inputs_at
 from leap_fx.run.rundir import RESUME_FREE
 from passes.io import write_json
 
@@ -206,29 +205,17 @@ def pruned_row(bench: Bench, row: Row) -> dict:
             "wall_s": rep.get("timing", {}).get("total_s")}
 
 
-def timing_inputs(split, batch: int) -> dict:
-    """``batch`` test examples at the run's full sequence length (rows repeated if the split is smaller)."""
-    feats = {k: v for k, v in split.features.items() if k != "labels"}
-    n = next(iter(feats.values())).shape[0]
-    idx = torch.arange(batch) % n
-    return {k: v[idx].contiguous() for k, v in feats.items()}
-
-
 def onnx_speedup(bench: Bench, slim_onnx: str, flops_fraction: float) -> dict:
-    """Dense vs slim onnxruntime latency, interleaved rounds (``bench._common.interleaved_latency``)."""
+    """Dense vs slim onnxruntime latency, interleaved rounds (``leap_fx.run.latency.onnx_latency``)."""
     bench.dense_teacher()  # the data must be tokenised
-    inputs = timing_inputs(bench.data.test, TIMING_BATCH)
-    sessions = {"dense": timing_session(bench.dense_onnx()[0]), "slim": timing_session(slim_onnx)}
-    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
-    runners = {n: (lambda s=s, f=feeds[n]: s.run(None, f)) for n, s in sessions.items()}
+    inputs = split_inputs_at(bench.data.test, TIMING_BATCH)
     warmup, reps = TIMING_REPS[bench.mode]
-    wall, cpu = interleaved_latency(runners, reps, warmup, desc="onnxruntime")
-    dense, slim = summarize(wall["dense"]), summarize(wall["slim"])
-    return {"batch": TIMING_BATCH, "seq": int(inputs["input_ids"].shape[1]), "ort": ORT_SETTINGS,
-            "dense_ms": dense, "slim_ms": slim, "speedup": dense["median"] / slim["median"],
-            "paired_speedup": paired_ratio_median(wall["dense"], wall["slim"]),
-            "cpu_speedup": summarize(cpu["dense"])["median"] / summarize(cpu["slim"])["median"],
-            "ideal": 1.0 / flops_fraction, "samples_ms": wall}
+    t = onnx_latency({"dense": bench.dense_onnx()[0], "slim": slim_onnx}, inputs, reps, warmup)
+    sp = t["speedup"]["slim"]
+    return {"batch": TIMING_BATCH, "seq": t["seq"], "ort": ORT_SETTINGS,
+            "dense_ms": t["ms"]["dense"], "slim_ms": t["ms"]["slim"], "speedup": sp["median"],
+            "paired_speedup": sp["paired"], "cpu_speedup": sp["cpu"], "ideal": 1.0 / flops_fraction,
+            "samples_ms": t["samples_ms"]}
 
 
 def run_row(bench: Bench, row: Row) -> dict:

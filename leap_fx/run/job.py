@@ -23,6 +23,7 @@ from leap_fx.run.options import PruneOptions
 from leap_fx.run.plots import write_plots
 from leap_fx.run.report import build_report, matrix_densities, measure, summary_table
 from leap_fx.run.rundir import prepare_out_dir, save_tokenizer
+from leap_fx.run.speed import speed_stage
 from leap_fx.train.config import TrainConfig
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
@@ -137,6 +138,18 @@ def slim_stage(slim, plan, example, tokenizer, out: str) -> dict:
     return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path}
 
 
+def run_method_config(opts: PruneOptions, flop_input: dict):
+    """The method's config with flops / latency costs counted at the run's length and batch."""
+    seq = int(next(iter(flop_input.values())).shape[1])
+    return replace(opts.method_config(), cost_seq=seq, cost_batch=int(opts.batch_size))
+
+
+def _latency_table(model, plan, example, config, opts):
+    from leap_fx.masks.latency_table import latency_table
+    return latency_table(model, plan, example, config.cost_batch, config.cost_seq,
+                         cache_dir=opts.cache_dir, use_cache=opts.use_cache, verbose=opts.verbose)
+
+
 def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, data=None) -> dict:
     """Run the whole job; returns the report (also written to ``<out>/report.json``).
 
@@ -171,7 +184,11 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         check_forward_inputs(student, example, "the tokenizer's output")  # names the accepted inputs
         plan = analyze(student, example)
     train_cfg = train_config(opts, data)
-    method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
+    config = run_method_config(opts, flop_input)
+    if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
+        with clock.stage("latency table"):
+            _latency_table(student, plan, example, config, opts)
+    method = build(config, total_steps(train_cfg, data.train), train_cfg)
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
@@ -180,6 +197,9 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         slim_files = slim_stage(slim, plan, example, tokenizer, out)
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"])
+    with clock.stage("latency" + (" + int8" if opts.quantize else "")):
+        measured["speed"] = speed_stage(teacher, example, slim_files["onnx_path"], data, out, opts, config.goal,
+                                        config.cost_batch)
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)
     with clock.stage("plots"):
         report["plots"] = write_plots(report, history, out, method.log_keys)

@@ -2,7 +2,9 @@
 
 The job's own settings are fields here; the method's are ``method_options`` (the fields its config
 adds to ``MaskSpec``, e.g. LEAP's ``temperature``), validated by building the method's config once.
-``target_density``, ``granularity`` and ``block_size`` are shared by every masking method.
+``target`` (``"flops:0.5"``, ``masks/target.py``) or ``target_density``, ``granularity`` and ``block_size``
+are shared by every masking method. Without either target the method's ``JOB_DEFAULTS["target"]``
+applies when its granularity can realise it (LEAP: ``structured`` at ``flops:0.5``), else ``density:0.3``.
 
 Budgets left ``None`` take the defaults of the mode (``MODES['quick' | 'full']``), tuned to finish in
 about 5 / 30 minutes on 2 CPU cores; method fields the user leaves unset take the method's
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from leap_fx.masks.spec import MaskSpec
+from leap_fx.masks.target import DEFAULT_TARGET, Target
 from leap_fx.methods import config_class, methods
 from leap_fx.methods.registry import own_fields
 from passes.io import JsonDataclass
@@ -32,7 +35,18 @@ MODES = {
 }
 DEFAULT_GRANULARITY = "hybrid"
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
-SHARED = ("target_density", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+SHARED = ("target_density", "target", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+QUANTIZE = ("int8",)  # --quantize: onnxruntime dynamic quantization of the slim ONNX (passes/export/quantize.py)
+
+
+def default_target(cls, granularity: Optional[str], block_size: int = 32) -> str:
+    """The method's ``JOB_DEFAULTS['target']`` if ``granularity`` can realise it, else ``density:0.3``."""
+    wanted = getattr(cls, "JOB_DEFAULTS", {}).get("target")
+    if wanted is None:
+        return DEFAULT_TARGET
+    if Target.parse(wanted).needs_strip and not MaskSpec(1.0, granularity or "unstructured", block_size).structured:
+        return DEFAULT_TARGET
+    return wanted
 
 
 def pruning_methods() -> list[str]:
@@ -54,7 +68,8 @@ class PruneOptions(JsonDataclass):
     method: str = "leap"               # any registered pruning method (leap_fx.methods)
     granularity: Optional[str] = None  # structured | hybrid | block | unstructured; None = method's job default
     block_size: int = 32
-    target_density: float = 0.3
+    target: Optional[str] = None       # density:0.3 | flops:0.5 | latency:0.5; None = the method's job default
+    target_density: Optional[float] = None  # = target density:X
     method_options: dict = field(default_factory=dict)  # the method's own config fields
     epochs: Optional[float] = None
     teacher_epochs: Optional[float] = None
@@ -76,12 +91,15 @@ class PruneOptions(JsonDataclass):
     cache_dir: Optional[str] = None    # teacher cache root; None = $LEAP_FX_CACHE or ~/.cache/leap-fx
     use_cache: bool = True
     verbose: bool = True
+    quantize: Optional[str] = None     # int8: also an onnxruntime dynamic-int8 copy of the slim ONNX, measured
 
     def __post_init__(self):
         if self.method not in pruning_methods():
             raise ValueError(f"method={self.method!r}: use one of {pruning_methods()}")
         if self.student_init not in ("teacher", "pretrained"):
             raise ValueError(f"student_init={self.student_init!r}: use 'teacher' or 'pretrained'")
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize={self.quantize!r}: use one of {QUANTIZE} (or leave it unset)")
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume exclude each other: pick one")
         for name in ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples",
@@ -107,6 +125,8 @@ class PruneOptions(JsonDataclass):
         cls = config_class(self.method)
         if self.granularity is None:
             fill["granularity"] = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", DEFAULT_GRANULARITY)
+        if self.target is None and self.target_density is None:
+            fill["target"] = default_target(cls, fill.get("granularity", self.granularity), self.block_size)
         return replace(self, **fill)
 
     def method_config(self):
@@ -119,5 +139,9 @@ class PruneOptions(JsonDataclass):
             raise ValueError(f"method {self.method!r} has no option(s) {unknown}; its options: {sorted(own)}")
         shared = {k: getattr(self, k) for k in SHARED if k in names and getattr(self, k) is not None}
         defaults = {k: v for k, v in getattr(cls, "JOB_DEFAULTS", {}).items() if k in names}
+        defaults.pop("target", None)  # the user's target_density replaces it; or chosen for the granularity:
+        if self.target is None and self.target_density is None:
+            defaults["target"] = default_target(cls, shared.get("granularity", defaults.get("granularity")),
+                                                self.block_size)
         return cls.from_dict({**defaults, **shared, **self.method_options})
 

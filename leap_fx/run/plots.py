@@ -112,12 +112,13 @@ def curves_plot(history: list[dict], path: str, target: float | None = None, tit
 
 def write_plots(report: dict, history: list[dict], out: str, log_keys: tuple = ()) -> dict:
     """``density.png`` always; ``curves.png`` when there is a training history. Returns their paths."""
-    target = report["density"]["target"]
+    target = report["density"]["target"]  # None for a flops / latency target
+    goal = report.get("target") or {"target": f"{target:g}", "value": target}
     opts = report["resolved_options"]
     name = f"{opts['method']} {opts['granularity']}"
     paths = {"density": density_plot(report["density"]["per_matrix"], os.path.join(out, "density.png"),
-                                     target, f"Density per matrix ({name}, target {target:g})")}
+                                     target, f"Density per matrix ({name}, target {goal['target']})")}
     if any(r.get("type", "train") == "train" for r in history):
-        paths["curves"] = curves_plot(history, os.path.join(out, "curves.png"), target,
+        paths["curves"] = curves_plot(history, os.path.join(out, "curves.png"), goal["value"],
                                       f"Training curves ({name})", tuple(log_keys))
     return paths
