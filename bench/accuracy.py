@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from bench._rows import load_previous, ordered, run_rows
 from bench.accuracy_table import table
 from leap_fx.data import example_inputs, flop_inputs, load_data
 from leap_fx.masks.spec import MaskSpec
@@ -132,16 +132,16 @@ class Bench:
         own = {f.name for f in own_fields(config_class(method), MaskSpec)}
         extra = {k: v for k, v in self.method_overrides.items() if k in own}  # e.g. LEAP's lambda_min
         return PruneOptions(**{**self.base.to_dict(), "method": method, "granularity": gran,
-                               "target_density": row.density, "method_options": extra, **kw})
+                               "target": None, "target_density": row.density, "method_options": extra, **kw})
 
     def settings(self, row: Row) -> dict:
         """What a row's result depends on (compared on resume): its job's options minus I/O fields."""
         opts = self.options(row).to_dict()
         keep = {k: v for k, v in opts.items() if k not in OPTION_FREE}
         if row.method == "dense":  # the teacher ignores the pruning fields
-            for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "method_options",
-                      "alpha", "student_init"):
-                keep.pop(k)
+            for k in ("method", "granularity", "target", "target_density", "block_size", "epochs", "lr",
+                      "method_options", "alpha", "student_init", "quantize"):
+                keep.pop(k, None)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
         return json.loads(json.dumps(keep))
 
@@ -226,13 +226,6 @@ def run_row(bench: Bench, row: Row) -> dict:
             **result, "settings": bench.settings(row)}
 
 
-def load_previous(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as fh:
-        return {r["row"]: r for r in json.load(fh).get("rows", [])}
-
-
 def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     """Run the selected rows; ``model``/``tokenizer``/``overrides`` (PruneOptions fields) are for tests."""
     args = parse_args(argv)
@@ -242,12 +235,9 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     bench = Bench(args, model, tokenizer, overrides)
     done = {} if args.fresh else load_previous(args.out)
     order = [r.name for r in all_rows(args.densities)]
-    results = dict(done)
     result = {}
 
-    def save():
-        ordered = sorted(results.values(), key=lambda r: (order.index(r["row"]) if r["row"] in order
-                                                         else len(order), r["row"]))
+    def save(results):
         result.clear()
         result.update({
             "benchmark": "accuracy", "pipeline": "leap_fx.run.run_prune per row, shared dense teacher",
@@ -259,24 +249,13 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
                          "granularities": {m: list(bench_granularities(m)) for m in pruning_methods()},
                          "threads": args.threads,
                          "work_dir": os.path.abspath(args.work_dir)},
-            "rows": ordered, "env": environment(), "machine_load": {"before": load_before, "after": machine_load()}})
+            "rows": ordered(results, order), "env": environment(),
+            "machine_load": {"before": load_before, "after": machine_load()}})
         write_json(args.out, result)
 
-    for row in tqdm(rows, desc="rows", unit="row"):
-        old = done.get(row.name)
-        if old and old.get("status") == "complete" and old.get("settings") == bench.settings(row):
-            tqdm.write(f"[accuracy] {row.name}: already in {args.out} with the same settings, skipped")
-            continue
-        tqdm.write(f"[accuracy] {row.name}: running")
-        try:
-            results[row.name] = run_row(bench, row)
-        except (RuntimeError, ArithmeticError, ValueError) as err:  # record it, run the other rows
-            results[row.name] = {"row": row.name, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                                 "settings": bench.settings(row)}
-            tqdm.write(f"[accuracy] {row.name}: FAILED {type(err).__name__}: {err}")
-        save()
+    results = run_rows(rows, done, bench.settings, lambda row: run_row(bench, row), save, "accuracy", args.out)
     if not result:
-        save()
+        save(results)
     current = {r.name for r in all_rows(args.densities)
                if results.get(r.name, {}).get("settings") == bench.settings(r)}
     print(table(result["rows"], current))
