@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Callable
 
 from tqdm.auto import tqdm
@@ -44,3 +45,24 @@ def run_rows(rows, done: dict, settings: Callable, run: Callable, save: Callable
             tqdm.write(f"[{tag}] {row.name}: FAILED {type(err).__name__}: {err}")
         save(results)
     return results
+
+
+def exit_with(main: Callable[[], dict], name: str) -> None:
+    """Run a row bench's ``main`` as a script: bad input -> one line naming the fix; exit 1 if a row failed."""
+    try:
+        res = main()
+    except ValueError as err:
+        sys.exit(f"bench/{name}: error: {err}")
+    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)
+
+
+def add_row_args(p, name: str, root: str) -> None:
+    """The options every row bench shares (rows, epochs, seed, threads, work dir, output, fresh, quiet)."""
+    p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
+    p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
+    p.add_argument("--seed", type=int, default=17, help="training seed of every row (default: 17)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
+    p.add_argument("--work-dir", default=f"/tmp/leap-fx-{name}", help="run directories, one per row")
+    p.add_argument("--out", default=os.path.join(root, "bench", "results", f"{name}.json"))
+    p.add_argument("--fresh", action="store_true", help="re-run rows even if --out has them")
+    p.add_argument("--quiet", action="store_true", help="no per-stage progress of the pipeline")

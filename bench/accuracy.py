@@ -27,13 +27,12 @@ import copy
 import fnmatch
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 
 import torch
 
-from bench._rows import load_previous, ordered, run_rows
+from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy_table import table
 from leap_fx.data import example_inputs, flop_inputs, load_data
 from leap_fx.masks.spec import MaskSpec
@@ -99,15 +98,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the pipeline's quick mode (subsampled data, "
                    "short sequences) for every row, and fewer timing rounds")
-    p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
     p.add_argument("--densities", type=_floats, default=[0.5, 0.3], help="target densities (0.5,0.3)")
-    p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
-    p.add_argument("--seed", type=int, default=17, help="training seed of every row (default: 17)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
-    p.add_argument("--work-dir", default="/tmp/leap-fx-accuracy", help="run directories, one per row")
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "accuracy.json"))
-    p.add_argument("--fresh", action="store_true", help="re-run rows even if --out has them")
-    p.add_argument("--quiet", action="store_true", help="no per-stage progress of the pipeline")
+    add_row_args(p, "accuracy", ROOT)
     return p.parse_args(argv)
 
 
@@ -267,8 +259,4 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        res = main()
-    except ValueError as err:  # bad input: one line that names the fix
-        sys.exit(f"bench/accuracy.py: error: {err}")
-    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)
+    exit_with(main, "accuracy.py")

