@@ -100,8 +100,8 @@ def parse_args(argv=None):
     p.add_argument("--opt-level", choices=["ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC"],
                    default=ORT_SETTINGS["graph_optimization_level"], help="onnxruntime session optimization")
     p.add_argument("--fusions", type=lambda t: [f for f in t.split(",") if f and f != "none"],
-                   default=["attention", "gemm"], help="graph fusions timed beside the plain graphs "
-                   "(passes/export/fuse.py: attention, gemm; 'none' for none; default: attention,gemm)")
+                   default=["attention", "norms", "gemm"], help="graph fusions timed beside the plain graphs "
+                   "(passes/export/fuse.py: attention, norms, gemm; 'none' for none; default: all three)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # config-built tiny BERT (tests)
     p.add_argument("--model-config", choices=["minilm", "tiny"], default="minilm", help=argparse.SUPPRESS)
     return p.parse_args(argv)

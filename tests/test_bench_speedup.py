@@ -158,7 +158,7 @@ def test_common_summary_table_and_atomic_json(tmp_path):
 def test_fused_graphs_are_parity_checked_and_timed(tiny_result):
     _, saved = tiny_result
     assert {(r["fusion"], r["config"]) for r in saved["fusion_rows"]} == \
-        {(f, c) for f in ("attention", "gemm") for c in ("50%", "25%", "floor")}
+        {(f, c) for f in ("attention", "norms", "gemm") for c in ("50%", "25%", "floor")}
     for per_batch in saved["ort_vs_torch_max_abs_diff"].values():
         assert {"dense+attention", "25%+gemm"} <= set(per_batch) and max(per_batch.values()) < 1e-4
     heads = {c["config"]: c["heads_per_layer"] for c in saved["configs"]}

@@ -30,7 +30,7 @@ def _pruned_bert(tmp_path):
     return slim, path
 
 
-@pytest.mark.parametrize("how", ["attention", "gemm"])
+@pytest.mark.parametrize("how", ["attention", "norms", "gemm"])
 def test_fusions_keep_the_numbers(tmp_path, how):
     torch.set_num_threads(1)
     slim, path = _pruned_bert(tmp_path)
@@ -38,6 +38,8 @@ def test_fusions_keep_the_numbers(tmp_path, how):
     info = fuse(path, out, how)
     if how == "attention":
         assert info["pinned_reshapes"] == 6 and info["attention_heads"] == [3, 1]  # each layer its own count
+    elif how == "norms":
+        assert info["attention_heads"] == [] and info["fused"]["SkipLayerNormalization"] == 4
     else:
         assert info["gemm"] == 12  # q k v out up down, two layers
     spec = InputSpec.from_example(bert_inputs())

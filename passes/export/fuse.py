@@ -10,6 +10,7 @@ trusting it (ORT's transformer fuser can stamp a wrong head count on a pruned la
   pruned model whose layers keep different counts. ``pin_head_counts`` first writes each layer's own
   count into those reshapes (``q/k/v width / head_dim`` from the projection's weight), so every
   Attention node gets its layer's ``num_heads``.
+- ``norms``: the same without the Attention fusion (what the elementwise fusions alone do).
 - ``gemm``: ``MatMul(x, W) + b`` on 3-D activations -> ``Reshape(x, [-1, K])``, ``Gemm(x, W, b)``, reshape
   back: the bias is added inside the GEMM instead of by a separate memory-bound Add over ``[B, S, N]``.
 """
@@ -65,17 +66,30 @@ def pin_head_counts(model) -> int:
     return pinned
 
 
-def fuse_attention(src: str, dst: str) -> dict:
-    """Pinned head counts, then ORT's BERT fusions (see the module doc)."""
+def fuse_attention(src: str, dst: str, attention: bool = True) -> dict:
+    """Pinned head counts, then ORT's BERT fusions (see the module doc); ``attention=False``: all but
+    the Attention fusion (SkipLayerNormalization, BiasGelu, EmbedLayerNormalization alone)."""
+    import logging
+
     import onnx
     from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from passes.io import atomic_path
     model = onnx.load(src)
     pinned = pin_head_counts(model)
-    with atomic_path(dst, suffix=".tmp.onnx") as tmp:
-        onnx.save(model, tmp)
-        opt = optimizer.optimize_model(tmp, model_type="bert", num_heads=0, hidden_size=0, opt_level=0)
-        opt.save_model_to_file(tmp)
+    options = FusionOptions("bert")
+    options.enable_attention = attention
+    log = logging.getLogger("onnxruntime.transformers")  # per-layer widths != hidden size: expected here
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        with atomic_path(dst, suffix=".tmp.onnx") as tmp:
+            onnx.save(model, tmp)
+            opt = optimizer.optimize_model(tmp, model_type="bert", num_heads=0, hidden_size=0, opt_level=0,
+                                           optimization_options=options)
+            opt.save_model_to_file(tmp)
+    finally:
+        log.setLevel(level)
     heads = [int(a.i) for n in onnx.load(dst).graph.node if n.op_type == "Attention" for a in n.attribute
              if a.name == "num_heads"]
     return {"pinned_reshapes": pinned, "fused": {k: v for k, v in opt.get_fused_operator_statistics().items() if v},
@@ -126,7 +140,9 @@ def fuse_gemm_bias(src: str, dst: str) -> dict:
     return {"gemm": sum(1 for v in replace.values() if v)}
 
 
-FUSIONS: dict[str, Callable[[str, str], dict]] = {"attention": fuse_attention, "gemm": fuse_gemm_bias}
+FUSIONS: dict[str, Callable[[str, str], dict]] = {
+    "attention": fuse_attention, "norms": lambda src, dst: fuse_attention(src, dst, attention=False),
+    "gemm": fuse_gemm_bias}
 
 
 def fuse(src: str, dst: str, how: str) -> dict:
