@@ -30,7 +30,7 @@ def test_agreement_bound_and_bad_input():
     res = agreement(ref, flipped)
     assert res["agreement"] == 0.75 and res["max_abs_logit_diff"] == 1.0
     check_agreement(res, bound=0.75)
-    with pytest.raises(QuantizationError, match="75.00% of 4 predictions, below the bound 97%"):
+    with pytest.raises(QuantizationError, match="75.00% of 4 predictions, below the bound 95%"):
         check_agreement(res)
     with pytest.raises(ValueError, match="cannot be compared"):
         agreement(ref, ref[:2])

@@ -171,7 +171,8 @@ def speed_rows(report: dict) -> list[tuple[str, str]]:
     for name in names:
         cells = [f"b{t['batch']} {t['ms']['dense']['median']:.1f} -> {t['ms'][name]['median']:.1f} ms "
                  f"({t['speedup'][name]['median']:.2f}x)" for t in lat.values() if name in t["ms"]]
-        rows.append((f"ORT latency dense -> {name}", ", ".join(cells) + f"  ({report['latency']['threads']} threads)"))
+        rows.append((f"ORT latency dense -> {name}", ", ".join(cells) + f"  (onnxruntime threads: "
+                                                                         f"{report['latency']['threads']})"))
     files = report.get("files") or {}
     if files:
         mb = " -> ".join(f"{files[k] / 1e6:.1f}" for k in ("dense_bytes", "slim_bytes", "int8_bytes") if k in files)
