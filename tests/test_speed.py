@@ -19,7 +19,7 @@ def test_the_default_job_is_leap_structured_at_half_the_flops():
     assert cfg.goal == Target("flops", 0.5) and cfg.structured and cfg.lambda_min == 80.0
     # a granularity that strips nothing falls back to the density default; a user's density wins
     assert PruneOptions(granularity="hybrid").method_config().goal == Target("density", 0.3)
-    assert PruneOptions(granularity="hybrid").resolved().target == "density:0.3"
+    assert PruneOptions(granularity="hybrid").resolved().target_density == 0.3
     assert PruneOptions(target_density=0.4).method_config().goal == Target("density", 0.4)
     assert PruneOptions(target="latency:0.5").method_config().goal == Target("latency", 0.5)
     with pytest.raises(ValueError, match="granularity='structured'"):

@@ -49,6 +49,12 @@ def default_target(cls, granularity: Optional[str], block_size: int = 32) -> str
     return wanted
 
 
+def _target_fields(target: str) -> dict:
+    """A density target as ``target_density`` (as before targets had units), any other as ``target``."""
+    goal = Target.parse(target)
+    return {"target_density": goal.value} if goal.unit == "density" else {"target": str(goal)}
+
+
 def pruning_methods() -> list[str]:
     """Registered methods that prune (the CLI's ``--method`` choices)."""
     return [name for name, h in methods().items() if h.uses_masks]
@@ -126,7 +132,7 @@ class PruneOptions(JsonDataclass):
         if self.granularity is None:
             fill["granularity"] = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", DEFAULT_GRANULARITY)
         if self.target is None and self.target_density is None:
-            fill["target"] = default_target(cls, fill.get("granularity", self.granularity), self.block_size)
+            fill.update(_target_fields(default_target(cls, fill.get("granularity", self.granularity), self.block_size)))
         return replace(self, **fill)
 
     def method_config(self):
@@ -141,7 +147,7 @@ class PruneOptions(JsonDataclass):
         defaults = {k: v for k, v in getattr(cls, "JOB_DEFAULTS", {}).items() if k in names}
         defaults.pop("target", None)  # the user's target_density replaces it; or chosen for the granularity:
         if self.target is None and self.target_density is None:
-            defaults["target"] = default_target(cls, shared.get("granularity", defaults.get("granularity")),
-                                                self.block_size)
+            defaults.update(_target_fields(default_target(cls, shared.get("granularity", defaults.get("granularity")),
+                                                          self.block_size)))
         return cls.from_dict({**defaults, **shared, **self.method_options})
 
