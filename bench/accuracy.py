@@ -29,13 +29,12 @@ import copy
 import fnmatch
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
 
+from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy_table import table
 from leap_fx.data import example_inputs, flop_inputs, load_data
 from leap_fx.masks.spec import MaskSpec
@@ -43,8 +42,7 @@ from leap_fx.methods import config_class
 from leap_fx.methods.registry import own_fields
 from leap_fx.run import PruneOptions, pruning_methods, run_prune
 from leap_fx.run.job import dense_teacher
-from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
-                                 paired_ratio_median, summarize, timing_session)
+from leap_fx.run.latency import ORT_SETTINGS, environment, machine_load, onnx_latency, split_inputs_at
 from leap_fx.run.rundir import RESUME_FREE
 from passes.io import write_json
 
@@ -102,15 +100,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the pipeline's quick mode (subsampled data, "
                    "short sequences) for every row, and fewer timing rounds")
-    p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
     p.add_argument("--densities", type=_floats, default=[0.5, 0.3], help="target densities (0.5,0.3)")
-    p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
-    p.add_argument("--seed", type=int, default=17, help="training seed of every row (default: 17)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
-    p.add_argument("--work-dir", default="/tmp/leap-fx-accuracy", help="run directories, one per row")
-    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "accuracy.json"))
-    p.add_argument("--fresh", action="store_true", help="re-run rows even if --out has them")
-    p.add_argument("--quiet", action="store_true", help="no per-stage progress of the pipeline")
+    add_row_args(p, "accuracy", ROOT)
     return p.parse_args(argv)
 
 
@@ -136,16 +127,16 @@ class Bench:
         own = {f.name for f in own_fields(config_class(method), MaskSpec)}
         extra = {k: v for k, v in self.method_overrides.items() if k in own}  # e.g. LEAP's lambda_min
         return PruneOptions(**{**self.base.to_dict(), "method": method, "granularity": gran,
-                               "target_density": row.density, "method_options": extra, **kw})
+                               "target": None, "target_density": row.density, "method_options": extra, **kw})
 
     def settings(self, row: Row) -> dict:
         """What a row's result depends on (compared on resume): its job's options minus I/O fields."""
         opts = self.options(row).to_dict()
         keep = {k: v for k, v in opts.items() if k not in OPTION_FREE}
         if row.method == "dense":  # the teacher ignores the pruning fields
-            for k in ("method", "granularity", "target_density", "block_size", "epochs", "lr", "method_options",
-                      "alpha", "student_init"):
-                keep.pop(k)
+            for k in ("method", "granularity", "target", "target_density", "block_size", "epochs", "lr",
+                      "method_options", "alpha", "student_init", "quantize"):
+                keep.pop(k, None)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
         return json.loads(json.dumps(keep))
 
@@ -212,29 +203,17 @@ def pruned_row(bench: Bench, row: Row) -> dict:
             "wall_s": rep.get("timing", {}).get("total_s")}
 
 
-def timing_inputs(split, batch: int) -> dict:
-    """``batch`` test examples at the run's full sequence length (rows repeated if the split is smaller)."""
-    feats = {k: v for k, v in split.features.items() if k != "labels"}
-    n = next(iter(feats.values())).shape[0]
-    idx = torch.arange(batch) % n
-    return {k: v[idx].contiguous() for k, v in feats.items()}
-
-
 def onnx_speedup(bench: Bench, slim_onnx: str, flops_fraction: float) -> dict:
-    """Dense vs slim onnxruntime latency, interleaved rounds (``bench._common.interleaved_latency``)."""
+    """Dense vs slim onnxruntime latency, interleaved rounds (``leap_fx.run.latency.onnx_latency``)."""
     bench.dense_teacher()  # the data must be tokenised
-    inputs = timing_inputs(bench.data.test, TIMING_BATCH)
-    sessions = {"dense": timing_session(bench.dense_onnx()[0]), "slim": timing_session(slim_onnx)}
-    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
-    runners = {n: (lambda s=s, f=feeds[n]: s.run(None, f)) for n, s in sessions.items()}
+    inputs = split_inputs_at(bench.data.test, TIMING_BATCH)
     warmup, reps = TIMING_REPS[bench.mode]
-    wall, cpu = interleaved_latency(runners, reps, warmup, desc="onnxruntime")
-    dense, slim = summarize(wall["dense"]), summarize(wall["slim"])
-    return {"batch": TIMING_BATCH, "seq": int(inputs["input_ids"].shape[1]), "ort": ORT_SETTINGS,
-            "dense_ms": dense, "slim_ms": slim, "speedup": dense["median"] / slim["median"],
-            "paired_speedup": paired_ratio_median(wall["dense"], wall["slim"]),
-            "cpu_speedup": summarize(cpu["dense"])["median"] / summarize(cpu["slim"])["median"],
-            "ideal": 1.0 / flops_fraction, "samples_ms": wall}
+    t = onnx_latency({"dense": bench.dense_onnx()[0], "slim": slim_onnx}, inputs, reps, warmup)
+    sp = t["speedup"]["slim"]
+    return {"batch": TIMING_BATCH, "seq": t["seq"], "ort": ORT_SETTINGS,
+            "dense_ms": t["ms"]["dense"], "slim_ms": t["ms"]["slim"], "speedup": sp["median"],
+            "paired_speedup": sp["paired"], "cpu_speedup": sp["cpu"], "ideal": 1.0 / flops_fraction,
+            "samples_ms": t["samples_ms"]}
 
 
 def run_row(bench: Bench, row: Row) -> dict:
@@ -243,13 +222,6 @@ def run_row(bench: Bench, row: Row) -> dict:
         result["onnx_speedup"] = onnx_speedup(bench, result["onnx"], result["flops_fraction"])
     return {"row": row.name, "method": row.method, "granularity": row.granularity, "status": "complete",
             **result, "settings": bench.settings(row)}
-
-
-def load_previous(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as fh:
-        return {r["row"]: r for r in json.load(fh).get("rows", [])}
 
 
 def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
@@ -261,12 +233,9 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     bench = Bench(args, model, tokenizer, overrides)
     done = {} if args.fresh else load_previous(args.out)
     order = [r.name for r in all_rows(args.densities)]
-    results = dict(done)
     result = {}
 
-    def save():
-        ordered = sorted(results.values(), key=lambda r: (order.index(r["row"]) if r["row"] in order
-                                                         else len(order), r["row"]))
+    def save(results):
         result.clear()
         result.update({
             "benchmark": "accuracy", "pipeline": "leap_fx.run.run_prune per row, shared dense teacher",
@@ -278,24 +247,13 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
                          "granularities": {m: list(bench_granularities(m)) for m in pruning_methods()},
                          "threads": args.threads,
                          "work_dir": os.path.abspath(args.work_dir)},
-            "rows": ordered, "env": environment(), "machine_load": {"before": load_before, "after": machine_load()}})
+            "rows": ordered(results, order), "env": environment(),
+            "machine_load": {"before": load_before, "after": machine_load()}})
         write_json(args.out, result)
 
-    for row in tqdm(rows, desc="rows", unit="row"):
-        old = done.get(row.name)
-        if old and old.get("status") == "complete" and old.get("settings") == bench.settings(row):
-            tqdm.write(f"[accuracy] {row.name}: already in {args.out} with the same settings, skipped")
-            continue
-        tqdm.write(f"[accuracy] {row.name}: running")
-        try:
-            results[row.name] = run_row(bench, row)
-        except (RuntimeError, ArithmeticError, ValueError) as err:  # record it, run the other rows
-            results[row.name] = {"row": row.name, "status": "failed", "error": f"{type(err).__name__}: {err}",
-                                 "settings": bench.settings(row)}
-            tqdm.write(f"[accuracy] {row.name}: FAILED {type(err).__name__}: {err}")
-        save()
+    results = run_rows(rows, done, bench.settings, lambda row: run_row(bench, row), save, "accuracy", args.out)
     if not result:
-        save()
+        save(results)
     current = {r.name for r in all_rows(args.densities)
                if results.get(r.name, {}).get("settings") == bench.settings(r)}
     print(table(result["rows"], current))
@@ -307,8 +265,4 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        res = main()
-    except ValueError as err:  # bad input: one line that names the fix
-        sys.exit(f"bench/accuracy.py: error: {err}")
-    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)
+    exit_with(main, "accuracy.py")

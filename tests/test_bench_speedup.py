@@ -153,3 +153,16 @@ def test_common_summary_table_and_atomic_json(tmp_path):
     out = tmp_path / "sub" / "r.json"
     common.write_json(str(out), {"k": [1, 2]})
     assert json.loads(out.read_text()) == {"k": [1, 2]} and os.listdir(out.parent) == ["r.json"]
+
+
+def test_fused_graphs_are_parity_checked_and_timed(tiny_result):
+    _, saved = tiny_result
+    assert {(r["fusion"], r["config"]) for r in saved["fusion_rows"]} == \
+        {(f, c) for f in ("attention", "norms", "gemm") for c in ("50%", "25%", "floor")}
+    for per_batch in saved["ort_vs_torch_max_abs_diff"].values():
+        assert {"dense+attention", "25%+gemm"} <= set(per_batch) and max(per_batch.values()) < 1e-4
+    heads = {c["config"]: c["heads_per_layer"] for c in saved["configs"]}
+    for name, info in saved["fused_exports"]["attention"].items():  # every layer its own head count
+        assert info["attention_heads"] == (heads.get(name) or [4, 4]), name
+    for r in saved["fusion_rows"]:
+        assert r["speedup"] == pytest.approx(r["dense_ms"] / r["slim_ms"]) and r["speedup_vs_plain_dense"] > 0

@@ -29,5 +29,6 @@ def test_zoo_writes_json_and_table(tmp_path, capsys):
 
 def test_a_stuck_architecture_is_named_with_its_stage():
     (r,) = zoo.sweep(["bert"], workers=1, timeout=0.5, progress=lambda line: None)
-    assert r["status"] == "FAIL" and r["reason"].startswith("no result after") and r["stage"] in (
-        "start", "build", "analyze")
+    from leap_fx.run.roundtrip import STAGES
+    assert r["status"] == "FAIL" and r["reason"].startswith("no result after")
+    assert r["stage"] in ("start", "build") + STAGES  # where it was when stopped (how far depends on the machine)

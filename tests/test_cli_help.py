@@ -72,3 +72,9 @@ def test_wrong_column_error_names_the_flag(tmp_path, capsys):
     assert cli.main(["prune", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "--text-column" in err and "text_column=" not in err
+
+
+def test_cli_quantize_choices_are_the_options():
+    from leap_fx import cli
+    from leap_fx.run.options import QUANTIZE
+    assert cli.QUANTIZE == QUANTIZE

@@ -307,3 +307,19 @@ def test_heads_and_neurons_only():
     dense = sum(tiny_bert().get_parameter(n).numel() for n in names)
     kept = sum(model.get_parameter(n).numel() for n in names if _has(model, n))
     assert kept / dense == pytest.approx(realised, abs=1e-9)
+
+
+def test_a_flops_target_is_cofis_flops_unit_at_the_runs_length():
+    """The job's ``target="flops:0.4"`` (with ``cost_seq``) = ``target_unit="flops"`` at that length."""
+    seq = bert_inputs()["input_ids"].shape[1]
+    by_target = CofiConfig(target="flops:0.4", cost_seq=seq)
+    assert (by_target.unit, by_target.kept, by_target.seq_len) == ("flops", 0.4, seq)
+    assert (CofiConfig(target_density=0.4).unit, CofiConfig(target_density=0.4).kept) == ("params", 0.4)
+    model, x = tiny_bert(), bert_inputs()
+    a = build(by_target, total_steps=100)
+    a.prepare(model, analyze(model, x, residual=True))
+    _, _, _, b = gated(target=0.4, target_unit="flops", flops_seq_len=seq)
+    assert float(a.size.density()) == pytest.approx(float(b.size.density()))
+    assert a.target_sparsity(10 ** 6) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="flops:0.5"):
+        CofiConfig(target="latency:0.5")

@@ -108,7 +108,7 @@ def test_optimize_verified_and_rejected(tmp_path, monkeypatch):
         return real(s, f) + (1.0 if calls["n"] > 3 else 0.0)
     monkeypatch.setattr(export_mod, "ort_outputs", bad_after_first_check)
     rep = export_onnx(model, inputs, path, optimize=True)
-    assert rep.optimized_path is None and "rejected" in rep.notes[0]
+    assert rep.optimized_path is None and any("rejected" in n for n in rep.notes)
     assert sorted(os.listdir(tmp_path)) == ["o.onnx"]  # the stale optimized file is gone
 
 

@@ -9,7 +9,7 @@ import warnings
 import pytest
 
 from leap_fx.run import threads
-from leap_fx.run.onnx_export import quiet_known_warnings
+from passes.export.fallback import filtered_warnings
 from leap_fx.run.plots import curves_plot, structure_plot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,8 +73,9 @@ def test_known_harmless_warnings_dropped_others_kept():
     dropped = []
     with warnings.catch_warnings(record=True) as outer:
         warnings.simplefilter("always")
-        with quiet_known_warnings(dropped):
-            _warn("Exporting aten::index operator of advanced indexing in opset 17 is achieved by ...")
+        with filtered_warnings([], dropped):
+            _warn("Exporting aten::index operator of advanced indexing in opset 17 is achieved by ...",
+                  filename="/site-packages/torch/onnx/utils.py")
             _warn("Converting a tensor to a Python boolean might cause the trace to be incorrect.", TracerWarning,
                   "/site-packages/transformers/masking_utils.py")
             _warn("Converting a tensor to a Python boolean might cause the trace to be incorrect.", TracerWarning,
@@ -90,8 +91,9 @@ def test_every_warning_is_shown_when_the_export_fails():
     with warnings.catch_warnings(record=True) as outer:
         warnings.simplefilter("always")
         with pytest.raises(RuntimeError):
-            with quiet_known_warnings(dropped):
-                _warn("Exporting aten::index operator of advanced indexing in opset 17 is achieved by ...")
+            with filtered_warnings([], dropped):
+                _warn("Exporting aten::index operator of advanced indexing in opset 17 is achieved by ...",
+                      filename="/site-packages/torch/onnx/utils.py")
                 raise RuntimeError("parity failed")
     assert len(outer) == 1 and not dropped
 

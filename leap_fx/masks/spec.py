@@ -11,6 +11,10 @@ Granule specs (strings, in ``nn.Linear``'s ``[out, in]`` convention; HF ``Conv1D
 
 Presets follow the LEAP paper's Table 1 (``block_size`` = d, default 32). A method's config subclasses
 ``MaskSpec`` and says which mask owner it puts on each granule grid (``make_owner``).
+
+The target: ``target="flops:0.5"`` (or ``"density:0.3"``, ``"latency:0.5"``; ``target.py``), parsed once
+into ``spec.goal``; ``target_density=0.3`` is the same as ``target="density:0.3"``. FLOPs and latency
+are counted at ``cost_seq`` tokens (latency at batch ``cost_batch``): the job sets both from the run.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from typing import Optional
 
+from leap_fx.masks.target import Target, resolve_target
 from passes.io import JsonDataclass
 
 GRANULARITY_PRESETS: dict[str, dict[str, str]] = {
@@ -59,9 +64,10 @@ def stored_block(spec: str, shape, out_axis: int, name: str) -> tuple[int, int]:
 
 @dataclass
 class MaskSpec(JsonDataclass):
-    """Target and placement of masks. ``target_density``: fraction of governed weights kept."""
+    """Target and placement of masks. ``target_density``: fraction of governed weights kept; ``target``:
+    the same in any unit (``"flops:0.5"``); ``goal``: the parsed one."""
 
-    target_density: float
+    target_density: Optional[float] = None
     granularity: str = "unstructured"
     block_size: int = 32
     attention: Optional[str] = None   # granule override for attention-family weights (None = preset)
@@ -69,12 +75,17 @@ class MaskSpec(JsonDataclass):
     other: Optional[str] = None       # granule for included weights in no family (None = ffn's, or 1x1)
     include: tuple[str, ...] = ("*",)          # fnmatch patterns on module FQN
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE  # fnmatch patterns on module FQN
+    target: Optional[str] = None      # "density:0.3" | "flops:0.5" | "latency:0.5" (None: target_density)
+    cost_seq: Optional[int] = None    # tokens per example flops / latency targets are counted at
+    cost_batch: int = 1               # batch latency targets are measured at
 
     def __post_init__(self):
         self.include, self.exclude = tuple(self.include), tuple(self.exclude)
-        if not isinstance(self.target_density, (int, float)) or not 0.0 < float(self.target_density) <= 1.0:
-            raise ValueError(f"target_density={self.target_density} is outside (0, 1]: pass the fraction of "
-                             f"weights to keep, e.g. 0.3 keeps 30%")
+        self._goal = resolve_target(self.target, self.target_density)
+        if self._goal.unit == "density":
+            self.target_density = self._goal.value
+        if self.cost_seq is not None and int(self.cost_seq) < 1 or int(self.cost_batch) < 1:
+            raise ValueError(f"cost_seq={self.cost_seq} and cost_batch={self.cost_batch} must be positive ints")
         if self.granularity not in GRANULARITY_PRESETS:
             raise ValueError(f"unknown granularity {self.granularity!r}: use one of "
                              f"{sorted(GRANULARITY_PRESETS)}, or set attention=/ffn= granule overrides")
@@ -85,6 +96,15 @@ class MaskSpec(JsonDataclass):
             if kind in TIED and TIED[kind] != role:
                 raise ValueError(f"granule {spec!r} cannot be used for {role} weights: 'head' is for "
                                  f"attention=, 'neuron' for ffn=; use a block/row granule for {role}=")
+        if self._goal.needs_strip and not self.structured:
+            raise ValueError(f"target {self._goal} counts what strip removes, whole heads and neurons: use "
+                             f"granularity='structured' with it, or a density target (e.g. 'density:0.3') "
+                             f"for granularity={self.granularity!r}")
+
+    @property
+    def goal(self) -> Target:
+        """The parsed target (unit and fraction kept)."""
+        return self._goal
 
     def granules(self) -> dict[str, str]:
         """Resolved granule spec per role: ``{"attention": ..., "ffn": ..., "other": ...}``."""

@@ -18,6 +18,8 @@ neurons, hidden dimensions and whole sub-layers.
 
 Targets: ``target_density`` is the kept fraction of the gated families' parameters (``target_unit=
 "params"``, as LEAP's density) or of their forward FLOPs at ``flops_seq_len`` tokens (``"flops"``).
+The job's ``target="flops:0.5"`` means the latter at the run's length (``cost_seq``); ``kept`` and
+``unit`` read whichever was given. Latency targets are not CoFi's (use a FLOPs target).
 
 Deviations (short CPU runs: the reference trains 20 epochs at ``reg_learning_rate`` 0.01 and fine-tunes
 20 more; our runs have a few hundred steps):
@@ -117,8 +119,24 @@ class CofiConfig(MaskSpec):
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0 (or unset: scaled to the run)")
         if not self.lambda1_lr_scale > 0:
             raise ValueError(f"lambda1_lr_scale={self.lambda1_lr_scale} must be > 0")
+        if self.goal.unit == "latency":
+            raise ValueError(f"cofi reaches FLOPs or parameter targets, not {self.goal}: use e.g. 'flops:0.5'")
         if self.flops_seq_len < 1 or self.distill_layers < 1 or min(self.layer_weight, self.pred_weight) < 0:
             raise ValueError("flops_seq_len and distill_layers must be >= 1, layer/pred weights >= 0")
+
+    @property
+    def kept(self) -> float:
+        """The kept fraction CoFi's Lagrangian aims at (of parameters or FLOPs: ``unit``)."""
+        return float(self.goal.value)
+
+    @property
+    def unit(self) -> str:
+        return "flops" if self.goal.unit == "flops" else self.target_unit
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens the FLOPs are counted at: the run's (``cost_seq``) with a ``flops:`` target."""
+        return int(self.cost_seq) if self.goal.unit == "flops" and self.cost_seq else int(self.flops_seq_len)
 
     def make_owner(self, shape, key, device=None) -> HardConcrete:
         return HardConcrete(shape, key, device, drop_rate=self.drop_rate_init)
@@ -158,7 +176,7 @@ class Cofi(TrainedMethod):
         dev = next(model.parameters()).device
         self.gates = install_gates(model, plan, lambda shape, key: self.config.make_owner(shape, key, dev),
                                    self.config.prune_layers, self.config.prune_hidden)
-        self.size = ExpectedSize(model, plan, self.gates, self.config.target_unit, self.config.flops_seq_len)
+        self.size = ExpectedSize(model, plan, self.gates, self.config.unit, self.config.seq_len)
         self.residual = plan.residual
         self.lambdas.to(dev)
         fam = next(iter(plan.families.values()))
@@ -226,7 +244,7 @@ class Cofi(TrainedMethod):
     def target_sparsity(self, step: int) -> float:
         start, ramp, _ = self.bounds()
         frac = min(1.0, max(0.0, (step - start) / (ramp - start)))
-        return frac * (1.0 - self.config.target_density)
+        return frac * (1.0 - self.config.kept)
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -286,5 +304,5 @@ class Cofi(TrainedMethod):
     def summary(self) -> dict:
         """Expected and realised (deterministic) density of the gated families."""
         return {"expected_density": float(self.size.density().detach()), "realised_density": self.size.realised(),
-                "target_density": self.config.target_density, "unit": self.config.target_unit}
+                "target_density": self.config.kept, "unit": self.config.unit}
 

@@ -14,8 +14,8 @@ examples), ``calibrate`` runs the paper's four steps on every head and FFN neuro
 
 The budget: ``flops_target`` (fraction of the heads' and FFNs' forward FLOPs at the data's mean
 sequence length, ``passes.analyze.cost.granule_flops``: the paper's MAC constraint) or, when unset,
-``target_density`` (fraction of the governed weights, like every MaskSpec). ``KwonConfig.target()`` is
-the one place that reads them (a ``flops:0.5`` target syntax plugs in there).
+``target_density`` (fraction of the governed weights, like every MaskSpec); the job's ``target="flops:0.5"``
+is the same as ``flops_target=0.5``. ``KwonConfig.budget()`` is the one place that reads them.
 
 Deviations (CPU, any architecture; each module says more): per-example gradients come from one batched,
 length-sorted pass (exact; the carrier's autograd one example at a time where an output op cannot be
@@ -107,11 +107,13 @@ class KwonConfig(MaskSpec):
         if not self.scale_bound > 0 or not self.damping >= 0:
             raise ValueError(f"scale_bound={self.scale_bound} must be > 0 and damping={self.damping} >= 0")
 
-    def target(self) -> tuple[str, float]:
+    def budget(self) -> tuple[str, float]:
         """``(cost kind, fraction kept)``: ``("flops", flops_target)`` or ``("density", target_density)``."""
         if self.flops_target is not None:
             return "flops", float(self.flops_target)
-        return "density", float(self.target_density)
+        if self.goal.unit == "latency":
+            raise ValueError(f"kwon searches a FLOPs or density budget, not {self.goal}: use e.g. 'flops:0.5'")
+        return self.goal.unit, float(self.goal.value)
 
     def make_owner(self, shape, key, device=None) -> KwonMask:
         return KwonMask(shape, key=key, device=device)
@@ -170,7 +172,7 @@ class Kwon(OneShotMethod):
                 o.set(torch.ones(o.grid_shape))
             targets = teacher_targets(model, self.plan, tune_batches) if cfg.stop_after == "tune" else None
         seq = cfg.seq_len or mean_tokens(batches) or (targets.tokens if targets else None) or 1
-        (kind, fraction), tied = cfg.target(), self.tied(model)
+        (kind, fraction), tied = cfg.budget(), self.tied(model)
         cost = COSTS[kind](model, self.plan, tied, seq)
         total = sum(cost[k] * o.granules for k, o in tied.items())
         importance = grads.diagonal()

@@ -8,8 +8,9 @@ Scores (``FixedMask`` owners on every head and FFN neuron of the Plan):
   neuron's gain from input to output in the absence of the activation.
 
 Scores are divided by their kind's mean (heads and neurons have different scales), then granules are
-kept from the highest score down until the kept weights reach ``target_density`` of the governed
-ones (every family keeps at least one granule). A useful baseline on its own, and the proof of the
+kept from the highest score down until their cost reaches the target (``density``: the kept weights
+reach ``target_density`` of the governed ones; ``flops`` / ``latency``: the cost model of
+``masks/target.py``), every family keeping at least one granule. A useful baseline on its own, and the proof of the
 one-shot path: prepare -> calibrate -> fold -> strip -> export, with no training loop.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from leap_fx.masks.carrier import granule_sums
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.prepare import carriers, original, owners
 from leap_fx.masks.spec import MaskSpec
+from leap_fx.masks.target import CostModel, PiecewiseLinear, density_costs, target_costs
 from leap_fx.methods.base import OneShotMethod
 from leap_fx.methods.registry import register
 
@@ -54,14 +56,17 @@ def member_norms(model) -> dict[str, list[torch.Tensor]]:
     return out
 
 
-def allocate(scores: dict[str, torch.Tensor], cost: dict[str, float], budget: float) -> dict[str, torch.Tensor]:
-    """0/1 grids keeping the highest scores until ``sum cost`` of kept granules reaches ``budget``
-    (each owner keeps its best granule first). ``cost[key]``: weight elements per granule."""
+def allocate(scores: dict[str, torch.Tensor], cost, budget: float) -> dict[str, torch.Tensor]:
+    """0/1 grids keeping the highest scores until the cost of the kept granules reaches ``budget``
+    (each owner keeps its best granule first). ``cost``: a ``CostModel``, or ``{key: cost per granule}``."""
+    if not isinstance(cost, CostModel):
+        cost = CostModel("density", {k: PiecewiseLinear.linear(cost[k], s.numel()) for k, s in scores.items()},
+                         {k: s.numel() for k, s in scores.items()})
     keep = {k: torch.zeros_like(s) for k, s in scores.items()}
-    spent = 0.0
+    counts = {k: 1 for k in scores}
     for k, s in scores.items():
         keep[k].view(-1)[int(s.reshape(-1).argmax())] = 1.0
-        spent += cost[k]
+    spent = float(cost.cost(counts))
     ranked = sorted(((float(v), k, i) for k, s in scores.items() for i, v in enumerate(s.reshape(-1).tolist())),
                     reverse=True)
     for _, k, i in ranked:
@@ -69,7 +74,8 @@ def allocate(scores: dict[str, torch.Tensor], cost: dict[str, float], budget: fl
             break
         if keep[k].view(-1)[i] == 0:
             keep[k].view(-1)[i] = 1.0
-            spent += cost[k]
+            spent += cost.marginal(k, counts[k])
+            counts[k] += 1
     return keep
 
 
@@ -78,6 +84,7 @@ class L2OneShot(OneShotMethod):
     def prepare(self, model, plan):
         super().prepare(model, plan)
         self.kinds = {fam.fqn: fam.kind for fam in plan.families.values()} if plan is not None else {}
+        self.plan = plan
 
     @torch.no_grad()
     def calibrate(self, model, batches=None, teacher=None) -> dict:
@@ -89,10 +96,12 @@ class L2OneShot(OneShotMethod):
         mean = {kind: torch.cat([raw[k].reshape(-1) for k in raw if self.kinds[k] == kind]).mean().clamp_min(1e-12)
                 for kind in set(self.kinds.values())}
         scores = {k: raw[k] / mean[self.kinds[k]] for k in tied}
-        cost = {k: o.count / o.granules for k, o in tied.items()}
-        total = sum(o.count for o in tied.values())
-        keep = allocate(scores, cost, self.config.target_density * total)
+        goal = self.config.goal
+        costs = target_costs(self.config, model, self.plan) if goal.unit != "density" else \
+            density_costs(self.config, model, self.plan).only(tied)
+        keep = allocate(scores, costs, goal.value * costs.total)
         for k, o in own.items():
             o.set(keep[k] if k in keep else torch.ones(o.grid_shape))
-        kept = sum(float(keep[k].sum()) * cost[k] for k in keep)
-        return {"density": kept / total, "kept": {k: int(v.sum()) for k, v in keep.items()}}
+        counts = {k: int(v.sum()) for k, v in keep.items()}
+        density = sum(counts[k] * o.count / o.granules for k, o in tied.items()) / sum(o.count for o in tied.values())
+        return {"density": density, goal.unit: float(costs.fraction(counts)), "kept": counts}

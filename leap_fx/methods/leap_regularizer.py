@@ -4,6 +4,12 @@
 ``n_i`` counts the weight elements an owner governs (a tied head counts its q/k/v/out elements once,
 through its single owner). Weights LEAP does not mask (excluded embeddings, heads) are not counted.
 
+In another unit (``target="flops:0.5"`` / ``"latency:0.5"``, ``masks/target.py``) each owner's granules
+are weighted by their cost instead of their weight count: ``R = (fixed + sum_i c_i(k_i G_i)) / total``
+with ``c_i`` the owner's cost of ``n`` kept granules (FLOPs at the run's sequence length, or measured
+onnxruntime latency) and ``fixed`` what no granule removes. With ``c_i(n) = n n_i / G_i`` this is the
+density R above, so one formula serves every unit; the gradient reaches sigma_i as ``c_i' G_i k'(sigma_i)``.
+
 ``ratio="kept"`` (default) replaces each ``k_i`` by the fraction Top-K really keeps, ``ceil(k_i g_i) / g_i``
 for ``g_i`` granules, with ``k_i``'s gradient passed straight through. With fine granules the two agree;
 with 12 heads per layer ``k = 0.30`` keeps 4 heads (0.33), so the paper's soft R (``ratio="soft"``) stops
@@ -16,39 +22,52 @@ Calling the regulariser returns ``lambda * L_reg`` (grad flows to every sigma) a
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
 from leap_fx.masks.prepare import owners
+from leap_fx.masks.target import CostModel, density_costs, target_costs
 from leap_fx.masks.topk import LeapScores, keep_count
 
 RATIOS = ("kept", "soft")  # R(sigma) from the granules Top-K keeps, or from k(sigma) itself (Eq. 5)
 
 
 class LeapRegularizer:
-    def __init__(self, model: nn.Module, target_density: float, lambda_max: float = 160.0,
-                 lambda_min: float = 10.0, ratio: str = "kept"):
-        if not 0.0 < float(target_density) <= 1.0:
-            raise ValueError(f"target_density={target_density} is outside (0, 1]: pass the fraction to keep")
+    """``target``: R_t of Eq. 5, in the unit of ``costs`` (default: weight density)."""
+
+    def __init__(self, model: nn.Module, target: float, lambda_max: float = 160.0,
+                 lambda_min: float = 10.0, ratio: str = "kept", costs: Optional[CostModel] = None):
+        if not 0.0 < float(target) <= 1.0:
+            raise ValueError(f"target={target} is outside (0, 1]: pass the fraction to keep")
         if lambda_min > lambda_max:
             raise ValueError(f"lambda_min={lambda_min} > lambda_max={lambda_max}: swap them")
-        self.owners = list(owners(model).values())
-        if not any(isinstance(o, LeapScores) for o in self.owners):
+        own = owners(model)
+        if not any(isinstance(o, LeapScores) for o in own.values()):
             raise ValueError("model has no LEAP masks: call leap_fx.prepare(model, LeapConfig(...)) first")
         if ratio not in RATIOS:
             raise ValueError(f"ratio={ratio!r}: use 'kept' (granules Top-K keeps) or 'soft' (k itself)")
-        self.target, self.ratio = float(target_density), ratio
+        self.costs = costs if costs is not None else density_costs(None, model, None)
+        self.owners = {k: o for k, o in own.items() if k in self.costs.curves}
+        if not any(isinstance(o, LeapScores) for o in self.owners.values()):
+            raise ValueError(f"no LEAP mask has a {self.costs.unit} cost: the cost model's owners "
+                             f"{sorted(self.costs.curves)[:3]}... are not masked in this model")
+        self.target, self.ratio = float(target), ratio
         self.lambda_max, self.lambda_min = float(lambda_max), float(lambda_min)
-        self.total = float(sum(o.count for o in self.owners))
+        self.total = float(self.costs.total)
         self.R = self.L_reg = self.lam = float("nan")
 
     @classmethod
-    def from_config(cls, model: nn.Module, config) -> "LeapRegularizer":
-        return cls(model, config.target_density, config.lambda_max, config.lambda_min, config.ratio)
+    def from_config(cls, model: nn.Module, config, plan=None, costs: Optional[CostModel] = None) -> "LeapRegularizer":
+        """R_t and the costs of ``config.goal`` (a flops / latency target needs the ``plan``)."""
+        if costs is None and config.goal.unit != "density":
+            costs = target_costs(config, model, plan)
+        return cls(model, config.goal.value, config.lambda_max, config.lambda_min, config.ratio, costs)
 
     def remaining(self) -> torch.Tensor:
-        """R(sigma): count-weighted mean of k(sigma_i), or of the kept fraction (differentiable in sigma)."""
-        return sum(self._kept(o) * o.count for o in self.owners) / self.total
+        """R(sigma): cost fraction of the kept granules, k(sigma_i) G_i each (differentiable in sigma)."""
+        return self.costs.fraction({k: self._kept(o) * o.granules for k, o in self.owners.items()})
 
     def _kept(self, o) -> torch.Tensor:
         k = o.expected_density()  # k(sigma) for LEAP's owners; another owner counts without a gradient

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from leap_fx.masks.prepare import owners
 from leap_fx.masks.spec import MaskSpec
+from leap_fx.masks.target import target_costs, uniform_keep
 from leap_fx.methods.base import TrainedMethod
 
 
@@ -57,19 +58,29 @@ class ScheduleConfig(MaskSpec):
 
 
 class Scheduled(TrainedMethod):
-    """Every owner keeps ``k = d_t`` of the cubic schedule; dense (k = 1) until it starts."""
+    """Every owner keeps ``k = d_t`` of the cubic schedule; dense (k = 1) until it starts.
+
+    The schedule runs in the target's unit: for ``flops:`` / ``latency:`` targets every owner keeps the
+    same fraction ``k``, the largest whose cost (``masks/target.py``) stays within ``d_t``."""
 
     log_keys = ("scheduled_density",)
+    costs = None  # CostModel of a flops / latency target (set by prepare)
+
+    def prepare(self, model, plan):
+        super().prepare(model, plan)
+        if self.config.goal.unit != "density":
+            self.costs = target_costs(self.config, model, plan)
 
     def density_at(self, step: int) -> float:
         c, n = self.config, self.total_steps
-        return cubic_density(step, n, c.target_density, 1.0, warmup_steps=int(c.prune_warmup_ratio * n),
+        return cubic_density(step, n, c.goal.value, 1.0, warmup_steps=int(c.prune_warmup_ratio * n),
                              cooldown_steps=int(c.prune_cooldown_ratio * n))
 
     def apply_density(self, model, step: int) -> float:
         d = self.density_at(step)
+        k = d if self.costs is None else uniform_keep(self.costs, d)
         for owner in owners(model).values():
-            owner.set_k(d)
+            owner.set_k(k)
         return d
 
     def on_step(self, model, step):

@@ -16,7 +16,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voca
 
 
 def add_arguments(p) -> None:
-    from leap_fx.hf_inputs import TASKS
+    from leap_fx.hf_tasks import TASKS
     p.add_argument("--model", help="any Hugging Face model directory (default: MiniLM-L6)")
     p.add_argument("--task", choices=sorted(TASKS), help="Auto class to load with (default: from config.architectures)")
     p.add_argument("--text", default="leap-fx finds heads and neurons.",

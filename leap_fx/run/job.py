@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import sys
 import time
 from contextlib import contextmanager
@@ -30,6 +31,7 @@ from leap_fx.run.plots import write_plots
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
 from leap_fx.run.report import build_report, matrix_densities, measure, result_warnings, summary_table
 from leap_fx.run.rundir import RunDir, save_tokenizer
+from leap_fx.run.speed import speed_stage
 from leap_fx.run.threads import choose_threads
 from leap_fx.train.config import TrainConfig
 from leap_fx.train.distributed import Dist
@@ -136,11 +138,14 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     return method.finalize(student).eval(), [], metrics
 
 
-def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, sublayers: bool = False) -> dict:
+def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, sublayers: bool = False,
+               keep_uncompacted: bool = False) -> dict:
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
     ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
     ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime).
-    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``)."""
+    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``).
+    ``keep_uncompacted``: also keep the graph before compaction (``model.uncompacted.onnx``, what int8
+    quantization reads: its MatMul weights are plain initializers), deleted after the latency stage."""
     from passes.export import save_slim
     from passes.export.sparse import compact_onnx
     from passes.strip import strip
@@ -148,6 +153,9 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     stripped = strip(slim, plan, example, sublayers=sublayers)
     onnx_path = os.path.join(out, "model.onnx")
     export = export_classifier(slim, example, onnx_path)
+    uncompacted = os.path.join(out, "model.uncompacted.onnx") if compact and keep_uncompacted else None
+    if uncompacted:
+        shutil.copyfile(onnx_path, uncompacted)
     packed = compact_onnx(onnx_path, example) if compact else None
     save_slim(slim, os.path.join(out, "slim"), plan, stripped)
     save_tokenizer(tokenizer, os.path.join(out, "tokenizer"))
@@ -155,7 +163,19 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     if os.path.exists(stale):
         os.remove(stale)
     return {"per_matrix": per_matrix, "strip": stripped, "export": export, "onnx_path": onnx_path,
-            "compact": packed}
+            "compact": packed, "uncompacted": uncompacted}
+
+
+def run_method_config(opts: PruneOptions, flop_input: dict):
+    """The method's config with flops / latency costs counted at the run's length and batch."""
+    seq = int(next(iter(flop_input.values())).shape[1])
+    return replace(opts.method_config(), cost_seq=seq, cost_batch=int(opts.batch_size))
+
+
+def _latency_table(model, plan, example, config, opts):
+    from leap_fx.masks.latency_table import latency_table
+    return latency_table(model, plan, example, config.cost_batch, config.cost_seq,
+                         cache_dir=opts.cache_dir, use_cache=opts.use_cache, verbose=opts.verbose)
 
 
 def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, data=None) -> dict:
@@ -214,9 +234,13 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
     example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
     train_cfg = train_config(opts, data)
-    method = build(opts.method_config(), total_steps(train_cfg, data.train), train_cfg)
+    config = run_method_config(opts, flop_input)
+    method = build(config, total_steps(train_cfg, data.train), train_cfg)
     with clock.stage("analyze"):
         plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
+    if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
+        with clock.stage("latency table"):
+            _latency_table(student, plan, example, config, opts)
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
@@ -224,9 +248,15 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     with clock.stage("strip + export"):
         slim_files = slim_stage(slim, plan, example, tokenizer, out,
                                 compact=method.uses_masks and not getattr(method.config, "structured", True),
-                                sublayers=getattr(method.config, "STRIP_SUBLAYERS", False))
+                                sublayers=getattr(method.config, "STRIP_SUBLAYERS", False),
+                                keep_uncompacted=opts.quantize is not None)
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
+    with clock.stage("latency" + (" + int8" if opts.quantize else "")):
+        measured["speed"] = speed_stage(teacher, example, slim_files["onnx_path"], data, out, opts, config.goal,
+                                        config.cost_batch, quantize_from=slim_files["uncompacted"])
+        if slim_files["uncompacted"]:
+            os.remove(slim_files["uncompacted"])
     report = build_report(opts, options, method, teacher_info, data, plan, metrics, slim_files, measured)
     report["data"].update(data_summary(data), max_length=inputs.length)
     report["model"]["notes"] = inputs.notes

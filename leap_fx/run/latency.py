@@ -58,6 +58,43 @@ def interleaved_latency(runners: Mapping[str, Callable[[], object]], reps: int, 
     return wall, cpu
 
 
+def split_inputs_at(split, batch: int) -> dict:
+    """``batch`` rows of a tokenised split at its full sequence length (rows repeated if it is smaller)."""
+    import torch
+    feats = {k: v for k, v in split.features.items() if k != "labels"}
+    n = next(iter(feats.values())).shape[0]
+    idx = torch.arange(batch) % n
+    return {k: v[idx].contiguous() for k, v in feats.items()}
+
+
+def inputs_at(example: dict, batch: int, seq: int) -> dict:
+    """Inputs like ``example`` at ``(batch, seq)``: ids redrawn in its range, masks cycled
+    (``passes.export.inputs.make_inputs``)."""
+    from passes.export.inputs import InputSpec, make_inputs
+    spec = InputSpec.from_example(example)
+    return dict(zip(spec.names, make_inputs(spec, batch, seq)))
+
+
+def onnx_latency(paths: Mapping[str, str], inputs: dict, reps: int, warmup: int, threads: int = 2,
+                 base: str = "dense", desc: str = "onnxruntime") -> dict:
+    """Interleaved onnxruntime latency of several ONNX files on the same ``inputs`` and thread count:
+    medians (``ms``), and per file the speedup over ``base`` (ratio of medians, paired, CPU time)."""
+    sessions = {n: timing_session(p, threads=threads) for n, p in paths.items()}
+    feeds = {n: ort_feed(s, inputs) for n, s in sessions.items()}
+    runners = {n: (lambda s=s, f=feeds[n]: s.run(None, f)) for n, s in sessions.items()}
+    wall, cpu = interleaved_latency(runners, reps, warmup, desc=desc)
+    first = next(iter(inputs.values()))
+    out = {"batch": int(first.shape[0]), "seq": int(first.shape[1]) if first.dim() > 1 else None,
+           "threads": threads, "warmup": warmup, "reps": reps, "ms": {n: summarize(wall[n]) for n in paths},
+           "speedup": {}, "samples_ms": wall}
+    for n in paths:
+        if n != base and base in paths:
+            out["speedup"][n] = {"median": out["ms"][base]["median"] / out["ms"][n]["median"],
+                                 "paired": paired_ratio_median(wall[base], wall[n]),
+                                 "cpu": summarize(cpu[base])["median"] / summarize(cpu[n])["median"]}
+    return out
+
+
 def summarize(ms: Sequence[float]) -> dict:
     """Median and inter-quartile range (q1, q3, iqr) of a latency sample in milliseconds."""
     if len(ms) < 2:

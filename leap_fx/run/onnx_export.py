@@ -1,64 +1,17 @@
-"""The job's ONNX file: a classifier exported with a ``logits [batch, num_labels]`` output, without the
-export warnings known to be harmless here, carrying its run's metadata (``passes.export.metadata``).
-
-Known-harmless warnings (``KNOWN_HARMLESS``): the TorchScript trace of a Hugging Face encoder warns
-about shape checks it turns into constants and about ``aten::index``; for these classifiers they do not
-change the graph's result at other shapes, which the parity check then proves at several
-(batch, sequence) shapes. They are dropped only after that check passed; every other warning is
-re-emitted as it came, and if the export fails every warning is re-emitted (it may explain why).
+"""The job's ONNX file: a classifier exported with a ``logits [batch, num_labels]`` output, carrying its
+run's metadata (``passes.export.metadata``). Export warnings known to be harmless (the TorchScript
+trace's shape-check and ``aten::index`` notices) are dropped by ``export_onnx`` itself
+(``passes/export/fallback.py`` ``HARMLESS``) once parity at several shapes passed.
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import warnings
 from typing import Optional
-
-# (category, file the warning is attributed to (suffix), message prefix, why it is harmless here)
-KNOWN_HARMLESS = (
-    ("TracerWarning", "transformers/masking_utils.py", "Converting a tensor to a Python boolean",
-     "padding check kv_length > mask length: always false for encoder inputs"),
-    ("TracerWarning", "transformers/integrations/sdpa_attention.py", "Converting a tensor to a Python boolean",
-     "is_causal = q_length > 1 and mask is None: an encoder passes its attention mask"),
-    ("UserWarning", "", "Exporting aten::index operator of advanced indexing",
-     "indices come from arange/masks (never negative)"),
-)
-
-
-def known_harmless(w: warnings.WarningMessage) -> bool:
-    name, path, text = type(w.message).__name__, w.filename.replace(os.sep, "/"), str(w.message)
-    return any(name == c and path.endswith(f) and text.startswith(m) for c, f, m, _ in KNOWN_HARMLESS)
-
-
-@contextlib.contextmanager
-def quiet_known_warnings(dropped: list):
-    """Record warnings; re-emit them afterwards, except (on success) the known-harmless ones, which are
-    appended to ``dropped``."""
-    seen: list = []
-    ok = False
-    try:
-        with warnings.catch_warnings(record=True) as seen:
-            warnings.simplefilter("always")
-            yield
-        ok = True
-    finally:
-        for w in seen:
-            if ok and known_harmless(w):
-                dropped.append(f"{type(w.message).__name__}: {str(w.message)[:60]}")
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-
 
 def export_classifier(model, example: dict, path: str, atol: float = 1e-4):
     """``export_onnx`` of a sequence classifier: output ``logits`` [batch, num_labels], quiet on noise."""
     from passes.export import export_onnx
-    dropped: list = []
-    with quiet_known_warnings(dropped):
-        report = export_onnx(model, example, path, atol=atol, output_name="logits", output_axes={0: "batch"})
-    if dropped:
-        report.notes.append(f"{len(dropped)} known-harmless export warning(s) not shown "
-                            f"(leap_fx/run/onnx_export.py KNOWN_HARMLESS), parity verified")
-    return report
+    return export_onnx(model, example, path, atol=atol, output_name="logits", output_axes={0: "batch"})
 
 
 def write_run_metadata(onnx_path: str, report: dict, tokenizer_dir: Optional[str] = None) -> dict:

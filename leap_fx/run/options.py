@@ -2,8 +2,11 @@
 
 The job's own settings are fields here; the method's are ``method_options`` (the fields its config
 adds to ``MaskSpec``, e.g. LEAP's ``temperature``), validated by building the method's config once.
-``target_density``, ``granularity`` and ``block_size`` are shared by every masking method; a method's
-``JOB_DEFAULTS`` may also choose the job's ``granularity`` and ``student_init`` (``METHOD_JOB_FIELDS``).
+``target`` (``"flops:0.5"``, ``masks/target.py``) or ``target_density``, ``granularity`` and ``block_size``
+are shared by every masking method. Without either target the method's ``JOB_DEFAULTS["target"]``
+applies when its granularity can realise it (LEAP: ``structured`` at ``flops:0.5``), else ``density:0.3``.
+A method's ``JOB_DEFAULTS`` may also choose the job's ``granularity`` and ``student_init``
+(``METHOD_JOB_FIELDS``).
 
 Budgets left ``None`` take the defaults of the mode (``MODES['quick' | 'full']``), tuned to finish in
 about 5 / 30 minutes on 2 CPU cores; method fields the user leaves unset take the method's
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from leap_fx.masks.spec import MaskSpec
+from leap_fx.masks.target import DEFAULT_TARGET, Target
 from leap_fx.methods import config_class, methods
 from leap_fx.methods.registry import own_fields
 from passes.io import JsonDataclass
@@ -37,8 +41,25 @@ STUDENT_INITS = ("teacher", "pretrained")
 # job fields a method's JOB_DEFAULTS may set (when the user leaves them None) -> default of the others
 METHOD_JOB_FIELDS = {"granularity": DEFAULT_GRANULARITY, "student_init": "teacher"}
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
-SHARED = ("target_density", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+SHARED = ("target_density", "target", "granularity", "block_size")  # MaskSpec fields the job sets for every method
 RECORDS = ("content",)  # what a run's options.json records beside the options (run/fingerprint.py)
+QUANTIZE = ("int8",)  # --quantize: onnxruntime dynamic quantization of the slim ONNX (passes/export/quantize.py)
+
+
+def default_target(cls, granularity: Optional[str], block_size: int = 32) -> str:
+    """The method's ``JOB_DEFAULTS['target']`` if ``granularity`` can realise it, else ``density:0.3``."""
+    wanted = getattr(cls, "JOB_DEFAULTS", {}).get("target")
+    if wanted is None:
+        return DEFAULT_TARGET
+    if Target.parse(wanted).needs_strip and not MaskSpec(1.0, granularity or "unstructured", block_size).structured:
+        return DEFAULT_TARGET
+    return wanted
+
+
+def _target_fields(target: str) -> dict:
+    """A density target as ``target_density`` (as before targets had units), any other as ``target``."""
+    goal = Target.parse(target)
+    return {"target_density": goal.value} if goal.unit == "density" else {"target": str(goal)}
 
 
 def pruning_methods() -> list[str]:
@@ -62,7 +83,8 @@ class PruneOptions(JsonDataclass):
     method: str = "leap"               # any registered pruning method (leap_fx.methods)
     granularity: Optional[str] = None  # structured | hybrid | block | unstructured; None = method's job default
     block_size: int = 32
-    target_density: float = 0.3
+    target: Optional[str] = None       # density:0.3 | flops:0.5 | latency:0.5; None = the method's job default
+    target_density: Optional[float] = None  # = target density:X
     method_options: dict = field(default_factory=dict)  # the method's own config fields
     epochs: Optional[float] = None
     teacher_epochs: Optional[float] = None
@@ -86,12 +108,15 @@ class PruneOptions(JsonDataclass):
     use_cache: bool = True
     verbose: bool = True
     keep_checkpoints: bool = False     # keep train/ and teacher/ checkpoints once the run is complete
+    quantize: Optional[str] = None     # int8: also an onnxruntime dynamic-int8 copy of the slim ONNX, measured
 
     def __post_init__(self):
         if self.method not in pruning_methods():
             raise ValueError(f"method={self.method!r}: use one of {pruning_methods()}")
         if self.student_init not in (None,) + STUDENT_INITS:
             raise ValueError(f"student_init={self.student_init!r}: use one of {STUDENT_INITS}")
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize={self.quantize!r}: use one of {QUANTIZE} (or leave it unset)")
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume exclude each other: pick one")
         for name in ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples",
@@ -119,10 +144,13 @@ class PruneOptions(JsonDataclass):
         from the method's ``JOB_DEFAULTS`` (else ``METHOD_JOB_FIELDS``) when left ``None``."""
         mode = MODES["quick" if self.quick else "full"]
         fill = {k: v for k, v in mode.items() if getattr(self, k) is None}
-        method_defaults = getattr(config_class(self.method), "JOB_DEFAULTS", {})
+        cls = config_class(self.method)
+        method_defaults = getattr(cls, "JOB_DEFAULTS", {})
         for name, default in METHOD_JOB_FIELDS.items():
             if getattr(self, name) is None:
                 fill[name] = method_defaults.get(name, default)
+        if self.target is None and self.target_density is None:
+            fill.update(_target_fields(default_target(cls, fill.get("granularity", self.granularity), self.block_size)))
         return replace(self, **fill)
 
     def method_config(self):
@@ -135,5 +163,9 @@ class PruneOptions(JsonDataclass):
             raise ValueError(f"method {self.method!r} has no option(s) {unknown}; its options: {sorted(own)}")
         shared = {k: getattr(self, k) for k in SHARED if k in names and getattr(self, k) is not None}
         defaults = {k: v for k, v in getattr(cls, "JOB_DEFAULTS", {}).items() if k in names}
+        defaults.pop("target", None)  # the user's target_density replaces it; or chosen for the granularity:
+        if self.target is None and self.target_density is None:
+            defaults.update(_target_fields(default_target(cls, shared.get("granularity", defaults.get("granularity")),
+                                                          self.block_size)))
         return cls.from_dict({**defaults, **shared, **self.method_options})
 

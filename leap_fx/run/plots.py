@@ -176,16 +176,17 @@ def structure_plot(structure: dict, path: str, title: str = "") -> str:
 def write_plots(report: dict, history: list[dict], out: str, log_keys: tuple = ()) -> dict:
     """``density.png`` always, ``structure.png`` when a structure was stripped, ``curves.png`` when
     there is a training history. Returns their paths."""
-    target = report["density"]["target"]
+    target = report["density"]["target"]  # None for a flops / latency target
+    goal = report.get("target") or {"target": f"{target:g}", "value": target}
     opts = report["resolved_options"]
     name = f"{opts['method']} {opts['granularity']}"
     paths = {"density": density_plot(report["density"]["per_matrix"], os.path.join(out, "density.png"),
-                                     target, f"Density per matrix ({name}, target {target:g})")}
+                                     target, f"Density per matrix ({name}, target {goal['target']})")}
     if any(report.get("structure", {}).values()):
         paths["structure"] = structure_plot(report["structure"], os.path.join(out, "structure.png"),
                                             f"Structure before / after ({name})")
     if any(r.get("type", "train") == "train" for r in history):
         dense = report.get("accuracy", {}).get("dense", {}).get("validation")
-        paths["curves"] = curves_plot(history, os.path.join(out, "curves.png"), target,
+        paths["curves"] = curves_plot(history, os.path.join(out, "curves.png"), goal["value"],
                                       f"Training curves ({name})", tuple(log_keys), dense)
     return paths

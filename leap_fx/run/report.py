@@ -136,7 +136,8 @@ def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, o
 def build_report(opts, options, method, teacher_info: dict, data, plan, metrics: dict, slim_files: dict,
                  measured: dict) -> dict:
     """The report dict (``report.json``) of a finished run."""
-    export, stripped = slim_files["export"], slim_files["strip"]
+    from leap_fx.run.speed import target_result
+    export, stripped, speed = slim_files["export"], slim_files["strip"], measured.get("speed") or {}
     return {
         "status": "complete",
         "options": options.to_dict(), "resolved_options": opts.to_dict(),
@@ -151,7 +152,10 @@ def build_report(opts, options, method, teacher_info: dict, data, plan, metrics:
         "accuracy": {"dense": {"validation": teacher_info["metrics"].get("val_accuracy"),
                                "test": teacher_info["metrics"].get("test_accuracy")},
                      "pruned": measured["pruned"]},
-        "density": {"target": opts.target_density, "achieved": metrics.get("density"),
+        "target": target_result(method.config.goal, metrics, measured["flops"], speed, method.config.cost_batch)
+        if speed else None,
+        "latency": speed.get("latency"), "files": speed.get("files"), "quantized": speed.get("quantized"),
+        "density": {"target": method.config.target_density, "achieved": metrics.get("density"),
                     "by_kind": {k[len("density_"):]: v for k, v in metrics.items() if k.startswith("density_")},
                     "nonzero_in_plan": overall_density(slim_files["per_matrix"]),
                     "per_matrix": slim_files["per_matrix"]},
@@ -213,9 +217,11 @@ def summary_table(report: dict) -> str:
     heads = st.get("heads", [])
     neurons = st.get("neurons", [])
     opts = report.get("resolved_options") or report.get("options", {})
+    goal = report.get("target") or {"target": _fmt(dens.get("target"), ".3f")}
     rows = [
         ("method / granularity", f"{opts.get('method')} / {opts.get('granularity')}"),
-        ("target density", _fmt(dens.get("target"), ".3f")),
+        ("target", f"{goal['target']}" + (f"  (achieved {goal['achieved']:.4f})" if goal.get("achieved") is not None
+                                         else "") + (f"  WARNING: {goal['warning']}" if goal.get("warning") else "")),
         ("achieved density", _fmt(dens.get("achieved"), ".4f") + "  (" + ", ".join(
             f"{k} {v:.3f}" for k, v in dens.get("by_kind", {}).items()) + ")"),
         ("validation acc dense -> pruned", f"{_fmt(dense.get('validation'))} -> "
@@ -228,6 +234,7 @@ def summary_table(report: dict) -> str:
         ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
                                         f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
         ("ONNX", f"{onnx.get('path')}  ({_megabytes(onnx)}, parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
+        *speed_rows(report),
         ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"
                       f"  (torch threads: {report.get('timing', {}).get('threads', '-')})"),
         ("disk", _disk(report.get("disk"))),
@@ -255,6 +262,27 @@ def _data_rows(data: dict) -> list[tuple[str, str]]:
             ("labels", ", ".join(map(str, data.get("label_names", []))))]
     if data.get("max_length"):
         rows.append(("max length", describe(data["max_length"])))
+    return rows
+
+
+def speed_rows(report: dict) -> list[tuple[str, str]]:
+    """Summary lines of the in-run latency, file sizes and int8 result (none if they were not measured)."""
+    rows, lat = [], (report.get("latency") or {}).get("batches", {})
+    names = [n for n in ("slim", "int8") if any(n in t["ms"] for t in lat.values())]
+    for name in names:
+        cells = [f"b{t['batch']} {t['ms']['dense']['median']:.1f} -> {t['ms'][name]['median']:.1f} ms "
+                 f"({t['speedup'][name]['median']:.2f}x)" for t in lat.values() if name in t["ms"]]
+        rows.append((f"ORT latency dense -> {name}", ", ".join(cells) + f"  (onnxruntime threads: "
+                                                                         f"{report['latency']['threads']})"))
+    files = report.get("files") or {}
+    if files:
+        mb = " -> ".join(f"{files[k] / 1e6:.1f}" for k in ("dense_bytes", "slim_bytes", "int8_bytes") if k in files)
+        rows.append(("ONNX MB dense -> slim" + (" -> int8" if "int8_bytes" in files else ""), mb))
+    q = report.get("quantized")
+    if q:
+        text = (f"test acc {q['test']:.4f} (fp32 {q['test_fp32']:.4f}), agreement {q['agreement']:.2%} "
+                f"(bound {q['bound']:.0%}), max |logit diff| {q['max_abs_logit_diff']:.3g}")
+        rows.append(("int8" if q["status"] == "ok" else "int8 REJECTED", text))
     return rows
 
 

@@ -29,7 +29,9 @@ from leap_fx.run.fingerprint import KEY as CONTENT, check_same_content, run_cont
 from passes.io import atomic_dir, read_json, write_json
 
 ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "structure.png", "slim",
-             "tokenizer", "train", "teacher", "model.failed.onnx", "model.opt.onnx")
+             "tokenizer", "train", "teacher", "model.failed.onnx", "model.opt.onnx", "model.int8.onnx",
+             "model.int8.failed.onnx", "model.uncompacted.onnx")
+SIDECARS = ("model.failed.onnx", "model.opt.onnx")  # a rejected / optimized graph beside model.onnx
 MANIFEST, LOCK, PREVIOUS = "leap-fx-run.json", ".leap-fx.lock", ".leap-fx-previous"
 NAMES = ARTIFACTS + (MANIFEST,)
 CHECKPOINTS = (os.path.join("train", "checkpoint.pt"), os.path.join("teacher", "checkpoint.pt"))
@@ -60,6 +62,8 @@ def owned(out: str) -> Optional[list[str]]:
             raise ValueError(f"run manifest {man} is damaged (no list of entries); restore it, or delete the "
                              f"run yourself")
         entries = entries + [MANIFEST]  # the manifest is ours by definition
+        if "model.onnx" in entries:  # what `leap-fx export` writes beside the run's model.onnx is the run's too
+            entries += list(SIDECARS)
     elif _legacy_options(out):
         entries = list(ARTIFACTS)
     else:

@@ -56,15 +56,15 @@ def _stats(model, regularizer=None) -> dict[str, float]:
 class LeapTrainerCallback(TrainerCallback):
     """Adds LEAP statistics (R, λ, L_reg, mean measured density) to every log; optionally folds at the end."""
 
-    def __init__(self, leap_config=None, fold_at_end: bool = False):
-        self.leap_config, self.fold_at_end = leap_config, fold_at_end
+    def __init__(self, leap_config=None, fold_at_end: bool = False, plan=None):
+        self.leap_config, self.fold_at_end, self.plan = leap_config, fold_at_end, plan  # plan: flops / latency targets
         self._reg = None
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         if model is None or logs is None or "loss" not in logs:
             return
         if self._reg is None and self.leap_config is not None:
-            self._reg = LeapRegularizer.from_config(model, self.leap_config)
+            self._reg = LeapRegularizer.from_config(model, self.leap_config, self.plan)
         stats = _stats(model, self._reg)
         logs.update(stats)
         if state.log_history:
@@ -97,7 +97,7 @@ class LeapTrainer(Trainer):
         self.leap_config, self.teacher = leap_config, teacher
         self.alpha, self.kd_temperature, self.mask_lr = alpha, kd_temperature, mask_lr
         self.sigma_beta1 = sigma_beta1
-        self.regularizer = LeapRegularizer.from_config(model, leap_config)
+        self.regularizer = LeapRegularizer.from_config(model, leap_config, plan)
         self._sums: dict[str, float] = {}
         self._count = 0
         self._total_steps = 1

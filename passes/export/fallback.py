@@ -62,13 +62,21 @@ def harmless(w: warnings.WarningMessage) -> bool:
 
 
 @contextlib.contextmanager
-def filtered_warnings(kept: list[str]):
-    """Record warnings; drop the known-harmless ones, re-issue the rest and list them in ``kept``."""
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        yield
-    for w in seen:
-        if not harmless(w):
+def filtered_warnings(kept: list[str], dropped: Optional[list[str]] = None):
+    """Record warnings; drop the known-harmless ones (``HARMLESS``, listed in ``dropped``), re-issue the
+    rest and list them in ``kept``. If the block raises, every warning is re-issued (it may explain why)."""
+    ok = False
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            yield
+        ok = True
+    finally:
+        for w in seen:
+            if ok and harmless(w):
+                if dropped is not None:
+                    dropped.append(f"{w.category.__name__}: {str(w.message).splitlines()[0][:60]}")
+                continue
             kept.append(f"{w.category.__name__} at {w.filename}:{w.lineno}: {str(w.message).splitlines()[0][:200]}")
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
@@ -136,14 +144,14 @@ def _no_mha_fastpath():
 
 def run_exporter(wrapper: torch.nn.Module, attempt: Attempt, out: str, opset: Optional[int],
                  kept: list[str], output_name: str = "output",
-                 output_axes: Optional[dict[int, str]] = None) -> Optional[int]:
+                 output_axes: Optional[dict[int, str]] = None, dropped: Optional[list[str]] = None) -> Optional[int]:
     """Write ``out`` with the attempt's exporter; ExportError (PyTorch side) on failure; returns the opset."""
     spec = attempt.spec
     args = tuple(spec.tensors)
     axes = {n: dict(a) for n, a in spec.dynamic_axes.items()}
     axes[output_name] = dict(output_axes) if output_axes is not None else spec.output_axes
     try:
-        with torch.no_grad(), _no_mha_fastpath(), filtered_warnings(kept):
+        with torch.no_grad(), _no_mha_fastpath(), filtered_warnings(kept, dropped):
             if attempt.exporter == "torchscript":
                 op = opset or 17
                 torch.onnx.export(wrapper, args, out, input_names=list(spec.names), output_names=[output_name],
