@@ -2,6 +2,7 @@
 
     python -m bench.kwon_steps [--flops 0.5,0.35] [--threads 2] [--examples 2048] [--tune-examples 512]
                                [--quick] [--work-dir /tmp/leap-fx-kwon] [--out bench/results/kwon_steps.json]
+                               [--variant NAME=field:value,field:value ...] [--skip-job]
 
 Per FLOPs target (``flops_target``: fraction of the heads' and FFNs' FLOPs kept):
 
@@ -14,6 +15,12 @@ Per FLOPs target (``flops_target``: fraction of the heads' and FFNs' FLOPs kept)
 - **step shares**: from one Fisher pass on the same examples (shared by every target), the model
   after the search alone, after search + rearrangement, and after every step, folded and scored in
   PyTorch on the test split; a step's gain is the accuracy difference it makes (the paper's ablation).
+  Each stage also gets its fidelity to the dense teacher on validation and test: accuracy, agreement
+  (same predicted class) and ``KL(teacher || pruned)`` per example: on a few hundred examples the
+  accuracy moves by +-2 pt from noise, agreement and KL are the steadier signals;
+- **tuning variants** (``--variant``): mask tuning again with some ``KwonConfig`` fields changed
+  (e.g. ``--variant all-rows=fit_rows:all --variant mid=tune_teacher:intermediate``), scored the same
+  way, from the same Fisher pass. ``--skip-job`` leaves out the job rows (a diagnostic run).
 
 Prints a table and writes ``--out`` (JSON). ``--threads`` sets torch's threads (the goal: the whole
 prune <= 60 s on 2 CPU cores for MiniLM-L6 with 2K samples).
@@ -26,6 +33,7 @@ import os
 import time
 
 import torch
+import torch.nn.functional as F
 
 from bench import accuracy as acc_bench
 from leap_fx.data import example_inputs, iterate_batches
@@ -34,7 +42,7 @@ from leap_fx.methods import build
 from leap_fx.methods.kwon import STAGES, KwonConfig
 from leap_fx.run.latency import environment, machine_load
 from leap_fx.run.report import format_table
-from leap_fx.train.evaluate import accuracy
+from leap_fx.train.evaluate import predict_logits
 from passes.analyze import analyze
 from passes.io import read_json, write_json
 
@@ -54,7 +62,34 @@ def parse_args(argv=None):
     p.add_argument("--work-dir", default="/tmp/leap-fx-kwon", help="run directories, one per target")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "kwon_steps.json"))
     p.add_argument("--quiet", action="store_true", help="no per-stage progress of the job")
+    p.add_argument("--variant", action="append", type=_variant, default=[],
+                   help="NAME=field:value,...: mask tuning with these KwonConfig fields changed (repeatable)")
+    p.add_argument("--skip-job", action="store_true", help="step shares and variants only (no job, no ORT)")
     return p.parse_args(argv)
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _variant(text: str) -> tuple[str, dict]:
+    """``NAME=field:value,field:value`` -> ``(NAME, {field: value})`` (fields checked by KwonConfig)."""
+    name, _, body = text.partition("=")
+    try:
+        fields = dict(item.split(":", 1) for item in body.split(",") if item)
+        KwonConfig(0.5, **{k: _value(v) for k, v in fields.items()})
+    except (ValueError, TypeError) as e:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: {e} (e.g. all-rows=fit_rows:all)")
+    if name in STAGES:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: {name!r} names a step; choose another name")
+    if not name or not fields:
+        raise argparse.ArgumentTypeError(f"--variant {text!r}: use NAME=field:value,... e.g. all-rows=fit_rows:all")
+    return name, {k: _value(v) for k, v in fields.items()}
 
 
 def job_row(bench, target: float, tune_examples: int) -> dict:
@@ -70,8 +105,29 @@ def job_row(bench, target: float, tune_examples: int) -> dict:
     return res
 
 
-def step_shares(bench, targets, examples: int, tune_examples: int) -> dict:
-    """Test accuracy (PyTorch) after each step, from one shared Fisher pass."""
+def fidelity(model, data, teacher_logits: dict) -> dict:
+    """Accuracy, agreement with the teacher's class and mean ``KL(teacher || model)`` per split."""
+    out = {}
+    for split, t in teacher_logits.items():
+        logits, labels = predict_logits(model, getattr(data, split)), getattr(data, split).features["labels"]
+        out[split] = {"acc": float((logits.argmax(-1) == labels).float().mean()),
+                      "agree": float((logits.argmax(-1) == t.argmax(-1)).float().mean()),
+                      "kl": float(F.kl_div(logits.log_softmax(-1), t.log_softmax(-1), log_target=True,
+                                           reduction="batchmean"))}
+    return out
+
+
+def _pruned(teacher, plan, batches, fisher, cfg: KwonConfig) -> tuple:
+    model = copy.deepcopy(teacher)  # a prepared (parametrized) model does not deepcopy
+    method = build(cfg)
+    method.prepare(model, plan)
+    t0 = time.perf_counter()
+    rep = method.calibrate(model, batches, fisher=fisher)
+    return fold(model).eval(), rep, round(time.perf_counter() - t0, 2)
+
+
+def step_shares(bench, targets, examples: int, tune_examples: int, variants=()) -> dict:
+    """Test accuracy (PyTorch) and fidelity after each step and tuning variant, from one Fisher pass."""
     teacher, data = bench.dense_teacher(), bench.data
     plan = analyze(copy.deepcopy(teacher), example_inputs(data.train, 2))
     base, method = copy.deepcopy(teacher), build(KwonConfig(1.0))
@@ -80,20 +136,32 @@ def step_shares(bench, targets, examples: int, tune_examples: int) -> dict:
     batches = list(iterate_batches({k: v[:n] for k, v in data.train.features.items()}, bench.base.batch_size))
     t0 = time.perf_counter()
     fisher = method.fisher(base, batches)
+    teacher_logits = {s: predict_logits(teacher, getattr(data, s)) for s in ("validation", "test")}
+    dense = fidelity(teacher, data, teacher_logits)
     out = {"examples": n, "fisher_s": round(time.perf_counter() - t0, 2),
-           "dense_test_acc_torch": accuracy(teacher, data.test), "targets": {}}
+           "dense_test_acc_torch": dense["test"]["acc"], "dense": dense, "targets": {}}
+    runs = [(s, {"stop_after": s}) for s in STAGES] + list(variants)
     for target in targets:
-        accs = {}
-        for stage in STAGES:
-            model = copy.deepcopy(teacher)  # a prepared (parametrized) model does not deepcopy
-            method = build(KwonConfig(target, flops_target=target, stop_after=stage, tune_examples=tune_examples))
-            method.prepare(model, plan)
-            method.calibrate(model, batches, fisher=fisher)
-            accs[stage] = accuracy(fold(model).eval(), data.test)
+        stages = {}
+        for name, fields in runs:
+            cfg = KwonConfig(target, **{"flops_target": target, "tune_examples": tune_examples, **fields})
+            model, rep, seconds = _pruned(teacher, plan, batches, fisher, cfg)
+            stages[name] = {**fidelity(model, data, teacher_logits), "fields": fields, "calibrate_s": seconds,
+                            "tuning": rep.get("tuning")}
+        accs = {s: v["test"]["acc"] for s, v in stages.items()}
         before = [out["dense_test_acc_torch"]] + [accs[s] for s in STAGES[:-1]]
-        out["targets"][f"{target:g}"] = {"test_acc_torch": accs,
+        out["targets"][f"{target:g}"] = {"test_acc_torch": accs, "stages": stages,
                                          "gain": {s: accs[s] - b for s, b in zip(STAGES, before)}}
     return out
+
+
+def fidelity_table(shares: dict) -> str:
+    rows = [{"target": float(t), "run": name, **{f"{sp[:3]}_{m}": v[sp][m] for sp in ("validation", "test")
+                                                 for m in ("acc", "agree", "kl")}}
+            for t, got in shares["targets"].items() for name, v in got["stages"].items()]
+    cols = [("target", "FLOPs target", ".2f"), ("run", "after", "s")] + \
+        [(f"{sp}_{m}", f"{sp} {m}", ".4f") for sp in ("val", "tes") for m in ("acc", "agree", "kl")]
+    return format_table(rows, cols)
 
 
 def table(rows: list[dict]) -> str:
@@ -112,23 +180,26 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     ns = argparse.Namespace(quick=args.quick, epochs=None, seed=args.seed, threads=args.threads,
                             quiet=args.quiet, work_dir=args.work_dir, fresh=True)
     bench = acc_bench.Bench(ns, model, tokenizer, overrides)
-    jobs = {f"{t:g}": job_row(bench, t, args.tune_examples) for t in args.flops}
-    shares = step_shares(bench, args.flops, args.examples, args.tune_examples)
+    jobs = {} if args.skip_job else {f"{t:g}": job_row(bench, t, args.tune_examples) for t in args.flops}
+    shares = step_shares(bench, args.flops, args.examples, args.tune_examples, args.variant)
     rows = []
     for key, job in jobs.items():
         accs = shares["targets"][key]["test_acc_torch"]
         rows.append({"target": float(key), "flops_fraction": job["flops_fraction"], "test_acc": job["test_acc"],
                      "dense_test_acc": job["dense_test_acc"], "speedup": job["onnx_speedup"]["speedup"],
-                     "prune_s": job["prune_s"], **accs})
+                     "prune_s": job["prune_s"], **{s: accs[s] for s in STAGES}})
     result = {"benchmark": "kwon_steps", "settings": {"mode": bench.mode, "threads": args.threads,
                                                       "flops": args.flops, "examples": args.examples,
                                                       "tune_examples": args.tune_examples,
+                                                      "variants": dict(args.variant), "skip_job": args.skip_job,
                                                       "batch_size": bench.base.batch_size,
                                                       "max_length": bench.base.max_length},
               "rows": rows, "jobs": jobs, "step_shares": shares, "env": environment(),
               "machine_load": {"before": load_before, "after": machine_load()}}
     write_json(args.out, result)
-    print(table(rows))
+    if rows:
+        print(table(rows))
+    print(fidelity_table(shares))
     print(f"wrote {args.out}")
     return result
 

@@ -179,11 +179,13 @@ def test_normal_equations_equal_the_explicit_least_squares_problem():
         cols, unit = columns(fam, kept)
         w = out_weight(model, fam)[:, cols].double()
         a_rows, b_rows = [], []
-        for batch, t in zip(batches, targets.t[fam.fqn]):  # A: [rows x outputs, kept] built explicitly
+        for batch, t, sel in zip(batches, targets.t[fam.fqn], targets.rows[fam.fqn]):  # A: [rows x outputs, kept]
             c = capture(model, output_weights(plan), batch, need_x=frozenset({fam.fqn})).done[fam.fqn]
-            x = c.x[:, cols].double().view(-1, len(kept), unit)
+            pick = slice(None) if sel is None else sel
+            x = c.x[pick][:, cols].double().view(-1, len(kept), unit)
             a_rows.append(torch.einsum("rgu,ogu->rog", x, w.view(-1, len(kept), unit)).reshape(-1, len(kept)))
-            b_rows.append((t.double() - c.y.double() - c.r.double() + x.reshape(len(x), -1) @ w.t()).reshape(-1))
+            b_rows.append((t.double() - c.y[pick].double() - c.r[pick].double() + x.reshape(len(x), -1) @ w.t())
+                          .reshape(-1))
         a, b = torch.cat(a_rows), torch.cat(b_rows)
         assert torch.allclose(ata, a.t() @ a, rtol=1e-5) and torch.allclose(atb, a.t() @ b, rtol=1e-5, atol=1e-6)
         assert btb == pytest.approx(float(b @ b), rel=1e-6)
@@ -212,6 +214,70 @@ def test_tuning_lowers_the_reconstruction_error_and_folds_exactly():
         assert (model(**x).logits - masked).abs().max() <= 1e-5
 
 
+def _first_token_rows(batch) -> torch.Tensor:
+    """Among a batch's non-padding token rows (right padding), the first row of each example."""
+    lengths = batch["attention_mask"].sum(1)
+    first = torch.zeros(int(lengths.sum()), dtype=torch.bool)
+    first[torch.cat([lengths.new_zeros(1), lengths.cumsum(0)[:-1]])] = True
+    return first
+
+
+def test_only_the_cls_rows_of_a_classifiers_last_layer_reach_the_logits():
+    model = tiny_bert(layers=2)
+    batches = _batches()  # some rows right-padded
+    _, plan = _prepared(model, batches)
+    targets = teacher_targets(model, plan, batches)
+    last = {plan.attention()[-1].fqn, plan.feed_forward()[-1].fqn}
+    assert set(targets.order) == set(plan.families)
+    for key in targets.order:
+        for batch, sel, t in zip(batches, targets.rows[key], targets.t[key]):
+            if key in last:  # only [CLS] goes on to the pooler: one fitted row per example
+                assert torch.equal(sel, _first_token_rows(batch)) and t.shape[0] == len(batch["labels"])
+            else:
+                assert sel is None
+    every = teacher_targets(model, plan, batches, reaching=False)
+    assert all(sel is None for rows in every.rows.values() for sel in rows)
+    gpt, inputs = models.ALL["gpt2"]()  # every position's output reaches a causal LM's outputs
+    plan = analyze(gpt, inputs)
+    build(KwonConfig(0.5)).prepare(gpt, plan)
+    assert all(sel is None for rows in teacher_targets(gpt, plan, _arch_batches(inputs)).rows.values()
+               for sel in rows)
+
+
+def _cls_error(model, plan, batches, key, cls_targets) -> float:
+    """Mean squared ``y + r - t`` of family ``key`` on the rows of ``cls_targets`` ([CLS] of each example)."""
+    num, den = 0.0, 0
+    for batch, t, sel in zip(batches, cls_targets.t[key], cls_targets.rows[key]):
+        c = capture(model, output_weights(plan), batch).done[key]
+        num += float((c.y[sel] + c.r[sel] - t).double().pow(2).sum())
+        den += t.numel()
+    return num / den
+
+
+def test_cls_only_fit_of_the_last_ffn_lowers_the_cls_error_below_an_all_token_fit():
+    from leap_fx.methods.kwon_tune import tune
+    errors, fits = {}, {}
+    for rows in ("reaching", "all"):
+        model = tiny_bert(layers=2)
+        batches = _batches(n=16, size=8)
+        method, plan = _prepared(model, batches)
+        key = plan.feed_forward()[-1].fqn
+        cls = teacher_targets(model, plan, batches)             # t at [CLS] of the unpruned model
+        targets = teacher_targets(model, plan, batches, reaching=rows == "reaching")
+        owner = method.tied(model)[key]
+        keep = torch.ones(owner.grid_shape)
+        keep[1::2] = 0
+        owner.set(keep)
+        before = _cls_error(model, plan, batches, key, cls)
+        fits[rows] = tune(model, plan, {key: owner}, batches, targets, bound=1e6)  # only this family moves
+        errors[rows] = (before, _cls_error(model, plan, batches, key, cls))
+    fit = next(f for f in fits["reaching"] if f.family == key)
+    assert fit.status == "tuned" and fit.mse_after == pytest.approx(errors["reaching"][1], rel=1e-3)
+    assert errors["reaching"][0] == pytest.approx(errors["all"][0])
+    assert errors["reaching"][1] < 0.9 * errors["reaching"][0]
+    assert errors["reaching"][1] < errors["all"][1]  # the least-squares optimum on the rows that matter
+
+
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
 def test_block_replay_tunes_exactly_like_full_forwards(name):
     from leap_fx.methods.kwon_replay import Replay
@@ -238,21 +304,40 @@ def test_block_replay_tunes_exactly_like_full_forwards(name):
         assert torch.allclose(scales[0][k], scales[1][k], rtol=1e-4, atol=1e-5)
 
 
-def _student_error(model, plan, batches, method):
-    """Per family: mean squared ``y_S + r_S - t`` with ``t`` from an unmasked copy."""
+def _student_error(model, plan, batches, method, teacher_keep=None):
+    """Per family: mean squared ``y_S + r_S - t`` with ``t`` from an unmasked copy (or one masked by
+    ``teacher_keep``)."""
     dense = copy.deepcopy(model)
-    for o in owners(dense).values():
-        o.set(torch.ones(o.grid_shape))
+    for k, o in owners(dense).items():
+        o.set(teacher_keep[k] if teacher_keep is not None else torch.ones(o.grid_shape))
     targets = teacher_targets(dense, plan, batches)
     out = {}
     for key in targets.order:
         num, den = 0.0, 0
-        for batch, t in zip(batches, targets.t[key]):
+        for batch, t, sel in zip(batches, targets.t[key], targets.rows[key]):
             c = capture(model, output_weights(plan), batch).done[key]
-            num += float((c.y + c.r - t).double().pow(2).sum())
+            pick = slice(None) if sel is None else sel
+            num += float((c.y[pick] + c.r[pick] - t).double().pow(2).sum())
             den += t.numel()
         out[key] = num / den
     return out
+
+
+def test_intermediate_teacher_is_the_searched_mask_at_the_square_root_of_the_target():
+    from leap_fx.methods.kwon import TEACHERS
+    model = tiny_bert(layers=3)
+    batches = _batches(n=16, size=8)
+    method, plan = _prepared(model, batches, flops_target=0.36, tune_teacher="intermediate")
+    fisher = method.fisher(model, batches)
+    rep = method.calibrate(model, batches, fisher=fisher)
+    assert rep["tune_teacher"]["kind"] == "intermediate" and 0.36 < rep["tune_teacher"]["achieved"] <= 0.6 + 1e-9
+    cost, total, kinds, _ = method.budget(copy.deepcopy(model), batches)
+    teacher = TEACHERS["intermediate"](fisher.diagonal(), cost, kinds, 0.36, total)
+    assert teacher.keys() == set(plan.families) and any(bool((v == 0).any()) for v in teacher.values())
+    fits = {f["family"]: f for f in rep["tuning"]}
+    for key, mse in _student_error(model, plan, batches, method, teacher).items():  # fitted to that teacher
+        assert mse == pytest.approx(fits[key]["mse_after"], rel=1e-3, abs=1e-9)
+    assert any(f["status"] == "tuned" for f in fits.values())
 
 
 def test_rejected_scales_fall_back_to_one():
@@ -272,7 +357,8 @@ def test_stop_after_and_config_errors():
     rep = method.calibrate(model, batches)
     assert "tuning" not in rep and "rearranged" not in rep["fisher_loss"]
     for bad, match in (({"granularity": "hybrid"}, "structured"), ({"flops_target": 1.5}, "flops_target"),
-                       ({"stop_after": "fold"}, "stop_after"), ({"fisher_batch": 0}, "fisher_batch")):
+                       ({"stop_after": "fold"}, "stop_after"), ({"fisher_batch": 0}, "fisher_batch"),
+                       ({"fit_rows": "cls"}, "fit_rows"), ({"tune_teacher": "dense"}, "tune_teacher")):
         with pytest.raises(ValueError, match=match):
             KwonConfig(0.5, **bad)
     with pytest.raises(ValueError, match="sample batches"):
@@ -365,10 +451,21 @@ def test_bench_kwon_steps_on_a_tiny_corpus(tmp_path):
     from tests.test_bench_accuracy import overrides
     csv_path, tok = write_tiny_corpus(str(tmp_path))
     argv = ["--quick", "--flops", "0.5", "--examples", "64", "--threads", "1", "--quiet",
+            "--variant", "all-rows=fit_rows:all,damping:0.01",
             "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "kwon.json")]
     res = kwon_steps.main(argv, model=tiny_bert(), tokenizer=tok, overrides=overrides(csv_path))
     row = res["rows"][0]
     assert row["target"] == 0.5 and row["flops_fraction"] < 0.7 and row["speedup"] > 0
-    assert set(res["step_shares"]["targets"]["0.5"]["gain"]) == {"search", "rearrange", "tune"}
+    got = res["step_shares"]["targets"]["0.5"]
+    assert set(got["gain"]) == {"search", "rearrange", "tune"}
+    assert set(got["stages"]) == {"search", "rearrange", "tune", "all-rows"}
+    assert got["stages"]["all-rows"]["fields"] == {"fit_rows": "all", "damping": 0.01}
+    for split in ("validation", "test"):  # the dense model agrees with itself; a pruned one is scored
+        assert res["step_shares"]["dense"][split]["agree"] == 1.0 and res["step_shares"]["dense"][split]["kl"] < 1e-6
+        assert all(0 <= v[split]["agree"] <= 1 and v[split]["kl"] >= -1e-6 for v in got["stages"].values())
+    assert got["stages"]["tune"]["tuning"] and got["stages"]["search"]["tuning"] is None
     assert res["jobs"]["0.5"]["step_s"]["fisher"] > 0 and res["jobs"]["0.5"]["parity"] <= 1e-4
     assert (tmp_path / "kwon.json").exists()
+    for bad in ("tune=fit_rows:all", "x=fit_rows:cls", "x=", "x=nofield:1"):
+        with pytest.raises(SystemExit):
+            kwon_steps.parse_args(["--variant", bad])

@@ -16,6 +16,8 @@ Ops it does not understand (``nn.MultiheadAttention`` computes its out projectio
 ``multi_head_attention_forward``) are listed in ``unsupported``: those families are not tuned.
 Rows are the tokens of the attention mask when the op's rows are laid out batch-major (``[B, S, D]``
 inputs, or HF ``Conv1D``'s flattened ``[B*S, D]``); otherwise every row counts (padding included).
+``keep_outputs`` also keeps each op's own output tensor (``outputs``, autograd graph included): mask
+tuning asks which of its rows reach the model's output (``kwon_tune.reaching_rows``).
 """
 from __future__ import annotations
 
@@ -74,7 +76,22 @@ def output_weights(plan) -> dict[str, str]:
     return {name: keys[0] for name, keys in names.items() if len(keys) == 1}
 
 
-def _rows(t: torch.Tensor, mask: Optional[torch.Tensor], batch_major: bool) -> torch.Tensor:
+def output_tensors(out) -> list[torch.Tensor]:
+    """Every tensor of a forward's output (tensor, HF ModelOutput, nested tuple / list), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if hasattr(out, "to_tuple"):
+        out = out.to_tuple()
+    return [t for o in (out if isinstance(out, (tuple, list)) else ()) for t in output_tensors(o)]
+
+
+def batch_mask(batch: dict) -> Optional[torch.Tensor]:
+    """The batch's 2-D attention mask (``[B, S]``), or None."""
+    mask = batch.get("attention_mask")
+    return mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+
+def token_rows(t: torch.Tensor, mask: Optional[torch.Tensor], batch_major: bool) -> torch.Tensor:
     """Token rows of ``t`` (``[..., D]`` -> ``[R, D]``, a copy: an in-place residual add may follow),
     only the attention mask's tokens when aligned."""
     if mask is not None and t.dim() >= 3 and tuple(t.shape[:2]) == tuple(mask.shape):
@@ -89,13 +106,16 @@ class OutputCapture(TorchFunctionMode):
 
     ``need_x``: families whose input rows are kept (the others keep ``y`` and ``r`` only);
     ``stop_at``: raise ``StopForward`` once that family is complete; ``raw``: keep the op's own tensors
-    (autograd included, no row selection, no residual search). Results: ``done[key]``."""
+    (autograd included, no row selection, no residual search); ``keep_outputs``: also keep each op's
+    own output in ``outputs[key]``. Results: ``done[key]``."""
 
     def __init__(self, model, families: dict[str, str], mask: Optional[torch.Tensor] = None,
-                 need_x: frozenset = frozenset(), stop_at: Optional[str] = None, raw: bool = False):
+                 need_x: frozenset = frozenset(), stop_at: Optional[str] = None, raw: bool = False,
+                 keep_outputs: bool = False):
         super().__init__()
         self.model, self.families, self.mask = model, families, mask
-        self.need_x, self.stop_at, self.raw = need_x, stop_at, raw
+        self.need_x, self.stop_at, self.raw, self.keep_outputs = need_x, stop_at, raw, keep_outputs
+        self.outputs: dict[str, torch.Tensor] = {}
         self.latest: dict[str, torch.Tensor] = {}
         self.pending: dict[str, tuple] = {}
         self.done: dict[str, Captured] = {}
@@ -136,6 +156,8 @@ class OutputCapture(TorchFunctionMode):
             return out
         x = args[spec[0]] if key in self.need_x else None
         self.order.append(key)
+        if self.keep_outputs:
+            self.outputs[key] = out
         if self.raw:
             self.done[key] = Captured(x, out, None, spec[2])
         else:
@@ -153,7 +175,7 @@ class OutputCapture(TorchFunctionMode):
 
     def _finish(self, key: str, r: Optional[torch.Tensor]) -> None:
         x, y, batch_major = self.pending.pop(key)
-        pick = lambda t: None if t is None else _rows(t.detach(), self.mask, batch_major)  # noqa: E731
+        pick = lambda t: None if t is None else token_rows(t.detach(), self.mask, batch_major)  # noqa: E731
         self.done[key] = Captured(pick(x), pick(y), pick(r), batch_major)
         if key == self.stop_at:
             raise StopForward(key)
@@ -167,9 +189,7 @@ class OutputCapture(TorchFunctionMode):
 def capture(model, families: dict[str, str], batch: dict, need_x: frozenset = frozenset(),
             stop_at: Optional[str] = None) -> OutputCapture:
     """Run ``model`` on ``batch`` (inputs only, no grad) under an ``OutputCapture``; returns it."""
-    mask = batch.get("attention_mask")
-    mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-    cap = OutputCapture(model, families, mask, need_x, stop_at)
+    cap = OutputCapture(model, families, batch_mask(batch), need_x, stop_at)
     try:
         with torch.no_grad(), cap:
             model(**model_inputs(batch))

@@ -18,20 +18,12 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from leap_fx.methods.kwon_batches import model_inputs
-from leap_fx.methods.kwon_capture import StopForward
+from leap_fx.methods.kwon_capture import StopForward, output_tensors
 
 
 def _first_tensor(out):
     """The first tensor of a forward's output (tensor, HF ModelOutput, nested tuple), or None."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if hasattr(out, "to_tuple"):
-        out = out.to_tuple()
-    for o in out if isinstance(out, (tuple, list)) else ():
-        t = _first_tensor(o)
-        if t is not None:
-            return t
-    return None
+    return next(iter(output_tensors(out)), None)
 
 
 class Replay:
