@@ -170,7 +170,7 @@ EXPECTED = {
     "phi": _exp(2, 4, 8, 48, "gelu_tanh", kv_heads=2),
     "qwen3": _exp(2, 4, 8, 40, "silu", kv_heads=2, gated=True, qk_scale=False),
     "bart": _exp(4, 4, 8, 48, "gelu", attention=6, ffns=4),
-    "t5": _exp(4, 4, 8, 48, "gelu_tanh", gated=True, attention=6, ffns=4, coupled=1, tied=2),
+    "t5": _exp(4, 4, 8, 48, "gelu_tanh", gated=True, attention=6, ffns=4, coupled=1, tied=3),
     "mpnet": _exp(2, 4, 8, 40, "gelu", coupled=1, tied=1),
     "albert": _exp(1, 4, 8, 48, "gelu_tanh"),
     "deberta_v2": _exp(2, 4, 8, 48, "gelu", coupled=4, qk_scale=False),

@@ -62,6 +62,100 @@ def test_tied_heads_remove_only_what_every_layer_can_lose():
     assert _close(model, inputs, ref)
 
 
+def _cross(plan):
+    return [k for k, f in plan.families.items() if f.kind == "attention" and "EncDecAttention" in k]
+
+
+def test_computed_per_head_tensor_ties_the_layers_reading_it():
+    model, inputs = models.ALL["t5"]()
+    plan = analyze(model, inputs)
+    cross = [plan.families[k] for k in _cross(plan)]
+    # the first cross-attention makes zeros(1, n_heads, q, k); the decoder adds it in every later one
+    assert len(cross) == 2 and {f.tie for f in cross} == {"decoder.block.0.layer.1.EncDecAttention:zeros"}
+    assert all(cross[0].tie in f.reads and not f.coupled and not f.frozen for f in cross)
+    assert len({f.tie for f in plan.attention() if f.tie}) == 3  # + encoder and decoder bias tables
+    again = type(plan).from_json(plan.to_json())
+    assert again.to_dict() == plan.to_dict() and [again.families[k].reads for k in _cross(plan)] == \
+        [f.reads for f in cross]
+    for f in plan.attention():  # the tie's tensor is printed once, not again as "+ <coupled>"
+        assert f.describe().count(f.tie) == 1, f.describe()
+
+
+def test_cross_attention_layers_masked_apart_strip_and_export(tmp_path):
+    from passes.export import export_onnx
+    model, inputs = models.ALL["t5"]()
+    plan = analyze(model, inputs)
+    cross = _cross(plan)
+    untied = type(plan).from_dict(plan.to_dict())  # masks of a method that ignored the tie
+    for k in cross:
+        untied.families[k] = dataclasses.replace(untied.families[k], tie="")
+    randomize_biases(model)
+    zero_granules(model, untied, {cross[0]: [0, 2], cross[1]: [2]})  # layer 0 keeps 2 heads, layer 1 keeps 1
+    ref = outputs(model, inputs)
+    with pytest.raises(StripError, match="EncDecAttention"):
+        strip(copy.deepcopy(model), untied, inputs)  # different head counts break the shared zeros
+    report = strip(model, plan, inputs)  # self-checked: raises StripError on a mismatch
+    assert [report.families[k]["kept"] for k in cross] == [[0, 2], [0, 2]]  # what both can lose: 1, 3
+    assert all(model.get_submodule(k).n_heads == 2 for k in cross)
+    assert _close(model, inputs, ref)
+    export = export_onnx(model, inputs, str(tmp_path / "t5.onnx"))
+    assert max(export.max_abs_diff.values()) <= 1e-4
+
+
+class _BiasedAttention(nn.Module):
+    """Attention adding a per-head bias; with ``bias=None`` it makes zeros(1, n_heads, t, t) itself."""
+
+    def __init__(self, width=16, heads=4):
+        super().__init__()
+        self.n_heads, self.head_dim = heads, width // heads
+        self.q, self.k, self.v, self.o = (nn.Linear(width, width) for _ in range(4))
+
+    def forward(self, x, bias=None):
+        b, t, _ = x.shape
+        q, k, v = (p(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        bias = torch.zeros(1, self.n_heads, t, t) if bias is None else bias
+        att = torch.softmax(q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + bias, dim=-1)
+        return x + self.o((att @ v).transpose(1, 2).reshape(b, t, -1)), bias
+
+
+class _SharedBias(nn.Module):
+    """Two layers reading one zeros bias: made by layer 0 (``outside=False``) or by the model itself
+    from a fixed head count (``outside=True``: strip cannot resize it)."""
+
+    def __init__(self, outside):
+        super().__init__()
+        self.outside, self.layers = outside, nn.ModuleList(_BiasedAttention() for _ in range(2))
+
+    def forward(self, x):
+        bias = torch.zeros(1, 4, x.shape[1], x.shape[1]) if self.outside else None
+        for layer in self.layers:
+            x, bias = layer(x, bias)
+        return x
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_computed_bias_is_tied_when_resizable_else_frozen(outside):
+    torch.manual_seed(0)
+    model, inputs = _SharedBias(outside).eval(), {"x": torch.randn(2, 5, 16)}
+    plan = analyze(model, inputs)
+    fams = plan.attention()
+    assert len(fams) == 2 and len({f.tie for f in fams}) == 1 and fams[0].tie.endswith(":zeros")
+    assert all(bool(f.frozen) == outside for f in fams), [f.frozen for f in fams]
+    if outside:
+        assert "outside the attention modules" in fams[0].frozen and "cannot resize" in fams[0].frozen
+    keys = [k for k, f in plan.families.items() if f.kind == "attention"]
+    with torch.no_grad():  # layer 0 loses heads 1 and 3, layer 1 only head 3
+        for key, heads in zip(keys, ([1, 3], [3])):
+            w = model.get_submodule(plan.families[key].out.fqn).weight
+            for h in heads:
+                w[:, h * 4:(h + 1) * 4] = 0
+    ref = outputs(model, inputs)
+    report = strip(model, plan, inputs)
+    kept = [[0, 1, 2, 3]] * 2 if outside else [[0, 1, 2]] * 2
+    assert [report.families[k]["kept"] for k in keys] == kept
+    assert _close(model, inputs, ref)
+
+
 def test_alibi_heads_are_frozen_and_get_no_masks():
     model, inputs = models.ALL["mpt"]()
     plan = analyze(model, inputs)

@@ -78,8 +78,8 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
         try:
             fam, why = match_attention(g, site, values)
             if fam is not None:
-                coupled, shared, frozen = side_tensors(g, model, site, fam, values)
-                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, frozen=frozen)
+                coupled, shared, reads, frozen = side_tensors(g, model, site, fam, values)
+                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, reads=reads, frozen=frozen)
         except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is None:
@@ -107,26 +107,46 @@ def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
 
 
 def _tie(families: list) -> None:
-    """Families reading one coupled tensor share their heads (union of shared tensor names)."""
+    """Families reading one coupled tensor, or one computed per-head tensor (``reads``), share their heads.
+    The tie is named after the group's first coupled tensor, else the computed tensor most of them read."""
     group: dict[str, str] = {}
 
     def root(x):
         while group.setdefault(x, x) != x:
             x = group[x]
         return x
+    names = {id(f): [c.weight_name for c in getattr(f, "coupled", ())] + list(getattr(f, "reads", ()))
+             for f in families}
     for fam in families:
-        names = [c.weight_name for c in getattr(fam, "coupled", ())]
-        for a in names[1:]:
-            group[root(a)] = root(names[0])
+        for a in names[id(fam)][1:]:
+            group[root(a)] = root(names[id(fam)][0])
     members: dict[str, list] = {}
     for fam in families:
-        if getattr(fam, "coupled", ()):
-            members.setdefault(root(fam.coupled[0].weight_name), []).append(fam)
-    for key, fams in members.items():
+        if names[id(fam)]:
+            members.setdefault(root(names[id(fam)][0]), []).append(fam)
+    for fams in members.values():
+        _freeze_unresizable(fams)
         if len(fams) > 1:
+            reads = [r for f in fams for r in getattr(f, "reads", ())]
+            coupled = [c.weight_name for f in fams for c in getattr(f, "coupled", ())]
+            key = coupled[0] if coupled else max(dict.fromkeys(reads), key=reads.count)
             frozen = next((f.frozen for f in fams if f.frozen), "")
             for f in fams:
                 f.tie, f.frozen = key, f.frozen or (f"tied to a family with frozen heads: {frozen}" if frozen else "")
+
+
+def _freeze_unresizable(fams: list) -> None:
+    """Freeze ``fams`` (one tie group) when a computed per-head tensor they read is made in a module outside
+    all of them: its head axis would keep the old size after strip."""
+    def inside(mod: str) -> bool:
+        return any(not f.fqn or mod == f.fqn or mod.startswith(f.fqn + ".") for f in fams)
+    outside = [r for f in fams for r in getattr(f, "reads", ()) if not inside(r.rpartition(":")[0])]
+    if outside:
+        where = outside[0].rpartition(":")
+        why = (f"per-head tensor {where[2]} is computed in {where[0] or 'the top module'}, outside the attention "
+               f"modules whose head counts strip updates: strip cannot resize it")
+        for f in fams:
+            f.frozen = f.frozen or why
 
 
 def _unique(found: list, unmatched: list) -> list:

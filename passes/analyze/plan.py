@@ -22,6 +22,9 @@ have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv h
 granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
 tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
 and added in every layer): their heads are one tied granule, the same heads go everywhere.
+``reads`` names per-head tensors computed in the forward, not parameters (T5's cross-attention
+``zeros(1, n_heads, q, k)`` bias, made by the first layer and added in every later one), as
+``module:node``: families reading one are tied too (its shape follows the first reader's head count).
 ``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
 constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
 ``up``/``gate``/``down`` have ``width`` granules of size 1. The residual stream (``Plan.residual``,
@@ -116,10 +119,11 @@ class AttentionFamily:
     tie: str = ""     # families with the same tie share their heads (one tensor read by all of them)
     frozen: str = ""  # why these heads cannot be stripped ("" = they can)
     shared: tuple[str, ...] = ()  # tensors every head reads alike (rotary tables): never sliced
+    reads: tuple[str, ...] = ()  # computed per-head-shaped tensors ("module:node"), e.g. T5's zeros bias
 
     def __post_init__(self):
         self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
-        self.shared = tuple(self.shared)
+        self.shared, self.reads = tuple(self.shared), tuple(self.reads)
 
     @property
     def granules(self) -> int:
@@ -132,7 +136,10 @@ class AttentionFamily:
     def describe(self) -> str:
         kv = f" (kv {self.num_kv_heads})" if self.num_kv_heads != self.num_heads else ""
         extra = f", tied {self.tie}" if self.tie else ""
-        extra += f", + {', '.join(c.weight_name for c in self.coupled)}" if self.coupled else ""
+        coupled = [n for n in dict.fromkeys(c.weight_name for c in self.coupled) if n != self.tie]
+        reads = [n for n in self.reads if n != self.tie]
+        extra += f", + {', '.join(coupled)}" if coupled else ""
+        extra += f", reads {', '.join(reads)}" if reads else ""
         extra += f", FROZEN: {self.frozen}" if self.frozen else ""
         return f"{self.num_heads}{kv} x {self.head_dim}{extra}"
 

@@ -12,6 +12,15 @@ alike is shared (recorded: torch-pruning may see it as coupled). A per-head term
 (ALiBi slopes computed from constants), a leaf that mixes heads, or a leaf that also feeds a projection
 outside the term (WavLM reads the residual stream as heads) makes the heads *frozen*: strip cannot keep
 them consistent, so they stay. ``path_sides.py`` brings the same question to the q / k / v paths.
+
+A term can also carry heads in its *shape* only: T5's first cross-attention adds
+``zeros(1, n_heads, q, k)`` and the decoder hands that very tensor to every later cross-attention.
+Its values are the same for every head (nothing to slice), but its head axis is sized by one module's
+head count. Such a tensor (the term, or a head-shaped operand of the elementwise ops that build it),
+when neither computed from the family's own projections nor from a coupled tensor, is *read* by the
+family (``AttentionFamily.reads``, named ``module:node``): ``analyze`` ties the families that read one
+(same heads everywhere, so the recomputed shape fits them all), and freezes them when it is made
+outside every such family (strip updates head counts only inside the families' modules).
 """
 from __future__ import annotations
 
@@ -112,11 +121,62 @@ class Found:
     def __init__(self):
         self.coupled: dict[str, Slice] = {}
         self.shared: set[str] = set()
+        self.reads: dict[str, None] = {}  # computed per-head-shaped tensors, "module:node", in order
 
 
 def analyze_term(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: int, values: NodeValues,
                  stop: set, found: Found) -> str:
-    """Classify the leaves behind one per-element-head-labelled ``term``; returns why frozen, or ""."""
+    """Classify the leaves behind one per-element-head-labelled ``term`` and record the computed
+    head-shaped tensors it is built from; returns why frozen, or ""."""
+    why = _classify(g, model, term, ids, heads, values, stop, found)
+    if not why:
+        for node in _head_shaped(term, ids, values, stop):
+            if _computed(g, node, stop, found):
+                found.reads[f"{g.module_of(node)}:{node.name}"] = None
+    return why
+
+
+def _head_axis(val, ids: torch.Tensor) -> bool:
+    """``val`` (broadcast against ``ids``) has an axis of size > 1 along which the head label changes:
+    its shape follows the head count."""
+    if not isinstance(val, torch.Tensor) or val.dim() > ids.dim():
+        return False
+    lead = ids.dim() - val.dim()
+    for d in range(lead, ids.dim()):
+        if val.shape[d - lead] > 1 and ids.shape[d] > 1 and \
+                not torch.equal(ids, ids.narrow(d, 0, 1).expand_as(ids)):
+            return True
+    return False
+
+
+def _head_shaped(term: Node, ids: torch.Tensor, values: NodeValues, stop: set) -> list[Node]:
+    """``term`` and the operands of the elementwise ops building it that carry the head axis."""
+    if term in stop or not _head_axis(values[term], ids):
+        return []
+    out, queue = [term], [term]
+    while queue:
+        n = queue.pop(0)
+        if n.op != "call_function" or not (is_pointwise(n) or op_name(n) == "where"):  # where.ScalarOther: untagged
+            continue
+        for a in n.all_input_nodes:
+            if a not in out and a not in stop and a.op == "call_function" and _head_axis(values[a], ids):
+                out.append(a)
+                queue.append(a)
+    return out
+
+
+def _computed(g: Graph, node: Node, stop: set, found: Found) -> bool:
+    """``node`` is computed from neither the family's own projections nor a coupled tensor (whose
+    slicing already resizes it)."""
+    leaves, inner = _leaves(g, node, stop)
+    if any(a in stop for n in inner for a in n.all_input_nodes):
+        return False
+    return not any(_leaf_name(g, leaf) in found.coupled for leaf in leaves)
+
+
+def _classify(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: int, values: NodeValues,
+              stop: set, found: Found) -> str:
+    """Classify the leaves behind ``term`` (coupled, shared or frozen); returns why frozen, or ""."""
     val = values[term]
     if not isinstance(val, torch.Tensor) or not val.is_floating_point():
         return ""
@@ -157,21 +217,22 @@ def analyze_term(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, head
     return ""
 
 
-def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily,
-                 values: NodeValues) -> tuple[list[Slice], tuple[str, ...], str]:
-    """``(coupled per-head tensors, head-shared tensors, why frozen or "")`` of ``fam`` at ``site``."""
+def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values: NodeValues) -> \
+        tuple[list[Slice], tuple[str, ...], tuple[str, ...], str]:
+    """``(coupled per-head tensors, head-shared tensors, computed head-shaped tensors read, why frozen
+    or "")`` of ``fam`` at ``site``."""
     from passes.analyze.path_sides import path_terms
     own = {s.weight_name for s in fam.slices}
     stop = {p.node for p in g.projections() if p.weight in own}
     found = Found()
     terms, why = path_terms(g, site, fam, values, stop)
     if why:
-        return [], (), why
+        return [], (), (), why
     for term, ids, heads in _terms(g, site, fam, values) + terms:
         why = analyze_term(g, model, term, ids, heads, values, stop, found)
         if why:
-            return [], (), why
-    return list(found.coupled.values()), tuple(sorted(found.shared)), ""
+            return [], (), (), why
+    return list(found.coupled.values()), tuple(sorted(found.shared)), tuple(found.reads), ""
 
 
 def _feeds_projection(g: Graph, leaf: Node, limit: int = 300) -> Optional[str]:
