@@ -36,11 +36,10 @@ with the reason (``analyze(..., strict=True)`` raises instead).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
-from passes.io import read_json, write_text
+from passes.io import JsonDataclass
 
 ATTENTION = "attention"
 FEED_FORWARD = "ffn"
@@ -214,7 +213,7 @@ class Unmatched:
 
 
 @dataclass
-class Plan:
+class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict / from_dict below
     """Families keyed by their module FQN, plus what was traced and what could not be matched.
     ``residual`` (the residual stream, only when asked for) is kept apart from ``families`` (which
     holds per-layer families only); ``all_families()`` lists both, keyed ``"residual"`` for the stream."""
@@ -277,18 +276,6 @@ class Plan:
         plan = cls.from_families(fams, d.get("model_class", ""))
         plan.unmatched = [Unmatched(**u) for u in d.get("unmatched", [])]
         return plan
-
-    def to_json(self, path: Optional[str] = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            write_text(path, text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str) -> "Plan":
-        if text_or_path.lstrip().startswith("{"):
-            return cls.from_dict(json.loads(text_or_path))
-        return cls.from_dict(read_json(text_or_path, "Plan file"))
 
     # -- structure ---------------------------------------------------------------------------
     def blocks(self) -> list[str]:
