@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -199,3 +201,16 @@ class JsonDataclass:
         if not text_or_path.lstrip().startswith("{"):
             return cls.from_dict(read_json(text_or_path, f"{cls.__name__} file"))
         return cls.from_dict(json.loads(text))
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str = ""):
+    """Raise logger ``name`` (``""``: the root logger) to ERROR inside the block: libraries that log advice
+    or notices at WARNING (onnxruntime's quantizer and fuser, the dynamo exporter) stay out of the output."""
+    log = logging.getLogger(name or None)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)

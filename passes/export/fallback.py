@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import logging
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from typing import Optional
 import torch
 
 from passes.export.inputs import InputSpec
+from passes.io import quiet_logger
 
 # (category name, file regex, message regex): warnings known to be harmless for our exports
 HARMLESS = (
@@ -164,23 +164,11 @@ def run_exporter(wrapper: torch.nn.Module, attempt: Attempt, out: str, opset: Op
             from exc
 
 
-@contextlib.contextmanager
-def _quiet_logger(name: str):
-    """The dynamo exporter logs optional-dependency notices ("torchvision is not installed") at WARNING."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def _dynamo(wrapper, spec: InputSpec, args, out: str, opset: Optional[int], output_name: str = "output"):
     from torch.export import Dim
     shapes = tuple({ax: Dim.AUTO for ax in spec.dynamic_axes.get(n, {})} for n in spec.names)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            _quiet_logger("torch.onnx._internal.exporter._registration"):  # progress, graphs, notices
+            quiet_logger("torch.onnx._internal.exporter._registration"):  # progress, graphs, notices
         prog = torch.onnx.export(wrapper, args, dynamic_shapes=(shapes,), input_names=list(spec.names),
                                  output_names=[output_name], opset_version=opset, dynamo=True,
                                  external_data=False, optimize=True)

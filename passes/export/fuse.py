@@ -69,27 +69,21 @@ def pin_head_counts(model) -> int:
 def fuse_attention(src: str, dst: str, attention: bool = True) -> dict:
     """Pinned head counts, then ORT's BERT fusions (see the module doc); ``attention=False``: all but
     the Attention fusion (SkipLayerNormalization, BiasGelu, EmbedLayerNormalization alone)."""
-    import logging
 
     import onnx
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
-    from passes.io import atomic_path
+    from passes.io import atomic_path, quiet_logger
     model = onnx.load(src)
     pinned = pin_head_counts(model)
     options = FusionOptions("bert")
     options.enable_attention = attention
-    log = logging.getLogger("onnxruntime.transformers")  # per-layer widths != hidden size: expected here
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        with atomic_path(dst, suffix=".tmp.onnx") as tmp:
-            onnx.save(model, tmp)
-            opt = optimizer.optimize_model(tmp, model_type="bert", num_heads=0, hidden_size=0, opt_level=0,
-                                           optimization_options=options)
-            opt.save_model_to_file(tmp)
-    finally:
-        log.setLevel(level)
+    # per-layer widths != hidden size: the fuser's warnings about it are expected here
+    with quiet_logger("onnxruntime.transformers"), atomic_path(dst, suffix=".tmp.onnx") as tmp:
+        onnx.save(model, tmp)
+        opt = optimizer.optimize_model(tmp, model_type="bert", num_heads=0, hidden_size=0, opt_level=0,
+                                       optimization_options=options)
+        opt.save_model_to_file(tmp)
     heads = [int(a.i) for n in onnx.load(dst).graph.node if n.op_type == "Attention" for a in n.attribute
              if a.name == "num_heads"]
     return {"pinned_reshapes": pinned, "fused": {k: v for k, v in opt.get_fused_operator_statistics().items() if v},

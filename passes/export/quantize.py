@@ -12,13 +12,11 @@ model's, and the max |logit difference|. ``check_agreement`` raises ``Quantizati
 """
 from __future__ import annotations
 
-import logging
 import os
-from contextlib import contextmanager
 
 import numpy as np
 
-from passes.io import atomic_path
+from passes.io import atomic_path, quiet_logger
 
 # int8 predictions must equal the fp32 slim model's on >= 95 % of the rows. Flips happen on the rows
 # closest to the decision boundary: the quick MiniLM job (flops:0.5) agreed on 96.25 % of 400 test rows
@@ -30,18 +28,6 @@ class QuantizationError(RuntimeError):
     """The int8 model disagrees with the fp32 model on too many predictions."""
 
 
-@contextmanager
-def _quiet_root_logger():
-    """quant_pre_process / quantize_dynamic log advice on the root logger; keep it out of the run's output."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def quantize_int8(src: str, dst: str) -> dict:
     """Dynamic int8 quantization of the ONNX file ``src`` into ``dst``; returns what was done."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -50,7 +36,8 @@ def quantize_int8(src: str, dst: str) -> dict:
     if not str(dst).endswith(".onnx"):
         raise ValueError(f"int8 output must end with .onnx, got {dst!r}")
     notes = []
-    with atomic_path(dst, suffix=".tmp.onnx") as tmp, _quiet_root_logger():
+    # quant_pre_process / quantize_dynamic advise on the root logger: kept out of the run's output
+    with atomic_path(dst, suffix=".tmp.onnx") as tmp, quiet_logger():
         pre = tmp[: -len(".onnx")] + ".pre.onnx"
         try:
             quant_pre_process(src, pre, skip_symbolic_shape=True)
