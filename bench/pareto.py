@@ -129,8 +129,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
         ok = q["status"] == "ok"
         out.append({"row": r["row"], "target": r["target"], "flops": r.get("flops_fraction", 1.0), "test": r["test_acc"],
                     "drop": 100 * (r["test_acc"] - ref), "speedup": sp.get("slim", {"median": 1.0})["median"],
-                    "int8_test": q["test"] if ok else float("nan"), "int8_drop": 100 * (q["test"] - ref) if ok else
-                    float("nan"), "int8_speedup": sp["int8"]["median"] if ok else float("nan"),
+                    "int8_test": q["test"] if ok else "rejected", "int8_drop": 100 * (q["test"] - ref) if ok else
+                    "-", "int8_speedup": sp["int8"]["median"] if ok else "-",
                     "agreement": q["agreement"]})
     return out
 

@@ -287,10 +287,11 @@ def speed_rows(report: dict) -> list[tuple[str, str]]:
 
 
 def format_table(rows, columns, markdown: bool = False) -> str:
-    """Plain-text (or GitHub markdown) table; ``columns`` are ``(key, header, format spec)``."""
+    """Plain-text (or markdown) table; ``columns``: ``(key, header, format spec)``; strings shown as is."""
     cells = [[h for _, h, _ in columns]]
     for row in rows:
-        cells.append([format(row[k], spec) if spec else str(row[k]) for k, _, spec in columns])
+        cells.append([format(row[k], spec) if spec and not isinstance(row[k], str) else str(row[k])
+                      for k, _, spec in columns])
     if markdown:
         lines = ["| " + " | ".join(r) + " |" for r in cells]
         lines.insert(1, "|" + "|".join("---" for _ in columns) + "|")
