@@ -9,8 +9,7 @@ import pytest
 
 from leap_fx import cli
 from leap_fx.run import PruneOptions
-from tests.conftest import tiny_bert
-from tests.test_pipeline import write_tiny_corpus
+from tests.test_pipeline import tiny_model_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,10 +75,7 @@ def test_bad_input_in_a_subprocess_has_no_traceback(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    csv_path, tok, model_dir = tiny_model_folder(folder)
     return folder, csv_path, model_dir
 
 

@@ -1,7 +1,6 @@
 """The method protocol: one registry feeds every list, the mask carrier's owner protocol (real-valued and
 deterministic masks fold exactly), layer-wise distillation as an objective, and the one-shot path
 (l2-oneshot: prepare -> calibrate -> fold -> strip -> export)."""
-import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar

@@ -32,6 +32,15 @@ def write_tiny_corpus(folder, rows=160, seed=0):
     return path, BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
 
 
+
+def tiny_model_folder(folder):
+    """A tiny corpus and a saved tiny BERT with its tokenizer in ``folder``: ``(csv_path, tokenizer, model_dir)``."""
+    csv_path, tok = write_tiny_corpus(str(folder))
+    model_dir = folder / "tiny-bert"
+    tiny_bert().save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    return csv_path, tok, model_dir
+
 def tiny_options(csv_path, out, **kw):
     base = dict(data=csv_path, text_column="review", label_column="sentiment", out=str(out),
                 granularity="structured", target_density=0.5, epochs=2, teacher_epochs=6, batch_size=16,

@@ -19,6 +19,7 @@ from leap_fx.methods.magnitude import MagnitudeConfig
 from leap_fx.train import TrainConfig, train
 from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
 from tests.test_train import owners_state, toy_data
+from tests.test_pipeline import tiny_model_folder
 from tests.conftest import tiny_bert
 
 STEPS, EVERY = 24, 4
@@ -203,12 +204,8 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.fixture(scope="module")
 def cli_setup(tmp_path_factory):
-    from tests.test_pipeline import write_tiny_corpus
     folder = tmp_path_factory.mktemp("cli_resume")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    csv_path, tok, model_dir = tiny_model_folder(folder)
     common = ["prune", "--model", str(model_dir), "--data", csv_path, "--text-column", "review", "--label-column",
               "sentiment", "--max-length", "16", "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
               "--cache-dir", str(folder / "cache"), "--granularity", "hybrid", "--block-size", "8",

@@ -11,7 +11,7 @@ import pytest
 
 from leap_fx import cli
 from tests.conftest import tiny_bert
-from tests.test_pipeline import write_tiny_corpus
+from tests.test_pipeline import tiny_model_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,10 +29,7 @@ def slim_run(tmp_path_factory):
     from leap_fx.run import run_prune
     from tests.test_pipeline import tiny_options
     folder = tmp_path_factory.mktemp("cli_hostile")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    csv_path, tok, model_dir = tiny_model_folder(folder)
     out = folder / "run"
     run_prune(tiny_options(csv_path, out, epochs=1), model=tiny_bert(), tokenizer=tok, teacher=tiny_bert(seed=3))
     return folder, out, csv_path, model_dir

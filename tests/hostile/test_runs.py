@@ -11,17 +11,15 @@ import torch
 from leap_fx.run import run_prune
 from leap_fx.run.rundir import MANIFEST
 from tests.conftest import tiny_bert
+from tests.test_pipeline import tiny_model_folder
 from tests.hostile.test_rundir import snapshot
-from tests.test_pipeline import tiny_options, write_tiny_corpus
+from tests.test_pipeline import tiny_options
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile_runs")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    csv_path, tok, model_dir = tiny_model_folder(folder)
     return folder, csv_path, model_dir, tok
 
 
