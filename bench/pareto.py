@@ -1,12 +1,15 @@
-"""Speed vs accuracy: every method that produces structure, at several FLOPs targets, fp32 and int8.
+"""Speed, size and accuracy: every method, at FLOPs targets (structure) and density targets (sparsity),
+fp32 and int8.
 
-    python -m bench.pareto [--targets flops:0.7,flops:0.5,flops:0.35,flops:0.25] [--rows 'leap-*']
+    python -m bench.pareto [--targets flops:0.5,flops:0.25,density:0.1] [--rows 'leap-*']
                            [--quick] [--work-dir /tmp/leap-fx-pareto] [--out bench/results/pareto.json]
 
 Rows: ``dense`` (the fine-tuned teacher, and its int8 copy) and ``<method>-<granularity>-<target>`` for
 every registered method whose bench granularity gives a structured config (``MaskSpec.structured``:
 whole heads and neurons, so strip really shrinks the graph); today LEAP ``structured`` and
-``l2-oneshot``, and a method registered later (Kwon, CoFi) joins by existing. Every row is one
+``l2-oneshot``, and a method registered later (Kwon, CoFi) joins by existing. A ``density:`` target
+gives rows for the unstructured methods (``SPARSE_METHODS``: SparseBERT and its magnitude baseline),
+whose gain is the file (stored compactly, ``passes/export/sparse.py``), not the speed. Every row is one
 ``run_prune`` job (full mode unless ``--quick``) from one shared dense teacher (``bench.accuracy.Bench``)
 with ``quantize="int8"``; test accuracy is the exported model's in onnxruntime. Then dense / slim /
 slim-int8 graphs are timed in onnxruntime, interleaved, at batch 32 and sequence 128 (``TIMING``,
@@ -34,13 +37,15 @@ from leap_fx.run.speed import quantized_result
 from passes.io import read_json, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = ("flops:0.7", "flops:0.5", "flops:0.35", "flops:0.25")
+TARGETS = ("flops:0.7", "flops:0.5", "flops:0.35", "flops:0.25", "density:0.1", "density:0.05")
+SPARSE_METHODS = ("sparsebert", "magnitude")  # the rows of a density target (unstructured)
 TIMING = {"batch": 32, "seq": 128}  # defaults of --timing-batch / --timing-seq
 TIMING_REPS = {"quick": (1, 5), "full": (2, 20)}  # (warmup, repetitions)
 COLUMNS = [("row", "row", ""), ("target", "target", ""), ("flops", "encoder FLOPs", ".3f"),
            ("test", "test acc (ORT)", ".4f"), ("drop", "drop pt", "+.2f"), ("speedup", "speedup b32 s128", ".2f"),
            ("int8_test", "int8 test acc", ".4f"), ("int8_drop", "int8 drop pt", "+.2f"),
-           ("int8_speedup", "int8 speedup", ".2f"), ("agreement", "int8 agreement", ".3f")]
+           ("int8_speedup", "int8 speedup", ".2f"), ("agreement", "int8 agreement", ".3f"),
+           ("file", "file x dense", ".3f"), ("int8_file", "int8 file x dense", ".3f")]
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,16 @@ def structured_methods() -> list[tuple[str, str]]:
     return out
 
 
+def sparse_methods() -> list[tuple[str, str]]:
+    """``(method, "unstructured")`` of the registered ``SPARSE_METHODS``."""
+    return [(m, "unstructured") for m in SPARSE_METHODS if m in pruning_methods()]
+
+
 def all_rows(targets) -> list[ParetoRow]:
     rows = [ParetoRow("dense", "dense")]
-    for t in targets:
-        rows += [ParetoRow(f"{m}-{g}-{Target.parse(t).unit}{Target.parse(t).value:g}", m, g, str(Target.parse(t)))
-                 for m, g in structured_methods()]
+    for t in map(Target.parse, targets):
+        methods = sparse_methods() if t.unit == "density" else structured_methods()
+        rows += [ParetoRow(f"{m}-{g}-{t.unit}{t.value:g}", m, g, str(t)) for m, g in methods]
     return rows
 
 
@@ -121,6 +131,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
     """The README table's cells from complete result rows (dense test accuracy = the reference)."""
     dense = next((r for r in rows if r["row"] == "dense" and r.get("status") == "complete"), None)
     ref = dense["test_acc"] if dense else float("nan")
+    dense_bytes = dense["onnx_bytes"] if dense else float("nan")
     out = []
     for r in rows:
         if r.get("status") != "complete":
@@ -131,7 +142,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
                     "drop": 100 * (r["test_acc"] - ref), "speedup": sp.get("slim", {"median": 1.0})["median"],
                     "int8_test": q["test"] if ok else "rejected", "int8_drop": 100 * (q["test"] - ref) if ok else
                     "-", "int8_speedup": sp["int8"]["median"] if ok else "-",
-                    "agreement": q["agreement"]})
+                    "agreement": q["agreement"], "file": r["onnx_bytes"] / dense_bytes,
+                    "int8_file": q["size_bytes"] / dense_bytes if ok else "-"})
     return out
 
 

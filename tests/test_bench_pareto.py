@@ -9,11 +9,12 @@ from tests.conftest import tiny_bert
 from tests.test_bench_accuracy import overrides
 from tests.test_pipeline import write_tiny_corpus
 
-ROWS = "dense,leap-structured-flops0.5,l2-oneshot-structured-flops0.5"
+ROWS = "dense,leap-structured-flops0.5,l2-oneshot-structured-flops0.5,magnitude-unstructured-density0.2"
+TARGETS = ["flops:0.5", "density:0.2"]
 
 
 def run(folder, csv_path, tok, *extra):
-    argv = ["--quick", "--targets", "flops:0.5", "--rows", ROWS, "--epochs", "6", "--timing-batch", "4",
+    argv = ["--quick", "--targets", ",".join(TARGETS), "--rows", ROWS, "--epochs", "6", "--timing-batch", "4",
             "--timing-seq", "16", "--work-dir", str(folder / "work"), "--out", str(folder / "pareto.json"),
             "--quiet", *extra]
     return pareto.main(argv, model=tiny_bert(), tokenizer=tok, overrides=overrides(csv_path))
@@ -30,15 +31,16 @@ def test_rows_come_from_the_registry_structured_methods():
     methods = pareto.structured_methods()
     assert ("leap", "structured") in methods and ("l2-oneshot", "structured") in methods
     assert not [m for m, _ in methods if m in ("magnitude", "movement")]  # unstructured in their papers
-    names = [r.name for r in pareto.all_rows(["flops:0.7", "flops:0.25"])]
-    assert names[0] == "dense" and "leap-structured-flops0.25" in names and len(names) == 1 + 2 * len(methods)
+    names = [r.name for r in pareto.all_rows(["flops:0.7", "flops:0.25", "density:0.1"])]
+    assert names[0] == "dense" and "leap-structured-flops0.25" in names
+    assert names[1 + 2 * len(methods):] == ["sparsebert-unstructured-density0.1", "magnitude-unstructured-density0.1"]
 
 
 def test_rows_have_accuracy_int8_and_interleaved_timing(bench_run, capsys):
     folder, _, _, result = bench_run
     saved = json.loads((folder / "pareto.json").read_text())
     rows = {r["row"]: r for r in saved["rows"]}
-    assert list(rows) == [r.name for r in pareto.all_rows(["flops:0.5"]) if r.name in ROWS.split(",")]  # registry order
+    assert list(rows) == [r.name for r in pareto.all_rows(TARGETS) if r.name in ROWS.split(",")]  # registry order
     assert set(rows) == set(ROWS.split(",")) and all(r["status"] == "complete" for r in rows.values())
     for name, r in rows.items():
         t = r["timing"]
@@ -55,6 +57,12 @@ def test_rows_have_accuracy_int8_and_interleaved_timing(bench_run, capsys):
     leap_cell = next(c for c in cells if c["row"] == "leap-structured-flops0.5")
     assert leap_cell["drop"] == pytest.approx(100 * (leap["test_acc"] - rows["dense"]["test_acc"]))
     assert saved["settings"]["methods"] == [list(m) for m in pareto.structured_methods()]
+    sparse = next(c for c in cells if c["row"] == "magnitude-unstructured-density0.2")
+    assert rows["magnitude-unstructured-density0.2"]["density"] == pytest.approx(0.2, abs=0.01)
+    assert sparse["file"] < 0.9 and cells[0]["file"] == 1.0  # zeros stored compactly; the dense file is 1x
+    packed = rows["magnitude-unstructured-density0.2"]["int8"]["compact"]  # int8 compacted as well
+    assert len(packed["tensors"]) == 12 and max(packed["max_abs_diff"].values()) == 0.0
+    assert all(t["bytes"] < 0.5 * t["dense_bytes"] for t in packed["tensors"].values())
 
 
 def test_second_call_skips_finished_rows(bench_run, monkeypatch, capsys):
@@ -66,6 +74,6 @@ def test_second_call_skips_finished_rows(bench_run, monkeypatch, capsys):
     monkeypatch.setattr(pareto, "dense_row", boom)
     again = run(folder, csv_path, tok)
     out = capsys.readouterr().out
-    assert out.count("with the same settings, skipped") == 3
+    assert out.count("with the same settings, skipped") == 4
     assert "\n| row | target | encoder FLOPs | test acc (ORT) |" in out  # the README table
     assert [r["test_acc"] for r in again["rows"]] == [r["test_acc"] for r in first["rows"]]

@@ -1,6 +1,7 @@
 """SparseBERT (Xu et al. 2021): held cubic schedule, exact per-matrix density, TinyBERT distillation with
 attention scores captured in the loop, the pre-trained student and a user's teacher, the whole job."""
 import math
+import os
 
 import pytest
 import torch
@@ -48,6 +49,10 @@ def test_config_checks_and_scorer_variants():
     assert (opts.granularity, opts.student_init) == ("unstructured", "pretrained")  # the method's job defaults
     assert PruneOptions(method="magnitude").resolved().student_init == "teacher"
     assert PruneOptions(method="sparsebert", student_init="teacher").resolved().student_init == "teacher"
+    assert opts.lr == SparseBertConfig.JOB_DEFAULTS["lr"] > PruneOptions(method="magnitude").resolved().lr == 3e-5
+    assert PruneOptions(method="sparsebert", lr=2e-5).resolved().lr == 2e-5  # the user's lr wins
+    with pytest.raises(ValueError, match="lr=0"):
+        PruneOptions(method="sparsebert", lr=0.0)
 
 
 # -- distillation ---------------------------------------------------------------------------------
@@ -192,12 +197,15 @@ def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_
 
 
 def test_run_prune_sparsebert_end_to_end(tiny_model_dir):
-    rep = run_prune(_opts(tiny_model_dir, epochs=2))
+    rep = run_prune(_opts(tiny_model_dir, epochs=2, quantize="int8"))
     assert rep["status"] == "complete" and rep["resolved_options"]["student_init"] == "pretrained"
     for row in rep["density"]["per_matrix"]:
         assert row["density"] == pytest.approx(0.1, abs=1 / row["numel"])
     onnx = rep["onnx"]
     assert onnx["compact"]["tensors"] and onnx["size_bytes"] < onnx["exported_size_bytes"]
     assert max(onnx["compact"]["max_abs_diff"].values()) == 0.0
+    packed = rep["quantized"]["compact"]  # the int8 copy is compacted too: same outputs, smaller file
+    assert packed["tensors"] and max(packed["max_abs_diff"].values()) == 0.0
+    assert rep["quantized"]["size_bytes"] == os.path.getsize(rep["quantized"]["path"]) == packed["bytes"]
     assert rep["accuracy"]["pruned"]["validation"] == pytest.approx(rep["accuracy"]["pruned"]["validation_torch"])
     assert {"hidden", "attention"} <= set(rep["method"]["log_keys"])

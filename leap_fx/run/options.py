@@ -5,7 +5,7 @@ adds to ``MaskSpec``, e.g. LEAP's ``temperature``), validated by building the me
 ``target`` (``"flops:0.5"``, ``masks/target.py``) or ``target_density``, ``granularity`` and ``block_size``
 are shared by every masking method. Without either target the method's ``JOB_DEFAULTS["target"]``
 applies when its granularity can realise it (LEAP: ``structured`` at ``flops:0.5``), else ``density:0.3``.
-A method's ``JOB_DEFAULTS`` may also choose the job's ``granularity`` and ``student_init``
+A method's ``JOB_DEFAULTS`` may also choose the job's ``granularity``, ``student_init`` and ``lr``
 (``METHOD_JOB_FIELDS``).
 
 Budgets left ``None`` take the defaults of the mode (``MODES['quick' | 'full']``), tuned to finish in
@@ -39,7 +39,7 @@ MODES = {
 DEFAULT_GRANULARITY = "hybrid"
 STUDENT_INITS = ("teacher", "pretrained")
 # job fields a method's JOB_DEFAULTS may set (when the user leaves them None) -> default of the others
-METHOD_JOB_FIELDS = {"granularity": DEFAULT_GRANULARITY, "student_init": "teacher"}
+METHOD_JOB_FIELDS = {"granularity": DEFAULT_GRANULARITY, "student_init": "teacher", "lr": 3e-5}
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
 SHARED = ("target_density", "target", "granularity", "block_size")  # MaskSpec fields the job sets for every method
 RECORDS = ("content",)  # what a run's options.json records beside the options (run/fingerprint.py)
@@ -93,7 +93,7 @@ class PruneOptions(JsonDataclass):
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None
     alpha: float = 0.9                 # Eq. 8
-    lr: float = 3e-5
+    lr: Optional[float] = None         # weights' learning rate; None = the method's (3e-5; SparseBERT 2e-4)
     teacher_lr: float = 5e-5
     seed: int = 17
     split_seed: int = 0
@@ -120,7 +120,7 @@ class PruneOptions(JsonDataclass):
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume exclude each other: pick one")
         for name in ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples",
-                     "max_eval_examples"):
+                     "max_eval_examples", "lr"):
             v = getattr(self, name)
             if v is not None and not v > 0:
                 raise ValueError(f"{name}={v} must be > 0 (or left unset for the mode default)")
@@ -140,8 +140,8 @@ class PruneOptions(JsonDataclass):
         return super().from_dict(d)
 
     def resolved(self) -> "PruneOptions":
-        """A copy with every ``None`` budget field filled from ``MODES``, and ``granularity`` / ``student_init``
-        from the method's ``JOB_DEFAULTS`` (else ``METHOD_JOB_FIELDS``) when left ``None``."""
+        """A copy with every ``None`` budget field filled from ``MODES``, and ``granularity`` / ``student_init`` /
+        ``lr`` from the method's ``JOB_DEFAULTS`` (else ``METHOD_JOB_FIELDS``) when left ``None``."""
         mode = MODES["quick" if self.quick else "full"]
         fill = {k: v for k, v in mode.items() if getattr(self, k) is None}
         cls = config_class(self.method)

@@ -23,14 +23,19 @@ def _reps(mode: str, batch: int) -> tuple[int, int]:
     return REPS[mode][1 if batch == 1 else "large"]
 
 
-def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = None) -> dict:
+def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = None, example=None) -> dict:
     """int8 copy of the slim ONNX (``model.int8.onnx``), its test accuracy and agreement with fp32.
-    ``source``: the graph to quantize when ``slim_onnx`` is compacted (same outputs, plain weights)."""
+    ``source``: the graph to quantize when ``slim_onnx`` is compacted (same outputs, plain weights); the
+    int8 file is then compacted too (``passes.export.sparse``, identical outputs, checked on ``example``)."""
     from leap_fx.run.onnx_eval import onnx_predict_logits
     from passes.export.quantize import MIN_AGREEMENT, QuantizationError, agreement, check_agreement, quantize_int8
     import numpy as np
     path = os.path.join(out, "model.int8.onnx")
     info = quantize_int8(source or slim_onnx, path)
+    if source is not None and example is not None:
+        from passes.export.sparse import compact_onnx
+        packed = compact_onnx(path, example)
+        info.update(size_bytes=packed.bytes, compact=packed.to_dict())
     fp32, int8 = onnx_predict_logits(slim_onnx, data.test), onnx_predict_logits(path, data.test)
     labels = np.asarray([int(x) for x in data.test.labels])
     info.update(agreement(fp32, int8), bound=MIN_AGREEMENT, test=float((int8.argmax(-1) == labels).mean()),
@@ -51,7 +56,7 @@ def speed_stage(teacher, example, slim_onnx: str, data, out: str, opts, goal=Non
     from passes.export import export_onnx
     mode = "quick" if opts.quick else "full"
     threads = int(opts.threads) if opts.threads else ORT_SETTINGS["intra_op_num_threads"]
-    quantized = quantized_result(slim_onnx, data, out, quantize_from) if opts.quantize == "int8" else None
+    quantized = quantized_result(slim_onnx, data, out, quantize_from, example) if opts.quantize == "int8" else None
     batches = sorted(set(BATCHES) | ({cost_batch} if goal is not None and goal.unit == "latency" else set()))
     with tempfile.TemporaryDirectory(prefix="leapfx-dense-") as tmp:
         dense = export_onnx(teacher, example, os.path.join(tmp, "dense.onnx"))

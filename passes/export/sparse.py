@@ -9,7 +9,8 @@ two initializers and six standard ops that rebuild it::
 
 A gap over 255 is bridged by stored zeros every 255 positions, so any pattern is exact. At density
 ``d`` a float32 matrix takes about ``(1 + 4) d n`` bytes instead of ``4 n`` (1.25 d x dense; ONNX's own
-``sparse_initializer`` needs int64 indices, 3 d x dense). The rebuild depends on initializers only,
+``sparse_initializer`` needs int64 indices, 3 d x dense); an int8 matrix (symmetric quantization keeps
+a zero weight at 0) about ``2 d n`` bytes instead of ``n``. The rebuild depends on initializers only,
 so onnxruntime's constant folding (graph optimisation level basic and above; the default is all)
 computes it once when the session loads: inference then runs the very same dense graph, with
 outputs identical to the dense file's. With optimisations disabled the rebuild runs on every call
@@ -75,7 +76,7 @@ def _candidates(model, min_elements: int, max_ratio: float):
         if n < min_elements:
             continue
         arr = numpy_helper.to_array(init)
-        if arr.dtype.kind != "f":
+        if arr.dtype.kind not in "fiu":  # float weights, and int8 ones (symmetric quantization keeps 0 at 0)
             continue
         gaps, values = encode(arr)
         if gaps.nbytes + values.nbytes <= max_ratio * arr.nbytes:
