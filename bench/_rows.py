@@ -57,10 +57,11 @@ def exit_with(main: Callable[[], dict], name: str) -> None:
 
 
 def add_row_args(p, name: str, root: str) -> None:
-    """The options every row bench shares (rows, epochs, seed, threads, work dir, output, fresh, quiet)."""
+    """The options every row bench shares (rows, epochs, seed, lr, threads, work dir, output, fresh, quiet)."""
     p.add_argument("--rows", help="comma-separated row names or shell patterns (default: all rows)")
     p.add_argument("--epochs", type=float, help="pruning epochs of every row (default: the mode's)")
     p.add_argument("--seed", type=int, default=17, help="training seed of every row (default: 17)")
+    p.add_argument("--lr", type=float, help="weights' learning rate of every pruned row (default: each method's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads while training (default: 1)")
     p.add_argument("--work-dir", default=f"/tmp/leap-fx-{name}", help="run directories, one per row")
     p.add_argument("--out", default=os.path.join(root, "bench", "results", f"{name}.json"))

@@ -109,7 +109,7 @@ class Bench:
     def __init__(self, args, model=None, tokenizer=None, overrides=None):
         self.args, self.model, self.tokenizer = args, model, tokenizer
         base = dict(quick=args.quick, epochs=args.epochs, seed=args.seed, threads=args.threads,
-                    verbose=not args.quiet)
+                    lr=getattr(args, "lr", None), verbose=not args.quiet)
         fields = set(PruneOptions.__dataclass_fields__)
         base.update({k: v for k, v in (overrides or {}).items() if k in fields})
         self.method_overrides = {k: v for k, v in (overrides or {}).items() if k not in fields}

@@ -42,7 +42,7 @@ PRUNE_HELP = {
     "max_train_examples": "random training subset size (default: all; quick: 1600)",
     "max_eval_examples": "random validation/test subset size (default: all; quick: 400)",
     "alpha": "distillation weight alpha of Eq. 8 (default: 0.9)",
-    "lr": "learning rate of the weights (default: the method's: 3e-5; sparsebert 2e-4)",
+    "lr": "learning rate of the weights (default: the method's: 3e-5; sparsebert 4e-4)",
     "teacher_lr": "learning rate of the dense teacher fine-tune (default: 5e-5)",
     "seed": "training seed (default: 17)",
     "split_seed": "seed of the data split and subsamples (default: 0)",
