@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from leap_fx.run.latency import environment, machine_load
+from leap_fx.costs.timing import environment, machine_load
 from leap_fx.run.report import format_table, live_of_total
 from passes.io import write_json
 

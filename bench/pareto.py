@@ -28,10 +28,10 @@ import torch
 
 from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy import Bench, bench_granularities, dense_row, pruned_row, select
-from leap_fx.masks.target import Target
+from leap_fx.spec.target import Target
 from leap_fx.methods import config_class
-from leap_fx.run import pruning_methods
-from leap_fx.run.latency import ORT_SETTINGS, environment, inputs_at, machine_load, onnx_latency, split_inputs_at
+from leap_fx.methods.registry import config_names as pruning_methods
+from leap_fx.costs.timing import ORT_SETTINGS, environment, inputs_at, machine_load, onnx_latency, split_inputs_at
 from leap_fx.run.report import format_table
 from leap_fx.run.speed import quantized_result
 from passes.io import read_json, write_json

@@ -22,8 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench._random_masks import encoder_flops, fit_target, slim_from_keep
-from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
-                                 paired_ratio_median, summarize, timing_session)
+from leap_fx.costs.timing import ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed, paired_ratio_median, summarize, timing_session
 from leap_fx.run.report import format_table
 from passes.io import write_json
 from passes.measure import count_params as n_params

@@ -25,10 +25,11 @@ from dataclasses import replace
 import torch
 
 from leap_fx.masks.prepare import carriers, original, owners
-from leap_fx.run import PruneOptions
-from leap_fx.run.latency import environment, interleaved_latency, machine_load, paired_ratio_median, summarize
+from leap_fx.methods.request import method_config
+from leap_fx.spec.options import PruneOptions
+from leap_fx.costs.timing import environment, interleaved_latency, machine_load, paired_ratio_median, summarize
 from leap_fx.run.report import format_table
-from leap_fx.train import TrainConfig
+from leap_fx.spec.train import TrainConfig
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def load(tiny: bool):
         cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=64, num_labels=2)
         return BertForSequenceClassification(cfg), 100
-    from leap_fx.models import load_classifier
+    from leap_fx.hf.models import load_classifier
     model, _ = load_classifier(None, num_labels=2)
     return model, model.config.vocab_size
 
@@ -77,7 +78,7 @@ def variants(model, teacher, plan, batch: dict, seq: int, granularities) -> dict
     data = {k: v.repeat(4, *[1] * (v.dim() - 1)) for k, v in batch.items()}
     out = {"plain": (None, None, TrainConfig(**{**cfg.to_dict(), "alpha": 0.0})), "plain+kd": (None, teacher, cfg)}
     for g in granularities:
-        method = replace(PruneOptions(granularity=g).method_config(), cost_seq=seq, cost_batch=cfg.batch_size)
+        method = replace(method_config(PruneOptions(granularity=g)), cost_seq=seq, cost_batch=cfg.batch_size)
         out[f"leap-{g}"] = (method, teacher, cfg)
     loops = {}
     for name, (method, t, c) in out.items():

@@ -4,7 +4,7 @@
 
 Every architecture is built with ``AutoModel.from_config(shrink(model_type))`` (``bench/zoo_shrink.py``:
 a generic shrinker over the usual size fields; random weights), given example inputs from its config
-(``leap_fx.hf_inputs``) and run through ``leap_fx.run.roundtrip``: strict analyze -> a random half of
+(``leap_fx.hf.inputs``) and run through ``leap_fx.run.roundtrip``: strict analyze -> a random half of
 every family's heads / neurons masked (prepare -> fold) -> strip (self-verified) -> ONNX -> parity in
 onnxruntime. Each architecture runs in a forked process with a time limit (a stuck stage is named).
 Prints a README-ready table (architecture -> PASS, or the stage and reason) and writes the JSON.
@@ -48,7 +48,7 @@ def run_one(arch: str, report) -> dict:
     from transformers import AutoModel
 
     from bench.zoo_shrink import shrink
-    from leap_fx.hf_inputs import example_inputs
+    from leap_fx.hf.inputs import example_inputs
     from leap_fx.run.roundtrip import roundtrip
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
     archs = args.only.split(",") if args.only else list(ARCHITECTURES)
     t0 = time.perf_counter()
     results = sweep(archs, max(1, args.workers), args.timeout)
-    from leap_fx.run.latency import environment
+    from leap_fx.costs.timing import environment
     summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers}
     write_json(args.out, {"environment": environment(), "summary": summary, "results": results})
     print(table(results))

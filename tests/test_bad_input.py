@@ -21,7 +21,8 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import leap_fx
-from leap_fx.train import TrainConfig, train
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from leap_fx.train.checks import check_forward_inputs
 from passes.analyze.inputs import accepted_inputs
 from leap_fx.train.checkpoint import read_checkpoint
@@ -185,7 +186,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(corpus, out, **kw):
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     path, tok = corpus
     return run_prune(tiny_options(path, out, epochs=1, **kw), model=tiny_bert(), tokenizer=tok,
@@ -254,7 +255,7 @@ def test_pipeline_tokenizer_inputs_the_model_does_not_take(corpus, tmp_path):
     """DistilBERT takes no token_type_ids, which the BERT tokenizer emits: the error names what it takes."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     torch.manual_seed(0)
     cfg = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=48, max_position_embeddings=64,

@@ -135,7 +135,8 @@ def test_time_batch_refuses_graphs_that_disagree_with_torch(speedup, monkeypatch
 def test_common_summary_table_and_atomic_json(tmp_path):
     from types import SimpleNamespace
 
-    from leap_fx.run import latency, report
+    from leap_fx.costs import timing as latency
+    from leap_fx.run import report
     from passes import io
     common = SimpleNamespace(summarize=latency.summarize, paired_ratio_median=latency.paired_ratio_median,
                              interleaved_latency=latency.interleaved_latency, format_table=report.format_table,

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.methods.magnitude import MagnitudeConfig
-from leap_fx.train import TrainConfig, train
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
 from tests.test_train import owners_state, toy_data
 from tests.test_pipeline import tiny_model_folder
@@ -157,7 +158,7 @@ def test_baseline_resume_restores_schedule_state_and_log_means(tmp_path, monkeyp
     """Magnitude pruning re-ranks under the previous step's mask (the owners' scheduled ``k``, a buffer
     in the checkpoint); the log means span the checkpoint (log_every=3, checkpoint_every=5)."""
     from leap_fx.masks import owners
-    from leap_fx.methods.magnitude import Magnitude
+    from leap_fx.methods.magnitude.handler import Magnitude
     torch.set_num_threads(1)
     seen = []  # (step, scheduled k of every owner when that step starts)
     real = Magnitude.on_step

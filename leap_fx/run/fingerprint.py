@@ -31,7 +31,7 @@ def _data_file(opts, name: str) -> Optional[str]:
 def _model_dir(opts) -> Optional[str]:
     if opts.model is not None:
         return opts.model if os.path.isdir(opts.model) else None
-    from leap_fx.models import default_model_dir
+    from leap_fx.hf.models import default_model_dir
     try:
         return default_model_dir()
     except (ModuleNotFoundError, FileNotFoundError):
@@ -41,7 +41,7 @@ def _model_dir(opts) -> Optional[str]:
 def run_content(opts) -> dict:
     """``{"data": {"path", "sha256"}, ..., "model": {"path", "files": {name: sha256}}}`` for the files
     ``opts`` names (the named dataset's file; the default model when ``opts.model`` is None)."""
-    from leap_fx.models import model_content
+    from leap_fx.hf.models import model_content
     out: dict = {}
     for name in DATA_FIELDS:
         path = _data_file(opts, name)

@@ -59,7 +59,7 @@ def with_max_length(opts, data, tokenizer, model_config=None) -> tuple[object, d
 def check_inputs(opts, data, model=None, tokenizer=None, teacher=None) -> RunInputs:
     """Load and check the model and tokenizer; choose ``max_length`` and tokenise the data (module doc)."""
     from leap_fx.data import example_inputs
-    from leap_fx.models import default_model_dir, load_classifier, load_notes, load_tokenizer
+    from leap_fx.hf.models import default_model_dir, load_classifier, load_notes, load_tokenizer
     from leap_fx.train.checks import check_forward_inputs
     model_dir, notes = None, []
     if model is None:

@@ -23,17 +23,19 @@ import torch
 
 from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
 from leap_fx.data.splits import data_summary
-from leap_fx.methods import build
+from leap_fx.costs.latency_table import latency_table
+from leap_fx.methods.registry import build
+from leap_fx.methods.request import check, method_config, resolve
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
-from leap_fx.run.options import PruneOptions
+from leap_fx.spec.options import PruneOptions
 from leap_fx.run.plots import write_plots
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
 from leap_fx.run.report import build_report, matrix_densities, measure, result_warnings, summary_table
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
-from leap_fx.run.threads import choose_threads
-from leap_fx.train.config import TrainConfig
+from leap_fx.env.threads import choose_threads
+from leap_fx.spec.train import TrainConfig
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
 from passes.io import write_json
@@ -85,7 +87,7 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     tokenizer (at ``opts.max_length``, or at the length chosen from the data when it is None).
     ``pretrained``: the folder's classifier, already loaded (``check_inputs``), used as the student of
     ``student_init="pretrained"``."""
-    from leap_fx.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
+    from leap_fx.hf.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
     from leap_fx.train import accuracy, train
     from leap_fx.train.teacher import train_teacher
     cfg, model_dir = teacher_config(opts), None
@@ -143,7 +145,7 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
     ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
     ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime).
-    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``).
+    ``sublayers``: emptied attention / FFN sub-layers become constants (the config's ``strip_sublayers``).
     ``keep_uncompacted``: also keep the graph before compaction (``model.uncompacted.onnx``, what int8
     quantization reads: its MatMul weights are plain initializers), deleted after the latency stage."""
     from passes.export import save_slim
@@ -169,11 +171,10 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
 def run_method_config(opts: PruneOptions, flop_input: dict):
     """The method's config with flops / latency costs counted at the run's length and batch."""
     seq = int(next(iter(flop_input.values())).shape[1])
-    return replace(opts.method_config(), cost_seq=seq, cost_batch=int(opts.batch_size))
+    return replace(method_config(opts), cost_seq=seq, cost_batch=int(opts.batch_size))
 
 
 def _latency_table(model, plan, example, config, opts):
-    from leap_fx.masks.latency_table import latency_table
     return latency_table(model, plan, example, config.cost_batch, config.cost_seq,
                          cache_dir=opts.cache_dir, use_cache=opts.use_cache, verbose=opts.verbose)
 
@@ -187,7 +188,8 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     by a caller running several jobs).
     """
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
-    opts = options.resolved()
+    check(options)  # the method and its options: a bad request fails before anything is loaded or written
+    opts = resolve(options)
     opts = opts if dist.is_main else replace(opts, verbose=False)
     threads, why = choose_threads(opts.threads)
     torch.set_num_threads(threads)
@@ -237,7 +239,7 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     config = run_method_config(opts, flop_input)
     method = build(config, total_steps(train_cfg, data.train), train_cfg)
     with clock.stage("analyze"):
-        plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
+        plan = analyze(student, example, residual=config.residual)
     if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
         with clock.stage("latency table"):
             _latency_table(student, plan, example, config, opts)
@@ -247,8 +249,8 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
         slim_files = slim_stage(slim, plan, example, tokenizer, out,
-                                compact=method.uses_masks and not getattr(method.config, "structured", True),
-                                sublayers=getattr(method.config, "STRIP_SUBLAYERS", False),
+                                compact=method.uses_masks and not config.structured,
+                                sublayers=config.strip_sublayers,
                                 keep_uncompacted=opts.quantize is not None)
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)

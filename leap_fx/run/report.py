@@ -115,7 +115,7 @@ def result_warnings(report: dict, data) -> list[str]:
 def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str,
             quiet: bool = True) -> dict:
     """Pruned accuracy (ONNX in onnxruntime, and PyTorch), parameters and FLOPs of dense and slim."""
-    from leap_fx.run.onnx_eval import onnx_accuracy
+    from leap_fx.run.evaluate import onnx_accuracy
     from leap_fx.train.evaluate import accuracy
     from passes.measure import count_flops, count_params
     desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")

@@ -27,7 +27,7 @@ def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = Non
     """int8 copy of the slim ONNX (``model.int8.onnx``), its test accuracy and agreement with fp32.
     ``source``: the graph to quantize when ``slim_onnx`` is compacted (same outputs, plain weights); the
     int8 file is then compacted too (``passes.export.sparse``, identical outputs, checked on ``example``)."""
-    from leap_fx.run.onnx_eval import onnx_predict_logits
+    from leap_fx.run.evaluate import onnx_predict_logits
     from passes.export.quantize import MIN_AGREEMENT, QuantizationError, agreement, check_agreement, quantize_int8
     import numpy as np
     path = os.path.join(out, "model.int8.onnx")
@@ -52,7 +52,7 @@ def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = Non
 def speed_stage(teacher, example, slim_onnx: str, data, out: str, opts, goal=None, cost_batch: int = 1,
                 quantize_from: Optional[str] = None) -> dict:
     """Dense / slim (/ int8) latency at batch 1 and 32, file sizes and the int8 result (see module doc)."""
-    from leap_fx.run.latency import ORT_SETTINGS, machine_load, onnx_latency, split_inputs_at
+    from leap_fx.costs.timing import ORT_SETTINGS, machine_load, onnx_latency, split_inputs_at
     from passes.export import export_onnx
     mode = "quick" if opts.quick else "full"
     threads = int(opts.threads) if opts.threads else ORT_SETTINGS["intra_op_num_threads"]

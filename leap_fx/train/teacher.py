@@ -17,7 +17,7 @@ from typing import Optional
 
 from torch import nn
 
-from leap_fx.train.config import TrainConfig
+from leap_fx.spec.train import TrainConfig
 from leap_fx.train.digest import state_sha256
 from passes.io import atomic_dir, read_json, sha256_file, write_json
 
@@ -42,10 +42,10 @@ def cache_root() -> str:
 
 def teacher_key(model_dir: str, data, config: TrainConfig, max_length: int) -> str:
     """Hash of what the teacher is made of (the cache entry's name): the model folder's content
-    (weights, config, tokenizer: :func:`~leap_fx.models.model_content`), the tokenised training
+    (weights, config, tokenizer: :func:`~leap_fx.hf.models.model_content`), the tokenised training
     tensors, the label names, the max length and the hyperparameters. A swapped model file or data
     file gives another key, never the cached teacher of the old content."""
-    from leap_fx.models import model_content
+    from leap_fx.hf.models import model_content
     blob = json.dumps({"model": model_content(model_dir), "train": state_sha256(data.train.features, "train data"),
                        "labels": list(data.label_names), "max_length": max_length,
                        "config": config.to_dict()}, sort_keys=True)
@@ -79,7 +79,7 @@ def entry_problem(path: str, key: str) -> Optional[str]:
 def _load_cached(path: str, tokenizer, data, config: TrainConfig) -> TeacherResult:
     from transformers import AutoModelForSequenceClassification
 
-    from leap_fx.models import quiet_from_pretrained
+    from leap_fx.hf.models import quiet_from_pretrained
     model = quiet_from_pretrained(AutoModelForSequenceClassification, path, use_safetensors=True).eval()
     meta = read_json(os.path.join(path, META), "cached teacher metadata")
     metrics = meta["metrics"]
@@ -108,7 +108,7 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
     loaded (a warning names it) and is trained again.
     """
     from leap_fx.data import load_rotten_tomatoes
-    from leap_fx.models import default_model_dir, load_classifier, load_tokenizer
+    from leap_fx.hf.models import default_model_dir, load_classifier, load_tokenizer
     from leap_fx.train.distributed import Dist
     from leap_fx.train.loop import train
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from leap_fx.run import run_prune
+from leap_fx.run.job import run_prune
 from leap_fx.run.rundir import MANIFEST
 from tests.conftest import tiny_bert
 from tests.test_pipeline import tiny_model_folder
@@ -196,7 +196,7 @@ def test_a_failure_after_out_was_prepared_does_not_block_the_same_command(setup,
 
 
 def test_five_classes_on_a_two_label_head_gets_a_new_head(setup, tmp_path):
-    from leap_fx.models import load_classifier, load_notes
+    from leap_fx.hf.models import load_classifier, load_notes
     m = tiny_bert()
     m.config.architectures = ["BertForSequenceClassification"]
     m.save_pretrained(tmp_path / "two")
