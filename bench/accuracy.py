@@ -35,16 +35,25 @@ import torch
 
 from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy_table import table
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    machine_load,
+    onnx_latency,
+    split_inputs_at,
+)
 from leap_fx.data import example_inputs, flop_inputs, load_data
 from leap_fx.methods.registry import config_class
 from leap_fx.methods.registry import config_names as pruning_methods
 from leap_fx.methods.request import resolve
+from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.run.job import dense_teacher, run_prune
+from leap_fx.run.rundir import RESUME_FREE
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.options import PruneOptions
-from leap_fx.costs.timing import ORT_SETTINGS, environment, machine_load, onnx_latency, split_inputs_at
-from leap_fx.run.rundir import RESUME_FREE
+from passes.export import export_onnx
 from passes.io import write_json
+from passes.measure import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_BATCH = 32
@@ -154,15 +163,12 @@ class Bench:
         """The dense teacher's ONNX (exported once per bench run): ``(path, export report or None)``."""
         path = os.path.join(self.args.work_dir, "dense", "model.onnx")
         if getattr(self, "_dense_export", None) is None or not os.path.isfile(path):
-            from passes.export import export_onnx
             self._dense_export = export_onnx(copy.deepcopy(self.dense_teacher()), example_inputs(self.data.train, 2),
                                              path)
         return path, self._dense_export
 
 
 def dense_row(bench: Bench, row: Row) -> dict:
-    from leap_fx.run.evaluate import onnx_accuracy
-    from passes.measure import count_flops, count_params
     t0 = time.perf_counter()
     teacher = bench.dense_teacher()
     path, export = bench.dense_onnx()

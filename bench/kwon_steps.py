@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 
 from bench import accuracy as acc_bench
+from leap_fx.costs.timing import environment, machine_load
 from leap_fx.data import example_inputs, iterate_batches
 from leap_fx.masks import fold
 from leap_fx.methods import build
 from leap_fx.methods.kwon.config import STAGES, KwonConfig
-from leap_fx.costs.timing import environment, machine_load
 from leap_fx.run.report import format_table
 from leap_fx.train.evaluate import predict_logits
 from passes.analyze import analyze

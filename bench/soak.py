@@ -58,8 +58,12 @@ COLUMNS = [("cycle", "cycle", "d"), ("phase", "kill at", ""), ("after_s", "after
 
 def tiny_setup(folder: str) -> tuple[str, str]:
     """``(model dir, csv path)``: a 2-layer BERT from a config and 200 labelled word-soup reviews."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
     import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sum(WORDS.values(), [])
     model_dir, csv_path = os.path.join(folder, "tiny-model"), os.path.join(folder, "reviews.csv")
     torch.manual_seed(0)

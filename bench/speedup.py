@@ -22,8 +22,20 @@ import torch
 from tqdm.auto import tqdm
 
 from bench._random_masks import encoder_flops, fit_target, slim_from_keep
-from leap_fx.costs.timing import ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed, paired_ratio_median, summarize, timing_session
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    interleaved_latency,
+    machine_load,
+    ort_feed,
+    paired_ratio_median,
+    summarize,
+    timing_session,
+)
 from leap_fx.run.report import format_table
+from passes.analyze import analyze
+from passes.export import export_onnx
+from passes.export.fuse import fuse
 from passes.io import write_json
 from passes.measure import count_params as n_params
 
@@ -122,7 +134,6 @@ FUSION_COLUMNS = [("config", "config", ""), ("fusion", "fusion", ""), ("batch", 
 def fused_sessions(paths: dict, fusions, level: str, sessions: dict, record: dict) -> list:
     """Fused copies of every graph (``passes.export.fuse``) added to ``sessions`` as ``name+fusion``;
     a fusion that fails on any graph is left out (and recorded). Returns the fusions kept."""
-    from passes.export.fuse import fuse
     kept = []
     for fusion in fusions:
         try:
@@ -220,8 +231,6 @@ def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mo
 
 
 def main(argv=None) -> dict:
-    from passes.analyze import analyze
-    from passes.export import export_onnx
     args = parse_args(argv)
     tiny = args.tiny or args.model_config == "tiny"
     mode = MODES["tiny" if tiny else ("quick" if args.quick else "full")]

@@ -26,6 +26,7 @@ import sys
 import time
 
 from leap_fx.costs.timing import environment, machine_load
+from leap_fx.env.threads import choose_threads
 from leap_fx.run.report import format_table
 from passes.io import write_json
 
@@ -40,7 +41,6 @@ def worker(size: str, steps: int, warmup: int, threads: str) -> dict:
     """Time ``steps`` training steps in this process; ``threads``: a number or ``auto``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
-    from leap_fx.env.threads import choose_threads
     n = choose_threads(0)[0] if threads == "auto" else int(threads)
     torch.set_num_threads(n)
     torch.manual_seed(0)

@@ -20,7 +20,11 @@ import tempfile
 import time
 import warnings
 
+from bench.zoo_shrink import shrink
+from leap_fx.costs.timing import environment
+from leap_fx.hf.inputs import example_inputs
 from leap_fx.run.report import format_table
+from leap_fx.run.roundtrip import roundtrip
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,9 +51,6 @@ def run_one(arch: str, report) -> dict:
     import torch
     from transformers import AutoModel
 
-    from bench.zoo_shrink import shrink
-    from leap_fx.hf.inputs import example_inputs
-    from leap_fx.run.roundtrip import roundtrip
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     report("build")
@@ -149,7 +150,6 @@ def main(argv=None) -> dict:
     archs = args.only.split(",") if args.only else list(ARCHITECTURES)
     t0 = time.perf_counter()
     results = sweep(archs, max(1, args.workers), args.timeout)
-    from leap_fx.costs.timing import environment
     summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers}
     write_json(args.out, {"environment": environment(), "summary": summary, "results": results})
     print(table(results))

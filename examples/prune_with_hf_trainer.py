@@ -10,8 +10,8 @@ weights, strip empty heads / neurons, export to ONNX and score it in onnxruntime
 from __future__ import annotations
 
 import argparse
-import json
 import copy
+import json
 import os
 
 import torch

@@ -31,7 +31,7 @@ _EXPORTS = {
     "GRANULARITY_PRESETS": "leap_fx.spec.mask",
     "Target": "leap_fx.spec.target",
     "target_costs": "leap_fx.costs.budget",
-    "latency_table": "leap_fx.costs.latency_table",
+    "latency_table": "leap_fx.costs.latency",
     "quantize_int8": "passes.export.quantize",
     "GranuleMask": "leap_fx.masks.carrier",
     "LeapScores": "leap_fx.masks.topk",

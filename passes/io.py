@@ -12,9 +12,9 @@ Both packages use these (``passes`` is the lower layer, so they live here):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
-import contextlib
 import json
 import logging
 import os

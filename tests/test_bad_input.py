@@ -23,9 +23,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 import leap_fx
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import train
+from leap_fx.train.checkpoint import read_checkpoint
 from leap_fx.train.checks import check_forward_inputs
 from passes.analyze.inputs import accepted_inputs
-from leap_fx.train.checkpoint import read_checkpoint
 from tests import models
 from tests.conftest import tiny_bert
 from tests.test_train import toy_data

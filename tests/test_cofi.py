@@ -151,7 +151,11 @@ def test_lagrangian_drives_expected_size_to_the_target(target):
 
 
 def test_layer_map_distillation_loss_decreases():
-    from leap_fx.objectives.layer_match import MatchedLayerKD, ordered_match, spaced_layers
+    from leap_fx.objectives.layer_match import (
+        MatchedLayerKD,
+        ordered_match,
+        spaced_layers,
+    )
     from leap_fx.objectives.outputs import Outputs
     from leap_fx.objectives.taps import capture
     assert spaced_layers(12) == [2, 5, 8, 11] and spaced_layers(6) == [1, 2, 4, 5] and spaced_layers(2) == [0, 1]

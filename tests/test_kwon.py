@@ -8,14 +8,14 @@ import torch
 
 from leap_fx.masks import fold, owners
 from leap_fx.methods import build
-from leap_fx.methods.kwon.config import KwonConfig
-from leap_fx.methods.kwon.handler import KwonMask, mean_tokens
 from leap_fx.methods.kwon.batches import by_length
 from leap_fx.methods.kwon.capture import capture, out_weight, output_weights
+from leap_fx.methods.kwon.config import KwonConfig
 from leap_fx.methods.kwon.fisher import fisher_loss, mask_gradients, task_loss
-from leap_fx.objectives.outputs import logits_of
+from leap_fx.methods.kwon.handler import KwonMask, mean_tokens
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
 from leap_fx.methods.kwon.tune import columns, normal_equations, teacher_targets
+from leap_fx.objectives.outputs import logits_of
 from passes.analyze import analyze
 from tests import models
 from tests.conftest import tiny_bert

@@ -54,9 +54,10 @@ def imports():
                     names = [a.name for a in child.names]
                 else:
                     names = []
+                text = "\n".join(lines[child.lineno - 1:child.end_lineno]) if names else ""
                 for name in names:
                     if name.split(".")[0] in ("leap_fx", "passes", "bench"):
-                        out.append((module, name, child.lineno, local, lines[child.lineno - 1]))
+                        out.append((module, name, child.lineno, local, text))
                 visit(child, local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)))
         visit(tree, False)
     return out

@@ -6,11 +6,20 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.masks import GranuleMask as LeapMask
-from leap_fx.methods.registry import prepare_masks as prepare
-from leap_fx.masks import ScheduledTopK, carriers, densities, fold, freeze, owners, param_groups, prepare
+from leap_fx.masks import (
+    ScheduledTopK,
+    carriers,
+    densities,
+    fold,
+    freeze,
+    owners,
+    param_groups,
+    prepare,
+)
 from leap_fx.masks.prune_api import LeapPruning
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.registry import prepare_masks as prepare
 from passes.analyze.plan import AttentionFamily, FeedForwardFamily, Plan, Slice
 from tests.conftest import bert_inputs, tiny_bert
 
@@ -387,6 +396,7 @@ def test_plan_that_does_not_fit_the_model_is_a_value_error():
 
 def test_freeze_scheduled_owner_and_deepcopy_keeps_ties():
     import copy
+
     from leap_fx.methods.movement.config import MovementConfig
     model = prepare(tiny_bert(), MovementConfig(0.5, "structured"), bert_plan())
     _randomize(model)

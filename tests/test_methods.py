@@ -11,22 +11,21 @@ from torch import nn
 
 import leap_fx
 from leap_fx.masks import FixedMask, MaskOwner, fold, owners
-from leap_fx.methods.registry import prepare_masks as prepare
-from leap_fx.spec.mask import MaskSpec
 from leap_fx.methods import register
-from leap_fx.methods.base import OneShotMethod, TrainedMethod
 from leap_fx.methods import registry as registry_mod
-from leap_fx.methods.request import check
+from leap_fx.methods.base import OneShotMethod, TrainedMethod
 from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.l2_oneshot.handler import allocate
 from leap_fx.methods.registry import config_names as pruning_methods
-from leap_fx.run.job import run_prune
-from leap_fx.spec.options import PruneOptions
+from leap_fx.methods.registry import prepare_masks as prepare
+from leap_fx.methods.request import check, method_config
 from leap_fx.objectives.layer_kd import LayerKD
 from leap_fx.objectives.outputs import Outputs
+from leap_fx.run.job import run_prune
+from leap_fx.spec.mask import MaskSpec
+from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import train
-from leap_fx.methods.request import method_config
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
 from tests.test_pipeline import tiny_options, write_tiny_corpus

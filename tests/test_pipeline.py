@@ -7,9 +7,9 @@ import random
 import pytest
 
 from leap_fx.data import load_data
+from leap_fx.methods.request import resolve
 from leap_fx.run.job import run_prune
 from leap_fx.spec.options import MODES, PruneOptions
-from leap_fx.methods.request import resolve
 from tests.conftest import tiny_bert
 
 POS = "good great fine nice superb lovely".split()

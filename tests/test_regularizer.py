@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 import leap_fx
-from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.masks import densities, owners, param_groups
-from leap_fx.methods.registry import prepare_masks as prepare
+from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.methods.leap.regularizer import LeapRegularizer
+from leap_fx.methods.registry import prepare_masks as prepare
 from tests.conftest import tiny_bert
 from tests.test_lifecycle import bert_plan
 

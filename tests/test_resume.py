@@ -19,9 +19,9 @@ from leap_fx.methods.magnitude.config import MagnitudeConfig
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import train
 from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
-from tests.test_train import owners_state, toy_data
-from tests.test_pipeline import tiny_model_folder
 from tests.conftest import tiny_bert
+from tests.test_pipeline import tiny_model_folder
+from tests.test_train import owners_state, toy_data
 
 STEPS, EVERY = 24, 4
 ARGS = ["--steps", str(STEPS), "--checkpoint-every", str(EVERY)]

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import leap_fx
+from leap_fx.methods.request import resolve
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import train
 from leap_fx.train.checkpoint import FORMAT, VERSION, read_checkpoint, save_checkpoint
-from leap_fx.methods.request import resolve
 from passes.export.slim_io import MANIFEST, load_slim, save_slim
 from tests import models
 from tests.conftest import tiny_bert

@@ -5,10 +5,15 @@ import os
 import pytest
 import torch
 
-from passes.export.slim_io import MANIFEST, WEIGHTS, load_slim, load_strip_report, save_slim
+from passes.export.slim_io import (
+    MANIFEST,
+    WEIGHTS,
+    load_slim,
+    load_strip_report,
+    save_slim,
+)
 from tests import models
 from tests.test_strip import run, stripped
-
 
 
 def _same_state(a, b):

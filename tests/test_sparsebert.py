@@ -10,17 +10,16 @@ from torch import nn
 
 from leap_fx.masks.topk import keep_count
 from leap_fx.methods import build
+from leap_fx.methods.request import resolve
 from leap_fx.methods.scheduled.handler import cubic_density
 from leap_fx.methods.sparsebert.config import SparseBertConfig
-from leap_fx.run.job import run_prune
-from leap_fx.spec.options import PruneOptions
-from leap_fx.run.job import dense_teacher
 from leap_fx.objectives.outputs import Outputs
+from leap_fx.objectives.taps import capture_scores, recording, taps
+from leap_fx.objectives.tinybert import TinyBertKD, uniform_pairs
+from leap_fx.run.job import dense_teacher, run_prune
+from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import train
-from leap_fx.objectives.tinybert import TinyBertKD, uniform_pairs
-from leap_fx.objectives.taps import capture_scores, recording, taps
-from leap_fx.methods.request import resolve
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
 from tests.test_cli import tiny_model_dir  # noqa: F401 - the saved tiny model dir fixture
@@ -136,10 +135,10 @@ def test_loop_trains_every_matrix_to_exactly_its_kept_count():
 
 
 def test_a_deeper_teacher_is_watched_through_its_own_plan():
-    from leap_fx.train.loop import _Loop
+    from leap_fx.train.loop import Loop
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, log_every=1)
-    loop = _Loop(tiny_bert(), tiny_bert(layers=4, seed=1), toy_data(n=32), None, cfg, SparseBertConfig(0.5), None,
+    loop = Loop(tiny_bert(), tiny_bert(layers=4, seed=1), toy_data(n=32), None, cfg, SparseBertConfig(0.5), None,
                  None, False, True)
     assert len(loop.taps["attention"]) == 2 and len(loop.teacher_taps["attention"]) == 4
     assert loop.teacher_taps["hidden"][-1] == "bert.encoder.layer.3"

@@ -3,12 +3,12 @@ file sizes, --quantize int8 and the target's report (leap_fx/run/speed.py)."""
 import pytest
 
 from leap_fx import cli
-from leap_fx.spec.target import Target
+from leap_fx.methods.request import method_config, resolve
 from leap_fx.run.job import run_prune
-from leap_fx.spec.options import PruneOptions
 from leap_fx.run.report import summary_table
 from leap_fx.run.speed import target_result
-from leap_fx.methods.request import method_config, resolve
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.target import Target
 from tests.conftest import tiny_bert
 from tests.test_pipeline import tiny_options, write_tiny_corpus
 

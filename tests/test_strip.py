@@ -12,12 +12,12 @@ import textwrap
 import pytest
 import torch
 
-from passes.export import first_tensor
 from passes.analyze import analyze
 from passes.analyze.plan import AttentionFamily
+from passes.export import first_tensor
 from passes.strip import strip
-from passes.strip.tensors import bias_name, indices, tensor
 from passes.strip.mha import SlimMultiheadAttention
+from passes.strip.tensors import bias_name, indices, tensor
 from tests import models
 
 HEAD_KINDS = ("out", "v", "qk", "all", "keep")

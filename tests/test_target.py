@@ -6,16 +6,16 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.masks import owners, zero_granules
 from leap_fx.costs.budget import target_costs
 from leap_fx.costs.density import density_costs
 from leap_fx.costs.flops import flops_costs
 from leap_fx.costs.model import CostModel, PiecewiseLinear, uniform_keep
-from leap_fx.spec.target import Target
+from leap_fx.masks import owners, zero_granules
 from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.methods.leap.regularizer import LeapRegularizer
 from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.spec.target import Target
 from passes.analyze import analyze
 from passes.measure import count_flops
 from passes.strip import strip

@@ -9,8 +9,8 @@ import warnings
 import pytest
 
 from leap_fx.env import threads
-from passes.export.fallback import filtered_warnings
 from leap_fx.run.plots import curves_plot, structure_plot
+from passes.export.fallback import filtered_warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

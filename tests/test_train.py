@@ -9,8 +9,8 @@ import torch
 import leap_fx
 from leap_fx.methods.leap.handler import auto_mask_lr
 from leap_fx.methods.scheduled.handler import cubic_density
-from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.objectives.logit_kd import kd_loss, objective
+from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import accuracy, train, warmup_linear
 from leap_fx.train.checkpoint import read_checkpoint

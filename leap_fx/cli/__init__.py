@@ -17,6 +17,7 @@ from leap_fx.cli.analyze import Analyze
 from leap_fx.cli.eval import Eval
 from leap_fx.cli.export import Export
 from leap_fx.cli.prune import Prune
+from leap_fx.env.threads import prefer_passive_waiting
 from leap_fx.spec.options import PruneOptions
 
 __all__ = ["main", "build_parser", "cli_words", "COMMANDS"]
@@ -53,7 +54,6 @@ def build_parser(command: Optional[str] = "all") -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run a command; any error is one line on stderr (exit 2: bad input, 1: failed), ``--debug``
     (or ``LEAP_FX_DEBUG=1``) adds the traceback. Nothing else reaches the user as a raw traceback."""
-    from leap_fx.env.threads import prefer_passive_waiting
     prefer_passive_waiting()  # before torch loads: OpenMP threads sleep, not spin (bench/threads.py)
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)

@@ -32,7 +32,9 @@ class Eval(Command):
 
     @classmethod
     def run(cls, args) -> int:
-        from leap_fx.run.commands.eval import evaluate_command  # import weight: torch, onnxruntime
+        from leap_fx.run.commands.eval import (
+            evaluate_command,  # import weight: torch, onnxruntime
+        )
         for line in evaluate_command(args):
             print(line)
         return 0

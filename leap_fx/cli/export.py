@@ -22,6 +22,8 @@ class Export(Command):
 
     @classmethod
     def run(cls, args) -> int:
-        from leap_fx.run.commands.export import export_command  # import weight: torch, onnx
+        from leap_fx.run.commands.export import (
+            export_command,  # import weight: torch, onnx
+        )
         print(export_command(args.model, args.out, args.tokenizer, args.text, args.atol))
         return 0

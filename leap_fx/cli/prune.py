@@ -128,7 +128,7 @@ class Prune(Command):
     def run(cls, args) -> int:
         options = cls.options(args)
         from leap_fx.run.job import run_prune  # import weight: torch, transformers
-        from leap_fx.train.distributed import init_from_env, shutdown
+        from leap_fx.train.distributed import init_from_env, shutdown  # import weight: torch
         init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
         try:
             report = run_prune(options)  # prints the summary table

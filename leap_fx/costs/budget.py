@@ -12,7 +12,7 @@ from torch import nn
 
 from leap_fx.costs.density import density_costs
 from leap_fx.costs.flops import flops_costs, masked_families
-from leap_fx.costs.latency_table import latency_table
+from leap_fx.costs.latency import latency_table
 from leap_fx.costs.model import CostModel
 
 __all__ = ["COSTS", "target_costs", "cost_seq"]

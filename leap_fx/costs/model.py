@@ -6,7 +6,7 @@ its ``n`` kept granules, plus a ``fixed`` part that no granule removes::
     fraction = (fixed + sum_i c_i(n_i)) / (fixed + sum_i c_i(G_i))
 
 Density and FLOPs are linear (``c_i(n) = n * cost per granule``); latency is a measured curve
-(``latency_table.py``). Every method reads the same model (``budget.target_costs``): LEAP's R(sigma),
+(``latency.py``). Every method reads the same model (``budget.target_costs``): LEAP's R(sigma),
 Kwon's search, CoFi's expected size, l2-oneshot's allocation, the schedules of magnitude / movement.
 """
 from __future__ import annotations

@@ -12,6 +12,9 @@ import sys
 import time
 from typing import Callable, Mapping, Sequence
 
+from passes.export.inputs import InputSpec, make_inputs
+from passes.export.parity import ort_session
+
 # Session settings for timing: 2 intra-op threads, sequential, session-level graph optimizations
 # (not the transformers BERT fuser, which assumes one head count everywhere).
 ORT_SETTINGS = {"intra_op_num_threads": 2, "inter_op_num_threads": 1, "execution_mode": "ORT_SEQUENTIAL",
@@ -20,7 +23,6 @@ ORT_SETTINGS = {"intra_op_num_threads": 2, "inter_op_num_threads": 1, "execution
 
 def timing_session(path: str, level: str = ORT_SETTINGS["graph_optimization_level"], threads: int = 2):
     """The onnxruntime session latencies are measured with (``ORT_SETTINGS``)."""
-    from passes.export.parity import ort_session
     return ort_session(path, threads=threads, level=level)
 
 
@@ -70,7 +72,6 @@ def split_inputs_at(split, batch: int) -> dict:
 def inputs_at(example: dict, batch: int, seq: int) -> dict:
     """Inputs like ``example`` at ``(batch, seq)``: ids redrawn in its range, masks cycled
     (``passes.export.inputs.make_inputs``)."""
-    from passes.export.inputs import InputSpec, make_inputs
     spec = InputSpec.from_example(example)
     return dict(zip(spec.names, make_inputs(spec, batch, seq)))
 

@@ -13,8 +13,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from leap_fx.hf.models import quiet_from_pretrained
-
+from leap_fx.hf.models import check_model_dir, quiet_from_pretrained
 from leap_fx.hf.tasks import TASKS  # noqa: E402 - torch-free, read by the CLI parser
 
 
@@ -145,7 +144,6 @@ def load_any(model_dir: str, task: Optional[str] = None):
     """Any model directory transformers can load, with the Auto class of its task (eval mode)."""
     import transformers
     from transformers import AutoConfig
-    from leap_fx.hf.models import check_model_dir
     check_model_dir(model_dir)  # the folder, config.json and a weights file, each named when missing
     config = AutoConfig.from_pretrained(model_dir)
     auto = getattr(transformers, task_of(config, task))

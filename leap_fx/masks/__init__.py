@@ -9,8 +9,19 @@
 from leap_fx.masks.carrier import BlockSegment, GranuleMask, TiedSegment, granule_sums
 from leap_fx.masks.hard_concrete import HardConcrete
 from leap_fx.masks.owner import FixedMask, MaskOwner
-from leap_fx.masks.prepare import (carriers, densities, fold, freeze, magnitudes, original, owners,
-                                   param_groups, prepare, prunable, zero_granules)
+from leap_fx.masks.prepare import (
+                                   carriers,
+                                   densities,
+                                   fold,
+                                   freeze,
+                                   magnitudes,
+                                   original,
+                                   owners,
+                                   param_groups,
+                                   prepare,
+                                   prunable,
+                                   zero_granules,
+)
 from leap_fx.masks.prune_api import LeapPruning, leap_prune
 from leap_fx.masks.topk import LeapScores, ScheduledTopK, keep_count, topk_mask
 

@@ -25,8 +25,15 @@ from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.methods.magnitude.config import MagnitudeConfig
 from leap_fx.methods.movement.config import MovementConfig
-from leap_fx.methods.registry import (add_config, build, config_class, config_from, config_names, handler_class,
-                                      register)
+from leap_fx.methods.registry import (
+    add_config,
+    build,
+    config_class,
+    config_from,
+    config_names,
+    handler_class,
+    register,
+)
 from leap_fx.methods.sparsebert.config import SparseBertConfig
 
 BUILTIN = (LeapConfig, KwonConfig, CofiConfig, SparseBertConfig, MagnitudeConfig, MovementConfig, L2OneShotConfig,

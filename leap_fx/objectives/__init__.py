@@ -6,7 +6,15 @@ from leap_fx.objectives.layer_kd import LayerKD
 from leap_fx.objectives.layer_match import MatchedLayerKD
 from leap_fx.objectives.logit_kd import LogitKD, kd_loss, objective
 from leap_fx.objectives.outputs import Outputs, logits_of
-from leap_fx.objectives.taps import TAPS, capture, capture_inputs, capture_scores, recording, same_layout, taps
+from leap_fx.objectives.taps import (
+           TAPS,
+           capture,
+           capture_inputs,
+           capture_scores,
+           recording,
+           same_layout,
+           taps,
+)
 from leap_fx.objectives.tinybert import TinyBertKD
 
 __all__ = ["LayerKD", "MatchedLayerKD", "LogitKD", "kd_loss", "objective", "Outputs", "logits_of", "TAPS", "capture",

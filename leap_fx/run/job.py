@@ -21,24 +21,43 @@ from dataclasses import replace
 
 import torch
 
+from leap_fx.costs.latency import latency_table
 from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
 from leap_fx.data.splits import data_summary
-from leap_fx.costs.latency_table import latency_table
+from leap_fx.env.threads import choose_threads
+from leap_fx.hf.models import (
+    default_model_dir,
+    load_classifier,
+    load_finetuned,
+    load_tokenizer,
+)
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve
 from leap_fx.run.disk import disk_report, remove_checkpoints
-from leap_fx.run.onnx_export import export_classifier, write_run_metadata
-from leap_fx.spec.options import PruneOptions
-from leap_fx.run.plots import write_plots
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
-from leap_fx.run.report import build_report, matrix_densities, measure, result_warnings, summary_table
+from leap_fx.run.onnx_export import export_classifier, write_run_metadata
+from leap_fx.run.plots import write_plots
+from leap_fx.run.report import (
+    build_report,
+    matrix_densities,
+    measure,
+    result_warnings,
+    summary_table,
+)
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
-from leap_fx.env.threads import choose_threads
+from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
+from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
+from leap_fx.train.records import density_by_kind, weight_kinds
+from leap_fx.train.teacher import train_teacher
+from passes.analyze import analyze
+from passes.export import save_slim
+from passes.export.sparse import compact_onnx
 from passes.io import write_json
+from passes.strip import strip
 
 CHECKPOINT_MINUTES = 2.0  # besides every epoch: a killed run loses at most this much training
 CALIBRATION_EXAMPLES = 2048  # one-shot methods: training examples they may look at (Kwon et al.: 2K)
@@ -87,9 +106,6 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     tokenizer (at ``opts.max_length``, or at the length chosen from the data when it is None).
     ``pretrained``: the folder's classifier, already loaded (``check_inputs``), used as the student of
     ``student_init="pretrained"``."""
-    from leap_fx.hf.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
-    from leap_fx.train import accuracy, train
-    from leap_fx.train.teacher import train_teacher
     cfg, model_dir = teacher_config(opts), None
     if model is None:
         model_dir = opts.model or default_model_dir()
@@ -125,7 +141,6 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
 def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts) -> tuple:
     """The method's part: ``(pruned folded model, history, metrics)``."""
     if method.kind == "trained":
-        from leap_fx.train import train
         res = train(student, teacher, data.train, data.validation, train_cfg, method, plan,
                     out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose)
         return res.model, res.history, res.metrics
@@ -133,7 +148,6 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     n = min(CALIBRATION_EXAMPLES, len(data.train))
     batches = iterate_batches({k: v[:n] for k, v in data.train.features.items()}, train_cfg.batch_size)
     calibration = method.calibrate(student, batches, teacher)
-    from leap_fx.train.records import density_by_kind, weight_kinds
     dens = method.densities(student)
     metrics = {"step": 0, "examples": n, "calibration": calibration,
                **density_by_kind(student, dens, weight_kinds(plan, dens))}
@@ -148,9 +162,6 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     ``sublayers``: emptied attention / FFN sub-layers become constants (the config's ``strip_sublayers``).
     ``keep_uncompacted``: also keep the graph before compaction (``model.uncompacted.onnx``, what int8
     quantization reads: its MatMul weights are plain initializers), deleted after the latency stage."""
-    from passes.export import save_slim
-    from passes.export.sparse import compact_onnx
-    from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
     stripped = strip(slim, plan, example, sublayers=sublayers)
     onnx_path = os.path.join(out, "model.onnx")
@@ -227,7 +238,6 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
 
 def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     """The stages after the checks, writing into the prepared ``out``."""
-    from passes.analyze import analyze
     opts = inputs.opts
     with clock.stage("dense teacher"):
         model, tokenizer, teacher, teacher_info = dense_teacher(

@@ -8,17 +8,20 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from leap_fx.run.evaluate import onnx_metadata
+from passes.export import export_onnx
+from passes.export.metadata import write_metadata
+from passes.io import read_json
+
+
 def export_classifier(model, example: dict, path: str, atol: float = 1e-4):
     """``export_onnx`` of a sequence classifier: output ``logits`` [batch, num_labels], quiet on noise."""
-    from passes.export import export_onnx
     return export_onnx(model, example, path, atol=atol, output_name="logits", output_axes={0: "batch"})
 
 
 def write_run_metadata(onnx_path: str, report: dict, tokenizer_dir: Optional[str] = None) -> dict:
     """Store the run's ``onnx_metadata`` in ``onnx_path``; the tokenizer is referenced relative to the
     ONNX file when it lies under the same folder, else by absolute path. Returns what was stored."""
-    from leap_fx.run.evaluate import onnx_metadata
-    from passes.export.metadata import write_metadata
     folder = os.path.dirname(os.path.abspath(onnx_path))
     tok = os.path.abspath(tokenizer_dir or os.path.join(folder, "tokenizer"))
     ref = os.path.relpath(tok, folder) if tok.startswith(folder + os.sep) else tok
@@ -26,6 +29,5 @@ def write_run_metadata(onnx_path: str, report: dict, tokenizer_dir: Optional[str
 
 
 def _tokenizer_class(folder: str) -> Optional[str]:
-    from passes.io import read_json
     path = os.path.join(folder, "tokenizer_config.json")
     return read_json(path, "tokenizer config").get("tokenizer_class") if os.path.isfile(path) else None

@@ -18,6 +18,13 @@ import os
 import torch
 from torch import nn
 
+from leap_fx.data.lengths import describe
+from leap_fx.run.disk import fmt_bytes
+from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.run.speed import target_result
+from leap_fx.train.evaluate import accuracy
+from passes.measure import count_flops, count_params
+
 ROLES = ("q", "k", "v", "out", "up", "gate", "down")
 
 
@@ -115,9 +122,6 @@ def result_warnings(report: dict, data) -> list[str]:
 def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str,
             quiet: bool = True) -> dict:
     """Pruned accuracy (ONNX in onnxruntime, and PyTorch), parameters and FLOPs of dense and slim."""
-    from leap_fx.run.evaluate import onnx_accuracy
-    from leap_fx.train.evaluate import accuracy
-    from passes.measure import count_flops, count_params
     desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")
     pruned = {"validation": onnx_accuracy(onnx_path, data.validation, desc=desc("validation")),
               "test": onnx_accuracy(onnx_path, data.test, desc=desc("test")),
@@ -136,7 +140,6 @@ def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, o
 def build_report(opts, options, method, teacher_info: dict, data, plan, metrics: dict, slim_files: dict,
                  measured: dict) -> dict:
     """The report dict (``report.json``) of a finished run."""
-    from leap_fx.run.speed import target_result
     export, stripped, speed = slim_files["export"], slim_files["strip"], measured.get("speed") or {}
     return {
         "status": "complete",
@@ -189,7 +192,6 @@ def _fmt(x, spec=".4f"):
 def _disk(disk: dict | None) -> str:
     if not disk:
         return "-"
-    from leap_fx.run.disk import fmt_bytes
     files = disk.get("files", {})
     main = ", ".join(f"{k} {fmt_bytes(files[k])}" for k in ("model.onnx", "slim") if k in files)
     ckpt = disk.get("checkpoints_bytes") or 0
@@ -247,7 +249,6 @@ def summary_table(report: dict) -> str:
 
 def _data_rows(data: dict) -> list[tuple[str, str]]:
     """Summary rows: rows per split, rows read / skipped per file, the label set, the max length."""
-    from leap_fx.data.lengths import describe
     splits = data.get("splits")
     if not splits:
         return []

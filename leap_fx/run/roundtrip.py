@@ -17,6 +17,12 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from leap_fx.masks.prepare import zero_granules
+from passes.analyze import AnalyzeError, analyze
+from passes.export import export_onnx
+from passes.export.parity import ParityError
+from passes.strip import strip
+
 STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity")
 HINTS = {
     "trace": "pass example inputs the forward accepts, use_cache=False, no data-dependent Python control flow",
@@ -76,11 +82,6 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
               onnx: bool = True, progress: Optional[Callable[[str], None]] = None, **export_kw) -> RoundTrip:
     """Run ``model`` (in place) through the stages; see the module doc. ``progress(stage)`` is called as
     each stage starts; ``export_kw`` go to export_onnx."""
-    from leap_fx.masks.prepare import zero_granules
-    from passes.analyze import AnalyzeError, analyze
-    from passes.export import export_onnx
-    from passes.export.parity import ParityError
-    from passes.strip import strip
     rt, clock = RoundTrip(type(model).__name__), time.perf_counter()
     tell = progress or (lambda stage: None)
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from leap_fx.data.batches import as_tensors, lengths, model_inputs, trim
-from leap_fx.train.checks import check_labels
 from leap_fx.objectives.outputs import logits_of
+from leap_fx.train.checks import check_labels
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 

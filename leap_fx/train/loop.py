@@ -23,22 +23,42 @@ from typing import Optional
 import torch
 from torch import nn
 
-from leap_fx.data.batches import as_tensors, batches_per_epoch, iterate_batches, num_examples
+from leap_fx.data.batches import (
+    as_tensors,
+    batches_per_epoch,
+    iterate_batches,
+    model_inputs,
+    num_examples,
+)
+from leap_fx.env.progress import Progress
 from leap_fx.masks.prepare import owners
 from leap_fx.methods import build
 from leap_fx.methods.base import Method
 from leap_fx.methods.dense.config import DenseConfig
-from leap_fx.train.checkpoint import (CHECKPOINT, History, check_same_content, check_same_run, read_checkpoint,
-                                      remove_stale_temps, restore_checkpoint, rng_state, save_checkpoint)
-from leap_fx.train.checks import check_forward_inputs, check_labels, grad_norm, last_good, non_finite_mask_params
-from leap_fx.spec.train import TrainConfig
-from leap_fx.train.digest import run_content
-from leap_fx.train.distributed import Dist, unused_parameters
-from leap_fx.data.batches import model_inputs
-from leap_fx.train.evaluate import evaluate
 from leap_fx.objectives.outputs import Outputs, logits_of
 from leap_fx.objectives.taps import observe, same_layout, taps
-from leap_fx.env.progress import Progress
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train.checkpoint import (
+    CHECKPOINT,
+    History,
+    check_same_content,
+    check_same_run,
+    read_checkpoint,
+    remove_stale_temps,
+    restore_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
+from leap_fx.train.checks import (
+    check_forward_inputs,
+    check_labels,
+    grad_norm,
+    last_good,
+    non_finite_mask_params,
+)
+from leap_fx.train.digest import run_content
+from leap_fx.train.distributed import Dist, unused_parameters
+from leap_fx.train.evaluate import evaluate
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
 from leap_fx.train.schedules import lr_scheduler
 from passes.analyze import analyze
@@ -90,7 +110,7 @@ def _as_method(method, config: TrainConfig, n_total: int) -> Method:
     return build(DenseConfig() if method is None else method, n_total, config)
 
 
-class _Loop:
+class Loop:
     """One run of :func:`train`; its methods are the loop's stages."""
 
     def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet):
@@ -306,6 +326,6 @@ def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=N
         find_unused_parameters: passed to DDP (multi-process runs only); None (default): True iff
             one trial forward leaves a trainable parameter without gradient.
     """
-    loop = _Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
+    loop = Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
                  quiet)
     return loop.run(stop_after, find_unused_parameters)

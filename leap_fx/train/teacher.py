@@ -17,8 +17,19 @@ from typing import Optional
 
 from torch import nn
 
+from leap_fx.data import load_rotten_tomatoes
+from leap_fx.hf.models import (
+    default_model_dir,
+    load_classifier,
+    load_tokenizer,
+    model_content,
+    quiet_from_pretrained,
+)
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train.digest import state_sha256
+from leap_fx.train.distributed import Dist
+from leap_fx.train.evaluate import accuracy
+from leap_fx.train.loop import train
 from passes.io import atomic_dir, read_json, sha256_file, write_json
 
 TEACHER_CONFIG = TrainConfig(epochs=2, batch_size=32, lr=5e-5, warmup_ratio=0.1, alpha=0.0, log_every=50,
@@ -45,7 +56,6 @@ def teacher_key(model_dir: str, data, config: TrainConfig, max_length: int) -> s
     (weights, config, tokenizer: :func:`~leap_fx.hf.models.model_content`), the tokenised training
     tensors, the label names, the max length and the hyperparameters. A swapped model file or data
     file gives another key, never the cached teacher of the old content."""
-    from leap_fx.hf.models import model_content
     blob = json.dumps({"model": model_content(model_dir), "train": state_sha256(data.train.features, "train data"),
                        "labels": list(data.label_names), "max_length": max_length,
                        "config": config.to_dict()}, sort_keys=True)
@@ -79,7 +89,6 @@ def entry_problem(path: str, key: str) -> Optional[str]:
 def _load_cached(path: str, tokenizer, data, config: TrainConfig) -> TeacherResult:
     from transformers import AutoModelForSequenceClassification
 
-    from leap_fx.hf.models import quiet_from_pretrained
     model = quiet_from_pretrained(AutoModelForSequenceClassification, path, use_safetensors=True).eval()
     meta = read_json(os.path.join(path, META), "cached teacher metadata")
     metrics = meta["metrics"]
@@ -89,7 +98,6 @@ def _load_cached(path: str, tokenizer, data, config: TrainConfig) -> TeacherResu
 
 
 def _eval_metrics(model, data, config: TrainConfig) -> dict:
-    from leap_fx.train.evaluate import accuracy
     return {"val_accuracy": accuracy(model, data.validation, config.eval_batch_size),
             "test_accuracy": accuracy(model, data.test, config.eval_batch_size)}
 
@@ -107,10 +115,6 @@ def train_teacher(model_dir: Optional[str] = None, data=None, *, seed: int = 0, 
     alone writes the cache entry. A cache entry whose files fail their recorded checksums is not
     loaded (a warning names it) and is trained again.
     """
-    from leap_fx.data import load_rotten_tomatoes
-    from leap_fx.hf.models import default_model_dir, load_classifier, load_tokenizer
-    from leap_fx.train.distributed import Dist
-    from leap_fx.train.loop import train
 
     model_dir = model_dir or default_model_dir()
     config = config or TEACHER_CONFIG

@@ -19,8 +19,18 @@ from torch.fx import Node
 
 from passes.analyze.channels import NodeValues, channels
 from passes.analyze.plan import AttentionFamily, Slice, common_prefix
-from passes.analyze.trace import (ATTENTION_OPS, LAYOUT_OPS, MATMUL_OPS, SOFTMAX_OPS, Graph, Projection,
-                                  index_through, is_pointwise, op_name, shape_of)
+from passes.analyze.trace import (
+    ATTENTION_OPS,
+    LAYOUT_OPS,
+    MATMUL_OPS,
+    SOFTMAX_OPS,
+    Graph,
+    Projection,
+    index_through,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 SCORE_OPS = frozenset({"matmul", "bmm", "baddbmm"})
 WALK = 12  # nodes walked back from a softmax looking for the score product

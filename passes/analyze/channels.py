@@ -16,7 +16,14 @@ from typing import Any, Optional
 import torch
 from torch.fx import Node
 
-from passes.analyze.trace import LAYOUT_OPS, Graph, Projection, is_pointwise, op_name, shape_of
+from passes.analyze.trace import (
+    LAYOUT_OPS,
+    Graph,
+    Projection,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 NORM_OPS = frozenset({"layer_norm", "native_layer_norm", "rms_norm", "_fused_rms_norm"})
 GATHER_OPS = frozenset({"index", "index_select", "gather", "take_along_dim", "roll", "flip", "cat", "stack",

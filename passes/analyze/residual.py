@@ -27,7 +27,14 @@ from torch import nn
 from torch.fx import Node
 
 from passes.analyze.plan import Plan, ResidualFamily, Slice
-from passes.analyze.trace import IDENTITY_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+from passes.analyze.trace import (
+    IDENTITY_OPS,
+    LAYOUT_OPS,
+    Graph,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 CAT_OPS = frozenset({"cat", "concat", "stack"})
 REDUCE_OPS = frozenset({"mean", "sum", "amax", "amin"})

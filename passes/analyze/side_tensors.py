@@ -31,8 +31,16 @@ from torch import nn
 from torch.fx import Node
 
 from passes.analyze.channels import NORM_OPS, NodeValues, _replay
+from passes.analyze.path_sides import path_terms
 from passes.analyze.plan import AttentionFamily, Slice
-from passes.analyze.trace import ATTENTION_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+from passes.analyze.trace import (
+    ATTENTION_OPS,
+    LAYOUT_OPS,
+    Graph,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 MAX_NODES = 600  # ancestors followed back from a term
 
@@ -221,7 +229,6 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
         tuple[list[Slice], tuple[str, ...], tuple[str, ...], str]:
     """``(coupled per-head tensors, head-shared tensors, computed head-shaped tensors read, why frozen
     or "")`` of ``fam`` at ``site``."""
-    from passes.analyze.path_sides import path_terms
     own = {s.weight_name for s in fam.slices}
     stop = {p.node for p in g.projections() if p.weight in own}
     found = Found()

@@ -20,7 +20,6 @@ from torch.fx import Node
 from passes.analyze.inputs import split_inputs, unknown_inputs
 from passes.analyze.plan import Slice
 
-
 _PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.original0?$")
 
 

@@ -44,6 +44,7 @@ from passes.export.fallback import ExportError, attempts, run_exporter
 from passes.export.inputs import InputSpec
 from passes.export.parity import ParityError, first_tensor, ort_session, parity
 from passes.io import atomic_path
+from passes.strip.mha import SlimMultiheadAttention
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 OPTIMIZERS = ("ort", "transformers")
@@ -209,7 +210,6 @@ def _exportable(model: nn.Module, notes: list[str]) -> nn.Module:
     window size; the caller's model stays as it was), with nn.MultiheadAttention swapped for
     SlimMultiheadAttention (same math): the TorchScript trace of nn.MultiheadAttention bakes
     ``batch * num_heads`` into a Reshape."""
-    from passes.strip.mha import SlimMultiheadAttention
 
     clone = copy.deepcopy(model)
     names = [n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention]

@@ -21,7 +21,10 @@ from torch import nn
 
 from passes.analyze.plan import Plan
 from passes.io import atomic_dir, read_json, write_json
+from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.report import StripReport
+from passes.strip.strip import HANDLERS
+from passes.strip.sublayers import ConstantSublayer
 from passes.strip.surgery import shape_attributes, sync_leaf
 
 FORMAT = "leap-fx-slim"
@@ -30,8 +33,6 @@ WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
 
 
 def _replacement_classes() -> dict[str, Callable[[dict], nn.Module]]:
-    from passes.strip.mha import SlimMultiheadAttention
-    from passes.strip.sublayers import ConstantSublayer
     return {"SlimMultiheadAttention": lambda spec: SlimMultiheadAttention(**spec),
             "ConstantSublayer": lambda spec: ConstantSublayer(**spec)}
 
@@ -66,7 +67,6 @@ def _replaced(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
 
 
 def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
-    from passes.strip.strip import HANDLERS
     attrs = shape_attributes(model, HANDLERS.values())
     for fqn, a in (strip_report.attributes if strip_report is not None else {}).items():
         attrs[fqn] = {**attrs.get(fqn, {}), **a}

@@ -8,8 +8,8 @@
 (``strip(sublayers=True)``).
 """
 from passes.strip.mha import SlimMultiheadAttention
-from passes.strip.sublayers import ConstantSublayer
 from passes.strip.report import StripReport
 from passes.strip.strip import BACKENDS, HANDLERS, StripError, strip, strip_copy
+from passes.strip.sublayers import ConstantSublayer
 
 __all__ = ["ConstantSublayer", "SlimMultiheadAttention", "StripReport", "BACKENDS", "HANDLERS", "StripError", "strip", "strip_copy"]

@@ -21,7 +21,12 @@ from passes.strip.mha import keep_heads, replace_mha
 from passes.strip.neurons import Neurons
 from passes.strip.report import StripReport, shrunk_slice
 from passes.strip.surgery import members, removals, slice_params, update_attributes
-from passes.strip.tp_backend import GroupMismatch, dependency_graph, tp_eligible, tp_remove
+from passes.strip.tp_backend import (
+    GroupMismatch,
+    dependency_graph,
+    tp_eligible,
+    tp_remove,
+)
 
 HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden}  # family kind -> its strip rules
 

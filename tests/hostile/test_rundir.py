@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from leap_fx.spec.options import PruneOptions
 from leap_fx.run.rundir import LOCK, MANIFEST, PREVIOUS, RunDir, owned
+from leap_fx.spec.options import PruneOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

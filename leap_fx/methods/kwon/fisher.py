@@ -38,9 +38,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from leap_fx.data.batches import model_inputs
-from leap_fx.methods.kwon.batches import batch_size, by_length, split
-from leap_fx.methods.kwon.capture import OutputCapture, out_weight, output_slice, output_weights, unit
 from leap_fx.env.progress import Progress
+from leap_fx.methods.kwon.batches import batch_size, by_length, split
+from leap_fx.methods.kwon.capture import (
+    OutputCapture,
+    out_weight,
+    output_slice,
+    output_weights,
+    unit,
+)
 from leap_fx.objectives.outputs import logits_of
 
 FORWARD_BATCH = 32  # examples per batched Fisher forward

@@ -47,13 +47,23 @@ from typing import Optional
 
 import torch
 
-from leap_fx.masks.prepare import owners
 from leap_fx.data.batches import model_inputs
+from leap_fx.env.progress import Progress
+from leap_fx.masks.prepare import owners
 from leap_fx.methods.kwon.batches import batch_size
-from leap_fx.methods.kwon.capture import OutputCapture, batch_mask, capture, out_weight, output_slice, output_tensors, output_weights, token_rows, unit
+from leap_fx.methods.kwon.capture import (
+    OutputCapture,
+    batch_mask,
+    capture,
+    out_weight,
+    output_slice,
+    output_tensors,
+    output_weights,
+    token_rows,
+    unit,
+)
 from leap_fx.methods.kwon.fisher import only_grad_for
 from leap_fx.methods.kwon.replay import Replay
-from leap_fx.env.progress import Progress
 
 ROUNDING = 1e-9  # relative to B^T B: error differences below this are float64 rounding of m'Am - 2m'b + b'b
 

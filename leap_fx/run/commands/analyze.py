@@ -12,6 +12,10 @@ import os
 import sys
 from typing import Optional
 
+from leap_fx.hf.inputs import _accepts, example_inputs, load_any, parse_shapes
+from leap_fx.hf.models import default_model_dir, load_tokenizer
+from passes.analyze import analyze
+
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 
 
@@ -20,8 +24,6 @@ def _tokenized(path: str, model, text: str) -> Optional[dict]:
     if getattr(model, "main_input_name", "input_ids") != "input_ids" or \
             not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
         return None
-    from leap_fx.hf.inputs import _accepts
-    from leap_fx.hf.models import load_tokenizer
     try:
         enc = load_tokenizer(path)([text], return_tensors="pt")
     except Exception as exc:  # a tokenizer that does not load: fall back to ids from the config
@@ -32,9 +34,6 @@ def _tokenized(path: str, model, text: str) -> Optional[dict]:
 
 
 def run(args) -> int:
-    from leap_fx.hf.inputs import example_inputs, load_any, parse_shapes
-    from leap_fx.hf.models import default_model_dir
-    from passes.analyze import analyze
     path = args.model or default_model_dir()
     model = load_any(path, args.task)
     shapes = parse_shapes(args.input_shape)

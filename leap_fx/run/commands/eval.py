@@ -15,7 +15,23 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
+from leap_fx.data import (
+    load_data,
+    load_rotten_tomatoes,
+    load_text_file,
+    split_file,
+    subset,
+)
 from leap_fx.data.batches import TextSplit
+from leap_fx.hf.models import load_tokenizer
+from leap_fx.run.evaluate import DATA_OPTIONS, onnx_accuracy
+from leap_fx.spec.options import PruneOptions
+from leap_fx.train import accuracy
+from passes.export import load_slim
+from passes.export.metadata import read_metadata
+from passes.export.parity import ort_session
+from passes.export.slim_io import MANIFEST
+from passes.io import read_json
 
 RT_NAMES = ("rotten_tomatoes", "rotten-tomatoes", "rt")
 DEFAULT_MAX_LENGTH = 64
@@ -33,8 +49,6 @@ class RunInfo:
 
 
 def _from_report(report_path: str) -> Optional[RunInfo]:
-    from passes.io import read_json
-    from leap_fx.run.evaluate import DATA_OPTIONS
     if not os.path.isfile(report_path):
         return None
     rep = read_json(report_path, "run report")
@@ -47,7 +61,6 @@ def _from_report(report_path: str) -> Optional[RunInfo]:
 
 
 def _from_onnx(path: str) -> Optional[RunInfo]:
-    from passes.export.metadata import read_metadata
     meta = read_metadata(path)
     if "label_names" not in meta:
         return None
@@ -58,7 +71,6 @@ def _from_onnx(path: str) -> Optional[RunInfo]:
 
 
 def _from_hf(folder: str) -> Optional[RunInfo]:
-    from passes.io import read_json
     cfg = read_json(os.path.join(folder, "config.json"), "model config")
     id2label = cfg.get("id2label") or {}
     names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
@@ -110,8 +122,6 @@ def relabel(split: TextSplit, names: Optional[list], where: str, source: str) ->
 
 def eval_rows(args, info: RunInfo) -> tuple[TextSplit, str, str]:
     """``(rows, split name, description)`` for ``leap-fx eval`` from its arguments and the run."""
-    from leap_fx.data import load_data, load_rotten_tomatoes, load_text_file, split_file, subset
-    from leap_fx.spec.options import PruneOptions
     run = info.data
     data = args.data or run.get("data") or "rotten_tomatoes"
     cols = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, default)
@@ -143,7 +153,6 @@ def eval_rows(args, info: RunInfo) -> tuple[TextSplit, str, str]:
 
 def tokenizer_for(path: str, explicit: Optional[str]):
     """``explicit``, else the run's ``tokenizer/`` next to (or inside) ``path``, else MiniLM's."""
-    from leap_fx.hf.models import load_tokenizer
     if explicit:
         if not os.path.isdir(explicit):
             raise ValueError(f"--tokenizer {explicit!r} is not a directory")
@@ -179,21 +188,16 @@ def evaluate_command(args) -> list[str]:
 def score(path: str, rows: TextSplit, info: RunInfo) -> tuple[float, str]:
     """Accuracy of an ``.onnx`` file (onnxruntime) or a slim / HF folder (PyTorch) on tokenised ``rows``."""
     if path.endswith(".onnx"):
-        from leap_fx.run.evaluate import onnx_accuracy
-        from passes.export.parity import ort_session
         sess = ort_session(path)
         dims = sess.get_outputs()[0].shape
         check_num_labels(dims[-1] if len(dims) == 2 else None, rows.label_names, info.source)
         return onnx_accuracy(sess, rows, desc="eval (onnxruntime)"), "onnxruntime"
-    from leap_fx.train import accuracy
     model = load_torch(path)
     check_num_labels(getattr(getattr(model, "config", None), "num_labels", None), rows.label_names, info.source)
     return accuracy(model, rows), "pytorch"
 
 
 def load_torch(path: str):
-    from passes.export import load_slim
-    from passes.export.slim_io import MANIFEST
     if os.path.isfile(os.path.join(path, MANIFEST)):
         return load_slim(path)
     if os.path.isfile(os.path.join(path, "config.json")):

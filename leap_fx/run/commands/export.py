@@ -4,16 +4,18 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from leap_fx.run.commands.eval import tokenizer_for
+from passes.export import load_slim
+from passes.export.slim_io import MANIFEST
+from passes.io import read_json
+
+
 def export_command(model_dir: str, out: str, tokenizer: Optional[str], text: str, atol: float) -> str:
     """``leap-fx export``: a slim directory to ONNX. The file is written beside ``out`` and replaces it only
     once its parity is verified; the run's metadata travels with it when the slim folder's run has a
     report. Returns the line to print."""
     import math
 
-    from leap_fx.run.commands.eval import tokenizer_for
-    from passes.export import load_slim
-    from passes.export.slim_io import MANIFEST
-    from passes.io import read_json
     if not os.path.isfile(os.path.join(model_dir, MANIFEST)):
         raise ValueError(f"{model_dir!r} is not a slim model directory (no {MANIFEST}); pass a run's OUT/slim "
                          f"directory")

@@ -186,7 +186,7 @@ def latency_table(model: nn.Module, plan, example=None, batch: int = 1, seq: int
         example = example if example is not None else getattr(model, "dummy_inputs", None)
         if example is None:
             raise ValueError("a latency target measures this model in onnxruntime: pass example inputs (the "
-                             "job does), e.g. leap_fx.costs.latency_table.latency_table(model, plan, example, ...)")
+                             "job does), e.g. leap_fx.costs.latency.latency_table(model, plan, example, ...)")
         table = measure(model, plan, example, batch, seq, threads, reps, verbose)
         if use_cache:
             write_json(path, table.to_dict())

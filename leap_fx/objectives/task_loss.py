@@ -1,0 +1,68 @@
+"""Task losses: what a task's model outputs mean to an objective (the task term and the KD target).
+
+Every objective of a method (logit KD, TinyBERT's, CoFi's layer matching) combines a *task term* and a
+*distillation term* on the model's outputs. What those are depends on the task, not on the method, so
+a task supplies a ``TaskLoss``:
+
+- ``logits(output)``: the tensor distillation compares (a classifier's ``logits [B, C]``; a language
+  model's ``logits [B, S, V]``; extractive QA's start and end logits stacked ``[B, S, 2]``);
+- ``loss(logits, batch)``: the task's own loss, a batch mean (cross-entropy on ``labels``, next-token
+  cross-entropy, span cross-entropy);
+- ``distill(student, teacher, batch, tau)``: ``KL(softmax(t/tau) || softmax(s/tau)) tau^2`` over what the
+  task predicts (Hinton et al.; LEAP Eq. 8), averaged over its prediction sites.
+
+``ClassificationLoss`` is sequence classification's (one prediction per example, the job's first
+task); other tasks add theirs (``leap_fx.tasks``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from leap_fx.objectives.outputs import logits_of
+
+__all__ = ["TaskLoss", "ClassificationLoss", "kl_divergence"]
+
+
+def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                  weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``KL(softmax(t/tau) || softmax(s/tau)) tau^2`` over the last axis, averaged over the other axes
+    (over the sites where ``weight`` is 1 when given: e.g. real tokens)."""
+    if temperature <= 0:
+        raise ValueError(f"kd temperature must be > 0, got {temperature}")
+    t = temperature
+    log_p_s = F.log_softmax(student.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher.detach().float() / t, dim=-1)
+    per_site = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    if weight is None:
+        return per_site.mean() * t * t
+    w = weight.to(per_site.dtype)
+    return (per_site * w).sum() / w.sum().clamp_min(1.0) * t * t
+
+
+class TaskLoss:
+    """The protocol (module docstring); subclasses implement ``loss`` and may refine the others."""
+
+    name = "task"
+
+    def logits(self, output) -> torch.Tensor:
+        return logits_of(output)
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def distill(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict, temperature: float) -> torch.Tensor:
+        return kl_divergence(student, teacher, temperature)
+
+
+class ClassificationLoss(TaskLoss):
+    """Sequence classification: cross-entropy of ``logits [B, C]`` against ``labels [B]``."""
+
+    name = "classification"
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if "labels" not in batch:
+            raise ValueError("the batch has no 'labels': a classification loss needs them")
+        return F.cross_entropy(logits, batch["labels"])
