@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Optional
 
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

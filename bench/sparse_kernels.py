@@ -44,7 +44,7 @@ from leap_fx.costs.timing import (
     timing_session,
 )
 from leap_fx.hf.models import default_model_dir, quiet_from_pretrained
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from passes.export import export_onnx
 from passes.export.csr import csr_linears
 from passes.io import write_json

@@ -32,7 +32,7 @@ from leap_fx.costs.timing import (
     summarize,
     timing_session,
 )
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from passes.analyze import analyze
 from passes.export import export_onnx
 from passes.export.fuse import fuse

@@ -27,7 +27,7 @@ import time
 
 from leap_fx.costs.timing import environment, machine_load
 from leap_fx.env.threads import choose_threads
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

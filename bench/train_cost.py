@@ -34,7 +34,7 @@ from leap_fx.costs.timing import (
 from leap_fx.hf.models import load_classifier
 from leap_fx.masks.prepare import carriers, original, owners
 from leap_fx.methods.request import method_config
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from passes.analyze import analyze

@@ -23,7 +23,7 @@ import warnings
 from bench.zoo_shrink import shrink
 from leap_fx.costs.timing import environment
 from leap_fx.hf.inputs import example_inputs
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from leap_fx.run.roundtrip import roundtrip
 from passes.io import write_json
 

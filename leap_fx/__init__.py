@@ -16,7 +16,7 @@ defining modules directly.
 """
 from importlib import import_module
 
-from leap_fx.env.version import VERSION as __version__
+from leap_fx.env.version import VERSION as __version__  # noqa: F401 (the package version)
 
 # public name -> module that defines it (imported lazily so `import leap_fx` stays light)
 _EXPORTS = {
@@ -47,7 +47,6 @@ _EXPORTS = {
     "densities": "leap_fx.masks.prepare",
     "LeapRegularizer": "leap_fx.methods.leap.regularizer",
     "TrainConfig": "leap_fx.spec.train",
-    "train": "leap_fx.train.loop",
     "PruneOptions": "leap_fx.spec.options",
     "run_prune": "leap_fx.run.job",
     "Plan": "passes.analyze.plan",
@@ -61,7 +60,8 @@ _EXPORTS = {
     "count_flops": "passes.measure",
     "count_params": "passes.measure",
 }
-_ALIASES = {"LeapMask": ("leap_fx.masks.carrier", "GranuleMask"), "build_method": ("leap_fx.methods.registry", "build"),
+_ALIASES = {"fit": ("leap_fx.train.loop", "train"),  # not `train`: that name is the subpackage leap_fx.train
+            "LeapMask": ("leap_fx.masks.carrier", "GranuleMask"), "build_method": ("leap_fx.methods.registry", "build"),
             "prepare": ("leap_fx.methods.registry", "prepare_masks")}
 
 __all__ = sorted(set(_EXPORTS) | set(_ALIASES))

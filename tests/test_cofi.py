@@ -176,7 +176,7 @@ def test_layer_map_distillation_loss_decreases():
             out = Outputs(student(**x).logits, hs)
         with torch.no_grad(), capture(teacher, t_blocks) as ht:
             t_out = Outputs(teacher(**x).logits, ht)
-        terms = kd(out, t_out, labels)
+        terms = kd(out, t_out, {"labels": labels})
         opt.zero_grad()
         terms["task"].backward()
         opt.step()

@@ -120,3 +120,14 @@ def test_the_request_floor_imports_no_torch(module):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_facade_names_never_shadow_a_subpackage():
+    import pkgutil
+
+    import leap_fx
+    subpackages = {m.name for m in pkgutil.iter_modules(leap_fx.__path__)}
+    assert not set(leap_fx.__all__) & subpackages
+    for name in leap_fx.__all__:
+        assert getattr(leap_fx, name) is not None, name
+    assert not set(leap_fx.__all__) & subpackages  # still true after every name was loaded

@@ -152,9 +152,9 @@ def test_layer_kd_is_zero_for_equal_models_and_positive_otherwise():
     logits = torch.randn(2, 3)
     labels = torch.tensor([0, 2])
     kd = LayerKD(alpha=0.5, beta=1.0)
-    same = kd(Outputs(logits, h), Outputs(logits, [t.clone() for t in h]), labels)
+    same = kd(Outputs(logits, h), Outputs(logits, [t.clone() for t in h]), {"labels": labels})
     assert same["hidden"].item() == 0.0 and same["kd"].item() == pytest.approx(0.0, abs=1e-6)
-    other = kd(Outputs(logits, [t + 1 for t in h]), Outputs(logits, h), labels)
+    other = kd(Outputs(logits, [t + 1 for t in h]), Outputs(logits, h), {"labels": labels})
     assert other["hidden"].item() == pytest.approx(1.0) and other["task"] > same["task"]
     assert kd.pairs(2, 4) == [(0, 0), (0, 1), (1, 2), (1, 3)]  # uniform map when depths differ
 
@@ -229,8 +229,8 @@ def test_an_objectives_own_parameters_train_and_survive_a_resume(tmp_path):
             super().__init__(alpha=0.0)
             self.scale = nn.Parameter(torch.tensor(1.0))
 
-        def forward(self, out, teacher, labels):
-            terms = super().forward(Outputs(out.logits * self.scale, None), teacher, labels)
+        def forward(self, out, teacher, batch):
+            terms = super().forward(Outputs(out.logits * self.scale, None), teacher, batch)
             return terms
 
     @dataclass

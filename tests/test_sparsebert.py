@@ -104,11 +104,11 @@ def test_distillation_losses_are_zero_for_the_teacher_itself_and_positive_otherw
     assert watched["embeddings"] == ["bert.encoder.layer.0"]
     kd, labels = TinyBertKD(alpha=1.0), torch.tensor([0, 1])
     with torch.no_grad():
-        same = kd(_outputs(model, x, watched), _outputs(tiny_bert(), x, watched), labels)
+        same = kd(_outputs(model, x, watched), _outputs(tiny_bert(), x, watched), {"labels": labels})
     assert {k: float(same[k]) for k in ("task", "kd", "hidden", "attention")} == pytest.approx(
         {"task": 0.0, "kd": 0.0, "hidden": 0.0, "attention": 0.0}, abs=1e-7)
     with torch.no_grad():
-        other = kd(_outputs(model, x, watched), _outputs(tiny_bert(seed=1), x, watched), labels)
+        other = kd(_outputs(model, x, watched), _outputs(tiny_bert(seed=1), x, watched), {"labels": labels})
     assert all(math.isfinite(float(other[k])) and float(other[k]) > 0 for k in ("kd", "hidden", "attention"))
     assert float(other["task"]) == pytest.approx(float(other["kd"] + other["hidden"] + other["attention"]), rel=1e-6)
     assert uniform_pairs(2, 4) == [(0, 1), (1, 3)] and uniform_pairs(3, 3) == [(0, 0), (1, 1), (2, 2)]

@@ -128,7 +128,10 @@ class Prune(Command):
     def run(cls, args) -> int:
         options = cls.options(args)
         from leap_fx.run.job import run_prune  # import weight: torch, transformers
-        from leap_fx.train.distributed import init_from_env, shutdown  # import weight: torch
+        from leap_fx.train.distributed import (  # import weight: torch
+            init_from_env,
+            shutdown,
+        )
         init_from_env()  # torchrun --nproc_per_node N -m leap_fx prune ...: one DDP process group
         try:
             report = run_prune(options)  # prints the summary table

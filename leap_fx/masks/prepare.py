@@ -21,6 +21,7 @@ from leap_fx.masks.owner import FixedMask, MaskOwner
 from leap_fx.masks.prune_api import LeapPruning
 from leap_fx.masks.topk import LeapScores
 from leap_fx.spec.mask import TIED, MaskSpec, parse_granule, stored_block
+from passes.analyze.plan import OUTPUT_ROLES
 
 try:  # HF GPT-2 style Conv1D: weight stored [in, out]
     from transformers.pytorch_utils import Conv1D
@@ -34,7 +35,7 @@ if Conv1D is not None:
     PRUNABLE.append((Conv1D, "weight", 1, False))
 
 NEEDS_PLAN_MSG = "needs a Plan: plan = leap_fx.analyze(model, example_inputs)"
-VALUE_ROLES = ("out", "down")  # tied slices that carry a real-valued owner's value (owner.py)
+VALUE_ROLES = OUTPUT_ROLES  # tied slices that carry a real-valued owner's value (owner.py)
 OwnerFactory = Callable[[tuple, str, Optional[torch.device]], MaskOwner]
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from leap_fx.masks.owner import MaskOwner
 from leap_fx.masks.prepare import densities, fold, owners, param_groups, prepare
 from leap_fx.objectives.logit_kd import LogitKD
+from leap_fx.objectives.task_loss import ClassificationLoss, TaskLoss
 from leap_fx.spec.train import TrainConfig
 
 PAPER_MASK_LR = 1e-2  # LEAP App. A (S and sigma), movement pruning's scores too
@@ -46,7 +47,8 @@ class LossTerms:
 class Method:
     """Base of every handler. ``config``: the method's config; ``total_steps``: optimiser steps of the
     run (trained methods size their schedules by it); ``train_config``: the loop's settings (``alpha``,
-    ``kd_temperature``, ``warmup_ratio``; ``TrainConfig()`` when not given)."""
+    ``kd_temperature``, ``warmup_ratio``; ``TrainConfig()`` when not given); ``task_loss``: what the task's
+    outputs mean to the objective (``ClassificationLoss()`` when not given)."""
 
     name: ClassVar[str] = ""          # set by ``register`` from the config's ``method``
     config_class: ClassVar[type] = object  # set by ``register``
@@ -55,9 +57,11 @@ class Method:
     log_keys: ClassVar[tuple[str, ...]] = ()       # values the method logs besides loss / ce / kd
     progress_keys: ClassVar[tuple[str, ...]] = ()  # values shown on the loop's progress line
 
-    def __init__(self, config, total_steps: int = 1, train_config: Optional[TrainConfig] = None):
+    def __init__(self, config, total_steps: int = 1, train_config: Optional[TrainConfig] = None,
+                 task_loss: Optional[TaskLoss] = None):
         self.config, self.total_steps = config, max(1, int(total_steps))
         self.train_config = train_config if train_config is not None else TrainConfig()
+        self.task_loss = task_loss if task_loss is not None else ClassificationLoss()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def make_owner(self, shape: tuple, key: str, device=None) -> MaskOwner:
@@ -111,7 +115,7 @@ class TrainedMethod(Method):
 
     def objective(self) -> nn.Module:
         """The data objective; default logit KD (LEAP Eq. 8) with the loop's alpha / temperature."""
-        return LogitKD(self.train_config.alpha, self.train_config.kd_temperature)
+        return LogitKD(self.train_config.alpha, self.train_config.kd_temperature, self.task_loss)
 
     def on_step(self, model: nn.Module, step: int) -> dict:
         """Before the forward of ``step`` (0-based): schedules; returns values to log."""
@@ -119,7 +123,7 @@ class TrainedMethod(Method):
 
     def loss_terms(self, out, teacher_out, batch: dict, step: int) -> LossTerms:
         """``out`` / ``teacher_out``: ``objective.Outputs`` of student and teacher (None: no teacher)."""
-        parts = self.objective_fn(out, teacher_out, batch["labels"])
+        parts = self.objective_fn(out, teacher_out, batch)
         return LossTerms(task=parts.pop("task"), parts=parts)
 
     @property

@@ -85,12 +85,13 @@ def handler_class(config_cls: type) -> type:
     raise TypeError(f"no method is registered for {config_cls.__name__}; registered: {config_names(False)}")
 
 
-def build(config: Any, total_steps: int = 1, train_config=None):
-    """The handler for ``config`` (a registered config instance)."""
+def build(config: Any, total_steps: int = 1, train_config=None, task_loss=None):
+    """The handler for ``config`` (a registered config instance); ``total_steps``: the run's optimiser
+    steps; ``train_config``: the loop's settings; ``task_loss``: the task's loss and KD target."""
     if not isinstance(config, MethodConfig):
         raise TypeError(f"build needs a method config (e.g. LeapConfig(target='flops:0.5')), got "
                         f"{type(config).__name__}")
-    return handler_class(type(config))(config, total_steps, train_config)
+    return handler_class(type(config))(config, total_steps, train_config, task_loss)
 
 
 def config_from(name: str, **options) -> Any:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leap_fx.objectives.logit_kd import LogitKD
+from leap_fx.objectives.task_loss import TaskLoss
 
 __all__ = ["LayerKD"]
 
@@ -22,8 +23,9 @@ class LayerKD(LogitKD):
     captures = frozenset({"hidden"})
 
     def __init__(self, alpha: float = 0.9, temperature: float = 2.0, beta: float = 1.0,
-                 layer_map: Optional[Sequence[int]] = None, widths: Optional[tuple[int, int]] = None):
-        super().__init__(alpha, temperature)
+                 layer_map: Optional[Sequence[int]] = None, widths: Optional[tuple[int, int]] = None,
+                 task: Optional[TaskLoss] = None):
+        super().__init__(alpha, temperature, task)
         self.beta, self.layer_map = beta, None if layer_map is None else list(layer_map)
         self.proj = None if widths is None or widths[0] == widths[1] else nn.Linear(widths[0], widths[1])
 
@@ -33,8 +35,8 @@ class LayerKD(LogitKD):
             return [(s, t) for t, s in enumerate(self.layer_map) if s is not None]
         return [(math.ceil((t + 1) * n_student / n_teacher) - 1, t) for t in range(n_teacher)]
 
-    def forward(self, out, teacher, labels):
-        terms = super().forward(out, teacher, labels)
+    def forward(self, out, teacher, batch):
+        terms = super().forward(out, teacher, batch)
         if teacher is None or not teacher.hidden or not out.hidden:
             return terms
         losses = []

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leap_fx.objectives.layer_kd import LayerKD
-from leap_fx.objectives.logit_kd import kd_loss
+from leap_fx.objectives.task_loss import TaskLoss
 
 
 def spaced_layers(n: int, k: int = 4) -> list[int]:
@@ -63,8 +63,8 @@ class MatchedLayerKD(LayerKD):
 
     def __init__(self, teacher_layers: int | Sequence[int] = 4, layer_weight: float = 0.9,
                  pred_weight: float = 0.1, temperature: float = 2.0,
-                 alive: Optional[Callable[[], Sequence[bool]]] = None):
-        super().__init__(alpha=1.0, temperature=temperature, beta=layer_weight)
+                 alive: Optional[Callable[[], Sequence[bool]]] = None, task: Optional[TaskLoss] = None):
+        super().__init__(alpha=1.0, temperature=temperature, beta=layer_weight, task=task)
         self.teacher_layers, self.pred_weight, self.alive = teacher_layers, float(pred_weight), alive
         self.map: Optional[nn.Linear] = None
         self.last_match: list[int] = []
@@ -83,11 +83,11 @@ class MatchedLayerKD(LayerKD):
         t = self.teacher_layers
         return spaced_layers(n_teacher, t) if isinstance(t, int) else [int(i) for i in t]
 
-    def forward(self, out, teacher, labels):
+    def forward(self, out, teacher, batch):
         if teacher is None:
-            ce = F.cross_entropy(out.logits, labels)
+            ce = self.task.loss(out.logits, batch)
             return {"task": ce, "ce": ce}
-        kd = kd_loss(out.logits, teacher.logits, self.temperature)
+        kd = self.task.distill(out.logits, teacher.logits, batch, self.temperature)
         terms = {"kd": kd, "task": self.pred_weight * kd}
         if not out.hidden or not teacher.hidden:
             return terms

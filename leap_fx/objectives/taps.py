@@ -141,8 +141,10 @@ def recording(model: nn.Module, watched: dict[str, list[str]]) -> Iterator[dict[
         yield {kind: stack.enter_context(TAPS[kind][1](model, names)) for kind, names in watched.items()}
 
 
-def observe(net: nn.Module, inputs: dict, model: nn.Module, watched: dict[str, list[str]]) -> Outputs:
-    """``net(**inputs)`` (``net``: ``model`` or its DDP wrapper) as ``Outputs``, with what ``watched`` asks
-    captured on ``model``'s modules: one forward, the loop's and the Hugging Face trainer's alike."""
+def observe(net: nn.Module, inputs: dict, model: nn.Module, watched: dict[str, list[str]],
+            logits: Callable = logits_of) -> Outputs:
+    """``net(**inputs)`` (``net``: ``model`` or its DDP wrapper) as ``Outputs`` (``logits``: what the task's
+    loss reads from the output), with what ``watched`` asks captured on ``model``'s modules: one forward,
+    the loop's and the Hugging Face trainer's alike."""
     with recording(model, watched) as got:
-        return Outputs(logits_of(net(**inputs)), **got)
+        return Outputs(logits(net(**inputs)), **got)

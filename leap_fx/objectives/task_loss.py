@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from leap_fx.objectives.outputs import logits_of
 
-__all__ = ["TaskLoss", "ClassificationLoss", "kl_divergence"]
+__all__ = ["TaskLoss", "ClassificationLoss", "kl_divergence", "check_class_labels"]
 
 
 def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
@@ -42,10 +42,25 @@ def kl_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: flo
     return (per_site * w).sum() / w.sum().clamp_min(1.0) * t * t
 
 
+def check_class_labels(labels: torch.Tensor, num_logits: int) -> None:
+    """Raise ``ValueError`` unless every label is an integer class index in ``[0, num_logits)``."""
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}: map the label "
+                         f"names to 0..{num_logits - 1}")
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_logits:
+        raise ValueError(f"labels range over [{lo}, {hi}] but the model outputs {num_logits} logits: build "
+                         f"the classifier with num_labels={max(hi + 1, num_logits)} or fix the labels")
+
+
 class TaskLoss:
-    """The protocol (module docstring); subclasses implement ``loss`` and may refine the others."""
+    """The protocol (module docstring); subclasses implement ``loss`` and may refine the others.
+    ``check(logits, labels)``: the training data's labels fit the model's outputs (once, before training)."""
 
     name = "task"
+
+    def check(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        return None
 
     def logits(self, output) -> torch.Tensor:
         return logits_of(output)
@@ -61,6 +76,9 @@ class ClassificationLoss(TaskLoss):
     """Sequence classification: cross-entropy of ``logits [B, C]`` against ``labels [B]``."""
 
     name = "classification"
+
+    def check(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        check_class_labels(labels, logits.shape[-1])
 
     def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         if "labels" not in batch:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from leap_fx.objectives.logit_kd import LogitKD
 from leap_fx.objectives.outputs import Outputs
+from leap_fx.objectives.task_loss import TaskLoss
 
 MASKED = -1e3  # scores at or below this carry an additive mask (-1e4 / finfo.min / -inf), not attention
 
@@ -71,14 +72,14 @@ class TinyBertKD(LogitKD):
     captures = frozenset({"embeddings", "hidden", "attention"})
 
     def __init__(self, alpha: float = 1.0, temperature: float = 1.0, hidden_weight: float = 1.0,
-                 attention_weight: float = 1.0):
-        super().__init__(alpha, temperature)
+                 attention_weight: float = 1.0, task: Optional[TaskLoss] = None):
+        super().__init__(alpha, temperature, task)
         if hidden_weight < 0 or attention_weight < 0:
             raise ValueError(f"hidden_weight={hidden_weight} and attention_weight={attention_weight} must be >= 0")
         self.hidden_weight, self.attention_weight = float(hidden_weight), float(attention_weight)
 
-    def forward(self, out: Outputs, teacher: Optional[Outputs], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = super().forward(out, teacher, labels)
+    def forward(self, out: Outputs, teacher: Optional[Outputs], batch: dict) -> dict[str, torch.Tensor]:
+        terms = super().forward(out, teacher, batch)
         if teacher is None:
             return terms
         if out.hidden and teacher.hidden:

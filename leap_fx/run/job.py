@@ -37,13 +37,9 @@ from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.plots import write_plots
-from leap_fx.run.report import (
-    build_report,
-    matrix_densities,
-    measure,
-    result_warnings,
-    summary_table,
-)
+from leap_fx.run.measure import matrix_densities, measure
+from leap_fx.run.report import build_report, result_warnings
+from leap_fx.run.summary import summary_table
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
 from leap_fx.spec.options import PruneOptions
@@ -52,7 +48,7 @@ from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
 from leap_fx.train.records import density_by_kind, weight_kinds
-from leap_fx.train.teacher import train_teacher
+from leap_fx.train.teacher import TEACHER_CONFIG, train_teacher
 from passes.analyze import analyze
 from passes.export import save_slim
 from passes.export.sparse import compact_onnx
@@ -88,9 +84,9 @@ class Clock:
 
 
 def teacher_config(opts: PruneOptions) -> TrainConfig:
-    return TrainConfig(epochs=opts.teacher_epochs, batch_size=opts.batch_size, lr=opts.teacher_lr,
-                       warmup_ratio=0.1, alpha=0.0, log_every=50, seed=opts.seed, fold=False,
-                       checkpoint_minutes=CHECKPOINT_MINUTES)
+    """The teacher fine-tune's settings (``train.teacher.TEACHER_CONFIG``) with the run's budget."""
+    return replace(TEACHER_CONFIG, epochs=opts.teacher_epochs, batch_size=opts.batch_size, lr=opts.teacher_lr,
+                   seed=opts.seed, checkpoint_minutes=CHECKPOINT_MINUTES)
 
 
 def train_config(opts: PruneOptions, data) -> TrainConfig:

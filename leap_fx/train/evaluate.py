@@ -6,7 +6,7 @@ from torch import nn
 
 from leap_fx.data.batches import as_tensors, lengths, model_inputs, trim
 from leap_fx.objectives.outputs import logits_of
-from leap_fx.train.checks import check_labels
+from leap_fx.objectives.task_loss import check_class_labels
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
 
@@ -38,7 +38,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
     """Validation accuracy and cross-entropy."""
     labels = as_tensors(data)["labels"]
     logits = predict_logits(model, data, batch_size)
-    check_labels(labels, logits.shape[-1])
+    check_class_labels(labels, logits.shape[-1])
     return {"val_accuracy": float((logits.argmax(-1) == labels).float().mean()),
             "val_loss": float(nn.functional.cross_entropy(logits, labels))}
 

@@ -136,11 +136,12 @@ class MethodTrainer(Trainer):
         if self.method is None:
             self._build_method()
         features = model_inputs(inputs)
-        out = observe(model, features, self.model, self.taps)
+        logits = self.method.task_loss.logits
+        out = observe(model, features, self.model, self.taps, logits)
         t_out = None
         if self.teacher is not None and model.training:
             with torch.no_grad():
-                t_out = observe(self.teacher, features, self.teacher, self.teacher_taps)
+                t_out = observe(self.teacher, features, self.teacher, self.teacher_taps, logits)
         terms = self.method.loss_terms(out, t_out, inputs, self.state.global_step)
         loss = terms.task + (terms.penalty if terms.penalty is not None and model.training else 0.0)
         if model.training:

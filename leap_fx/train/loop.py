@@ -51,7 +51,6 @@ from leap_fx.train.checkpoint import (
 )
 from leap_fx.train.checks import (
     check_forward_inputs,
-    check_labels,
     grad_norm,
     last_good,
     non_finite_mask_params,
@@ -176,10 +175,11 @@ class Loop:
     def forward(self, net, batch: dict) -> tuple[Outputs, Optional[Outputs]]:
         """Student (and teacher) outputs, with what the objective captures (block outputs, scores)."""
         inputs = model_inputs(batch)
-        out, t_out = observe(net, inputs, self.model, self.taps), None
+        task = self.method.task_loss
+        out, t_out = observe(net, inputs, self.model, self.taps, task.logits), None
         if self.teacher is not None and (self.config.alpha > 0 or self.taps):
             with torch.no_grad():
-                t_out = observe(self.teacher, inputs, self.teacher, self.teacher_taps)
+                t_out = observe(self.teacher, inputs, self.teacher, self.teacher_taps, task.logits)
         return out, t_out
 
     def train_step(self, net, batch: dict, params: list) -> dict:
@@ -190,7 +190,7 @@ class Loop:
         local = {k: v.to(device) for k, v in local.items()}
         out, t_out = self.forward(net, local)
         if not self.labels_checked:
-            check_labels(self.tensors["labels"], out.logits.shape[-1])
+            self.method.task_loss.check(out.logits, self.tensors["labels"])
             self.labels_checked = True
         terms = self.method.loss_terms(out, t_out, local, self.step)
         loss = terms.task * share + (terms.penalty if terms.penalty is not None else 0.0)

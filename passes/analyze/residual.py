@@ -39,7 +39,8 @@ from passes.analyze.trace import (
 CAT_OPS = frozenset({"cat", "concat", "stack"})
 REDUCE_OPS = frozenset({"mean", "sum", "amax", "amin"})
 CONV_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution"})
-NORM_OPS = frozenset({"layer_norm", "native_layer_norm"})
+NORM_OPS = frozenset({"layer_norm", "native_layer_norm"})  # norms whose statistics strip can restrict to the
+# kept hidden dims (passes/strip/masked_norm.py): LayerNorm; channels.py's NORM_OPS also follows RMSNorm
 
 
 class Unsupported(ValueError):

@@ -79,7 +79,7 @@ def test_report_and_summary_record_rows_labels_and_length(base_run, capsys):
     assert data["splits"]["train"]["file"]["rows_read"] == 160 and data["splits"]["test"]["file"]["rows_skipped"] == 0
     assert sum(data["splits"]["train"]["label_counts"].values()) == 128
     assert data["max_length"]["max_length"] == 16 and not data["max_length"]["chosen_from_data"]
-    from leap_fx.run.report import summary_table
+    from leap_fx.run.summary import summary_table
     text = " ".join(summary_table(rep).split())
     assert "rows train / val / test 128 / 16 / 16 (reviews.csv: read 160, skipped 0)" in text
     assert "labels neg, pos" in text and "max length 16 (set by --max-length" in text

@@ -75,8 +75,8 @@ class Cofi(TrainedMethod):
     log_keys = ("expected_density", "target_density", "lambda_1", "lambda_2", "lagrangian", "hidden_kept")
     progress_keys = ("expected_density",)
 
-    def __init__(self, config, total_steps: int = 1, train_config=None):
-        super().__init__(config, total_steps, train_config)
+    def __init__(self, config, total_steps: int = 1, train_config=None, task_loss=None):
+        super().__init__(config, total_steps, train_config, task_loss)
         self.lambdas = nn.ParameterList([nn.Parameter(torch.zeros(())), nn.Parameter(torch.zeros(()))])
         self.gates, self.size, self.residual, self.phase = None, None, None, "dense"
         self.layers_alive = None
@@ -127,7 +127,7 @@ class Cofi(TrainedMethod):
         if not cfg.layer_distill:
             return super().objective()
         return MatchedLayerKD(cfg.distill_layers, cfg.layer_weight, cfg.pred_weight, self.train_config.kd_temperature,
-                              alive=self.alive_layers)
+                              alive=self.alive_layers, task=self.task_loss)
 
     def alive_layers(self):
         return self.layers_alive() if self.layers_alive is not None else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-ATTENTION = "attention"
+from passes.analyze.plan import ATTENTION
 
 
 def _ranking(importance: dict[str, torch.Tensor], cost: dict[str, float], keys: list[str]):

@@ -57,7 +57,8 @@ class SparseBert(TrainedMethod):
 
     def objective(self):
         c = self.config
-        return TinyBertKD(self.train_config.alpha, c.kd_temperature, c.hidden_weight, c.attention_weight)
+        return TinyBertKD(self.train_config.alpha, c.kd_temperature, c.hidden_weight, c.attention_weight,
+                          self.task_loss)
 
 
 class _MagnitudeScored(SparseBert, Magnitude):

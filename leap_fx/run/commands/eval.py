@@ -23,6 +23,7 @@ from leap_fx.data import (
     subset,
 )
 from leap_fx.data.batches import TextSplit
+from leap_fx.data.splits import RT_NAMES
 from leap_fx.hf.models import load_tokenizer
 from leap_fx.run.evaluate import DATA_OPTIONS, onnx_accuracy
 from leap_fx.spec.options import PruneOptions
@@ -33,7 +34,6 @@ from passes.export.parity import ort_session
 from passes.export.slim_io import MANIFEST
 from passes.io import read_json
 
-RT_NAMES = ("rotten_tomatoes", "rotten-tomatoes", "rt")
 DEFAULT_MAX_LENGTH = 64
 
 

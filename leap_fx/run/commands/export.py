@@ -5,6 +5,7 @@ import os
 from typing import Optional
 
 from leap_fx.run.commands.eval import tokenizer_for
+from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from passes.export import load_slim
 from passes.export.slim_io import MANIFEST
 from passes.io import read_json
