@@ -69,7 +69,7 @@ def test_matrix_densities_count_zeros_per_slice(bert_plan):
     assert {r for _, r in rows} == {"q", "k", "v", "out", "up", "down"}
     n = sum(r["numel"] for r in rows.values())
     expect = 1 - (8 * HIDDEN + HIDDEN * 16) / n
-    assert report.overall_density(list(rows.values())) == pytest.approx(expect)
+    assert measure.overall_density(list(rows.values())) == pytest.approx(expect)
 
 
 def test_kept_structure_reads_the_strip_summary(bert_plan):
@@ -78,7 +78,7 @@ def test_kept_structure_reads_the_strip_summary(bert_plan):
     class Summary:
         families = {"bert.encoder.layer.0.attention": {"kept": [0], "placeholder": 0},
                     "bert.encoder.layer.1": {"kept": list(range(10)), "placeholder": None}}
-    st = report.kept_structure(Summary(), plan)
+    st = measure.kept_structure(Summary(), plan)
     heads = {h["layer"]: h for h in st["heads"]}
     neurons = {n["layer"]: n for n in st["neurons"]}
     assert heads[0]["kept"] == 1 and heads[0]["live"] == 0      # placeholder only
