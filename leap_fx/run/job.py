@@ -21,7 +21,7 @@ from dataclasses import replace
 
 import torch
 
-from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
+from leap_fx.data import check_tokenizer, example_inputs, flop_inputs, iterate_batches, load_data
 from leap_fx.data.splits import data_summary
 from leap_fx.methods import build
 from leap_fx.run.disk import disk_report, remove_checkpoints
@@ -201,6 +201,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         data = load_data(opts) if data is None else data
     with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
         inputs = check_inputs(opts, data, model, tokenizer, teacher)
+        check_tokenizer(inputs.tokenizer, data.train, inputs.model_dir or "run_prune(tokenizer=...)")
     announce(inputs, opts.verbose and dist.is_main)
     try:
         done = dist.on_main(rundir.open)
