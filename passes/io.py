@@ -167,7 +167,7 @@ def check_dir_target(path, what: str = "output folder", marker: str = MARKER) ->
     base = _first_existing(os.path.dirname(path))
     if not os.path.isdir(base):
         raise ValueError(f"{what} {path}: {base} is a file, so no folder can be made there; {fix}")
-    present = _listing(path, marker) if os.path.isdir(path) else []
+    present = sorted(e for e in os.listdir(path) if e != marker) if os.path.isdir(path) else []
     if not present:
         return path
     files = written_files(path, marker)
@@ -175,7 +175,8 @@ def check_dir_target(path, what: str = "output folder", marker: str = MARKER) ->
         raise ValueError(f"{what} {path} holds files leap-fx did not write ({', '.join(present[:3])}"
                          f"{', ...' if len(present) > 3 else ''}): leap-fx writes only into a new or empty folder "
                          f"or one it wrote itself, and never deletes yours; {fix}")
-    extra = [f for f in present if f not in files]
+    extra = [f for f in _listing(path, marker) if f not in files]
+    extra += [e for e in present if not any(r == e or r.startswith(e + os.sep) for r in files) and e not in extra]
     if extra:
         raise ValueError(f"{what} {path} was written by leap-fx but now also holds {', '.join(extra[:3])}"
                          f"{', ...' if len(extra) > 3 else ''}, which leap-fx did not write; move them out, or "
