@@ -49,8 +49,10 @@ def load_tokenizer(model_dir: Optional[str] = None):
     if os.path.isdir(model_dir):
         check_no_custom_code(model_dir)
         if not has_tokenizer_files(model_dir):
-            raise ValueError(f"{model_dir} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)}); save "
-                             f"the model's tokenizer there: tokenizer.save_pretrained({model_dir!r})")
+            if os.path.isfile(os.path.join(model_dir, "config.json")):
+                check_model_dir(model_dir)  # a model folder: its missing weights are named first
+            raise ValueError(f"{model_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the "
+                             f"model's tokenizer there: tokenizer.save_pretrained(dir)")
     return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
 
 
