@@ -39,8 +39,8 @@ from leap_fx.costs.timing import (
 from leap_fx.methods import config_class
 from leap_fx.methods.registry import config_names as pruning_methods
 from leap_fx.run.plots import _save, plt
-from leap_fx.run.summary import format_table
 from leap_fx.run.speed import quantized_result
+from leap_fx.run.summary import format_table
 from leap_fx.spec.target import Target
 from passes.io import read_json, write_json
 

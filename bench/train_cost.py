@@ -80,7 +80,9 @@ def mask_memory(model) -> dict:
 
 def variants(model, teacher, plan, batch: dict, seq: int, granularities) -> dict:
     """name -> (loop, model) for every variant (the loop's state after construction, masks prepared)."""
-    from leap_fx.train.loop import Loop  # import weight: torch; the loop's own step, not a re-implementation
+    from leap_fx.train.loop import (
+        Loop,  # import weight: torch; the loop's own step, not a re-implementation
+    )
     cfg = TrainConfig(epochs=1, batch_size=batch["labels"].shape[0], max_steps=10_000, log_every=10_000)
     data = {k: v.repeat(4, *[1] * (v.dim() - 1)) for k, v in batch.items()}
     out = {"plain": (None, None, TrainConfig(**{**cfg.to_dict(), "alpha": 0.0})), "plain+kd": (None, teacher, cfg)}

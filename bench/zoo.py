@@ -23,8 +23,8 @@ import warnings
 from bench.zoo_shrink import shrink
 from leap_fx.costs.timing import environment
 from leap_fx.hf.inputs import example_inputs
-from leap_fx.run.summary import format_table
 from leap_fx.run.roundtrip import roundtrip
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.costs.budget import target_costs
 from leap_fx.costs import latency as lt
+from leap_fx.costs.budget import target_costs
 from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.methods.leap.regularizer import LeapRegularizer
 from passes.analyze import analyze

@@ -320,8 +320,10 @@ def test_slim_manifest_naming_a_module_is_refused_before_import(changes, hostile
     folder = tmp_path / "slim"
     save_slim(tiny_bert(), folder)
     _edit_manifest(folder, **changes)
+    with pytest.raises(ValueError, match=r"manifest.json changed since save_slim wrote it"):
+        load_slim(folder)  # an edited manifest is refused first; trusted, its class is still never imported
     with pytest.raises(ValueError, match=r"never imports a class a file names.*model_class=TheClass"):
-        load_slim(folder)
+        load_slim(folder, trust_edited=True)
     assert not hostile_module.exists() and "evil_slim_mod" not in sys.modules
     import importlib
     importlib.import_module("evil_slim_mod")  # the test can fail: importing it does run it
@@ -333,7 +335,7 @@ def test_slim_hf_class_comes_from_the_transformers_registry(hostile_module, tmp_
     model = tiny_bert()
     save_slim(model, tmp_path / "s")
     _edit_manifest(tmp_path / "s", model_class="evil_slim_mod:BertForSequenceClassification")
-    loaded = load_slim(tmp_path / "s")
+    loaded = load_slim(tmp_path / "s", trust_edited=True)
     assert type(loaded).__module__ == "transformers.models.bert.modeling_bert"
     assert not hostile_module.exists() and "evil_slim_mod" not in sys.modules
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
@@ -369,7 +371,7 @@ def test_slim_manifest_values_are_data_only(field, value, match, tmp_path):
         man["attributes"]["bert.encoder.layer.0.attention.self"] = {value: 3}
     path.write_text(json.dumps(man))
     with pytest.raises(ValueError, match=match):
-        load_slim(tmp_path / "s")
+        load_slim(tmp_path / "s", trust_edited=True)
 
 
 def prepare_out_dir(out, opts):

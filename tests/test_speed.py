@@ -5,8 +5,8 @@ import pytest
 from leap_fx import cli
 from leap_fx.methods.request import method_config, resolve
 from leap_fx.run.job import run_prune
-from leap_fx.run.summary import summary_table
 from leap_fx.run.speed import target_result
+from leap_fx.run.summary import summary_table
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.target import Target
 from tests.conftest import tiny_bert

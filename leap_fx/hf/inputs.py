@@ -145,7 +145,7 @@ def load_any(model_dir: str, task: Optional[str] = None):
     import transformers
     from transformers import AutoConfig
     check_model_dir(model_dir)  # the folder, config.json and a weights file, each named when missing
-    config = AutoConfig.from_pretrained(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     auto = getattr(transformers, task_of(config, task))
     try:
         model = quiet_from_pretrained(auto, model_dir, config=config)

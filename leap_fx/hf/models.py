@@ -4,6 +4,8 @@ Everything loads offline (``HF_HUB_OFFLINE=1``); the classification head is fres
 with a fixed seed. Weights always load as float32 (``dtype=torch.float32``; transformers' default
 "auto" would keep a float16/bfloat16 folder in half precision, which trains to NaN and exports
 wrongly): ``load_notes`` says when a folder was upcast or its classifier head re-initialised.
+Code in a model folder is never run: every load passes ``trust_remote_code=False`` (so transformers
+never asks), and a folder whose config or tokenizer needs its own code is refused by name.
 """
 from __future__ import annotations
 
@@ -41,9 +43,54 @@ def _offline() -> None:
 
 
 def load_tokenizer(model_dir: Optional[str] = None):
+    """The tokenizer saved in ``model_dir``; a folder without tokenizer files is refused (transformers
+    would build a 5-entry vocabulary that turns every word into the unknown token)."""
     _offline()
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(model_dir or default_model_dir())
+    model_dir = model_dir or default_model_dir()
+    if os.path.isdir(model_dir):
+        check_no_custom_code(model_dir)
+        if not has_tokenizer_files(model_dir):
+            if os.path.isfile(os.path.join(model_dir, "config.json")):
+                check_model_dir(model_dir)  # a model folder: its missing weights are named first
+            raise ValueError(f"{model_dir} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the "
+                             f"model's tokenizer there: tokenizer.save_pretrained(dir)")
+    return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.*", "*.model", "merges.txt", "*.tiktoken")  # where a vocabulary is
+
+
+def has_tokenizer_files(model_dir: str) -> bool:
+    """True if ``model_dir`` holds a vocabulary file (``TOKENIZER_FILES``)."""
+    import fnmatch
+    return any(fnmatch.fnmatch(f, pat) for f in os.listdir(model_dir) for pat in TOKENIZER_FILES
+               if os.path.isfile(os.path.join(model_dir, f)))
+
+
+def check_no_custom_code(model_dir: str) -> None:
+    """Refuse a folder whose ``config.json`` / ``tokenizer_config.json`` names Python code in the folder
+    (``auto_map``) for a class transformers does not ship: leap-fx never runs code from a model folder."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+    configs = {}
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            with open(os.path.join(model_dir, name), encoding="utf-8") as fh:
+                configs[name] = json.load(fh)
+        except (OSError, ValueError):  # missing or unreadable: named by whatever loads it
+            configs[name] = {}
+    model_type = configs["config.json"].get("model_type") if isinstance(configs["config.json"], dict) else None
+    for name, cfg in configs.items():
+        if not isinstance(cfg, dict) or not cfg.get("auto_map"):
+            continue
+        cls = cfg.get("tokenizer_class")
+        known = (model_type in CONFIG_MAPPING if name == "config.json" or not isinstance(cls, str)
+                 else tokenizer_class_from_name(cls) is not None)
+        if not known:
+            raise ValueError(f"{model_dir}: its {name} needs Python code from the folder (auto_map "
+                             f"{sorted(cfg['auto_map'])}, model_type {model_type!r}) that transformers does not "
+                             f"ship; leap-fx never runs code from a model folder: use a model transformers knows")
 
 
 def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: int = 0,
@@ -57,7 +104,7 @@ def load_classifier(model_dir: Optional[str] = None, num_labels: int = 2, seed: 
     model_dir = model_dir or default_model_dir()
     check_model_dir(model_dir)
     reinit = saved_num_labels(model_dir) not in (None, num_labels)
-    cfg = AutoConfig.from_pretrained(model_dir, num_labels=num_labels)
+    cfg = AutoConfig.from_pretrained(model_dir, num_labels=num_labels, trust_remote_code=False)
     if label_names is not None:
         if len(label_names) != num_labels:
             raise ValueError(f"{len(label_names)} label_names for num_labels={num_labels}")
@@ -94,6 +141,7 @@ def check_model_dir(model_dir: str) -> None:
     if not any(os.path.isfile(os.path.join(model_dir, f)) for f in WEIGHT_FILES):
         raise ValueError(f"--model {model_dir!r} has no weights (none of {', '.join(WEIGHT_FILES)}); save the "
                          f"model there with model.save_pretrained(dir)")
+    check_no_custom_code(model_dir)
 
 
 def saved_dtype(model_dir: str) -> Optional[str]:
@@ -148,7 +196,7 @@ def quiet_from_pretrained(cls, path: str, **kwargs):
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     try:
-        return cls.from_pretrained(path, **kwargs)
+        return cls.from_pretrained(path, trust_remote_code=False, **kwargs)
     finally:
         logging.set_verbosity(verbosity)
         if bars:
@@ -182,7 +230,8 @@ def load_finetuned(model_dir: str, label_names: list[str], tokenizer=None):
     what = f"teacher model {model_dir!r}"
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise ValueError(f"{what} is not a Hugging Face model directory (no config.json)")
-    cfg = AutoConfig.from_pretrained(model_dir)
+    check_no_custom_code(model_dir)
+    cfg = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
     if cfg.num_labels != len(label_names):
         raise ValueError(f"{what} has num_labels={cfg.num_labels} but the data has {len(label_names)} labels "
                          f"{list(label_names)}: pass a classifier fine-tuned on this data")

@@ -22,7 +22,13 @@ from dataclasses import replace
 import torch
 
 from leap_fx.costs.latency import latency_table
-from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
+from leap_fx.data import (
+    check_tokenizer,
+    example_inputs,
+    flop_inputs,
+    iterate_batches,
+    load_data,
+)
 from leap_fx.data.splits import data_summary
 from leap_fx.env.threads import choose_threads
 from leap_fx.hf.models import (
@@ -35,13 +41,13 @@ from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
+from leap_fx.run.measure import matrix_densities, measure
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.plots import write_plots
-from leap_fx.run.measure import matrix_densities, measure
 from leap_fx.run.report import build_report, result_warnings
-from leap_fx.run.summary import summary_table
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
+from leap_fx.run.summary import summary_table
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train import accuracy, train
@@ -210,6 +216,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         data = load_data(opts) if data is None else data
     with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
         inputs = check_inputs(opts, data, model, tokenizer, teacher)
+        check_tokenizer(inputs.tokenizer, data.train, inputs.model_dir or "run_prune(tokenizer=...)")
     announce(inputs, opts.verbose and dist.is_main)
     try:
         done = dist.on_main(rundir.open)

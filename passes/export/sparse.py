@@ -192,7 +192,8 @@ def compact_onnx(path: str, example_inputs: Any, out: Optional[str] = None, shap
     report = CompactReport(out, os.path.getsize(path), os.path.getsize(path), tensors)
     if not tensors:
         if out != os.path.abspath(path):
-            onnx.save(model, out)
+            with atomic_path(out, suffix=".tmp.onnx") as tmp:
+                onnx.save(model, tmp)
         return report
     spec = InputSpec.from_example(example_inputs)
     with atomic_path(out, suffix=".tmp.onnx") as tmp:

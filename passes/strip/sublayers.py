@@ -26,7 +26,6 @@ from passes.analyze.inputs import split_inputs
 from passes.analyze.plan import OUTPUT_ROLES
 
 
-
 class ConstantSublayer(nn.Module):
     """Returns ``bias`` broadcast to the leading shape of its first tensor input (``outputs > 0``: a
     tuple of that length, the tensor first, the rest None), whatever the inputs' values."""

@@ -202,7 +202,7 @@ def load_torch(path: str):
         return load_slim(path)
     if os.path.isfile(os.path.join(path, "config.json")):
         from transformers import AutoModelForSequenceClassification
-        return AutoModelForSequenceClassification.from_pretrained(path).eval()
+        return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False).eval()
     raise ValueError(f"{path!r} is neither an .onnx file, a run directory, a slim directory nor a "
                      f"Hugging Face model directory")
 
