@@ -146,7 +146,7 @@ class Bench:
         keep = {k: v for k, v in opts.to_dict().items() if k not in OPTION_FREE}
         keep["lr"] = resolve(opts).lr  # the method's default, written out
         if row.method == "dense":  # the teacher ignores the pruning fields
-            for k in ("method", "granularity", "target", "target_density", "block_size", "epochs", "lr",
+            for k in ("method", "granularity", "target", "target_density", "mask_block_size", "epochs", "lr",
                       "method_options", "alpha", "student_init", "quantize"):
                 keep.pop(k, None)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)

@@ -86,7 +86,7 @@ def tiny_setup(folder: str) -> tuple[str, str]:
 def prune_args(args, model_dir: str, data: str, out: str) -> list[str]:
     return ["prune", "--model", model_dir, "--data", data, "--text-column", args.text_column, "--label-column",
             args.label_column, "--out", out, "--no-cache", "--threads", "1", "--quiet", "--granularity", "hybrid",
-            "--block-size", "8", "--target-density", "0.4", "--epochs", str(args.epochs), "--teacher-epochs",
+            "--mask-block-size", "8", "--target-density", "0.4", "--epochs", str(args.epochs), "--teacher-epochs",
             str(args.teacher_epochs), "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
             *args.extra.split()]
 

@@ -195,7 +195,7 @@ def _run(corpus, out, **kw):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(granularity="diagonal"), "unknown granularity 'diagonal'"),
-    (dict(granularity="block", block_size=0), "block_size=0 must be a positive int"),
+    (dict(granularity="block", mask_block_size=0), "mask_block_size=0 must be a positive int"),
     (dict(data="missing.csv"), "data file not found"),
     (dict(validation_data="missing.csv"), "both --validation-data and --test-data"),
 ])
@@ -209,7 +209,7 @@ def test_pipeline_bad_input_writes_nothing(corpus, tmp_path, kw, match):
 def test_pipeline_block_not_dividing_fails_before_writing_a_report(corpus, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="does not divide weight"):
-        _run(corpus, out, granularity="block", block_size=5)
+        _run(corpus, out, granularity="block", mask_block_size=5)
     assert not (out / "report.json").exists() and not (out / "model.onnx").exists()
 
 

@@ -118,7 +118,7 @@ def test_overwrite_and_baseline_method(corpus, tmp_path):
     (out / "leap-fx-run.json").write_text('{"entries": ["report.json"]}')  # report.json is a run's (issue 12)
     (out / "mine.txt").write_text("user file")
     rep = run_prune(tiny_options(path, out, overwrite=True, method="magnitude", granularity="hybrid",
-                                 block_size=8, target_density=0.4), model=tiny_bert(), tokenizer=tok)
+                                 mask_block_size=8, target_density=0.4), model=tiny_bert(), tokenizer=tok)
     assert (out / "mine.txt").read_text() == "user file"  # only leap-fx artifacts are replaced
     assert rep["density"]["achieved"] == pytest.approx(0.4, abs=0.02)  # cubic schedule hits the target
     assert rep["onnx"]["parity_max_abs_diff"] <= 1e-4

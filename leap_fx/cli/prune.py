@@ -18,11 +18,12 @@ from leap_fx.spec.fields import flag_of, help_of
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import DEVICES, QUANTIZE, PruneOptions
+from leap_fx.tasks.registry import task_class, task_names
 
-__all__ = ["Prune", "method_option_fields", "option_type"]
+__all__ = ["Prune", "method_option_fields", "task_option_fields", "option_type"]
 
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
-NOT_FLAGS = ("method_options",)  # PruneOptions fields with no flag of their own
+NOT_FLAGS = ("method_options", "task_options")  # PruneOptions fields with no flag of their own
 
 
 def _bool(text: str) -> bool:
@@ -57,6 +58,34 @@ def method_option_fields() -> dict[str, tuple[dataclasses.Field, type, list[str]
     return table
 
 
+def task_option_fields() -> dict[str, tuple[dataclasses.Field, type, list[str]]]:
+    """Every task's config fields: name -> (field, config class, owning tasks)."""
+    table: dict[str, tuple[dataclasses.Field, type, list[str]]] = {}
+    for name in task_names():
+        cls = task_class(name)
+        for f in dataclasses.fields(cls):
+            if f.init:
+                if f.name in table:
+                    table[f.name][2].append(name)
+                else:
+                    table[f.name] = (f, cls, [name])
+    return table
+
+
+def _add_group(p, title: str, owner_names: list[str], table: dict, prefix: str) -> None:
+    """One argument group per owner (method or task); a shared option is listed once, in its first owner's."""
+    for owner in owner_names:
+        own = [k for k, (_, _, owners) in table.items() if owner in owners]
+        shared = [k for k in own if table[k][2][0] != owner]
+        desc = f"also takes {', '.join('--' + k.replace('_', '-') for k in shared)} (listed above)" if shared else None
+        group = p.add_argument_group(f"{owner} {title}", desc)
+        for k in own:
+            f, owner_cls, owners = table[k]
+            if owners[0] == owner:
+                group.add_argument("--" + k.replace("_", "-"), dest=prefix + k, type=option_type(f, owner_cls),
+                                   default=None, metavar=k.upper(), help=f"[{', '.join(owners)}] {help_of(f)}")
+
+
 def _job_defaults() -> str:
     """The methods' job defaults for the help text, read from their configs."""
     parts = []
@@ -83,22 +112,11 @@ class Prune(Command):
                 p.add_argument(flag[0], dest=f.name, action="store_const", const=flag[1], default=None,
                                help=help_of(f))
                 continue
-            choices = {"method": config_names(), "quantize": QUANTIZE, "device": DEVICES}.get(f.name)
+            choices = {"method": config_names(), "quantize": QUANTIZE, "device": DEVICES, "task": task_names()}.get(f.name)
             p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=option_type(f, PruneOptions),
                            default=None, metavar=f.name.upper(), choices=choices, help=help_of(f))
-        table = method_option_fields()
-        for method in config_names():
-            own = [k for k, (_, _, owners) in table.items() if method in owners]
-            shared = [k for k in own if table[k][2][0] != method]
-            desc = f"also takes {', '.join('--' + k.replace('_', '-') for k in shared)} (listed above)" if shared \
-                else None
-            group = p.add_argument_group(f"{method} options", desc)
-            for k in own:
-                f, owner_cls, owners = table[k]
-                if owners[0] != method:
-                    continue
-                group.add_argument("--" + k.replace("_", "-"), dest="m_" + k, type=option_type(f, owner_cls),
-                                   default=None, metavar=k.upper(), help=f"[{', '.join(owners)}] {help_of(f)}")
+        _add_group(p, "options", config_names(), method_option_fields(), "m_")
+        _add_group(p, "task options", task_names(), task_option_fields(), "t_")
         p.add_argument("--options", metavar="JSON", help="read the settings of PruneOptions from a JSON file (e.g. "
                        "a run's options.json); never its actions (--out, --overwrite, --resume, "
                        "--keep-checkpoints, --cache-dir); command-line options override it")
@@ -122,6 +140,15 @@ class Prune(Command):
         merged = {**base, **given}
         if chosen:
             merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
+        tasks = task_option_fields()
+        task_chosen = {k: getattr(args, "t_" + k) for k in tasks if getattr(args, "t_" + k) is not None}
+        task = merged.get("task")
+        wrong = [k for k in task_chosen if task not in tasks[k][2]]
+        if wrong:
+            raise ValueError(", ".join(f"--{k.replace('_', '-')} is an option of --task {', '.join(tasks[k][2])}"
+                                       for k in wrong) + f", not of --task {task}")
+        if task_chosen:
+            merged["task_options"] = {**(merged.get("task_options") or {}), **task_chosen}
         return PruneOptions.from_dict(merged)
 
     @classmethod

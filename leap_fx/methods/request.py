@@ -15,14 +15,17 @@ from __future__ import annotations
 from typing import Optional
 
 from leap_fx.methods.registry import config_class, config_names
+from leap_fx.spec.task import TaskConfig
+from leap_fx.tasks.registry import task_class
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import MODES, PruneOptions
 from leap_fx.spec.target import DEFAULT_TARGET, Target
 
-__all__ = ["check", "resolve", "method_config", "default_target", "SHARED"]
+__all__ = ["check", "resolve", "method_config", "task_config", "default_target", "SHARED"]
 
-SHARED = ("target_density", "target", "granularity", "block_size")  # MaskSpec fields the job sets for every method
+SHARED = {"target_density": "target_density", "target": "target", "granularity": "granularity",
+          "block_size": "mask_block_size"}  # MaskSpec field <- the PruneOptions field the job sets it from
 JOB_FIELDS = ("granularity", "lr", "student_init")                  # PruneOptions fields a method's job defaults fill
 
 
@@ -51,7 +54,19 @@ def check(options: PruneOptions) -> MethodConfig:
     unknown = sorted(set(options.method_options) - own)
     if unknown:
         raise ValueError(f"method {options.method!r} has no option(s) {unknown}; its options: {sorted(own)}")
+    if options.task is not None:
+        task_config(options)
     return method_config(options)
+
+
+def task_config(options: PruneOptions, task: Optional[str] = None) -> TaskConfig:
+    """The task's config from ``task_options`` (``task``: the task when ``options.task`` is unset, e.g.
+    inferred from the model); unknown fields are refused, naming the task's."""
+    cls = task_class(task or options.task or "sequence-classification")
+    unknown = sorted(set(options.task_options) - cls.field_names())
+    if unknown:
+        raise ValueError(f"task {cls.task!r} has no option(s) {unknown}; its options: {sorted(cls.field_names())}")
+    return cls.from_dict(dict(options.task_options))
 
 
 def resolve(options: PruneOptions) -> PruneOptions:
@@ -63,7 +78,7 @@ def resolve(options: PruneOptions) -> PruneOptions:
             fill[name] = getattr(cls.job, name)
     if options.target is None and options.target_density is None:
         fill.update(_target_fields(default_target(cls, fill.get("granularity", options.granularity),
-                                                  options.block_size)))
+                                                  options.mask_block_size)))
     return options.replace(**fill)
 
 
@@ -71,10 +86,10 @@ def method_config(options: PruneOptions) -> MethodConfig:
     """The method's config: shared fields, then its job options, then ``method_options`` (validated)."""
     cls = config_class(options.method)
     names = cls.field_names()
-    shared = {k: getattr(options, k) for k in SHARED if k in names and getattr(options, k) is not None}
+    shared = {k: getattr(options, v) for k, v in SHARED.items() if k in names and getattr(options, v) is not None}
     if "granularity" in names and "granularity" not in shared:
         shared["granularity"] = cls.job.granularity
     defaults = {k: v for k, v in cls.job.options.items() if k in names}
     if options.target is None and options.target_density is None and "target" in names:
-        defaults.update(_target_fields(default_target(cls, shared.get("granularity"), options.block_size)))
+        defaults.update(_target_fields(default_target(cls, shared.get("granularity"), options.mask_block_size)))
     return cls.from_dict({**defaults, **shared, **options.method_options})

