@@ -1,4 +1,4 @@
-"""Tiny causal LMs (random weights, fixed seeds) and a tiny byte-level BPE tokenizer for the LM tests.
+"""Tiny causal LMs (random weights, fixed seeds, ``use_cache=False`` in the config so analyze traces them) and a tiny byte-level BPE tokenizer for the LM tests.
 
 ``LMS[name]() -> model.eval()``: Llama with GQA (untied embeddings), Qwen3 with GQA (tied), GPT-2
 (tied, fused qkv). ``tiny_tokenizer(dir)`` trains a byte-level BPE on a few sentences and saves a
@@ -22,7 +22,8 @@ def llama_gqa_lm(seed: int = 0, vocab: int = VOCAB, layers: int = 3):
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=48, num_hidden_layers=layers, num_attention_heads=6,
                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                      use_cache=False)
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -31,7 +32,7 @@ def qwen3_lm(seed: int = 1, vocab: int = VOCAB):
     torch.manual_seed(seed)
     cfg = Qwen3Config(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, head_dim=8, intermediate_size=40, max_position_embeddings=256,
-                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+                      tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, use_cache=False)
     return Qwen3ForCausalLM(cfg).eval()
 
 
@@ -39,7 +40,8 @@ def gpt2_lm(seed: int = 2, vocab: int = VOCAB):
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(seed)
     cfg = GPT2Config(vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=256,
-                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2)
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=2,
+                     use_cache=False)
     return GPT2LMHeadModel(cfg).eval()
 
 
