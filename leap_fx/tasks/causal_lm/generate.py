@@ -58,7 +58,7 @@ def next_tokens(logits: np.ndarray, config: GenerationConfig, rng: np.random.Gen
     for i, row in enumerate(p):
         order = np.argsort(-row, kind="stable")
         cum = np.cumsum(row[order])
-        n = int(np.searchsorted(cum, config.top_p) + 1)  # smallest set whose mass reaches top_p
+        n = min(len(row), int(np.searchsorted(cum, config.top_p) + 1))  # smallest set reaching top_p
         keep = order[:n]
         out[i] = keep[rng.choice(n, p=row[keep] / row[keep].sum())]
     return out
@@ -122,8 +122,10 @@ def generate(lm: OnnxLM, tokenizer, prompt: str, config: Optional[GenerationConf
             shown[0] = text
     start = time.perf_counter()
     rows, stopped = generate_ids(lm, [ids], config, emit)
-    return GenerationResult(tokenizer.decode(rows[0], skip_special_tokens=True), len(ids), rows[0], stopped[0],
-                            time.perf_counter() - start)
+    text = tokenizer.decode(rows[0], skip_special_tokens=True)
+    if stream is not None and text != shown[0] and text.startswith(shown[0]):
+        stream(text[len(shown[0]):])  # the tail held back (an incomplete UTF-8 sequence at the end)
+    return GenerationResult(text, len(ids), rows[0], stopped[0], time.perf_counter() - start)
 
 
 def load_generator(path: str, threads: Optional[int] = None):
