@@ -119,8 +119,15 @@ def gguf_entry(gguf_path: str, cache_dir: Optional[str] = None, use_cache: bool 
     if problem not in (None, "missing"):
         warnings.warn(f"GGUF cache entry {path} is not used ({problem}): converting {gguf_path} again",
                       RuntimeWarning, stacklevel=2)
-    with atomic_dir(path) as tmp:
-        _convert(gguf_path, tmp, digest)
+    from transformers.utils import logging as hf_logging
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # dequantising and shard-writing bars: the caller reports progress
+    try:
+        with atomic_dir(path) as tmp:
+            _convert(gguf_path, tmp, digest)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return path
 
 
