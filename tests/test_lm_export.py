@@ -68,6 +68,7 @@ def test_stripped_lm_exports_with_cache_and_generates_like_torch(name, tmp_path)
     meta = LmMetadata(tokenizer="tokenizer", eos_token_ids=[2], chat_template=False, extra={"method": "random"})
     rep = export_decoder(model, path, metadata=meta)
     assert rep.parity["max_abs_diff"] <= 1e-4 and len(rep.parity["steps"]) == 8
+    assert rep.parity["cache_max_abs_diff"] <= 1e-4 and rep.parity["left_padding"] == 2
     attn = [f for f in report.families.values() if f["kind"] == "attention"]
     assert rep.kv_heads == [len(f["kv_kept"]) for f in attn]  # each layer its own kept kv heads
     if name != "gpt2":  # GQA layers kept exactly what gqa_keep chose
@@ -107,11 +108,28 @@ def test_int8_quantized_decoder_runs_with_cache(tmp_path):
     assert np.abs(la - lb).max() < 0.1 * np.abs(la).max()
 
 
+def test_decode_parity_catches_a_drifting_cache(tmp_path):
+    from passes.export.decoder_parity import decode_parity
+    from passes.export.kv_cache import cache_layout
+    from passes.export.parity import ort_session
+    model = LMS["gpt2"]()
+    export_decoder(model, str(tmp_path / "m.onnx"), steps=1)
+    session = ort_session(str(tmp_path / "m.onnx"))
+
+    class Drifting:  # onnxruntime whose returned cache is slightly off
+        def run(self, names, feeds):
+            out = session.run(names, feeds)
+            return [out[0]] + [p + 0.05 for p in out[1:]]
+    res = decode_parity(model, Drifting(), cache_layout(model), vocab_size=model.config.vocab_size, steps=3)
+    assert res["prefill"] <= 1e-4 and min(res["steps"]) > 1e-3 and res["cache_max_rel_diff"] > 1e-3
+
+
 def test_parity_failure_leaves_nothing_at_path(tmp_path, monkeypatch):
     import passes.export.decoder as decoder
     model = LMS["qwen3"]()
     path = tmp_path / "model.onnx"
-    monkeypatch.setattr(decoder, "decode_parity", lambda *a, **k: {"max_abs_diff": 1.0, "prefill": 1.0, "steps": [1.0]})
+    monkeypatch.setattr(decoder, "decode_parity", lambda *a, **k: {"max_abs_diff": 1.0, "prefill": 1.0, "steps": [1.0],
+                                                                 "cache_max_rel_diff": 0.0})
     with pytest.raises(ParityError, match="failed on every path"):
         export_decoder(model, str(path), exporter="torchscript")
     assert not path.exists() and (tmp_path / "model.failed.onnx").exists()

@@ -86,7 +86,7 @@ class Heads(KindHandler):
         cut.folds = [(q, c) for q, c in folds if q in gone]
         cut.kept_zero = kept_zero
         if kept_zero:
-            per = fam.num_heads // fam.num_kv_heads - len(cut.remove) // max(1, fam.num_kv_heads - len(cut.kv_remove))
+            per = (fam.num_heads - len(cut.remove)) // max(1, fam.num_kv_heads - len(cut.kv_remove))
             cut.note = (f"GQA: removable q heads {kept_zero} kept as zero heads (exact): every kept kv head of this "
                         f"layer keeps the same number of q heads (here {per})")
 
