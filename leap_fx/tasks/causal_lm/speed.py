@@ -5,7 +5,8 @@ Per repetition and per model, in turn: **prefill** (batch 1, a ``prompt``-token 
 ``new_tokens`` greedy steps of one token each feeding back the cache: ``batch * new_tokens / seconds``).
 Models take turns inside every repetition, so machine load hits them alike; medians over repetitions,
 with the interquartile range. Prompts are seeded random ids. Sessions use onnxruntime's full graph
-optimisations and ``threads`` intra-op threads (None: onnxruntime's default).
+optimisations and ``threads`` intra-op threads (None: onnxruntime's default); ``spin=False`` makes them
+wait passively (better on a shared, loaded machine).
 """
 from __future__ import annotations
 
@@ -40,12 +41,13 @@ def _stats(values: list[float]) -> dict:
 
 
 def lm_speed(models: dict[str, str], *, prompt: int = 256, new_tokens: int = 128, batches: Sequence[int] = (1, 8),
-             repeats: int = 3, threads: Optional[int] = None, seed: int = 0, warmup: bool = True) -> dict:
+             repeats: int = 3, threads: Optional[int] = None, seed: int = 0, warmup: bool = True,
+             spin: bool = True) -> dict:
     """``{name: {"prefill_tokens_per_s": stats, "decode_tokens_per_s": {batch: stats}}, "speedup": {...}}``
     for ``models`` (name -> ONNX path); ``speedup`` is each model's median over the first model's."""
     if not models:
         raise ValueError("give at least one ONNX model")
-    lms = {name: OnnxLM(path, threads=threads) for name, path in models.items()}
+    lms = {name: OnnxLM(path, threads=threads, spin=spin) for name, path in models.items()}
     vocab = min(lm.vocab_size for lm in lms.values())
     rng = np.random.default_rng(seed)
     prompts = {b: rng.integers(4 if vocab > 8 else 0, vocab, (b, prompt), dtype=np.int64) for b in {1, *batches}}
@@ -68,4 +70,4 @@ def lm_speed(models: dict[str, str], *, prompt: int = 256, new_tokens: int = 128
                          **{f"decode_b{b}": out[name]["decode_tokens_per_s"][str(b)]["median"]
                             / out[first]["decode_tokens_per_s"][str(b)]["median"] for b in batches}}
     return {"models": out, "speedup": speedup, "reference": first, "prompt": prompt, "new_tokens": new_tokens,
-            "batches": list(batches), "repeats": repeats, "threads": threads}
+            "batches": list(batches), "repeats": repeats, "threads": threads, "spin": spin}
