@@ -33,7 +33,7 @@ from .labels import normalise_label, spelling_warnings
 MISSING = ("", "nan", "none", "null")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 SHOWN_SKIPS = 10  # skipped lines listed in the report
-_READERS = {}
+READERS = {}
 FIELD_LIMIT = 10_000_000  # characters in one CSV field (the csv module's default, 131072, cuts long documents)
 TEXT_LIKE_WORDS = 3       # a column whose values average this many words or more is text
 
@@ -45,12 +45,12 @@ class DataWarning(UserWarning):
 def _reader(*exts):
     def register(fn):
         for e in exts:
-            _READERS[e] = fn
+            READERS[e] = fn
         return fn
     return register
 
 
-def _text_of(path: str) -> str:
+def text_of(path: str) -> str:
     """The file decoded as UTF-8 (a BOM dropped); a bad byte raises naming its line."""
     if os.path.isdir(path):
         raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
@@ -69,7 +69,7 @@ def _read_delimited(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, 
     """``(line, dict or error text)`` per non-blank row; the header is checked for duplicates."""
     tsv = path.lower().endswith(".tsv")
     kw = dict(delimiter="\t", quoting=csv.QUOTE_MINIMAL if tsv_quotes else csv.QUOTE_NONE) if tsv else {}
-    reader = csv.reader(io.StringIO(_text_of(path), newline=""), **kw)
+    reader = csv.reader(io.StringIO(text_of(path), newline=""), **kw)
     limit = csv.field_size_limit(FIELD_LIMIT)  # the module's limit is process-wide: restored below
     try:
         yield from _delimited_rows(path, reader, tsv)
@@ -109,7 +109,7 @@ def _delimited_rows(path: str, reader, tsv: bool) -> Iterator[tuple[int, object]
 
 @_reader(".jsonl", ".json")
 def _read_jsonl(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, object]]:
-    for n, line in enumerate(_text_of(path).splitlines(), 1):
+    for n, line in enumerate(text_of(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -189,9 +189,9 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
     if os.path.isdir(path):
         raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _READERS:
-        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(_READERS)}")
-    rows = list(_READERS[ext](path, tsv_quotes))
+    if ext not in READERS:
+        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(READERS)}")
+    rows = list(READERS[ext](path, tsv_quotes))
     if not rows:
         raise ValueError(f"data file {path!r} has no rows")
     columns = {"text": text_column, "pair": text_pair_column, "label": label_column}

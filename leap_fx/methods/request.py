@@ -15,12 +15,12 @@ from __future__ import annotations
 from typing import Optional
 
 from leap_fx.methods.registry import config_class, config_names
-from leap_fx.spec.task import TaskConfig
-from leap_fx.tasks.registry import task_class
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import MODES, PruneOptions
 from leap_fx.spec.target import DEFAULT_TARGET, Target
+from leap_fx.spec.task import TaskConfig
+from leap_fx.tasks.registry import task_class
 
 __all__ = ["check", "resolve", "method_config", "task_config", "default_target", "SHARED"]
 

@@ -6,8 +6,16 @@ ONNX inputs, outputs and metadata. Listed here explicitly (configs only: no torc
     causal-lm                 text -> next token; perplexity, KV-cache ONNX     (language models)
 """
 from leap_fx.tasks.causal_lm.config import CausalLMConfig
-from leap_fx.tasks.registry import (DEFAULT_TASK, add_task, build_task, register_task, task_class, task_for,
-                                    task_handler, task_names)
+from leap_fx.tasks.registry import (
+    DEFAULT_TASK,
+    add_task,
+    build_task,
+    register_task,
+    task_class,
+    task_for,
+    task_handler,
+    task_names,
+)
 from leap_fx.tasks.sequence_classification.config import SequenceClassificationConfig
 
 BUILTIN = (SequenceClassificationConfig, CausalLMConfig)
