@@ -11,7 +11,10 @@ from leap_fx.methods import build
 from leap_fx.methods.kwon.batches import by_length
 from leap_fx.methods.kwon.capture import capture, out_weight, output_weights
 from leap_fx.methods.kwon.config import KwonConfig
-from leap_fx.methods.kwon.fisher import fisher_loss, mask_gradients, task_loss
+from leap_fx.methods.kwon.fisher import fisher_loss, mask_gradients
+from leap_fx.objectives.task_loss import ClassificationLoss
+
+task_loss = ClassificationLoss().summed
 from leap_fx.methods.kwon.handler import KwonMask, mean_tokens
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
 from leap_fx.methods.kwon.tune import columns, normal_equations, teacher_targets

@@ -1,4 +1,4 @@
-"""``leap-fx``: prune | analyze | export | eval. Bad input -> one line on stderr, exit code 2.
+"""``leap-fx``: prune | analyze | export | eval | generate. Bad input -> one line on stderr, exit code 2.
 
 Each command is a class (``command.py``) whose help is written once; the parser of the command being
 run is built in full, the others only by name. Nothing here imports torch before the arguments are
@@ -16,13 +16,14 @@ from typing import Optional
 from leap_fx.cli.analyze import Analyze
 from leap_fx.cli.eval import Eval
 from leap_fx.cli.export import Export
+from leap_fx.cli.generate import Generate
 from leap_fx.cli.prune import Prune
 from leap_fx.env.threads import prefer_passive_waiting
 from leap_fx.spec.options import PruneOptions
 
 __all__ = ["main", "build_parser", "cli_words", "COMMANDS"]
 
-COMMANDS = {c.name: c for c in (Prune, Analyze, Export, Eval)}
+COMMANDS = {c.name: c for c in (Prune, Analyze, Export, Eval, Generate)}
 BAD_INPUT = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
              PermissionError, ModuleNotFoundError, json.JSONDecodeError)
 FAILED = (RuntimeError, ArithmeticError)  # ParityError, NaN in training: not bad input

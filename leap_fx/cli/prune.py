@@ -18,7 +18,7 @@ from leap_fx.spec.fields import flag_of, help_of
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import DEVICES, QUANTIZE, PruneOptions
-from leap_fx.tasks.registry import task_class, task_names
+from leap_fx.tasks.registry import DEFAULT_TASK, task_class, task_names
 
 __all__ = ["Prune", "method_option_fields", "task_option_fields", "option_type"]
 
@@ -130,7 +130,8 @@ class Prune(Command):
                   f"given on the command line only)", file=sys.stderr)
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PruneOptions)
                  if f.name not in NOT_FLAGS and getattr(args, f.name) is not None}
-        method = given.get("method", base.get("method", "leap"))
+        task = given.get("task", base.get("task"))
+        method = given.get("method", base.get("method")) or task_class(task or DEFAULT_TASK).default_method
         table = method_option_fields()
         chosen = {k: getattr(args, "m_" + k) for k in table if getattr(args, "m_" + k) is not None}
         wrong = [k for k in chosen if method not in table[k][2]]
@@ -142,7 +143,7 @@ class Prune(Command):
             merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
         tasks = task_option_fields()
         task_chosen = {k: getattr(args, "t_" + k) for k in tasks if getattr(args, "t_" + k) is not None}
-        task = merged.get("task")
+        task = merged.get("task") or DEFAULT_TASK
         wrong = [k for k in task_chosen if task not in tasks[k][2]]
         if wrong:
             raise ValueError(", ".join(f"--{k.replace('_', '-')} is an option of --task {', '.join(tasks[k][2])}"

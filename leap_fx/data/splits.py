@@ -41,7 +41,7 @@ def load_data(opts, allow_many_classes: bool = False) -> DatasetSplits:
     """``DatasetSplits`` (not tokenised) for ``opts.data``, subsampled to the mode's budget. Training labels
     that cannot be a classification task are refused (``labels.check_classification``) unless
     ``allow_many_classes``."""
-    if opts.data in RT_NAMES:
+    if opts.data is None or opts.data in RT_NAMES:
         data = load_rotten_tomatoes(seed=opts.split_seed)
     else:
         kw = dict(text_column=opts.text_column, text_pair_column=opts.text_pair_column,

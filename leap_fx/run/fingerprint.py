@@ -21,7 +21,7 @@ DATA_FIELDS = ("data", "validation_data", "test_data")
 
 def _data_file(opts, name: str) -> Optional[str]:
     value = getattr(opts, name)
-    if name == "data" and value in RT_NAMES:  # the named dataset: the file it is read from
+    if name == "data" and (value is None or value in RT_NAMES):  # the named dataset: the file it is read from
         try:
             return data_path()
         except (ModuleNotFoundError, FileNotFoundError):

@@ -15,8 +15,6 @@ import copy
 import os
 import shutil
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -39,8 +37,10 @@ from leap_fx.hf.models import (
 )
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve
+from leap_fx.run.clock import Clock
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
+from leap_fx.run.lm_job import run_lm
 from leap_fx.run.measure import matrix_densities, measure
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.plots import write_plots
@@ -50,6 +50,7 @@ from leap_fx.run.speed import speed_stage
 from leap_fx.run.summary import summary_table
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
+from leap_fx.tasks.registry import task_of_model
 from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
@@ -63,30 +64,6 @@ from passes.strip import strip
 
 CHECKPOINT_MINUTES = 2.0  # besides every epoch: a killed run loses at most this much training
 CALIBRATION_EXAMPLES = 2048  # one-shot methods: training examples they may look at (Kwon et al.: 2K)
-
-
-class Clock:
-    """Wall time per stage (printed as ``[leap-fx] <stage> ...`` when verbose)."""
-
-    def __init__(self, verbose: bool):
-        self.t0, self.stages, self.verbose, self.cpu0 = time.perf_counter(), {}, verbose, time.process_time()
-
-    @contextmanager
-    def stage(self, name: str):
-        t = time.perf_counter()
-        if self.verbose:
-            print(f"[leap-fx] {name} ...", flush=True)
-        try:
-            yield
-        finally:
-            self.stages[name] = round(time.perf_counter() - t, 2)
-        if self.verbose:
-            print(f"[leap-fx] {name} done in {self.stages[name]:.1f} s", flush=True)
-
-    def total(self) -> dict:
-        return {"total_s": round(time.perf_counter() - self.t0, 2), "stages_s": self.stages,
-                "process_cpu_s": round(time.process_time() - self.cpu0, 1),
-                "threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())}
 
 
 def teacher_config(opts: PruneOptions) -> TrainConfig:
@@ -200,6 +177,10 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     injects the ``DatasetSplits`` ``load_data(options)`` would return (loaded, split and tokenised once
     by a caller running several jobs).
     """
+    task = options.task or task_of_model(options.model)
+    if task == "causal-lm":  # the language-model job (run/lm_job.py)
+        return run_lm(options.replace(task=task), model=model, tokenizer=tokenizer)
+    options = options.replace(task=task)
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
     check(options)  # the method and its options: a bad request fails before anything is loaded or written
     opts = resolve(options)

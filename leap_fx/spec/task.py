@@ -8,13 +8,16 @@ inputs and its ONNX inputs, outputs and metadata. The config declares:
 - ``auto_class``: the transformers Auto class its models load with;
 - ``architectures``: suffixes of ``config.architectures`` that mean this task (how ``--task`` is inferred);
 - ``metric``: the headline metric's name and whether higher is better;
+- the job's defaults for the task: ``default_data`` (``--data`` left unset), ``default_method``,
+  ``default_target`` (None: the method's), ``modes`` (budget fields of ``PruneOptions`` per mode that
+  differ from ``spec.options.MODES``);
 - its own fields (each with help text as field metadata, ``fields.option``): ``leap-fx prune`` flags.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from leap_fx.spec.fields import help_of
 from passes.io import JsonDataclass
@@ -32,6 +35,10 @@ class TaskConfig(JsonDataclass):
     architectures: ClassVar[tuple[str, ...]] = ()
     metric: ClassVar[str] = "accuracy"
     higher_is_better: ClassVar[bool] = True
+    default_data: ClassVar[str] = "rotten_tomatoes"
+    default_method: ClassVar[str] = "leap"
+    default_target: ClassVar[Optional[str]] = None
+    modes: ClassVar[dict] = {}
 
     @classmethod
     def help(cls) -> dict[str, str]:

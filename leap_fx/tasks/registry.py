@@ -4,12 +4,15 @@ infers a model's task from ``config.architectures``."""
 from __future__ import annotations
 
 import importlib
+import json
+import os
 from typing import Optional, Sequence
 
+from leap_fx.hf.tasks import DEFAULT_LM_NAMES
 from leap_fx.spec.task import TaskConfig
 
 __all__ = ["add_task", "register_task", "task_names", "task_class", "task_handler", "build_task", "task_for",
-           "DEFAULT_TASK"]
+           "task_of_model", "DEFAULT_TASK"]
 
 DEFAULT_TASK = "sequence-classification"
 _TASKS: dict[str, type] = {}
@@ -76,4 +79,21 @@ def task_for(architectures: Optional[Sequence[str]]) -> str:
         for name, cls in _TASKS.items():
             if any(str(arch).endswith(suffix) for suffix in cls.architectures):
                 return name
+    return DEFAULT_TASK
+
+
+def task_of_model(model: Optional[str]) -> str:
+    """The task of ``--model`` without loading it: a ``.gguf`` file or the default LM's name is a causal LM;
+    a folder's ``config.json`` ``architectures`` decide (``task_for``); anything else is the default task."""
+    if model is None:
+        return DEFAULT_TASK
+    if model.lower().endswith(".gguf") or model.lower() in DEFAULT_LM_NAMES:
+        return "causal-lm"
+    config = os.path.join(model, "config.json")
+    if os.path.isfile(config):
+        try:
+            with open(config, encoding="utf-8") as fh:
+                return task_for(json.load(fh).get("architectures"))
+        except (OSError, ValueError, AttributeError):
+            return DEFAULT_TASK  # an unreadable config is reported by the model loader, with its path
     return DEFAULT_TASK

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -112,8 +112,10 @@ def _as_method(method, config: TrainConfig, n_total: int) -> Method:
 class Loop:
     """One run of :func:`train`; its methods are the loop's stages."""
 
-    def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet):
+    def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet,
+                 evaluate_fn: Optional[Callable] = None):
         self.model, self.teacher, self.val_data, self.config = model, teacher, val_data, config
+        self.evaluate_fn = evaluate_fn or evaluate
         self.dist = Dist.current()
         self.dist.check_batch_size(config.batch_size)
         self.tensors = as_tensors(train_data)
@@ -275,7 +277,7 @@ class Loop:
                 if self.main and self.val_data is not None and (self.step % eval_every == 0
                                                                or self.step == self.n_total):
                     self.history.add({"type": "eval", "step": self.step, "epoch": self.step / self.bpe,
-                                      **evaluate(model, self.val_data, cfg.eval_batch_size)})
+                                      **self.evaluate_fn(model, self.val_data, cfg.eval_batch_size)})
                     model.train()
                 if self.ckpt and self._checkpoint_due(ckpt_every, last_save):
                     last_save = time.perf_counter()
@@ -305,14 +307,14 @@ class Loop:
             if self.config.fold:
                 model = self.method.finalize(model)
         if self.val_data is not None and self.main:
-            metrics.update(evaluate(model, self.val_data, self.config.eval_batch_size))
+            metrics.update(self.evaluate_fn(model, self.val_data, self.config.eval_batch_size))
         return TrainResult(model, self.history.records, metrics, self.out_dir)
 
 
 def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=None,
           config: Optional[TrainConfig] = None, method=None, plan=None, out_dir: Optional[str] = None,
           resume: bool = True, quiet: bool = False, stop_after: Optional[int] = None,
-          find_unused_parameters: Optional[bool] = None) -> TrainResult:
+          find_unused_parameters: Optional[bool] = None, evaluate_fn: Optional[Callable] = None) -> TrainResult:
     """Train ``model`` in place with ``method`` and return it (folded unless ``config.fold=False``).
 
     Args:
@@ -325,7 +327,9 @@ def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=N
         stop_after: stop (without finishing) after this many global steps, as if interrupted.
         find_unused_parameters: passed to DDP (multi-process runs only); None (default): True iff
             one trial forward leaves a trainable parameter without gradient.
+        evaluate_fn: ``(model, val_data, batch_size) -> {name: value}`` logged at every evaluation (the
+            task's metric; default: classification accuracy and loss, ``train.evaluate.evaluate``).
     """
     loop = Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
-                 quiet)
+                quiet, evaluate_fn)
     return loop.run(stop_after, find_unused_parameters)

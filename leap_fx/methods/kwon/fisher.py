@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from leap_fx.data.batches import model_inputs
@@ -47,37 +46,11 @@ from leap_fx.methods.kwon.capture import (
     output_weights,
     unit,
 )
-from leap_fx.objectives.outputs import logits_of
+from leap_fx.objectives.task_loss import ClassificationLoss
 
 FORWARD_BATCH = 32  # examples per batched Fisher forward
 
 LossFn = Callable[[object, dict], torch.Tensor]
-
-
-def _wide(t: torch.Tensor) -> torch.Tensor:
-    """At least float32 (half-precision logits are widened; float64 stays)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(_wide(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="sum")
-
-
-def _squared_error(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    out = _wide(logits)
-    return F.mse_loss(out.reshape(labels.shape), labels.to(out.dtype), reduction="sum")
-
-
-LOSSES = {False: _cross_entropy, True: _squared_error}  # labels.is_floating_point() -> summed task loss
-
-
-def task_loss(outputs, batch: dict) -> torch.Tensor:
-    """Summed task loss of a batch: cross entropy for class labels, squared error for real targets."""
-    if "labels" not in batch:
-        raise ValueError("the calibration batches have no 'labels': kwon needs the task loss (pass "
-                         "loss=callable(outputs, batch) -> summed loss for an unlabelled model)")
-    labels = batch["labels"]
-    return LOSSES[bool(labels.is_floating_point())](logits_of(outputs), labels)
 
 
 @contextmanager
@@ -186,7 +159,7 @@ def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], lo
                    micro: int = 1, exact_loop: bool = False) -> MaskGrads:
     """``dL/dm`` of every owner in ``owners`` (family key -> ``FixedMask``, values at 1) per example of
     ``batches``, summed in groups of ``micro``; ``exact_loop``: the carrier path for every example."""
-    loss, keys = loss or task_loss, list(owners)
+    loss, keys = loss or ClassificationLoss().summed, list(owners)
     params = [owners[k].values for k in keys]
     was = model.training
     model.eval()

@@ -115,7 +115,8 @@ class Kwon(OneShotMethod):
         """Step 1 (every mask at 1): per-example mask gradients on ``batches``."""
         for o in owners(model).values():
             o.set(torch.ones(o.grid_shape))
-        return mask_gradients(model, self.plan, self.tied(model), batches, loss, int(self.config.fisher_batch))
+        return mask_gradients(model, self.plan, self.tied(model), batches, loss or self.task_loss.summed,
+                              int(self.config.fisher_batch))
 
     def budget(self, model, batches: list[dict]) -> tuple[dict, float, dict, float]:
         """The search's inputs: per-granule cost of every family, the total, each family's kind, and the

@@ -3,7 +3,7 @@ perplexity; the slim model is exported with a KV cache for generation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from leap_fx.spec.fields import option
 from leap_fx.spec.task import TaskConfig
@@ -22,12 +22,17 @@ class CausalLMConfig(TaskConfig):
     architectures: ClassVar[tuple[str, ...]] = ("ForCausalLM", "LMHeadModel")
     metric: ClassVar[str] = "perplexity"
     higher_is_better: ClassVar[bool] = False
+    default_data: ClassVar[str] = "convention-speeches"  # tasks/causal_lm/data.py DEFAULT_CORPUS
+    default_method: ClassVar[str] = "kwon"               # post-training: fast, no recovery training needed
+    default_target: ClassVar[Optional[str]] = "flops:0.8"
+    modes: ClassVar[dict] = {  # blocks of block_size tokens (max_*_examples), recovery epochs and batch
+        "quick": dict(epochs=1.0, batch_size=4, max_train_examples=64, max_eval_examples=16),
+        "full": dict(epochs=1.0, batch_size=8, max_train_examples=None, max_eval_examples=None)}
 
     block_size: int = option(256, "tokens per block (documents joined with EOS, never across splits)")
     kd_top_k: int = option(64, "next-token distillation keeps the teacher's top-k tokens per position (+ the "
                                "rest of its mass): memory-aware KL over a large vocabulary")
     calibration_blocks: int = option(64, "blocks one-shot methods (Kwon) read for their Fisher / least squares")
-    eval_blocks: int = option(0, "validation / test blocks scored (0: all)")
 
     def __post_init__(self):
         for name in ("block_size", "kd_top_k", "calibration_blocks"):
@@ -36,5 +41,3 @@ class CausalLMConfig(TaskConfig):
                 raise ValueError(f"{name}={v} must be a positive int")
         if self.block_size < 8:
             raise ValueError(f"block_size={self.block_size} is too short for a language model: use >= 8 (e.g. 256)")
-        if isinstance(self.eval_blocks, bool) or self.eval_blocks < 0:
-            raise ValueError(f"eval_blocks={self.eval_blocks} must be >= 0 (0: all)")

@@ -36,7 +36,7 @@ def logits_of(out: Any) -> torch.Tensor:
     return out["logits"]
 
 
-def _targets(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def next_token_targets(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(next-token targets [B, S-1], weight [B, S-1])``."""
     labels = batch.get("labels", batch["input_ids"])
     target = labels[:, 1:]
@@ -50,7 +50,7 @@ def _targets(batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 def lm_loss(out: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy over the counted positions."""
     logits = logits_of(out)[:, :-1].float()
-    target, keep = _targets(batch)
+    target, keep = next_token_targets(batch)
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
     return (ce * keep.reshape(-1)).sum() / keep.sum().clamp(min=1)
 
@@ -91,5 +91,5 @@ def kd_loss(out: Any, teacher: TeacherTopK, batch: Mapping[str, torch.Tensor]) -
     p_rest = _log1mexp(torch.logsumexp(p_log, dim=-1))
     q_rest = _log1mexp(torch.logsumexp(q_log, dim=-1))
     kl = (p_log.exp() * (p_log - q_log)).sum(-1) + p_rest.exp() * (p_rest - q_rest)
-    _, keep = _targets(batch)
+    _, keep = next_token_targets(batch)
     return t * t * (kl * keep).sum() / keep.sum().clamp(min=1)
