@@ -55,8 +55,10 @@ from leap_fx.methods.kwon.fisher import MaskGrads, mask_gradients
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
 from leap_fx.methods.kwon.tune import Targets, teacher_targets, tune
 from leap_fx.methods.registry import register
+from passes.analyze.plan import ATTENTION
+from passes.strip.gqa import gqa_keep
 
-__all__ = ["Kwon", "KwonMask", "mean_tokens", "rows_per_example"]
+__all__ = ["Kwon", "KwonMask", "gqa_realisable", "mean_tokens", "rows_per_example"]
 
 TUNE_BATCH = 32  # examples per forward of mask tuning (re-grouped by length)
 
@@ -157,7 +159,7 @@ class Kwon(OneShotMethod):
             warnings.warn("kwon: every mask gradient is zero (the loss does not depend on the heads / neurons?): "
                           "the search keeps an arbitrary set", stacklevel=2)
         with _timed(seconds, "search"):
-            keep = search(importance, cost, kinds, fraction * total)
+            keep = gqa_realisable(search(importance, cost, kinds, fraction * total), importance, self.plan)
         tune_batches = by_length(first_examples(batches, int(cfg.tune_examples)), TUNE_BATCH)[0]
         with _timed(seconds, "targets"):
             targets, teacher = self.tune_targets(model, tune_batches, importance, cost, kinds, total) \
@@ -166,7 +168,8 @@ class Kwon(OneShotMethod):
                   "fisher_path": grads.path, "fisher_loss": {"search": grads.loss(keep)}, "stop_after": cfg.stop_after}
         if cfg.stop_after != "search":
             with _timed(seconds, "rearrange"):
-                keep = {k: rearrange(grads.grads[k], v) for k, v in keep.items()}
+                keep = gqa_realisable({k: rearrange(grads.grads[k], v) for k, v in keep.items()}, importance,
+                                      self.plan)
             report["fisher_loss"]["rearranged"] = grads.loss(keep)
         for k, o in tied.items():
             o.set(keep[k])
@@ -181,6 +184,23 @@ class Kwon(OneShotMethod):
         report.update(achieved=kept_cost(keep, cost) / total, kept={k: int(v.sum()) for k, v in keep.items()},
                       seconds=seconds)
         return report
+
+
+def gqa_realisable(keep: dict, importance: dict, plan) -> dict:
+    """Grouped-query attention: each attention family's keep set made one strip can realise (the same
+    number of q heads in every kept kv group, ``passes.strip.gqa``), at most as many heads as searched,
+    overlapping the searched set as much as possible (then by importance)."""
+    out = dict(keep)
+    for key, fam in plan.families.items():
+        if key not in keep or fam.kind != ATTENTION or fam.num_kv_heads >= fam.num_heads:
+            continue
+        k, imp = keep[key].reshape(-1), importance[key].reshape(-1).float()
+        scores = k.float() * (1.0 + float(imp.abs().sum())) + imp
+        chosen = gqa_keep(scores.tolist(), fam.num_kv_heads, int(k.sum()))
+        new = torch.zeros_like(k)
+        new[list(chosen.q)] = 1
+        out[key] = new.reshape(keep[key].shape)
+    return out
 
 
 @contextmanager
