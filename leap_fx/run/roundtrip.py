@@ -58,9 +58,13 @@ class RoundTrip:
 
 
 def random_keep(plan, seed: int, fraction: float = 0.5) -> dict[str, list[int]]:
-    """A random ``fraction`` (at least one) of every family's granules, per Plan key."""
+    """A random ``fraction`` (at least one) of every family's granules, per Plan key; whole experts too, at least
+    ``top_k`` of them (strip keeps that many anyway)."""
     g = torch.Generator().manual_seed(seed)
-    return {key: sorted(torch.randperm(f.granules, generator=g)[:max(1, int(f.granules * fraction))].tolist())
+
+    def least(f) -> int:
+        return f.top_k if f.kind == "experts" else 1
+    return {key: sorted(torch.randperm(f.granules, generator=g)[:max(least(f), int(f.granules * fraction))].tolist())
             for key, f in plan.families.items()}
 
 
