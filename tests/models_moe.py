@@ -67,7 +67,8 @@ def olmoe():
     from transformers import OlmoeConfig
     cfg = OlmoeConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=4, intermediate_size=16, num_experts=8, num_experts_per_tok=2,
-                      max_position_embeddings=64, use_cache=False, attention_dropout=0.0, pad_token_id=1)
+                      max_position_embeddings=64, use_cache=False, attention_dropout=0.0, pad_token_id=1,
+                      bos_token_id=0, eos_token_id=2)
     return _build("OlmoeModel", cfg), _ids(35)
 
 
@@ -76,7 +77,8 @@ def gpt_oss():
     cfg = GptOssConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                        num_key_value_heads=2, head_dim=8, intermediate_size=16, num_local_experts=4,
                        num_experts_per_tok=2, max_position_embeddings=64, use_cache=False, attention_dropout=0.0,
-                       layer_types=["full_attention", "full_attention"])
+                       layer_types=["full_attention", "full_attention"],
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
     model = _build("GptOssModel", cfg)
     g = torch.Generator().manual_seed(36)
     with torch.no_grad():  # HF initialises these biases to zero: random ones test that strip slices them
@@ -89,14 +91,16 @@ def gpt_oss():
     return model, _ids(36)
 
 
-def _moe(layers, experts, top_k, ffn, *, dense=(), shared=None, groups=1, gated=True, heads=4, kv_heads=None,
-         select=False, router_bias=False, expert_bias=False):
-    """Per MoE layer: ``experts`` routed experts of ``ffn`` neurons, ``top_k`` per token; ``dense``: dense
-    FFN widths of the layers without experts; ``shared``: shared-expert width; ``select``: a
-    score-correction bias in the routing; ``groups``: grouped routing."""
+def _moe(layers, experts, top_k, ffn, *, dense=(), shared=None, groups=1, heads=4, kv_heads=None, select=False,
+         router_bias=False, expert_bias=False, activation="silu", attention=None, frozen=False):
+    """Per MoE layer: ``experts`` routed experts of ``ffn`` neurons (gated), ``top_k`` per token; ``dense``: dense
+    FFN widths of the layers without experts; ``shared``: shared-expert width; ``select``: a score-correction
+    bias in the routing; ``groups``: grouped routing; ``activation`` "" = an elementwise gate outside
+    ACTIVATIONS; ``attention``: attention families found (default one per layer); ``frozen``: their heads."""
     return dict(layers=layers, experts=experts, top_k=top_k, ffn=ffn, dense=list(dense), shared=shared,
-                groups=groups, gated=gated, heads=heads, kv_heads=kv_heads or heads, select=select,
-                router_bias=router_bias, expert_bias=expert_bias, moe_layers=layers - len(dense))
+                groups=groups, heads=heads, kv_heads=kv_heads or heads, select=select, router_bias=router_bias,
+                expert_bias=expert_bias, moe_layers=layers - len(dense), activation=activation,
+                attention=layers if attention is None else attention, frozen=frozen)
 
 
 MOE = {"mixtral": mixtral, "qwen2_moe": qwen2_moe, "glm4_moe": glm4_moe, "qwen3_moe": qwen3_moe,
@@ -106,6 +110,7 @@ MOE_EXPECTED = {
     "qwen2_moe": _moe(2, 8, 2, 16, shared=20),
     "glm4_moe": _moe(2, 8, 2, 12, dense=[48], shared=12, groups=2, kv_heads=2, select=True),
     "qwen3_moe": _moe(2, 6, 2, 20, dense=[36], kv_heads=2),
-    "olmoe": _moe(2, 8, 2, 16),
-    "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True),
+    "olmoe": _moe(2, 8, 2, 16, frozen=True),  # q/k norms over all heads: heads kept
+    # attention with sink columns is issue 25 class 4: not matched yet (0 attention families, no unmatched site)
+    "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True, activation="", attention=0),
 }

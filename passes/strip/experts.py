@@ -75,7 +75,7 @@ class Experts(KindHandler):
 
 
 def _allowed(fam: ExpertsFamily, marked: list[int]) -> tuple[list[int], str]:
-    """The marked experts strip may remove (see the module doc), and why any stay."""
+    """The marked experts strip may remove (see the module doc; the lowest-numbered first), and why any stay."""
     notes, keep = [], fam.top_k
     if fam.groups > 1:
         size = fam.num_experts // fam.groups
