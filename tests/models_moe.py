@@ -3,9 +3,11 @@
 Layouts: Mixtral (routed experts only, softmax router renormalised over the top-k), Qwen2-MoE (a shared
 expert behind a sigmoid gate, softmax router *not* renormalised, q/k/v biases), GLM-4-MoE (DeepSeek-V3's
 MoE: a dense first layer, shared experts, a sigmoid router with a score-correction bias and grouped
-routing), Qwen3-MoE (dense first layer through ``mlp_only_layers``, per-head q/k norms), OLMoE, and
+routing), Qwen3-MoE (dense first layer through ``mlp_only_layers``, per-head q/k norms), OLMoE,
 GPT-OSS's experts (biases, ``[experts, hidden, 2 * ffn]`` storage with gate / up interleaved, a clamped
-SwiGLU; its attention adds sink columns, issue 25 class 4). ``MOE_EXPECTED[name]`` is the structure
+SwiGLU; its attention adds sink columns, issue 25 class 4), and a hand-written block on transformers'
+experts decorator (ungated, transposed, biased experts; an ``nn.Linear`` router with a bias; a per-expert
+scale gathered by the chosen experts; a dense first block). ``MOE_EXPECTED[name]`` is the structure
 analyze must find. Sizes differ across models so a hard-coded guess cannot pass every test.
 """
 from __future__ import annotations
@@ -92,19 +94,90 @@ def gpt_oss():
 
 
 def _moe(layers, experts, top_k, ffn, *, dense=(), shared=None, groups=1, heads=4, kv_heads=None, select=False,
-         router_bias=False, expert_bias=False, activation="silu", attention=None, frozen=False):
+         router_bias=False, expert_bias=False, activation="silu", attention=None, frozen=False, gated=True,
+         coupled=None):
     """Per MoE layer: ``experts`` routed experts of ``ffn`` neurons (gated), ``top_k`` per token; ``dense``: dense
     FFN widths of the layers without experts; ``shared``: shared-expert width; ``select``: a score-correction
     bias in the routing; ``groups``: grouped routing; ``activation`` "" = an elementwise gate outside
-    ACTIVATIONS; ``attention``: attention families found (default one per layer); ``frozen``: their heads."""
+    ACTIVATIONS; ``attention``: attention families found (default one per layer); ``frozen``: their heads;
+    ``coupled``: per-expert routing tensors (default the score-correction bias when ``select``)."""
     return dict(layers=layers, experts=experts, top_k=top_k, ffn=ffn, dense=list(dense), shared=shared,
                 groups=groups, heads=heads, kv_heads=kv_heads or heads, select=select, router_bias=router_bias,
                 expert_bias=expert_bias, moe_layers=layers - len(dense), activation=activation,
-                attention=layers if attention is None else attention, frozen=frozen)
+                attention=layers if attention is None else attention, frozen=frozen, gated=gated,
+                coupled=coupled if coupled is not None else (["e_score_correction_bias"] if select else []))
+
+
+class _Config:  # what transformers' experts decorator reads: the implementation, as a PretrainedConfig holds it
+    def __init__(self, implementation: str):
+        from transformers import PretrainedConfig
+        self.config = PretrainedConfig()
+        self.config._experts_implementation = implementation
+
+
+def _plain_experts_class():
+    from transformers.integrations.moe import use_experts_implementation
+
+    @use_experts_implementation(has_gate=False, is_transposed=True, has_bias=True)
+    class PlainExperts(torch.nn.Module):
+        """Ungated experts stored ``[experts, in, out]`` with biases (Ergo / NemotronH-like)."""
+
+        def __init__(self, config, experts=6, hidden=32, ffn=16):
+            super().__init__()
+            self.num_experts = experts
+            self.up_proj = torch.nn.Parameter(torch.randn(experts, hidden, ffn) * 0.2)
+            self.up_proj_bias = torch.nn.Parameter(torch.randn(experts, ffn) * 0.1)
+            self.down_proj = torch.nn.Parameter(torch.randn(experts, ffn, hidden) * 0.2)
+            self.down_proj_bias = torch.nn.Parameter(torch.randn(experts, hidden) * 0.1)
+            self.act_fn = torch.nn.GELU()
+
+        def forward(self, hidden_states, top_k_index, top_k_weights):  # the eager path is not used here
+            raise NotImplementedError
+    return PlainExperts
+
+
+class PlainMoE(torch.nn.Module):
+    """A hand-written MoE block: ``nn.Linear`` router with a bias, top-2 softmax, a learned per-expert output
+    scale gathered by the chosen experts."""
+
+    def __init__(self, experts=6, hidden=32, ffn=16, top_k=2):
+        super().__init__()
+        self.top_k = top_k
+        self.norm = torch.nn.LayerNorm(hidden)
+        self.router = torch.nn.Linear(hidden, experts)
+        self.scale = torch.nn.Parameter(torch.rand(experts) + 0.5)
+        self.experts = _plain_experts_class()(_Config("batched_mm").config, experts, hidden, ffn)
+
+    def forward(self, x):
+        h = self.norm(x).reshape(-1, x.shape[-1])
+        vals, idx = torch.topk(self.router(h), self.top_k, dim=-1)
+        weights = torch.softmax(vals, dim=-1) * self.scale[idx]
+        return x + self.experts(h, idx, weights).reshape(x.shape)
+
+
+class PlainMoEModel(torch.nn.Module):
+    """A dense first block (Linear -> GELU -> Linear), then a PlainMoE block."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = torch.nn.Sequential(torch.nn.Linear(32, 40), torch.nn.GELU(), torch.nn.Linear(40, 32))
+        self.blocks = torch.nn.ModuleList([PlainMoE()])
+
+    def forward(self, x):
+        x = x + self.dense(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def plain_moe():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(37)
+    return PlainMoEModel().eval(), {"x": torch.randn(2, 8, 32, generator=g)}
 
 
 MOE = {"mixtral": mixtral, "qwen2_moe": qwen2_moe, "glm4_moe": glm4_moe, "qwen3_moe": qwen3_moe,
-       "olmoe": olmoe, "gpt_oss": gpt_oss}
+       "olmoe": olmoe, "gpt_oss": gpt_oss, "plain_moe": plain_moe}
 MOE_EXPECTED = {
     "mixtral": _moe(2, 4, 2, 24, kv_heads=2),
     "qwen2_moe": _moe(2, 8, 2, 16, shared=20),
@@ -113,4 +186,6 @@ MOE_EXPECTED = {
     "olmoe": _moe(2, 8, 2, 16, frozen=True),  # q/k norms over all heads: heads kept
     # attention with sink columns is issue 25 class 4: not matched yet (0 attention families, no unmatched site)
     "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True, activation="", attention=0),
+    "plain_moe": _moe(2, 6, 2, 16, dense=[40], router_bias=True, expert_bias=True, activation="gelu", attention=0,
+                      gated=False, coupled=["scale"]),
 }

@@ -30,18 +30,20 @@ def test_plan_matches_the_known_structure(name):
     for fam in layers:
         assert (fam.num_experts, fam.top_k, fam.groups, fam.width) == (exp["experts"], exp["top_k"], exp["groups"],
                                                                       exp["ffn"])
-        assert [c.param for c in fam.coupled] == (["e_score_correction_bias"] if exp["select"] else [])
+        assert [c.param for c in fam.coupled] == exp["coupled"]
         assert (fam.router.bias is not None) == exp["router_bias"]
-        assert [m.param for m in fam.members] == ["gate_up_proj", "down_proj"] and all(m.axis == 0 for m in fam.members)
+        up = "gate_up_proj" if exp["gated"] else "up_proj"
+        assert [m.param for m in fam.members] == [up, "down_proj"] and all(m.axis == 0 for m in fam.members)
         assert all((m.bias is not None) == exp["expert_bias"] for m in fam.members)
         routed = plan.routed(next(k for k, f in plan.families.items() if f is fam))
         assert [f.expert for f in routed] == list(range(exp["experts"]))
         for e, f in enumerate(routed):  # gate and up coupled inside one fused tensor, down's columns
-            assert f.router and plan.families[f.router] is fam and f.width == exp["ffn"]
-            assert f.gate is not None and f.activation == exp["activation"]
-            assert {f.up.param, f.gate.param, f.down.param} == {"gate_up_proj", "down_proj"}
-            assert sorted(f.up.positions() + f.gate.positions()) == list(range(2 * exp["ffn"]))
-            assert f.down.positions() == list(range(exp["ffn"])) and f.up.expert == f.gate.expert == e
+            assert f.router and plan.families[f.router] is fam and f.width == exp["ffn"] and f.layer == fam.layer
+            assert (f.gate is not None) == exp["gated"] and f.activation == exp["activation"]
+            assert {s.param for s in f.slices} == {up, "down_proj"} and all(s.expert == e for s in f.slices)
+            pieces = f.up.positions() + (f.gate.positions() if f.gate is not None else [])
+            assert sorted(pieces) == list(range(len(pieces))) and len(pieces) == exp["ffn"] * (1 + exp["gated"])
+            assert f.down.positions() == list(range(exp["ffn"]))
     dense = sorted(f.width for f in plan.feed_forward() if not f.router)
     assert dense == sorted(exp["dense"] + [exp["shared"]] * exp["moe_layers"] * (exp["shared"] is not None))
     att = sorted(plan.attention(), key=lambda f: f.layer)

@@ -160,3 +160,18 @@ def test_biased_interleaved_experts_strip_exactly():
     assert tuple(model.layers[0].mlp.router.bias.shape) == (3,) and report.max_rel_diff <= 1e-5
     kept = [p for j in range(0, 16, 2) for p in (2 * j, 2 * j + 1)]  # neuron j: gate 2j, up 2j + 1
     assert torch.equal(e.gate_up_proj_bias[1], bias[2][kept])  # expert 2 is the second one kept
+
+
+def test_per_expert_tensors_outside_the_experts_go_with_them():
+    """A hand-written block: an nn.Linear router with a bias and a per-expert output scale gathered by the chosen
+    experts (found by analyze as a coupled routing tensor); ungated, transposed, biased experts."""
+    model, inputs = MOE["plain_moe"]()
+    plan = analyze(model, inputs)
+    key = _layer_key(plan)
+    block = model.blocks[0]
+    scale, bias = block.scale.detach().clone(), block.router.bias.detach().clone()
+    zero_granules(model, plan, {key: [0, 2, 4, 5]})
+    report = strip(model, plan, inputs)
+    assert report.max_rel_diff <= 1e-5 and block.experts.num_experts == 4 and block.router.out_features == 4
+    assert torch.equal(block.scale, scale[[0, 2, 4, 5]]) and torch.equal(block.router.bias, bias[[0, 2, 4, 5]])
+    assert tuple(block.experts.up_proj.shape) == (4, 32, 16) and tuple(block.experts.up_proj_bias.shape) == (4, 16)

@@ -220,7 +220,12 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
             f"Linear -> reshape(heads, head_dim) -> attention -> Linear pattern and no Linear -> "
             f"activation ({', '.join(ACTIVATIONS)}) -> Linear back to the input width ({detail}). "
             f"Check that the forward runs the transformer blocks for these example inputs.", unmatched)
-    _assign_layers(found)
+    found.sort(key=lambda t: t[0])  # forward order: the Plan's family order
+    routed = {id(f) for m in moe for f in m.routed}
+    _assign_layers([(o, f) for o, f in found if id(f) not in routed])
+    for m in moe:  # a routed expert is in its layer's mixture of experts
+        for f in m.routed:
+            f.layer = m.layer.layer
     _tie([f for _, f in found if f.kind == ATTENTION])
     plan = Plan(model_class=type(model).__name__, unmatched=unmatched)
     keys = {}

@@ -11,7 +11,8 @@ parameter ``W [experts, ., .]``. transformers 5 runs it two ways, both read here
 then maybe ``+ B[ids]`` (a ``[E, out]`` bias). ``ids`` (the expert of each row) comes from a ``topk``
 over the router's scores; ``router`` walks back from it to the router's projection (a ``[E, hidden]``
 weight, maybe cast), collecting per-expert tensors added on the way (DeepSeek-V3's score-correction
-bias) and a ``view(..., groups, E / groups)`` of grouped routing.
+bias) and a ``view(..., groups, E / groups)`` of grouped routing, and forward from the chosen indices to
+every ``[E, ...]`` tensor they gather (a per-expert scale or norm, the fused weights and their biases).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from typing import Optional
 
 from torch.fx import Node
 
-from passes.analyze.trace import IDENTITY_OPS, LAYOUT_OPS, Graph, op_name, shape_of
+from passes.analyze.trace import IDENTITY_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
 
 GROUPED = frozenset({"grouped_mm_fallback", "_grouped_mm", "grouped_mm"})
 _ROUTE_OPS = LAYOUT_OPS | IDENTITY_OPS | {"sort", "histc", "cumsum"}  # expert ids (or grouped_mm offsets) -> topk
@@ -183,6 +184,7 @@ class Router:
     top_k: int
     select: tuple[str, ...]  # other per-expert tensors on the way to the topk (score-correction bias)
     groups: int
+    gathered: tuple[str, ...] = ()  # [E, ...] tensors indexed by the chosen experts (weights, biases, scales)
 
 
 def _topk_of(ids: Node) -> Optional[Node]:
@@ -227,7 +229,29 @@ def router(g: Graph, ids: Node, experts: int) -> tuple[Optional[Router], str]:
     weight, axis, bias = _router_weight(g, proj, src, experts)
     if weight is None:
         return None, f"the router logits ({proj.name}) are not a projection by a [{experts}, hidden] parameter"
-    return Router(weight, axis, bias, int(topk.args[1]), tuple(s for s in select if s != bias), groups), ""
+    return Router(weight, axis, bias, int(topk.args[1]), tuple(s for s in select if s != bias), groups,
+                  _indexed_by(g, topk, experts, src)), ""
+
+
+def _indexed_by(g: Graph, topk: Node, experts: int, src: dict) -> tuple[str, ...]:
+    """``[experts, ...]`` parameters / buffers indexed by the indices ``topk`` chose (through reshapes, casts,
+    a sort and elementwise ops such as a clamp)."""
+    found, seen = [], set()
+    stack = [u for u in topk.users if op_name(u) == "getitem" and u.args[1] == 1]
+    while stack and len(seen) < 200:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for user in node.users:
+            name = op_name(user)
+            if name in ("index", "embedding") and user.args:
+                fqn = tensor_of(g, user.args[0], src)
+                if fqn is not None and (_shape(g, fqn) or (0,))[0] == experts and fqn not in found:
+                    found.append(fqn)
+            elif name in _ROUTE_OPS or name == "floor_divide" or is_pointwise(user):
+                stack.append(user)
+    return tuple(found)
 
 
 def _router_weight(g: Graph, proj: Node, src: dict, experts: int):

@@ -112,7 +112,9 @@ def _layer(g: Graph, down: ExpertProjection, pieces: list, act: str, route: Rout
     mod, _, name = route.weight.rpartition(".")
     bias_mod, _, bias = (route.bias or "").rpartition(".")
     rows = Slice(mod, name, route.axis, 0, n, "router", bias if route.bias and bias_mod == mod else None)
-    coupled = tuple(Slice(*s.rpartition(".")[::2], 0, 0, n, "coupled") for s in route.select)
+    known = {m.weight_name for m in members} | {f"{m.fqn}.{m.bias}" for m in members if m.bias}
+    extra = [t for t in route.gathered if t not in known and t not in route.select and t != route.bias]
+    coupled = tuple(Slice(*s.rpartition(".")[::2], 0, 0, n, "coupled") for s in (*route.select, *extra))
     if route.bias and bias_mod != mod:
         coupled += (Slice(bias_mod, bias, 0, 0, n, "coupled"),)
     fam = ExpertsFamily(common_prefix([mod, down.module]), -1, n, route.top_k, rows, tuple(members), coupled,
@@ -131,7 +133,7 @@ def match_experts(g: Graph) -> tuple[list[ExpertMatch], list[tuple[str, Node, st
             continue  # a layer run twice, or an up projection (it reads the routed hidden states)
         act, pieces, why = _ffn(g, down, region, leaves, why)
         route, why_route = router(g, down.ids, down.num_experts) if pieces else (None, "")
-        bias_elsewhere = [p.bias for _, p, _ in pieces or () if p.bias and p.bias_param is None]
+        bias_elsewhere = [p.bias for p in [q for _, q, _ in pieces or ()] + [down] if p.bias and p.bias_param is None]
         if pieces and route is not None and not bias_elsewhere:
             match = _layer(g, down, pieces, act, route)
             found.append(match)
