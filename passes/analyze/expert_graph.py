@@ -78,10 +78,7 @@ def sources(g: Graph) -> dict:
 
 
 def _shape(g: Graph, fqn: Optional[str]) -> Optional[tuple]:
-    if fqn is None:
-        return None
-    shp = g.param_shape(fqn)
-    return shp if shp is not None else (tuple(g.state[fqn].shape) if fqn in g.state else None)
+    return g.param_shape(fqn) if fqn is not None else None  # parameters and persistent buffers
 
 
 def _fused(g: Graph, node, src: dict) -> Optional[tuple[str, bool]]:
@@ -122,7 +119,7 @@ def _unsqueezed(node, dim: int) -> Optional[Node]:
 
 
 def _squeezed(node: Node, dim: int) -> Optional[Node]:
-    users = [u for u in node.users if op_name(u) == "squeeze"]
+    users = [u for u in node.users if op_name(u) == "squeeze" and u.args[1:2] in ((dim,), (dim % 3,))]
     return users[0] if len(users) == 1 else None
 
 
