@@ -24,8 +24,8 @@ def test_round_trip_every_moe_layout(name, tmp_path):
     assert rt.status == "PASS", f"{rt.stage} ({rt.module}): {rt.reason} -- {rt.hint}"
     routed = exp["experts"] * exp["moe_layers"]
     dense = len(exp["dense"]) + (exp["moe_layers"] if exp["shared"] else 0)
-    assert (rt.families["attention"], rt.families["ffn"], rt.families["unmatched"]) == \
-        (exp["attention"], routed + dense, 0)
+    assert (rt.families["attention"], rt.families["ffn"], rt.families["unmatched"], rt.families["experts"]) == \
+        (exp["attention"], routed + dense, 0, exp["moe_layers"])
     assert len(layers) == exp["moe_layers"] and all(exp["top_k"] <= rt.kept[k][0] < exp["experts"] for k in layers)
     assert rt.params[1] < rt.params[0]
     assert not hf or "batched_mm" in rt.path_taken and model.config._experts_implementation == "grouped_mm"

@@ -7,7 +7,7 @@ and neurons of every family (through the mask carrier, ``zero_granules``: prepar
 back and compare its outputs. Mixture-of-experts models lose random whole experts too (at least
 ``top_k`` stay). It never raises for a model that fails: the :class:`RoundTrip` names the stage
 (trace, analyze, prepare, strip, export, parity, slim), the module, the reason and what to try.
-``tests/test_anymodel.py``, ``tests/test_experts.py`` and ``bench/zoo.py`` run it.
+``tests/test_anymodel.py``, ``tests/test_experts_export.py`` and ``bench/zoo.py`` run it.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class RoundTrip:
     module: str = ""
     reason: str = ""
     hint: str = ""
-    families: dict = field(default_factory=dict)  # counts: attention, ffn, frozen, tied, coupled, unmatched
+    families: dict = field(default_factory=dict)  # counts: attention, ffn, frozen, tied, coupled, unmatched, experts
     kept: dict = field(default_factory=dict)      # family -> [kept, before]
     parity: dict = field(default_factory=dict)    # "BxS" -> max |ORT - PyTorch|
     path_taken: str = ""
@@ -77,7 +77,8 @@ def _summary(plan) -> dict:
     return {"attention": len(att), "ffn": len(plan.feed_forward()), "frozen": sum(bool(f.frozen) for f in att),
             "tied": len({f.tie for f in att if f.tie}), "coupled": sum(len(f.coupled) for f in att),
             "interleaved": sum(f.q.index is not None for f in att), "unmatched": len(plan.unmatched),
-            "attention_sites": len(att) + sum(u.kind == "attention" for u in plan.unmatched)}
+            "attention_sites": len(att) + sum(u.kind == "attention" for u in plan.unmatched),
+            "experts": len(plan.experts())}
 
 
 def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: int = 0, strict: bool = True,

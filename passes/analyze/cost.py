@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from passes.analyze.plan import ATTENTION, EXPERTS, Plan
+from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD, Plan
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def granule_flops(model: nn.Module, plan: Plan, seq: int) -> dict[str, GranuleCo
         per = proj / fam.granules
         if fam.kind == ATTENTION:
             per += 4.0 * seq * seq * fam.head_dim
-        if getattr(fam, "router", ""):  # routed expert: top_k of num_experts experts run per token
+        if fam.kind == FEED_FORWARD and fam.router:  # routed expert: top_k of num_experts experts run per token
             layer = plan.families[fam.router]
             per *= layer.top_k / layer.num_experts
         out[key] = GranuleCost(key, fam.kind, fam.granules, per)
