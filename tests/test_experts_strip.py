@@ -3,7 +3,6 @@ carrier, exact strip of the fused tensors, the router and the config, checked ag
 model built with fewer experts."""
 import copy
 
-import pytest
 import torch
 
 from leap_fx.masks import FixedMask
