@@ -54,7 +54,7 @@ def _greedy_equal(out_dir, tokens=12):
     return rows[0] == ref, rows[0], ref
 
 
-@pytest.mark.parametrize("method", ["kwon", "leap", "l2-oneshot", "cofi"])
+@pytest.mark.parametrize("method", ["kwon", "leap", "l2-oneshot", "cofi", "random"])
 def test_every_method_prunes_exports_and_generates_like_torch(corpus, tmp_path, method):
     path, tok, _ = corpus
     torch.manual_seed(0)
