@@ -24,8 +24,8 @@ from passes.measure import count_flops, count_params
 __all__ = ["measure_lm", "lm_report", "lm_summary", "PROMPT", "NEW"]
 
 PROMPT = {"quick": 64, "full": 256}   # prefill tokens of the speed test
-NEW = {"quick": 32, "full": 128}      # decoded tokens of the speed test
-REPEATS = {"quick": 1, "full": 3}
+NEW = {"quick": 16, "full": 128}      # decoded tokens of the speed test
+REPEATS = {"quick": 3, "full": 3}
 
 
 def _params(model, plan) -> dict:
