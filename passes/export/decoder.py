@@ -40,6 +40,7 @@ from passes.export.kv_cache import (
 )
 from passes.export.metadata import write_metadata
 from passes.export.parity import ParityError, ort_session
+from passes.export.tied import share_tied_head
 from passes.io import atomic_path, quiet_logger
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
@@ -140,6 +141,7 @@ def _attempt(kind, model, layout, path, failed, opset, atol, steps, vocab, extra
         except Exception as exc:  # the PyTorch exporter failed: one line (its messages dump whole graphs)
             raise ExportError(f"the PyTorch ONNX exporter ({kind}) failed: {type(exc).__name__}: "
                               f"{(str(exc).strip().splitlines() or [''])[0][:300]}") from exc
+        tied = share_tied_head(tmp)  # one copy of a tied embedding (checked by the parity below)
         try:
             result = decode_parity(model, ort_session(tmp), layout, vocab_size=vocab, steps=steps)
         except Exception as exc:
@@ -157,7 +159,8 @@ def _attempt(kind, model, layout, path, failed, opset, atol, steps, vocab, extra
                                      kv_heads=list(layout.kv_heads), head_dims=list(layout.key_dims),
                                      input_names=list(INPUTS) + past_names(n),
                                      output_names=["logits"] + present_names(n), parity=result,
-                                     notes=[f"warning kept visible: {k}" for k in kept])
+                                     notes=[f"warning kept visible: {k}" for k in kept]
+                                     + (["tied output head: one copy of the embedding (Gemm transB)"] if tied else []))
         write_metadata(tmp, {**_props(report), **extra})
         report.size_bytes = os.path.getsize(tmp)
     return report
