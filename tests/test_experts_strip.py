@@ -7,7 +7,7 @@ import torch
 
 from leap_fx.masks import FixedMask
 from leap_fx.masks.prepare import carriers, fold, magnitudes, owners, prepare, zero_granules
-from leap_fx.masks.spec import MaskSpec
+from leap_fx.spec import MaskSpec
 from passes.analyze import analyze
 from passes.strip import strip
 from passes.strip.routing import excluded_experts
