@@ -22,6 +22,7 @@ from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.attention import match_attention, sites
 from passes.analyze.channels import NodeValues
 from passes.analyze.ffn import match_ffn, mlp_like
+from passes.analyze.ffn_open import match_open_ffn, mlp_shaped
 from passes.analyze.inputs import split_inputs
 from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.residual import find_residual
@@ -79,7 +80,8 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
             fam, why = match_attention(g, site, values)
             if fam is not None:
                 coupled, shared, reads, frozen = side_tensors(g, model, site, fam, values)
-                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, reads=reads, frozen=frozen)
+                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=tuple(sorted({*fam.shared, *shared})),
+                                          reads=reads, frozen=frozen)
         except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is None:
@@ -89,12 +91,15 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
             found.append((g.order[site.anchor], fam))
 
 
-def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
+def _feed_forward(g: Graph, values: NodeValues, used: set, found: list, unmatched: list) -> None:
     for down in g.projections():
         if down.weight in used:
             continue
         try:
             fam, why = match_ffn(g, down)
+            if fam is None:  # any elementwise ops / per-neuron tensors between up and down (ffn_open.py)
+                fam, more = match_open_ffn(g, down, values)
+                why = why if fam is not None or not mlp_shaped(g, down) else f"{why}; {more}"
         except _MATCH_ERRORS as exc:
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is not None and used.intersection(s.weight_name for s in fam.slices):
@@ -102,7 +107,7 @@ def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
         if fam is not None:
             found.append((g.order[down.node], fam))
             used.update(s.weight_name for s in fam.slices)
-        elif mlp_like(g, down):
+        elif mlp_like(g, down) or mlp_shaped(g, down):
             unmatched.append(Unmatched(FEED_FORWARD, _block(down.module) or "", down.module, down.node.name, why))
 
 
@@ -183,8 +188,8 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
     g, values = Graph(ep), NodeValues(ep, *traced_inputs(model, example_inputs))
     found, unmatched = [], []
     _attention(g, model, values, found, unmatched)
-    used = {s.weight_name for _, f in found for s in list(f.slices) + list(getattr(f, "coupled", ()))}
-    _feed_forward(g, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
+    used = {s.weight_name for _, f in found for s in list(f.slices) + list(f.coupled)}
+    _feed_forward(g, values, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
     found = _unique(found, unmatched)
     if not found:
         detail = "; ".join(dict.fromkeys(str(u) for u in unmatched)) or "no attention op (sdpa or matmul-softmax-matmul)"

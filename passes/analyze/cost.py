@@ -5,7 +5,7 @@ For one example of ``seq`` tokens (2 FLOPs per multiply-add, as ``torch.utils.fl
 - a slice of ``unit`` output rows (or input columns) of a weight ``[out, in]`` costs
   ``2 * seq * unit * (the other dim)``; a family's slices are shared by its granules, so a head's
   share of q/k/v/out is their total over ``num_heads`` (grouped-query k/v included);
-- a head also does ``QK^T`` and ``softmax(.) V``: ``2 * 2 * seq^2 * head_dim``;
+- a head also does ``QK^T`` and ``softmax(.) V``: ``2 * seq^2 * (head_dim + v width per head)``;
 - a neuron costs its row of up (and gate) and its column of down.
 
 ``granule_flops`` is exact for the matmuls the families own: summed over every granule it equals the
@@ -50,7 +50,7 @@ def granule_flops(model: nn.Module, plan: Plan, seq: int) -> dict[str, GranuleCo
         proj = sum(2.0 * seq * sl.size * _weight(model, sl).shape[1 - sl.axis] for sl in fam.slices)
         per = proj / fam.granules
         if fam.kind == ATTENTION:
-            per += 4.0 * seq * seq * fam.head_dim
+            per += 2.0 * seq * seq * (fam.head_dim + fam.unit("v"))
         out[key] = GranuleCost(key, fam.kind, fam.granules, per)
     return out
 

@@ -15,9 +15,11 @@ Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each g
 - ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output
   axis, e.g. rows of an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
 
-For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
-have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
-``h // (num_heads // num_kv_heads)``). ``coupled`` lists per-head tensors that are not projections
+For an attention family, ``q``/``out`` have ``num_heads`` granules; ``k``/``v`` have ``num_kv_heads``
+granules (grouped-query attention: q head ``h`` reads kv head ``h // (num_heads // num_kv_heads)``).
+``head_dim`` is q's width per head; k, v and out may differ (``unit(role)``, from the slice sizes):
+latent attention reads a head's k from ``kv_b_proj`` without the rope part every head shares, and
+its v / out heads are narrower than q; LeViT's v heads are wider. ``coupled`` lists per-head tensors that are not projections
 (a relative-position bias table with one column per head, head-wise scales or biases): ``num_heads``
 granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
 tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
@@ -132,20 +134,28 @@ class AttentionFamily:
     def slices(self) -> list[Slice]:
         return [self.q, self.k, self.v, self.out]
 
+    def unit(self, role: str) -> int:
+        """Indices per granule in the slice of ``role`` (q, k, v, out): its size over its head count."""
+        return getattr(self, role).size // (self.num_kv_heads if role in ("k", "v") else self.num_heads)
+
     def describe(self) -> str:
         kv = f" (kv {self.num_kv_heads})" if self.num_kv_heads != self.num_heads else ""
+        other = {r: self.unit(r) for r in ("k", "v", "out") if self.unit(r) != self.head_dim}
+        dims = f" ({', '.join(f'{r} {u}' for r, u in other.items())})" if other else ""
         extra = f", tied {self.tie}" if self.tie else ""
         coupled = [n for n in dict.fromkeys(c.weight_name for c in self.coupled) if n != self.tie]
         reads = [n for n in self.reads if n != self.tie]
         extra += f", + {', '.join(coupled)}" if coupled else ""
         extra += f", reads {', '.join(reads)}" if reads else ""
         extra += f", FROZEN: {self.frozen}" if self.frozen else ""
-        return f"{self.num_heads}{kv} x {self.head_dim}{extra}"
+        return f"{self.num_heads}{kv} x {self.head_dim}{dims}{extra}"
 
 
 @dataclass
 class FeedForwardFamily:
-    """Feed-forward: up -> activation -> down, or act(gate) * up -> down."""
+    """Feed-forward: up -> activation -> down, or act(gate) * up -> down. ``activation`` is an
+    ``ACTIVATIONS`` key, or ``open:<ops>`` for elementwise ops the matcher does not name (``ffn_open.py``);
+    ``coupled``: per-neuron tensors on the way (a BatchNorm after up), ``width`` granules each."""
 
     fqn: str  # lowest common ancestor of up, (gate), down
     layer: int
@@ -155,6 +165,10 @@ class FeedForwardFamily:
     down: Slice
     gate: Optional[Slice] = None
     kind: str = FEED_FORWARD
+    coupled: tuple[Slice, ...] = ()
+
+    def __post_init__(self):
+        self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
 
     @property
     def granules(self) -> int:
@@ -165,7 +179,9 @@ class FeedForwardFamily:
         return [s for s in (self.up, self.gate, self.down) if s is not None]
 
     def describe(self) -> str:
-        return f"{self.width}" + (" (gated)" if self.gate is not None else "")
+        extra = f", {self.activation}" if self.activation.startswith("open:") else ""
+        extra += f", + {', '.join(c.weight_name for c in self.coupled)}" if self.coupled else ""
+        return f"{self.width}" + (" (gated)" if self.gate is not None else "") + extra
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Whatever is added to (or multiplied into) the scores between the ``q @ k^T`` product and the
 softmax, and the ``attn_mask`` of an sdpa, is a *term*. A term that is the same for every head
 (a padding or causal mask broadcast over heads) needs nothing. A term that differs per head (a
-relative-position bias table with one column per head, T5 / Swin / MPNet; a head-wise logit scale)
+relative-position bias table with one column per head, T5 / Swin / MPNet; a head-wise logit scale;
+sink columns concatenated to the scores, one per head, GPT-OSS)
 is traced back to the floating-point parameters and buffers it is computed from: for each head
 ``h``, autograd of ``sum(term * [head == h] * R)`` (random ``R``) says which entries of each leaf
 tensor reach head ``h``. A leaf whose entries split into disjoint, equal runs per head along one
@@ -32,9 +33,39 @@ from torch.fx import Node
 
 from passes.analyze.channels import NORM_OPS, NodeValues, _replay
 from passes.analyze.plan import AttentionFamily, Slice
+from passes.analyze.scores import JOIN_OPS
 from passes.analyze.trace import ATTENTION_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
 
 MAX_NODES = 600  # ancestors followed back from a term
+
+
+def _head_ids(shape: tuple, head_axis, heads: int) -> torch.Tensor:
+    """Head of every element of a scores tensor (``head_axis`` None: heads folded into axis 0)."""
+    n = len(shape)
+    if head_axis is None:
+        return (torch.arange(shape[0]) % heads).reshape([shape[0]] + [1] * (n - 1)).expand(shape)
+    return torch.arange(heads).reshape([heads if a == head_axis % n else 1 for a in range(n)]).expand(shape)
+
+
+def _joined_terms(node: Node, prev: Node, ids: torch.Tensor, heads: int) -> Optional[tuple[list, torch.Tensor]]:
+    """Pieces ``cat`` joins to the scores (sink columns): ``([(piece, its head ids, heads)], ids of the cat)``;
+    None when the pieces are joined along the head axis."""
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    dim = dim % ids.dim()
+    if not torch.equal(ids, ids.narrow(dim, 0, 1).expand_as(ids)):
+        return None
+    pieces, out = [], []
+    for piece in node.args[0]:
+        shp = shape_of(piece)
+        if shp is None or len(shp) != ids.dim():
+            return None
+        size = list(ids.shape)
+        size[dim] = shp[dim]
+        piece_ids = ids.narrow(dim, 0, 1).expand(size)
+        out.append(piece_ids)
+        if piece is not prev:
+            pieces.append((piece, piece_ids, heads))
+    return pieces, torch.cat(out, dim)
 
 
 def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tuple[Node, torch.Tensor, int]]:
@@ -45,19 +76,24 @@ def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tup
         shape = (shape_of(q)[0], fam.num_heads, shape_of(q)[-2], shape_of(k)[-2])
         ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shape)
         return [(site.mask, ids, fam.num_heads)] if isinstance(site.mask, Node) else []
-    shp = shape_of(first)
-    ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shp) if len(shp) == 4 else \
-        (torch.arange(shp[0]) % fam.num_heads).view(-1, 1, 1).expand(shp)
     heads = fam.num_heads
+    ids = _head_ids(shape_of(first), site.head_axis, heads)
     out = [(first.args[0], ids, heads)] if op_name(first) == "baddbmm" and isinstance(first.args[0], Node) else []
-    for prev, node in zip(site.walk, site.walk[1:-1]):
-        if op_name(node) in LAYOUT_OPS:
+    for i, (prev, node) in enumerate(zip(site.walk, site.walk[1:-1])):
+        if op_name(node) in JOIN_OPS:
+            joined = _joined_terms(node, prev, ids, heads)
+            if joined is None:
+                return out
+            out, ids = out + joined[0], joined[1]
+        elif op_name(node) in LAYOUT_OPS:
             ids = _replay(node, {prev: ids}, values)
             if ids is None:
                 return out
         elif is_pointwise(node):
             ids = ids.expand(shape_of(node)) if shape_of(node) != tuple(ids.shape) else ids
-            out += [(a, ids, heads) for a in node.args if isinstance(a, Node) and a is not prev]
+            scores = set(site.walk[:i + 1])  # x - max(x): a term computed from the scores themselves adds nothing
+            out += [(a, ids, heads) for a in node.args if isinstance(a, Node) and a is not prev
+                    and not depends(a, scores, limit=40)]
     return out
 
 
@@ -122,6 +158,25 @@ class Found:
         self.coupled: dict[str, Slice] = {}
         self.shared: set[str] = set()
         self.reads: dict[str, None] = {}  # computed per-head-shaped tensors, "module:node", in order
+
+    def couple(self, name: str, axis: int, runs: list[list[int]]) -> str:
+        """Record ``runs[h]`` (indices along ``axis``) as head ``h``'s part of tensor ``name``; a tensor met again
+        (one per-channel tensor after a fused q|k|v, LeViT's BatchNorm) gains the new runs per head. Returns
+        why it cannot be sliced, or ""."""
+        old = self.coupled.get(name)
+        if old is not None:
+            unit, have = old.size // len(runs), old.positions()
+            if old.axis != axis:
+                return f"per-head tensor {name} splits into heads along two axes; strip cannot slice it"
+            new = {i for r in runs for i in r}
+            if new <= set(have):
+                return ""
+            if new & set(have):
+                return f"per-head tensor {name} is read by two heads at the same index; strip cannot slice it"
+            runs = [have[h * unit:(h + 1) * unit] + r for h, r in enumerate(runs)]
+        fqn, _, param = name.rpartition(".")
+        self.coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
+        return ""
 
 
 def analyze_term(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: int, values: NodeValues,
@@ -188,7 +243,7 @@ def _classify(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: 
     env, out = _rerun(term, leaves, inner, values) if leaves else ({}, val)
     if not leaves or not out.requires_grad:  # a constant: per-head values could not be sliced
         return frozen if not from_own and not _shared(val, ids, heads) else ""
-    before = len(found.coupled)
+    added = False
     weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(0))
     for leaf in leaves:
         grads = []
@@ -209,10 +264,11 @@ def _classify(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: 
         if feeds is not None:
             return (f"{name} splits into heads but also feeds {feeds} (the residual stream read as heads): "
                     f"removing a head would cut channels other modules use")
-        axis, runs = split
-        fqn, _, param = name.rpartition(".")
-        found.coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
-    if len(found.coupled) == before and not from_own and not _shared(val, ids, heads):
+        why = found.couple(name, *split)
+        if why:
+            return why
+        added = True
+    if not added and not from_own and not _shared(val, ids, heads):
         return frozen  # differs per head, yet every tensor behind it reaches all heads alike
     return ""
 
@@ -221,7 +277,7 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
         tuple[list[Slice], tuple[str, ...], tuple[str, ...], str]:
     """``(coupled per-head tensors, head-shared tensors, computed head-shaped tensors read, why frozen
     or "")`` of ``fam`` at ``site``."""
-    from passes.analyze.path_sides import path_terms
+    from passes.analyze.path_sides import path_terms  # path_sides imports this module
     own = {s.weight_name for s in fam.slices}
     stop = {p.node for p in g.projections() if p.weight in own}
     found = Found()
@@ -233,6 +289,19 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
         if why:
             return [], (), (), why
     return list(found.coupled.values()), tuple(sorted(found.shared)), tuple(found.reads), ""
+
+
+def depends(node: Node, targets: set, limit: int) -> bool:
+    """``node`` is computed (within ``limit`` ancestors) from one of ``targets``."""
+    seen, stack = set(), [node]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n in targets:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False
 
 
 def _feeds_projection(g: Graph, leaf: Node, limit: int = 300) -> Optional[str]:

@@ -82,7 +82,8 @@ def shape_of(node: Any) -> Optional[tuple]:
 LAYOUT_OPS = frozenset({
     "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "unflatten", "flatten", "select",
     "slice", "narrow", "split", "split_with_sizes", "chunk", "unbind", "tensor_split", "getitem",
-    "squeeze", "unsqueeze", "expand", "repeat", "repeat_interleave", "movedim", "swapaxes"})
+    "squeeze", "unsqueeze", "expand", "repeat", "repeat_interleave", "movedim", "swapaxes", "reshape_as", "view_as",
+    "expand_as"})
 # ops that keep every channel where it is (value changes, position does not)
 IDENTITY_OPS = frozenset({"dropout", "clone", "contiguous", "to", "_to_copy", "alias", "detach",
                           "type_as", "lift_fresh_copy"})
@@ -93,9 +94,14 @@ SOFTMAX_OPS = frozenset({"softmax", "_softmax", "_safe_softmax"})
 MATMUL_OPS = frozenset({"matmul", "bmm", "einsum"})
 
 
+# elementwise aten ops that lack the pointwise tag (LeViT's Hardswish)
+UNTAGGED_POINTWISE = frozenset({"hardswish", "log_sigmoid", "hardswish_"})
+
+
 def is_pointwise(node: Node) -> bool:
-    """Elementwise op (value-only): aten pointwise tag, or an identity op like dropout/clone."""
-    if op_name(node) in IDENTITY_OPS:
+    """Elementwise op (value-only): aten pointwise tag, an untagged elementwise op, or an identity op like
+    dropout/clone."""
+    if op_name(node) in IDENTITY_OPS or op_name(node) in UNTAGGED_POINTWISE:
         return True
     return torch.Tag.pointwise in getattr(node.target, "tags", ())
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from passes.analyze.plan import ATTENTION, AttentionFamily, Slice
@@ -35,6 +36,8 @@ class Heads(KindHandler):
         "LlamaAttention": (),  # infers heads from view(-1, head_dim); kv groups keep their ratio
         "SlimMultiheadAttention": (("num_heads", "heads"),),
         "XGLMAttention": (("num_heads", "heads"), ("embed_dim", "width")),  # reshapes to embed_dim
+        "LevitAttention": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
+        "LevitAttentionSubsample": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
     }
     GENERIC = {
         "heads": ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"),
@@ -46,7 +49,7 @@ class Heads(KindHandler):
     @classmethod
     def decide(cls, model: nn.Module, fam: AttentionFamily, atol: float = 0.0) -> Cut:
         """Whole kv groups go when every q head of the group is zero or constant (GQA-safe)."""
-        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        h, kv = fam.num_heads, fam.num_kv_heads
         if kv <= 0 or h % kv:
             raise ValueError(f"{fam.fqn}: num_heads {h} is not a multiple of num_kv_heads {kv}")
         if fam.frozen:
@@ -59,14 +62,14 @@ class Heads(KindHandler):
         cut = Cut(fam.fqn, fam.kind, fam.layer, h)
         for j in range(kv):
             heads = list(range(j * group, (j + 1) * group))
-            out_zero = [is_zero(part(out_w, fam.out.axis, indices(fam.out, [q], d)), atol) for q in heads]
-            v_zero = is_zero(part(v_w, fam.v.axis, indices(fam.v, [j], d)), atol)
+            out_zero = [is_zero(part(out_w, fam.out.axis, indices(fam.out, [q], fam.unit("out"))), atol) for q in heads]
+            v_zero = is_zero(part(v_w, fam.v.axis, indices(fam.v, [j], fam.unit("v"))), atol)
             if all(out_zero):
                 cut.remove += heads
                 cut.kv_remove.append(j)
             elif v_zero:
-                b_v = part(vb, 0, indices(fam.v, [j], d)) if vb is not None else None
-                consts = [(q, through(fam.out, model, q, d, b_v)) for q, z in zip(heads, out_zero)
+                b_v = part(vb, 0, indices(fam.v, [j], fam.unit("v"))) if vb is not None else None
+                consts = [(q, through(fam.out, model, q, fam.unit("out"), b_v)) for q, z in zip(heads, out_zero)
                           if not z and b_v is not None and not is_zero(b_v, 0.0)]
                 if consts and not can_fold(model, fam.out):
                     continue  # nowhere to put the constant: keep the group
@@ -79,9 +82,9 @@ class Heads(KindHandler):
 
     @classmethod
     def removed_by_role(cls, fam, cut):
-        d = fam.head_dim
-        return {"q": (cut.remove, d), "out": (cut.remove, d), "k": (cut.kv_remove, d), "v": (cut.kv_remove, d),
-                "coupled": (cut.remove, None)}  # None: the slice's size / num_heads
+        unit = fam.unit
+        return {"q": (cut.remove, unit("q")), "out": (cut.remove, unit("out")), "k": (cut.kv_remove, unit("k")),
+                "v": (cut.kv_remove, unit("v")), "coupled": (cut.remove, None)}  # None: the slice's size / num_heads
 
     @classmethod
     def fold_into(cls, fam) -> Slice:
@@ -98,10 +101,22 @@ class Heads(KindHandler):
 
     @classmethod
     def quantities(cls, fam, cut):
-        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        h, kv, d, dv = fam.num_heads, fam.num_kv_heads, fam.head_dim, fam.unit("out")
         nh, nkv = h - len(cut.remove), kv - len(cut.kv_remove)
-        return ({"heads": h, "kv_heads": kv, "width": h * d, "kv_width": kv * d},
-                {"heads": nh, "kv_heads": nkv, "width": nh * d, "kv_width": nkv * d})
+        return ({"heads": h, "kv_heads": kv, "width": h * d, "kv_width": kv * d, "out_width": h * dv},
+                {"heads": nh, "kv_heads": nkv, "width": nh * d, "kv_width": nkv * d, "out_width": nh * dv})
+
+    @classmethod
+    def finish(cls, model: nn.Module, fam, cut: Cut) -> None:
+        """Caches of per-head tensors the family's modules keep (LeViT's ``attention_bias_cache``: bias rows
+        by device, made from the parameters at the first eval forward) are emptied: they held every head."""
+        if not cut.remove:
+            return
+        root = model.get_submodule(fam.fqn) if fam.fqn else model
+        for mod in root.modules():
+            for name, val in vars(mod).items():
+                if "cache" in name and isinstance(val, dict) and any(isinstance(v, torch.Tensor) for v in val.values()):
+                    val.clear()
 
     @classmethod
     def shrunk(cls, fam, cut, slices):

@@ -2,7 +2,8 @@
 
 Neuron ``j``: zero ``down`` column -> 0; zero ``up`` row -> ``act(b_up_j) * down[:, j]`` folded into
 the down bias. Gated ``act(gate_j) * up_j``: zero when ``up_j`` is identically 0, or ``gate_j`` is the
-constant ``c`` with ``act(c) == 0``; constant when both rows are zero.
+constant ``c`` with ``act(c) == 0``; constant when both rows are zero. Per-neuron tensors (``fam.coupled``, a BatchNorm after up) lose the
+removed neurons' entries.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class Neurons(KindHandler):
             if is_zero(part(down_w, fam.down.axis, indices(fam.down, [j], 1)), atol):
                 cut.remove.append(j)
                 continue
+            if act is None:  # an unnamed elementwise function (ffn_open.py): a zero up row's constant is unknown
+                continue
             up_zero = is_zero(part(up_w, fam.up.axis, indices(fam.up, [j], 1)), atol)
             b_u = up_b[j] if up_b is not None else torch.zeros((), dtype=up_w.dtype)
             if gate_w is None:
@@ -62,7 +65,8 @@ class Neurons(KindHandler):
 
     @classmethod
     def removed_by_role(cls, fam, cut):
-        return {"up": (cut.remove, 1), "gate": (cut.remove, 1), "down": (cut.remove, 1)}
+        return {"up": (cut.remove, 1), "gate": (cut.remove, 1), "down": (cut.remove, 1),
+                "coupled": (cut.remove, None)}  # None: the slice's size / width
 
     @classmethod
     def fold_into(cls, fam) -> Slice:
@@ -80,5 +84,6 @@ class Neurons(KindHandler):
 
     @classmethod
     def shrunk(cls, fam, cut, slices):
-        return dataclasses.replace(fam, width=fam.width - len(cut.remove), **slices)
+        coupled = tuple(slices.pop(f"coupled:{c.weight_name}", c) for c in fam.coupled)
+        return dataclasses.replace(fam, width=fam.width - len(cut.remove), coupled=coupled, **slices)
 
