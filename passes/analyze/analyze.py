@@ -27,7 +27,8 @@ from passes.analyze.inputs import split_inputs
 from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.residual import find_residual
 from passes.analyze.side_tensors import side_tensors
-from passes.analyze.trace import Graph, TraceError, trace, traced_inputs
+from passes.analyze.pinned import trace_or_pin
+from passes.analyze.trace import Graph, TraceError, traced_inputs
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
 
@@ -182,7 +183,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
         raise TypeError(f"analyze() needs a torch.nn.Module, got {type(model).__name__}")
     split_inputs(example_inputs)  # TypeError for unsupported input forms
     try:
-        ep = trace(model, example_inputs)
+        ep, how = trace_or_pin(model, example_inputs)
     except TraceError as exc:
         raise AnalyzeError(str(exc)) from exc
     g, values = Graph(ep), NodeValues(ep, *traced_inputs(model, example_inputs))
@@ -200,7 +201,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
             f"Check that the forward runs the transformer blocks for these example inputs.", unmatched)
     _assign_layers(found)
     _tie([f for _, f in found])
-    plan = Plan(model_class=type(model).__name__, unmatched=unmatched)
+    plan = Plan(model_class=type(model).__name__, unmatched=unmatched, trace=how)
     for _, fam in found:
         key = fam.fqn if fam.fqn not in plan.families else f"{fam.fqn}:{fam.kind}"
         n = 1

@@ -34,7 +34,8 @@ only when analysed with ``residual=True``) has ``width`` hidden dims, one index 
 tensor it touches.
 
 ``Plan.unmatched`` lists the attention-like and MLP-like sites ``analyze`` saw but could not match,
-with the reason (``analyze(..., strict=True)`` raises instead).
+with the reason (``analyze(..., strict=True)`` raises instead). ``Plan.trace`` says how the graph was
+traced when ``torch.export`` failed (data-dependent branches pinned for the example inputs).
 """
 from __future__ import annotations
 
@@ -238,6 +239,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
     model_class: str = ""
     residual: Optional[ResidualFamily] = None
     unmatched: list[Unmatched] = field(default_factory=list)
+    trace: str = ""  # how the graph was traced when torch.export failed ("": torch.export; pinned.py)
 
     # -- queries -------------------------------------------------------------------------
     def attention(self) -> list[AttentionFamily]:
@@ -272,6 +274,8 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         out = {"model_class": self.model_class,
                "families": {k: asdict(v) for k, v in self.families.items()},
                "unmatched": [asdict(u) for u in self.unmatched]}
+        if self.trace:
+            out["trace"] = self.trace
         if self.residual is not None:
             out["residual"] = asdict(self.residual)
         return out
@@ -291,6 +295,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
             fams[key] = typ(**fd)
         plan = cls.from_families(fams, d.get("model_class", ""))
         plan.unmatched = [Unmatched(**u) for u in d.get("unmatched", [])]
+        plan.trace = d.get("trace", "")
         return plan
 
     # -- structure ---------------------------------------------------------------------------
@@ -320,6 +325,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [f"WARNING: {u}" for u in self.unmatched]
+        lines += [f"NOTE: {self.trace}"] if self.trace else []
         return f"Plan for {self.model_class or 'model'}: {len(self.attention())} attention, " \
                f"{len(self.feed_forward())} feed-forward families\n" + "\n".join(lines)
 
