@@ -3,7 +3,9 @@
 ``roundtrip(model, example_inputs, out_dir)`` is what a new user does with an architecture: trace it
 (``strict``: every attention-like and MLP-like site must be matched), keep a random half of the heads
 and neurons of every family (through the mask carrier, ``zero_granules``: prepare -> fold), strip
-(self-verified), export and check onnxruntime parity. It never raises for a model that fails: the
+(self-verified), export and check onnxruntime parity, then save the slim model and load it back
+(``passes.export.slim_io``: a transformers class is found by name, any other model is rebuilt from a
+dense copy) with outputs unchanged. It never raises for a model that fails: the
 :class:`RoundTrip` names the stage (trace, analyze, prepare, strip, export, parity), the module, the
 reason and what to try. ``tests/test_anymodel.py`` and ``bench/zoo.py`` run it.
 """
@@ -17,15 +19,16 @@ from typing import Any, Callable, Optional
 
 import torch
 
-STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity")
+STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity", "slim")
 HINTS = {
     "trace": "pass example inputs the forward accepts, use_cache=False, no data-dependent Python control flow",
     "analyze": "see the unmatched sites: an op between the projections and the attention the matcher does not "
-               "follow, or an activation missing from passes.analyze.activations.ACTIVATIONS",
+               "follow, or an op between up and down that is not elementwise",
     "prepare": "check the Plan against the model (analyze this very model); exclude the family",
     "strip": "leave the named family out of the Plan and strip the rest, or report the architecture",
     "export": "export with exporter='dynamo', or pass dynamic_axes= for what the model allows",
     "parity": "compare at the failing shape; pass dynamic_axes= / shapes= if the model rejects it",
+    "slim": "load_slim(dir, model_or_factory) with the model built as it was before stripping",
 }
 
 
@@ -73,7 +76,8 @@ def _summary(plan) -> dict:
 
 
 def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: int = 0, strict: bool = True,
-              onnx: bool = True, progress: Optional[Callable[[str], None]] = None, **export_kw) -> RoundTrip:
+              onnx: bool = True, progress: Optional[Callable[[str], None]] = None, slim: bool = True,
+              **export_kw) -> RoundTrip:
     """Run ``model`` (in place) through the stages; see the module doc. ``progress(stage)`` is called as
     each stage starts; ``export_kw`` go to export_onnx."""
     from leap_fx.masks.prepare import zero_granules
@@ -103,6 +107,7 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
         return rt.fail("analyze", AnalyzeError(f"{len(plan.unmatched)} site(s) not matched: {text}"),
                        plan.unmatched[0].module)
     lap("analyze", "prepare")
+    dense = None if not slim or _is_transformers(model) else copy.deepcopy(model)
     try:
         zero_granules(model, plan, random_keep(plan, seed))
     except Exception as exc:  # noqa: BLE001 - any failure here is reported with its stage
@@ -124,8 +129,29 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
         except Exception as exc:  # noqa: BLE001
             return rt.fail("export", exc, rt.model_class)
         rt.parity, rt.path_taken, rt.dynamic_axes = rep.max_abs_diff, rep.path_taken, rep.dynamic_axes
-        lap("export")
+        lap("export", "slim" if slim else None)
+    if slim:
+        try:
+            _slim(model, example_inputs, os.path.join(out_dir, "slim"), plan, report, dense)
+        except Exception as exc:  # noqa: BLE001
+            return rt.fail("slim", exc, rt.model_class)
+        lap("slim")
     return rt
+
+
+def _is_transformers(model) -> bool:
+    return any(c.__module__.startswith("transformers.") for c in type(model).__mro__)
+
+
+def _slim(model, example_inputs, where: str, plan, report, dense) -> None:
+    """save_slim -> load_slim (by class name for transformers, else into ``dense``): outputs must be equal."""
+    from passes.export.slim_io import load_slim, save_slim
+    from passes.strip.verify import outputs
+    save_slim(model, where, plan=plan, strip_report=report)
+    loaded = load_slim(where, dense)
+    got, want = outputs(loaded, example_inputs), outputs(model, example_inputs)
+    if len(got) != len(want) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(got, want)):
+        raise ValueError(f"the slim model loaded from {where} computes other outputs than the one saved")
 
 
 def _culprit(text: str) -> str:

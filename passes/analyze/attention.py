@@ -24,7 +24,7 @@ from torch.fx import Node
 from passes.analyze.channels import Foreign, NodeValues, channels
 from passes.analyze.head_axes import Layout, merged, read_heads
 from passes.analyze.plan import AttentionFamily, Slice, common_prefix
-from passes.analyze.scores import Product, context, score_walk
+from passes.analyze.scores import Product, context, products, score_walk
 from passes.analyze.trace import ATTENTION_OPS, SOFTMAX_OPS, Graph, Projection, index_through, op_name, shape_of
 
 
@@ -81,10 +81,12 @@ def sites(g: Graph):
         if name in ATTENTION_OPS:
             yield _sdpa(n)
         elif name in SOFTMAX_OPS:
-            cands, ctx = score_walk(g, n), context(g, n)
-            if not cands and not ctx:
+            cands, pv = score_walk(g, n), context(g, n)
+            if not cands and pv is None:
                 continue  # a softmax over projections (router, classifier): not attention
-            why = "" if ctx else "the softmax output does not reach a matmul with v"
+            ctx = products(pv, qk=False) if pv is not None else []
+            why = "" if ctx else "the softmax output does not reach a matmul with v" if pv is None else \
+                f"{pv.name} multiplies the probabilities with v in a layout the matcher does not read"
             if not cands:
                 why = (f"its output is multiplied with another activation (probs . v) but the scores were not "
                        f"traced back to a q.k product (ops before the softmax: {_ops_on_the_way(g, n)})")

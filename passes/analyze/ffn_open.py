@@ -8,7 +8,8 @@ keeping the last axis, or a batch norm in eval mode over ``(N, C)``. Their other
 (shared by every neuron) or parameters / buffers with one entry per channel (a norm's weight, bias,
 running statistics; a learned scale): *coupled*, removed with the neurons. The family's activation is
 then ``open:<ops>`` (strip removes neurons by their zero down columns only; ``activations.activation``).
-``mlp_shaped`` says which projections look like an MLP's down through such ops, so a miss is reported.
+``mlp_shaped`` says which projections look like an MLP's down through any chain of ops, so a miss is
+reported whatever sits in between.
 """
 from __future__ import annotations
 
@@ -129,16 +130,20 @@ def match_open_ffn(g: Graph, down: Projection, values: NodeValues) -> tuple[Opti
 
 
 def mlp_shaped(g: Graph, down: Projection, depth: int = 12) -> bool:
-    """``down`` reads, through elementwise, layout or batch-norm ops, a projection from its own output width."""
+    """``down`` reads a projection from its own output width through a chain of ops each taking one activation
+    (any op: the shape of an MLP whether or not a matcher follows what sits in between, so a miss is
+    reported); a residual add or an op joining several activations ends the chain."""
     n = down.x
     for _ in range(depth):
         up = g.projection(n)
         if up is not None:
             return up.in_features == down.out_features and up.out_features == down.in_features
-        if not isinstance(n, Node) or n.op != "call_function" or not n.args or \
-                not (is_pointwise(n) or op_name(n) in LAYOUT_OPS or op_name(n) in BATCH_NORM_OPS):
+        if not isinstance(n, Node) or n.op != "call_function":
             return False
-        if op_name(n) == "add" and sum(isinstance(a, Node) and shape_of(a) == shape_of(n) for a in n.args) == 2:
-            return False  # a residual connection: the walk left the block
-        n = next((a for a in n.args if isinstance(a, Node) and g.param_of(a) is None), None)
+        data = n.args[:1] if op_name(n) in LAYOUT_OPS else n.all_input_nodes  # reshape_as(x, y): y is a shape
+        acts = [a for a in data if isinstance(a, Node) and g.from_input(a) and
+                isinstance(a.meta.get("val"), torch.Tensor) and a.meta["val"].is_floating_point()]
+        if len(acts) != 1:
+            return False  # a residual connection, attention, or a join: the walk left the MLP
+        n = acts[0]
     return False

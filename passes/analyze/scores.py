@@ -124,7 +124,7 @@ def score_walk(g: Graph, softmax: Node) -> list[tuple[Product, list[Node]]]:
             continue
         name = op_name(n)
         ops = operands(n)
-        if ops is not None and all(g.param_of(x) is None for x in ops) and g.projection(n) is None:
+        if ops is not None and all(g.from_input(x) for x in ops) and g.projection(n) is None:
             path, m = [], n
             while m is not softmax:
                 path.append(m)
@@ -146,11 +146,11 @@ def score_walk(g: Graph, softmax: Node) -> list[tuple[Product, list[Node]]]:
     return found
 
 
-def context(g: Graph, softmax: Node) -> list[Product]:
-    """The ``probs . v`` product the softmax output reaches through layout / elementwise ops (one entry per
-    layout option), or []."""
+def context(g: Graph, softmax: Node) -> Optional[Node]:
+    """The product of the softmax output with another activation (``probs . v``) it reaches through layout /
+    elementwise ops, whether or not ``products`` can read its layout; None when there is none (a router)."""
     def stop(prev, m):
         ops = operands(m)
-        return ops is not None and ops[0] is prev and g.param_of(ops[1]) is None
+        return ops is not None and ops[0] is prev and g.from_input(ops[1])
     path = g.path_from(softmax, stop)
-    return products(path[-1], qk=False) if path else []
+    return path[-1] if path else None

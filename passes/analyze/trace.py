@@ -152,6 +152,7 @@ class Graph:
         self.user_inputs = set(ep.graph_signature.user_inputs)
         self.state = dict(ep.state_dict)
         self._proj: dict[Node, Optional[Projection]] = {}
+        self._live: Optional[set] = None
 
     # -- parameters ----------------------------------------------------------------------
     def param_of(self, node: Any) -> Optional[str]:
@@ -235,6 +236,15 @@ class Graph:
         return [p for p in map(self.projection, self.nodes) if p is not None]
 
     # -- dataflow --------------------------------------------------------------------------
+    def from_input(self, node: Any) -> bool:
+        """``node`` is computed from a user input (an activation, not a function of parameters only)."""
+        if self._live is None:
+            self._live = set()
+            for n in self.nodes:
+                if n.name in self.user_inputs or any(a in self._live for a in n.all_input_nodes):
+                    self._live.add(n)
+        return node in self._live
+
     def path_to_projection(self, node: Any, depth: int = 60) -> Optional[list[Node]]:
         """Nodes ``[projection, ..., node]`` reaching ``node`` through layout/pointwise ops only."""
         if not isinstance(node, Node) or depth <= 0:

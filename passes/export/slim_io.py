@@ -1,7 +1,7 @@
 """save_slim / load_slim: a stripped model as safetensors weights + a JSON shape manifest.
 
 The manifest (``manifest.json``) says how to turn a freshly built *dense* model into the slim
-one: every module's parameter shapes (and dtypes), the attributes strip changed (head counts,
+one: every module's parameter and persistent buffer shapes (and dtypes), the attributes strip changed (head counts,
 ``all_head_size``, ...), modules strip replaced (``SlimMultiheadAttention`` with its
 constructor spec), kept heads / FFN widths per family (the ``StripReport`` and its Plan),
 the model class and, for HF models, ``config.to_dict()`` and the constructor arguments beyond the
@@ -49,10 +49,12 @@ def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Option
     for fqn, mod in model.named_modules():
         params = {n: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")}
                   for n, p in mod.named_parameters(recurse=False)}
-        entry = {"class": type(mod).__name__, "params": params}
+        buffers = {n: {"shape": list(b.shape), "dtype": str(b.dtype).replace("torch.", "")}  # a BatchNorm's statistics
+                   for n, b in mod.named_buffers(recurse=False) if n not in mod._non_persistent_buffers_set}
+        entry = {"class": type(mod).__name__, "params": params, **({"buffers": buffers} if buffers else {})}
         if hasattr(mod, "spec") and type(mod).__name__ in _replacement_classes():
             entry["spec"] = mod.spec()
-        if params or "spec" in entry:
+        if params or buffers or "spec" in entry:
             modules[fqn] = entry
     config = getattr(model, "config", None)
     return {
@@ -245,6 +247,12 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
                 raise ValueError(f"{fqn}.{name}: manifest dtype {p['dtype']!r} is not a torch dtype")
             if cur is None or list(cur.shape) != p["shape"] or cur.dtype != dtype:
                 setattr(mod, name, nn.Parameter(torch.empty(p["shape"], dtype=dtype)))
+        for name, b in entry.get("buffers", {}).items():
+            cur, dtype = getattr(mod, name, None), getattr(torch, str(b["dtype"]), None)
+            if not isinstance(cur, torch.Tensor) or not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{fqn}.{name}: manifest buffer does not fit the model (damaged manifest?)")
+            if list(cur.shape) != b["shape"] or cur.dtype != dtype:
+                setattr(mod, name, torch.empty(b["shape"], dtype=dtype))  # stays a registered buffer
         sync_leaf(mod)
     for fqn, attrs in man["attributes"].items():
         mod = model.get_submodule(fqn) if fqn else model

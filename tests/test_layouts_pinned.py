@@ -1,0 +1,80 @@
+"""Issue 25, class 5: forwards that branch on tensor values (``if is_global:`` after ``.item()``).
+
+torch.export refuses them; analyze falls back to torch.export.draft_export with the branches pinned for
+the example inputs, only then, and records it (``Plan.trace``, with the guard's source line). When the
+fallback fails too, the error names the guard's line and what to do.
+"""
+import inspect
+
+import pytest
+import torch
+import torch.nn as nn
+
+from leap_fx.run.roundtrip import roundtrip
+from passes.analyze import AnalyzeError, Plan, analyze
+from passes.analyze import pinned
+from tests import models_attn as M
+from tests.models_attn import check_structure
+
+
+def _guard_line() -> int:
+    lines, start = inspect.getsourcelines(M.GuardedBlock.forward)
+    return start + next(i for i, line in enumerate(lines) if "if is_global:" in line)
+
+
+def test_export_failure_falls_back_to_pinned_branches_and_says_so():
+    model, inputs = M.guarded()
+    plan = analyze(model, inputs, strict=True)
+    check_structure(plan, "guarded")
+    assert "draft_export" in plan.trace and "pinned for the example inputs" in plan.trace
+    assert f"models_attn.py:{_guard_line()} (if is_global:)" in plan.trace
+    assert "NOTE: torch.export failed" in plan.table() and Plan.from_json(plan.to_json()).trace == plan.trace
+
+
+def test_exportable_models_are_not_traced_by_the_fallback(monkeypatch):
+    def refuse(*_):
+        raise AssertionError("draft_export must not run when torch.export works")
+    monkeypatch.setattr(pinned, "_draft", refuse)
+    model, inputs = M.sink_attention()
+    assert analyze(model, inputs).trace == ""
+
+
+@pytest.mark.slow
+def test_round_trip_with_the_branch_pinned(tmp_path):
+    """The ONNX graph holds the example's branch too: the caller says the branch cannot change
+    (allow_control_flow), parity is checked on inputs taking the same branch (the mask is tiled)."""
+    model, inputs = M.guarded()
+    rt = roundtrip(model, inputs, str(tmp_path), seed=1, allow_control_flow=True)
+    assert rt.status == "PASS", f"{rt.stage}: {rt.reason}"
+    assert (rt.families["attention"], rt.families["ffn"]) == (2, 2) and rt.params[1] < rt.params[0]
+    assert len(rt.parity) >= 2 and max(rt.parity.values()) <= 1e-4 and "slim" in rt.seconds
+
+
+def test_without_the_fallback_the_error_names_the_guard(monkeypatch):
+    def broken(*_):
+        raise RuntimeError("draft_export: unsupported")
+    monkeypatch.setattr(pinned, "_draft", broken)
+    model, inputs = M.guarded()
+    with pytest.raises(AnalyzeError, match=rf"torch.export failed on Guarded: .*draft_export .*failed too .*"
+                                           rf"stops at .*models_attn.py:{_guard_line()} \(if is_global:\).*static"):
+        analyze(model, inputs)
+
+
+class _BadPin(nn.Module):
+    """A branch on a value (``x.sum() > 0``) guarding the MLP: traced with the branch the example takes."""
+
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(4, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return x + self.down(torch.relu(self.up(x)))
+        return x
+
+
+def test_pinned_branch_is_the_one_the_example_takes():
+    plan = analyze(_BadPin(), torch.ones(2, 4))
+    assert len(plan.feed_forward()) == 1 and "_BadPin" not in plan.trace and "x.sum() > 0" in plan.trace
+    with pytest.raises(AnalyzeError, match="no attention or feed-forward family"):
+        analyze(_BadPin(), -torch.ones(2, 4))  # the other branch: no MLP runs
