@@ -33,10 +33,9 @@ def _moe_layers(config, layers: int) -> int:
 
 def implied(config) -> dict:
     """``{"attention": n, "ffn": n, "experts": n}`` the config implies (None where it says nothing)."""
-    enc = _get(config, "encoder_layers", "num_encoder_layers")
-    dec = _get(config, "decoder_layers", "num_decoder_layers")
+    enc = _get(config, "encoder_layers", "num_encoder_layers", *LAYERS)
     if getattr(config, "is_encoder_decoder", False) and enc is not None:
-        dec = dec if dec is not None else enc
+        dec = _get(config, "decoder_layers", "num_decoder_layers") or enc
         return {"attention": enc + 2 * dec, "ffn": enc + dec, "experts": 0}
     layers = _get(config, *LAYERS) or enc
     if layers is None:

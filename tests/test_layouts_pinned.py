@@ -78,3 +78,19 @@ def test_pinned_branch_is_the_one_the_example_takes():
     assert len(plan.feed_forward()) == 1 and "_BadPin" not in plan.trace and "x.sum() > 0" in plan.trace
     with pytest.raises(AnalyzeError, match="no attention or feed-forward family"):
         analyze(_BadPin(), -torch.ones(2, 4))  # the other branch: no MLP runs
+
+
+def test_longformer_is_traced_pinned_and_its_chunked_attention_reported():
+    """Longformer branches on ``is_global_attn`` and builds its sliding-window scores with strided chunks
+    the walks do not follow: traced with the branch pinned, its FFNs found, each attention site listed."""
+    from transformers import LongformerConfig
+    cfg = LongformerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=48, attention_window=4, max_position_embeddings=80, pad_token_id=1,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model, inputs = M._hf("LongformerModel", cfg), M._ids(51)
+    inputs["input_ids"] = inputs["input_ids"].clamp(min=3)
+    plan = analyze(model, inputs)
+    assert "modeling_longformer.py" in plan.trace and "if is_global_attn" in plan.trace
+    assert len(plan.feed_forward()) == 2 and not plan.attention()
+    sites = [u for u in plan.unmatched if u.kind == "attention"]
+    assert len(sites) == 2 and all("the attention walks do not follow" in u.reason for u in sites)

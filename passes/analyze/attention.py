@@ -24,7 +24,7 @@ from torch.fx import Node
 from passes.analyze.channels import Foreign, NodeValues, channels
 from passes.analyze.head_axes import Layout, merged, read_heads
 from passes.analyze.plan import AttentionFamily, Slice, common_prefix
-from passes.analyze.scores import Product, context, products, score_walk
+from passes.analyze.scores import Product, context, near_product, products, score_walk
 from passes.analyze.trace import ATTENTION_OPS, SOFTMAX_OPS, Graph, Projection, index_through, op_name, shape_of
 
 
@@ -83,7 +83,11 @@ def sites(g: Graph):
         elif name in SOFTMAX_OPS:
             cands, pv = score_walk(g, n), context(g, n)
             if not cands and pv is None:
-                continue  # a softmax over projections (router, classifier): not attention
+                near = near_product(g, n)
+                if near is not None:
+                    yield Site(n, [], [], reason=f"a softmax next to a product of activations ({near.name}) through ops "
+                                                 f"the attention walks do not follow ({_ops_on_the_way(g, n)})")
+                continue  # else a softmax over projections (router, classifier): not attention
             ctx = products(pv, qk=False) if pv is not None else []
             why = "" if ctx else "the softmax output does not reach a matmul with v" if pv is None else \
                 f"{pv.name} multiplies the probabilities with v in a layout the matcher does not read"

@@ -146,6 +146,30 @@ def score_walk(g: Graph, softmax: Node) -> list[tuple[Product, list[Node]]]:
     return found
 
 
+def _is_product(g: Graph, n: Node) -> bool:
+    ops = operands(n) if isinstance(n, Node) else None
+    return ops is not None and all(g.from_input(x) for x in ops) and g.projection(n) is None
+
+
+def near_product(g: Graph, softmax: Node, limit: int = 80) -> Optional[Node]:
+    """A product of two activations the softmax reads or feeds through *any* ops (no projection in between),
+    within ``limit`` nodes: the softmax is attention-like even when the walks above cannot follow the ops
+    (Longformer's strided chunks), so a miss is reported, not skipped."""
+    for forward in (False, True):
+        seen, queue = {softmax}, [softmax]
+        while queue and len(seen) < limit:
+            n = queue.pop(0)
+            nxt = list(n.users) if forward else [a for a in n.all_input_nodes if g.from_input(a)]
+            for m in nxt:
+                if m in seen or g.projection(m) is not None:
+                    continue
+                if _is_product(g, m):
+                    return m
+                seen.add(m)
+                queue.append(m)
+    return None
+
+
 def context(g: Graph, softmax: Node) -> Optional[Node]:
     """The product of the softmax output with another activation (``probs . v``) it reaches through layout /
     elementwise ops, whether or not ``products`` can read its layout; None when there is none (a router)."""
