@@ -6,16 +6,16 @@
 Every row is one ``leap_fx.run.run_prune`` job (dense teacher -> the method -> fold -> strip -> ONNX)
 in ``<work-dir>/<row>``; all rows share one dense teacher (the cached fine-tune, passed to every
 job) and one data split/subsample (``--quick``: the job's quick mode). Rows come from the method
-registry: ``<method>-<granularity>-D`` for every granularity a method's config lists in
-``BENCH_GRANULARITIES`` (LEAP: structured, hybrid, unstructured; magnitude (Zhu & Gupta 2017) and
-movement (Sanh et al. 2020): unstructured, as in their papers; l2-oneshot: structured), plus
+registry: ``<method>-<granularity>-D`` for every granularity this bench lists for it in
+``GRANULARITIES`` (LEAP: structured, hybrid, unstructured; magnitude (Zhu & Gupta 2017) and
+movement (Sanh et al. 2020): unstructured, as in their papers; the others: their job granularity), plus
 
 - ``dense``: the teacher itself, exported to ONNX and scored in onnxruntime like the pruned rows.
 
 Test accuracy is measured in onnxruntime on the exported (stripped) model; ``ONNX file`` is its size
 on disk over the dense teacher's (unstructured rows: sparse matrices stored compactly,
 ``passes/export/sparse.py``). Every pruned row's ONNX model is timed against the dense one,
-interleaved (``leap_fx.run.latency``), at batch 32, the run's sequence length and 2 onnxruntime threads
+interleaved (``leap_fx.costs.timing``), at batch 32, the run's sequence length and 2 onnxruntime threads
 (unstructured zeros run the dense kernels, ~1x: ``bench/sparse_kernels.py``). Rows already in ``--out``
 with the same settings are skipped, so an interrupted bench continues where it stopped (``--fresh``
 re-runs them); a row killed mid-training resumes from its checkpoint in ``<work-dir>/<row>``.
@@ -35,15 +35,25 @@ import torch
 
 from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy_table import table
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    machine_load,
+    onnx_latency,
+    split_inputs_at,
+)
 from leap_fx.data import example_inputs, flop_inputs, load_data
-from leap_fx.masks.spec import MaskSpec
-from leap_fx.methods import config_class
-from leap_fx.methods.registry import own_fields
-from leap_fx.run import PruneOptions, pruning_methods, run_prune
-from leap_fx.run.job import dense_teacher
-from leap_fx.run.latency import ORT_SETTINGS, environment, machine_load, onnx_latency, split_inputs_at
+from leap_fx.methods.registry import config_class
+from leap_fx.methods.registry import config_names as pruning_methods
+from leap_fx.methods.request import resolve
+from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.run.job import dense_teacher, run_prune
 from leap_fx.run.rundir import RESUME_FREE
+from leap_fx.spec.mask import MaskSpec
+from leap_fx.spec.options import PruneOptions
+from passes.export import export_onnx
 from passes.io import write_json
+from passes.measure import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_BATCH = 32
@@ -59,11 +69,14 @@ class Row:
     density: float = 1.0
 
 
+# method -> granularities it is benchmarked at (a bench choice, not the method's); others: their job's
+GRANULARITIES = {"leap": ("structured", "hybrid", "unstructured"), "magnitude": ("unstructured",),
+                 "movement": ("unstructured",), "sparsebert": ("unstructured",)}
+
+
 def bench_granularities(method: str) -> tuple[str, ...]:
-    """The granularities a method is benchmarked at (its config's ``BENCH_GRANULARITIES``)."""
-    cls = config_class(method)
-    default = getattr(cls, "JOB_DEFAULTS", {}).get("granularity", "unstructured")
-    return tuple(getattr(cls, "BENCH_GRANULARITIES", (default,)))
+    """The granularities a method is benchmarked at (``GRANULARITIES``, else its job granularity)."""
+    return GRANULARITIES.get(method, (config_class(method).job.granularity,))
 
 
 def all_rows(densities) -> list[Row]:
@@ -114,7 +127,7 @@ class Bench:
         base.update({k: v for k, v in (overrides or {}).items() if k in fields})
         self.method_overrides = {k: v for k, v in (overrides or {}).items() if k not in fields}
         given = PruneOptions(**base)  # student_init and lr stay the method's choice (resolved per row)
-        self.base = replace(given.resolved(), student_init=given.student_init, lr=given.lr)
+        self.base = replace(resolve(given), student_init=given.student_init, lr=given.lr)
         self.data = load_data(self.base)
         self.teacher = None
         self.mode = "quick" if args.quick else "full"
@@ -122,7 +135,7 @@ class Bench:
     def options(self, row: Row, **kw) -> PruneOptions:
         method = "leap" if row.method == "dense" else row.method
         gran = self.base.granularity if row.method == "dense" else row.granularity
-        own = {f.name for f in own_fields(config_class(method), MaskSpec)}
+        own = {f.name for f in config_class(method).own_fields(MaskSpec)}
         extra = {k: v for k, v in self.method_overrides.items() if k in own}  # e.g. LEAP's lambda_min
         return PruneOptions(**{**self.base.to_dict(), "method": method, "granularity": gran,
                                "target": None, "target_density": row.density, "method_options": extra, **kw})
@@ -131,9 +144,9 @@ class Bench:
         """What a row's result depends on (compared on resume): its job's options minus I/O fields."""
         opts = self.options(row)
         keep = {k: v for k, v in opts.to_dict().items() if k not in OPTION_FREE}
-        keep["lr"] = opts.resolved().lr  # the method's default, written out
+        keep["lr"] = resolve(opts).lr  # the method's default, written out
         if row.method == "dense":  # the teacher ignores the pruning fields
-            for k in ("method", "granularity", "target", "target_density", "block_size", "epochs", "lr",
+            for k in ("method", "granularity", "target", "target_density", "mask_block_size", "epochs", "lr",
                       "method_options", "alpha", "student_init", "quantize"):
                 keep.pop(k, None)
         keep.update(row=row.name, model_object=type(self.model).__name__ if self.model is not None else None)
@@ -150,15 +163,12 @@ class Bench:
         """The dense teacher's ONNX (exported once per bench run): ``(path, export report or None)``."""
         path = os.path.join(self.args.work_dir, "dense", "model.onnx")
         if getattr(self, "_dense_export", None) is None or not os.path.isfile(path):
-            from passes.export import export_onnx
             self._dense_export = export_onnx(copy.deepcopy(self.dense_teacher()), example_inputs(self.data.train, 2),
                                              path)
         return path, self._dense_export
 
 
 def dense_row(bench: Bench, row: Row) -> dict:
-    from leap_fx.run.onnx_eval import onnx_accuracy
-    from passes.measure import count_flops, count_params
     t0 = time.perf_counter()
     teacher = bench.dense_teacher()
     path, export = bench.dense_onnx()
@@ -174,15 +184,16 @@ def dense_row(bench: Bench, row: Row) -> dict:
             "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def pruned_row(bench: Bench, row: Row) -> dict:
+def pruned_row(bench: Bench, row: Row, **options) -> dict:
+    """One pruned row's job; ``options``: ``PruneOptions`` fields that replace the row's (e.g. a target)."""
     out = os.path.join(bench.args.work_dir, row.name)
-    opts = bench.options(row, out=out)
+    opts = bench.options(row, out=out, **options)
     previous = os.path.join(out, "options.json")
     same = False
     if os.path.isfile(previous) and not bench.args.fresh:
         with open(previous) as fh:
             before = json.load(fh)
-        now = json.loads(json.dumps(opts.resolved().to_dict()))
+        now = json.loads(json.dumps(resolve(opts).to_dict()))
         same = all(before.get(k) == v for k, v in now.items() if k not in OPTION_FREE)
     opts = PruneOptions(**{**opts.to_dict(), "resume": same, "overwrite": not same})
     rep = run_prune(opts, model=bench.model, tokenizer=bench.tokenizer,
@@ -203,7 +214,7 @@ def pruned_row(bench: Bench, row: Row) -> dict:
 
 
 def onnx_speedup(bench: Bench, slim_onnx: str, flops_fraction: float) -> dict:
-    """Dense vs slim onnxruntime latency, interleaved rounds (``leap_fx.run.latency.onnx_latency``)."""
+    """Dense vs slim onnxruntime latency, interleaved rounds (``leap_fx.costs.timing.onnx_latency``)."""
     bench.dense_teacher()  # the data must be tokenised
     inputs = split_inputs_at(bench.data.test, TIMING_BATCH)
     warmup, reps = TIMING_REPS[bench.mode]

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 
 COLUMNS = [("row", "row", ""), ("target", "target", ".2f"), ("density", "achieved density", ".3f"),
            ("val_acc", "val acc", ".4f"), ("test_acc", "test acc (ORT)", ".4f"),

@@ -4,7 +4,7 @@
                                [--quick] [--work-dir /tmp/leap-fx-kwon] [--out bench/results/kwon_steps.json]
                                [--variant NAME=field:value,field:value ...] [--skip-job]
 
-Per FLOPs target (``flops_target``: fraction of the heads' and FFNs' FLOPs kept):
+Per FLOPs target (``flops:X``: fraction of the heads' and FFNs' FLOPs kept):
 
 - **the job**: ``leap_fx.run.run_prune`` with ``--method kwon`` from the shared, cached dense teacher
   (``bench.accuracy``'s row runner; the job hands the method up to 2,048 training examples): test
@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from bench import accuracy as acc_bench
+from leap_fx.costs.timing import environment, machine_load
 from leap_fx.data import example_inputs, iterate_batches
 from leap_fx.masks import fold
 from leap_fx.methods import build
-from leap_fx.methods.kwon import STAGES, KwonConfig
-from leap_fx.run.latency import environment, machine_load
-from leap_fx.run.report import format_table
+from leap_fx.methods.kwon.config import STAGES, KwonConfig
+from leap_fx.run.summary import format_table
 from leap_fx.train.evaluate import predict_logits
 from passes.analyze import analyze
 from passes.io import read_json, write_json
@@ -94,8 +94,9 @@ def _variant(text: str) -> tuple[str, dict]:
 
 def job_row(bench, target: float, tune_examples: int) -> dict:
     """The whole job at one FLOPs target: ORT accuracy, prune wall time, steps' seconds, ORT speedup."""
-    bench.method_overrides = {"flops_target": target, "tune_examples": tune_examples}
-    res = acc_bench.pruned_row(bench, acc_bench.Row(f"kwon-flops-{target:g}", "kwon", "structured", target))
+    bench.method_overrides = {"tune_examples": tune_examples}
+    res = acc_bench.pruned_row(bench, acc_bench.Row(f"kwon-flops-{target:g}", "kwon", "structured", target),
+                               target=f"flops:{target:g}", target_density=None)
     rep = read_json(res["report"], "kwon run report")
     cal = rep["train"]["calibration"]
     res.update(prune_s=rep["timing"]["stages_s"][PRUNE_STAGE], step_s=cal["seconds"], achieved=cal["achieved"],
@@ -144,7 +145,7 @@ def step_shares(bench, targets, examples: int, tune_examples: int, variants=()) 
     for target in targets:
         stages = {}
         for name, fields in runs:
-            cfg = KwonConfig(target, **{"flops_target": target, "tune_examples": tune_examples, **fields})
+            cfg = KwonConfig(target=f"flops:{target:g}", **{"tune_examples": tune_examples, **fields})
             model, rep, seconds = _pruned(teacher, plan, batches, fisher, cfg)
             stages[name] = {**fidelity(model, data, teacher_logits), "fields": fields, "calibrate_s": seconds,
                             "tuning": rep.get("tuning")}

@@ -19,8 +19,9 @@ import subprocess
 import sys
 import time
 
-from leap_fx.run.latency import environment, machine_load
-from leap_fx.run.report import format_table, live_of_total
+from leap_fx.costs.timing import environment, machine_load
+from leap_fx.run.measure import live_of_total
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

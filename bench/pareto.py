@@ -28,12 +28,20 @@ import torch
 
 from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
 from bench.accuracy import Bench, bench_granularities, dense_row, pruned_row, select
-from leap_fx.masks.target import Target
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    inputs_at,
+    machine_load,
+    onnx_latency,
+    split_inputs_at,
+)
 from leap_fx.methods import config_class
-from leap_fx.run import pruning_methods
-from leap_fx.run.latency import ORT_SETTINGS, environment, inputs_at, machine_load, onnx_latency, split_inputs_at
-from leap_fx.run.report import format_table
+from leap_fx.methods.registry import config_names as pruning_methods
+from leap_fx.run.plots import _save, plt
 from leap_fx.run.speed import quantized_result
+from leap_fx.run.summary import format_table
+from leap_fx.spec.target import Target
 from passes.io import read_json, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,7 +157,6 @@ def table_rows(rows: list[dict]) -> list[dict]:
 
 def plot(rows: list[dict], path: str, timing: dict = TIMING) -> str:
     """Accuracy vs measured speedup, one line per method (dashed: int8), the dense point marked."""
-    from leap_fx.run.plots import _save, plt
     cells = {r["row"]: r for r in table_rows(rows)}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, method in enumerate(sorted({r["method"] for r in rows if r["method"] != "dense"})):

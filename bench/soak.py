@@ -33,7 +33,7 @@ import sys
 import time
 from typing import Optional
 
-from leap_fx.run.report import format_table
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,8 +58,12 @@ COLUMNS = [("cycle", "cycle", "d"), ("phase", "kill at", ""), ("after_s", "after
 
 def tiny_setup(folder: str) -> tuple[str, str]:
     """``(model dir, csv path)``: a 2-layer BERT from a config and 200 labelled word-soup reviews."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
     import torch
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sum(WORDS.values(), [])
     model_dir, csv_path = os.path.join(folder, "tiny-model"), os.path.join(folder, "reviews.csv")
     torch.manual_seed(0)
@@ -82,7 +86,7 @@ def tiny_setup(folder: str) -> tuple[str, str]:
 def prune_args(args, model_dir: str, data: str, out: str) -> list[str]:
     return ["prune", "--model", model_dir, "--data", data, "--text-column", args.text_column, "--label-column",
             args.label_column, "--out", out, "--no-cache", "--threads", "1", "--quiet", "--granularity", "hybrid",
-            "--block-size", "8", "--target-density", "0.4", "--epochs", str(args.epochs), "--teacher-epochs",
+            "--mask-block-size", "8", "--target-density", "0.4", "--epochs", str(args.epochs), "--teacher-epochs",
             str(args.teacher_epochs), "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
             *args.extra.split()]
 

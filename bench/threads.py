@@ -6,7 +6,7 @@
 Each setting is one fresh process (``OMP_WAIT_POLICY`` must be set before OpenMP starts) that times
 training steps (forward, backward, AdamW) of a config-built BERT (``--size``: tiny 2x64, small 4x256,
 base 6x384 = MiniLM-L6's shape; batch 16, sequence 48) and reports the median seconds per step.
-A setting is ``THREADS[:passive]``: THREADS a number or ``auto`` (``leap_fx.run.threads.choose_threads``,
+A setting is ``THREADS[:passive]``: THREADS a number or ``auto`` (``leap_fx.env.threads.choose_threads``,
 decided in the worker at its start, as the job does: every core with passive waiting, else cores minus
 load), ``:passive`` sets ``OMP_WAIT_POLICY=PASSIVE`` (none: libgomp's default, spin then sleep).
 ``--loads``: numbers of busy-looping processes started beside the workers (the contention of a shared
@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 
-from leap_fx.run.latency import environment, machine_load
-from leap_fx.run.report import format_table
+from leap_fx.costs.timing import environment, machine_load
+from leap_fx.env.threads import choose_threads
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +41,6 @@ def worker(size: str, steps: int, warmup: int, threads: str) -> dict:
     """Time ``steps`` training steps in this process; ``threads``: a number or ``auto``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
-    from leap_fx.run.threads import choose_threads
     n = choose_threads(0)[0] if threads == "auto" else int(threads)
     torch.set_num_threads(n)
     torch.manual_seed(0)

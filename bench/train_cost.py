@@ -24,11 +24,20 @@ from dataclasses import replace
 
 import torch
 
+from leap_fx.costs.timing import (
+    environment,
+    interleaved_latency,
+    machine_load,
+    paired_ratio_median,
+    summarize,
+)
+from leap_fx.hf.models import load_classifier
 from leap_fx.masks.prepare import carriers, original, owners
-from leap_fx.run import PruneOptions
-from leap_fx.run.latency import environment, interleaved_latency, machine_load, paired_ratio_median, summarize
-from leap_fx.run.report import format_table
-from leap_fx.train import TrainConfig
+from leap_fx.methods.request import method_config
+from leap_fx.run.summary import format_table
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.train import TrainConfig
+from passes.analyze import analyze
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +54,6 @@ def load(tiny: bool):
         cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                          intermediate_size=64, max_position_embeddings=64, num_labels=2)
         return BertForSequenceClassification(cfg), 100
-    from leap_fx.models import load_classifier
     model, _ = load_classifier(None, num_labels=2)
     return model, model.config.vocab_size
 
@@ -72,17 +80,19 @@ def mask_memory(model) -> dict:
 
 def variants(model, teacher, plan, batch: dict, seq: int, granularities) -> dict:
     """name -> (loop, model) for every variant (the loop's state after construction, masks prepared)."""
-    from leap_fx.train.loop import _Loop  # the loop's own step, not a re-implementation
+    from leap_fx.train.loop import (
+        Loop,  # import weight: torch; the loop's own step, not a re-implementation
+    )
     cfg = TrainConfig(epochs=1, batch_size=batch["labels"].shape[0], max_steps=10_000, log_every=10_000)
     data = {k: v.repeat(4, *[1] * (v.dim() - 1)) for k, v in batch.items()}
     out = {"plain": (None, None, TrainConfig(**{**cfg.to_dict(), "alpha": 0.0})), "plain+kd": (None, teacher, cfg)}
     for g in granularities:
-        method = replace(PruneOptions(granularity=g).method_config(), cost_seq=seq, cost_batch=cfg.batch_size)
+        method = replace(method_config(PruneOptions(granularity=g)), cost_seq=seq, cost_batch=cfg.batch_size)
         out[f"leap-{g}"] = (method, teacher, cfg)
     loops = {}
     for name, (method, t, c) in out.items():
         m = copy.deepcopy(model).train()
-        loops[name] = (_Loop(m, t, data, None, c, method, plan if method is not None else None, None, False, True), m)
+        loops[name] = (Loop(m, t, data, None, c, method, plan if method is not None else None, None, False, True), m)
     return loops
 
 
@@ -100,7 +110,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    from passes.analyze import analyze
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = machine_load()

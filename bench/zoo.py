@@ -4,7 +4,7 @@
 
 Every architecture is built with ``AutoModel.from_config(shrink(model_type))`` (``bench/zoo_shrink.py``:
 a generic shrinker over the usual size fields; random weights), given example inputs from its config
-(``leap_fx.hf_inputs``) and run through ``leap_fx.run.roundtrip``: strict analyze -> a random half of
+(``leap_fx.hf.inputs``) and run through ``leap_fx.run.roundtrip``: strict analyze -> a random half of
 every family's heads / neurons masked (prepare -> fold) -> strip (self-verified) -> ONNX -> parity in
 onnxruntime -> save_slim / load_slim. Each architecture runs in a forked process with a time limit (a stuck
 stage is named). ``--all`` sweeps every model type transformers' ``AutoModel`` maps (its base class);
@@ -23,7 +23,11 @@ import tempfile
 import time
 import warnings
 
-from leap_fx.run.report import format_table
+from bench.zoo_shrink import shrink
+from leap_fx.costs.timing import environment
+from leap_fx.hf.inputs import example_inputs
+from leap_fx.run.roundtrip import roundtrip
+from leap_fx.run.summary import format_table
 from passes.io import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,9 +54,6 @@ def run_one(arch: str, report) -> dict:
     import torch
     from transformers import AutoModel
 
-    from bench.zoo_shrink import shrink
-    from leap_fx.hf_inputs import example_inputs
-    from leap_fx.run.roundtrip import roundtrip
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     from bench.zoo_implied import implied, shortfall
@@ -175,7 +176,6 @@ def main(argv=None) -> dict:
     archs = args.only.split(",") if args.only else every_model_type() if args.all else list(ARCHITECTURES)
     t0 = time.perf_counter()
     results = sweep(archs, max(1, args.workers), args.timeout)
-    from leap_fx.run.latency import environment
     summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers}
     write_json(args.out, {"environment": environment(), "summary": summary, "results": results})
     print(table(results))

@@ -90,10 +90,11 @@ def run(out: str, steps: int = 24, checkpoint_every: int = 4, method: str = "lea
         granularity: str = "hybrid", batch_size: int = 16, n: int = 100, step_delay: float = 0.0,
         hang_at_save: int = 0, log_every: int = 1, stop_after: Optional[int] = None,
         extra_unused: bool = False) -> dict:
-    from leap_fx.methods import config_class
-    from leap_fx.train import TrainConfig, train
-    from leap_fx.train.distributed import Dist
     from leap_fx.masks import owners
+    from leap_fx.methods import config_class
+    from leap_fx.spec.train import TrainConfig
+    from leap_fx.train import train
+    from leap_fx.train.distributed import Dist
 
     dist = Dist.current()
     model, teacher = tiny_bert(0), tiny_bert(1)

@@ -10,16 +10,16 @@ weights, strip empty heads / neurons, export to ONNX and score it in onnxruntime
 from __future__ import annotations
 
 import argparse
-import json
 import copy
+import json
 import os
 
 import torch
 
 import leap_fx
 from leap_fx.data import iterate_batches, load_rotten_tomatoes
-from leap_fx.run.onnx_eval import onnx_accuracy
-from leap_fx.train import TrainConfig
+from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.spec.train import TrainConfig
 from leap_fx.train.teacher import train_teacher
 
 QUICK_LIMIT = 800  # reviews per split in --quick mode (same data and teacher as example a)

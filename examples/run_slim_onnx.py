@@ -12,7 +12,8 @@ path, texts = sys.argv[1], sys.argv[2:]
 session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map  # label_names, max_length, tokenizer, density, ...
 labels, max_length = json.loads(meta["label_names"]), int(meta["max_length"])
-tokenizer = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(path), meta["tokenizer"]))
+tokenizer = AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(path), meta["tokenizer"]),
+                                          trust_remote_code=False)
 pairs = [t.split(" ||| ") for t in texts] if meta["text_pair"] == "true" else [[t] for t in texts]
 enc = tokenizer(*map(list, zip(*pairs)), truncation=True, max_length=max_length, padding=True, return_tensors="np")
 logits = session.run(["logits"], {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()})[0]

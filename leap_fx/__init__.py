@@ -1,8 +1,10 @@
 """leap-fx: learned pruning for transformers, stripped and exported to a slim ONNX graph.
 
 The lifecycle is the layout:
+    request  -> leap_fx.spec          PruneOptions, method configs, targets: plain data
     analyze  -> passes.analyze        Plan {fqn -> attention / feed-forward family}
     prepare  -> leap_fx.masks         GranuleMask parametrizations over mask owners
+    cost     -> leap_fx.costs         what a target costs (density / FLOPs / latency)
     prune    -> leap_fx.methods       a method: trained (leap_fx.train loop) or one-shot (calibrate)
     fold     -> leap_fx.masks         bake deterministic masks into plain weights
     strip    -> passes.strip          remove empty heads / neurons exactly (self-checked)
@@ -14,19 +16,22 @@ defining modules directly.
 """
 from importlib import import_module
 
-__version__ = "0.2.0"
+from leap_fx.env.version import VERSION as __version__  # noqa: F401 (the package version)
 
 # public name -> module that defines it (imported lazily so `import leap_fx` stays light)
 _EXPORTS = {
-    "LeapConfig": "leap_fx.methods.leap",
-    "MagnitudeConfig": "leap_fx.methods.magnitude",
-    "MovementConfig": "leap_fx.methods.movement",
-    "L2OneShotConfig": "leap_fx.methods.l2_oneshot",
-    "MaskSpec": "leap_fx.masks.spec",
-    "GRANULARITY_PRESETS": "leap_fx.masks.spec",
-    "Target": "leap_fx.masks.target",
-    "target_costs": "leap_fx.masks.target",
-    "latency_table": "leap_fx.masks.latency_table",
+    "LeapConfig": "leap_fx.methods.leap.config",
+    "KwonConfig": "leap_fx.methods.kwon.config",
+    "CofiConfig": "leap_fx.methods.cofi.config",
+    "SparseBertConfig": "leap_fx.methods.sparsebert.config",
+    "MagnitudeConfig": "leap_fx.methods.magnitude.config",
+    "MovementConfig": "leap_fx.methods.movement.config",
+    "L2OneShotConfig": "leap_fx.methods.l2_oneshot.config",
+    "MaskSpec": "leap_fx.spec.mask",
+    "GRANULARITY_PRESETS": "leap_fx.spec.mask",
+    "Target": "leap_fx.spec.target",
+    "target_costs": "leap_fx.costs.budget",
+    "latency_table": "leap_fx.costs.latency",
     "quantize_int8": "passes.export.quantize",
     "GranuleMask": "leap_fx.masks.carrier",
     "LeapScores": "leap_fx.masks.topk",
@@ -34,18 +39,15 @@ _EXPORTS = {
     "FixedMask": "leap_fx.masks.owner",
     "LeapPruning": "leap_fx.masks.prune_api",
     "leap_prune": "leap_fx.masks.prune_api",
-    "prepare": "leap_fx.masks.prepare",
+    "prepare_masks": "leap_fx.methods.registry",
     "param_groups": "leap_fx.masks.prepare",
     "fold": "leap_fx.masks.prepare",
     "freeze": "leap_fx.masks.prepare",
     "owners": "leap_fx.masks.prepare",
     "densities": "leap_fx.masks.prepare",
-    "LeapRegularizer": "leap_fx.methods.leap_regularizer",
-    "methods": "leap_fx.methods",
-    "build_method": "leap_fx.methods",
-    "TrainConfig": "leap_fx.train.config",
-    "train": "leap_fx.train.loop",
-    "PruneOptions": "leap_fx.run.options",
+    "LeapRegularizer": "leap_fx.methods.leap.regularizer",
+    "TrainConfig": "leap_fx.spec.train",
+    "PruneOptions": "leap_fx.spec.options",
     "run_prune": "leap_fx.run.job",
     "Plan": "passes.analyze.plan",
     "analyze": "passes.analyze.analyze",
@@ -58,7 +60,9 @@ _EXPORTS = {
     "count_flops": "passes.measure",
     "count_params": "passes.measure",
 }
-_ALIASES = {"LeapMask": ("leap_fx.masks.carrier", "GranuleMask"), "build_method": ("leap_fx.methods", "build")}
+_ALIASES = {"fit": ("leap_fx.train.loop", "train"),  # not `train`: that name is the subpackage leap_fx.train
+            "LeapMask": ("leap_fx.masks.carrier", "GranuleMask"), "build_method": ("leap_fx.methods.registry", "build"),
+            "prepare": ("leap_fx.methods.registry", "prepare_masks")}
 
 __all__ = sorted(set(_EXPORTS) | set(_ALIASES))
 

@@ -21,10 +21,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import leap_fx
-from leap_fx.train import TrainConfig, train
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
+from leap_fx.train.checkpoint import read_checkpoint
 from leap_fx.train.checks import check_forward_inputs
 from passes.analyze.inputs import accepted_inputs
-from leap_fx.train.checkpoint import read_checkpoint
 from tests import models
 from tests.conftest import tiny_bert
 from tests.test_train import toy_data
@@ -185,7 +186,7 @@ def corpus(tmp_path_factory):
 
 
 def _run(corpus, out, **kw):
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     path, tok = corpus
     return run_prune(tiny_options(path, out, epochs=1, **kw), model=tiny_bert(), tokenizer=tok,
@@ -194,7 +195,7 @@ def _run(corpus, out, **kw):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(granularity="diagonal"), "unknown granularity 'diagonal'"),
-    (dict(granularity="block", block_size=0), "block_size=0 must be a positive int"),
+    (dict(granularity="block", mask_block_size=0), "mask_block_size=0 must be a positive int"),
     (dict(data="missing.csv"), "data file not found"),
     (dict(validation_data="missing.csv"), "both --validation-data and --test-data"),
 ])
@@ -208,7 +209,7 @@ def test_pipeline_bad_input_writes_nothing(corpus, tmp_path, kw, match):
 def test_pipeline_block_not_dividing_fails_before_writing_a_report(corpus, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="does not divide weight"):
-        _run(corpus, out, granularity="block", block_size=5)
+        _run(corpus, out, granularity="block", mask_block_size=5)
     assert not (out / "report.json").exists() and not (out / "model.onnx").exists()
 
 
@@ -254,7 +255,7 @@ def test_pipeline_tokenizer_inputs_the_model_does_not_take(corpus, tmp_path):
     """DistilBERT takes no token_type_ids, which the BERT tokenizer emits: the error names what it takes."""
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     torch.manual_seed(0)
     cfg = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=48, max_position_embeddings=64,

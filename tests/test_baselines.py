@@ -5,9 +5,10 @@ from torch.nn.utils import parametrize
 
 import leap_fx
 from leap_fx.masks import carriers, densities, magnitudes, owners
-from leap_fx.methods.magnitude import MagnitudeConfig
-from leap_fx.methods.movement import MovementConfig
-from leap_fx.train import TrainConfig, train
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.methods.movement.config import MovementConfig
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from tests.conftest import tiny_bert
 from tests.test_train import toy_data
 

@@ -135,10 +135,11 @@ def test_time_batch_refuses_graphs_that_disagree_with_torch(speedup, monkeypatch
 def test_common_summary_table_and_atomic_json(tmp_path):
     from types import SimpleNamespace
 
-    from leap_fx.run import latency, report
+    from leap_fx.costs import timing as latency
+    from leap_fx.run import summary
     from passes import io
     common = SimpleNamespace(summarize=latency.summarize, paired_ratio_median=latency.paired_ratio_median,
-                             interleaved_latency=latency.interleaved_latency, format_table=report.format_table,
+                             interleaved_latency=latency.interleaved_latency, format_table=summary.format_table,
                              write_json=io.write_json)
     s = common.summarize([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (s["median"], s["q1"], s["q3"], s["iqr"], s["n"]) == (3.0, 2.0, 4.0, 2.0, 5)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from leap_fx import cli
-from leap_fx.run import PruneOptions
+from leap_fx.spec.options import PruneOptions
 from tests.test_pipeline import tiny_model_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,8 @@ import torch
 
 from leap_fx.masks.prepare import carriers
 from leap_fx.methods import build
-from leap_fx.methods.cofi import Cofi, CofiConfig
+from leap_fx.methods.cofi.config import CofiConfig
+from leap_fx.methods.cofi.handler import Cofi
 from passes.analyze import analyze
 from passes.measure import count_flops
 from passes.strip import strip
@@ -21,11 +22,11 @@ from tests.conftest import bert_inputs, tiny_bert
 torch.set_num_threads(1)
 
 
-def gated(layers=2, hidden=32, heads=4, ffn=64, target=0.5, **kw):
+def gated(layers=2, hidden=32, heads=4, ffn=64, target=0.5, unit="density", **kw):
     model = tiny_bert(layers=layers, hidden=hidden, heads=heads, ffn=ffn)
     x = bert_inputs()
     plan = analyze(model, x, residual=True)
-    method = build(CofiConfig(target_density=target, **kw), total_steps=100)
+    method = build(CofiConfig(target=f"{unit}:{target}", **kw), total_steps=100)
     method.prepare(model, plan)
     return model, x, plan, method
 
@@ -73,11 +74,11 @@ def test_expected_size_equals_brute_force_over_every_gate_state():
     assert method.size.dense == pytest.approx(brute_force_kept(plan, model, gates, ones))
 
 
-@pytest.mark.parametrize("unit", ["params", "flops"])
+@pytest.mark.parametrize("unit", ["density", "flops"])
 def test_realised_size_is_what_strip_keeps(unit):
     """Deterministic gates -> fold -> strip: the families' weights and encoder FLOPs that remain are
     exactly ``realised()`` of the count (sub-layers with a closed gate cost nothing once replaced)."""
-    model, x, plan, method = gated(target=0.5, target_unit=unit, flops_seq_len=bert_inputs()["input_ids"].shape[1])
+    model, x, plan, method = gated(target=0.5, unit=unit, cost_seq=bert_inputs()["input_ids"].shape[1])
     dense = tiny_bert()  # the same weights, no gates
     set_gates(method, seed=3)
     with torch.no_grad():  # one whole attention sub-layer off, one FFN sub-layer on
@@ -150,8 +151,13 @@ def test_lagrangian_drives_expected_size_to_the_target(target):
 
 
 def test_layer_map_distillation_loss_decreases():
-    from leap_fx.train.layer_match import MatchedLayerKD, ordered_match, spaced_layers
-    from leap_fx.train.objective import Outputs, capture
+    from leap_fx.objectives.layer_match import (
+        MatchedLayerKD,
+        ordered_match,
+        spaced_layers,
+    )
+    from leap_fx.objectives.outputs import Outputs
+    from leap_fx.objectives.taps import capture
     assert spaced_layers(12) == [2, 5, 8, 11] and spaced_layers(6) == [1, 2, 4, 5] and spaced_layers(2) == [0, 1]
     losses = torch.tensor([[1.0, 0.1, 2.0, 3.0], [0.5, 0.2, 0.3, 0.9]])
     assert ordered_match(losses) == [0, 1]  # row 1 takes 1, row 0 must stay below it
@@ -170,7 +176,7 @@ def test_layer_map_distillation_loss_decreases():
             out = Outputs(student(**x).logits, hs)
         with torch.no_grad(), capture(teacher, t_blocks) as ht:
             t_out = Outputs(teacher(**x).logits, ht)
-        terms = kd(out, t_out, labels)
+        terms = kd(out, t_out, {"labels": labels})
         opt.zero_grad()
         terms["task"].backward()
         opt.step()
@@ -185,8 +191,8 @@ def test_layer_map_distillation_loss_decreases():
 def test_config_refuses_bad_settings():
     with pytest.raises(ValueError, match="structured"):
         CofiConfig(target_density=0.5, granularity="hybrid")
-    with pytest.raises(ValueError, match="target_unit"):
-        CofiConfig(target_density=0.5, target_unit="latency")
+    with pytest.raises(ValueError, match="flops:0.5"):
+        CofiConfig(target="latency:0.5")
     with pytest.raises(ValueError, match="<= 1"):
         CofiConfig(target_density=0.5, dense_warmup_ratio=0.5, target_warmup_ratio=0.5, finetune_ratio=0.5)
     model = tiny_bert()
@@ -213,7 +219,8 @@ def _data(n=64, seed=0):
 def test_resume_continues_exactly(tmp_path):
     """Gates, multipliers, layer map and optimiser state survive a checkpoint: an interrupted run
     resumed ends with the same weights as an uninterrupted one."""
-    from leap_fx.train import TrainConfig, train
+    from leap_fx.spec.train import TrainConfig
+    from leap_fx.train import train
     data, teacher = _data(), tiny_bert(seed=5)
     cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, log_every=1, checkpoint_every=3, eval_every=100)
     method_cfg = CofiConfig(target_density=0.5, dense_warmup_ratio=0.1, target_warmup_ratio=0.4, finetune_ratio=0.2)
@@ -235,7 +242,7 @@ def test_resume_continues_exactly(tmp_path):
 
 
 def test_run_prune_cofi_end_to_end(tmp_path):
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options, write_tiny_corpus
     path, tok = write_tiny_corpus(str(tmp_path))
     out = tmp_path / "out"
@@ -309,17 +316,15 @@ def test_heads_and_neurons_only():
     assert kept / dense == pytest.approx(realised, abs=1e-9)
 
 
-def test_a_flops_target_is_cofis_flops_unit_at_the_runs_length():
-    """The job's ``target="flops:0.4"`` (with ``cost_seq``) = ``target_unit="flops"`` at that length."""
+def test_a_flops_target_counts_flops_at_the_configs_length():
+    """The job's ``target="flops:0.4"`` is CoFi's expected size in FLOPs at ``cost_seq`` (leap_fx.costs);
+    a density target counts the gated parameters; without a length a FLOPs target is refused."""
     seq = bert_inputs()["input_ids"].shape[1]
-    by_target = CofiConfig(target="flops:0.4", cost_seq=seq)
-    assert (by_target.unit, by_target.kept, by_target.seq_len) == ("flops", 0.4, seq)
-    assert (CofiConfig(target_density=0.4).unit, CofiConfig(target_density=0.4).kept) == ("params", 0.4)
-    model, x = tiny_bert(), bert_inputs()
-    a = build(by_target, total_steps=100)
-    a.prepare(model, analyze(model, x, residual=True))
-    _, _, _, b = gated(target=0.4, target_unit="flops", flops_seq_len=seq)
-    assert float(a.size.density()) == pytest.approx(float(b.size.density()))
-    assert a.target_sparsity(10 ** 6) == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="flops:0.5"):
-        CofiConfig(target="latency:0.5")
+    _, _, plan, a = gated(target=0.4, unit="flops", cost_seq=seq)
+    assert (a.unit, a.config.kept) == ("flops", 0.4) and a.target_sparsity(10 ** 6) == pytest.approx(0.6)
+    _, _, _, longer = gated(target=0.4, unit="flops", cost_seq=4 * seq)
+    assert float(longer.size.dense) > float(a.size.dense)  # the S^2 score terms grow with the length
+    _, _, _, b = gated(target=0.4)
+    assert b.unit == "params" and float(b.size.density()) != pytest.approx(float(a.size.density()))
+    with pytest.raises(ValueError, match="cost_seq"):
+        gated(target=0.4, unit="flops")

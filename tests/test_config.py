@@ -1,7 +1,7 @@
 import pytest
 
-from leap_fx.masks.spec import GRANULARITY_PRESETS, parse_granule
-from leap_fx.methods.leap import LeapConfig
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.spec.mask import GRANULARITY_PRESETS, parse_granule
 
 
 def test_defaults_and_presets():

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import leap_fx
-
 from leap_fx.train.distributed import Dist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,8 +110,8 @@ def test_movement_baseline_with_scheduled_k_matches(tmp_path):
 
 def test_unused_parameters_are_detected_without_side_effects():
     from leap_fx.masks import owners
+    from leap_fx.objectives.outputs import logits_of
     from leap_fx.train.distributed import unused_parameters
-    from leap_fx.train.objective import logits_of
     from tests.conftest import bert_inputs, tiny_bert
     model = leap_fx.prepare(tiny_bert(), leap_fx.LeapConfig(target_density=0.5)).train()
     inputs = bert_inputs()

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import passes.export.parity as export_mod
+from passes.analyze import analyze
 from passes.export import ParityError, export_onnx, first_tensor
 from passes.export.inputs import InputSpec, make_inputs
-from passes.analyze import analyze
 from passes.strip import strip
 from tests import models
 from tests.test_strip import mask_heads, randomize_biases, run, stripped

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from leap_fx.masks import GranuleMask
-from leap_fx.masks.hard_concrete import (LIMITS, LOG_ALPHA_RANGE, TEMPERATURE, VALUE_FACTOR, HardConcrete,
-                                         log_alpha_for)
+from leap_fx.masks.hard_concrete import (
+    LIMITS,
+    LOG_ALPHA_RANGE,
+    TEMPERATURE,
+    VALUE_FACTOR,
+    HardConcrete,
+    log_alpha_for,
+)
 
 L, R = LIMITS
 

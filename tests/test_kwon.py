@@ -8,12 +8,17 @@ import torch
 
 from leap_fx.masks import fold, owners
 from leap_fx.methods import build
-from leap_fx.methods.kwon import KwonConfig, KwonMask
-from leap_fx.methods.kwon_batches import by_length
-from leap_fx.methods.kwon_capture import capture, out_weight, output_weights
-from leap_fx.methods.kwon_fisher import fisher_loss, logits_of, mask_gradients, task_loss
-from leap_fx.methods.kwon_search import kept_cost, rearrange, search
-from leap_fx.methods.kwon_tune import columns, normal_equations, teacher_targets
+from leap_fx.methods.kwon.batches import by_length
+from leap_fx.methods.kwon.capture import capture, out_weight, output_weights
+from leap_fx.methods.kwon.config import KwonConfig
+from leap_fx.methods.kwon.fisher import fisher_loss, mask_gradients
+from leap_fx.objectives.task_loss import ClassificationLoss
+
+task_loss = ClassificationLoss().summed
+from leap_fx.methods.kwon.handler import KwonMask, mean_tokens
+from leap_fx.methods.kwon.search import kept_cost, rearrange, search
+from leap_fx.methods.kwon.tune import columns, normal_equations, teacher_targets
+from leap_fx.objectives.outputs import logits_of
 from passes.analyze import analyze
 from tests import models
 from tests.conftest import tiny_bert
@@ -30,9 +35,9 @@ def _batches(n=8, size=4, seq=8, seed=0):
             for i in range(0, n, size)]
 
 
-def _prepared(model, batches, **cfg):
+def _prepared(model, batches, target=None, **cfg):
     plan = analyze(model, {k: v for k, v in batches[0].items() if k != "labels"})
-    method = build(KwonConfig(0.5, **cfg))
+    method = build(KwonConfig(target=target or "density:0.5", **cfg))
     method.prepare(model, plan)
     return method, plan
 
@@ -195,7 +200,7 @@ def test_normal_equations_equal_the_explicit_least_squares_problem():
 def test_tuning_lowers_the_reconstruction_error_and_folds_exactly():
     model = tiny_bert(layers=3)
     batches = _batches(n=16, size=8)
-    method, plan = _prepared(model, batches, flops_target=0.5)
+    method, plan = _prepared(model, batches, target="flops:0.5")
     rep = method.calibrate(model, batches)
     fits = {f["family"]: f for f in rep["tuning"]}
     assert len(fits) == len(plan.families) and rep["achieved"] <= 0.5 + 1e-9
@@ -255,7 +260,7 @@ def _cls_error(model, plan, batches, key, cls_targets) -> float:
 
 
 def test_cls_only_fit_of_the_last_ffn_lowers_the_cls_error_below_an_all_token_fit():
-    from leap_fx.methods.kwon_tune import tune
+    from leap_fx.methods.kwon.tune import tune
     errors, fits = {}, {}
     for rows in ("reaching", "all"):
         model = tiny_bert(layers=2)
@@ -280,8 +285,8 @@ def test_cls_only_fit_of_the_last_ffn_lowers_the_cls_error_below_an_all_token_fi
 
 @pytest.mark.parametrize("name", ["bert", "gpt2"])
 def test_block_replay_tunes_exactly_like_full_forwards(name):
-    from leap_fx.methods.kwon_replay import Replay
-    from leap_fx.methods.kwon_tune import tune
+    from leap_fx.methods.kwon.replay import Replay
+    from leap_fx.methods.kwon.tune import tune
     scales = []
     for replay in (True, False):
         model, inputs = models.ALL[name]()
@@ -324,10 +329,10 @@ def _student_error(model, plan, batches, method, teacher_keep=None):
 
 
 def test_intermediate_teacher_is_the_searched_mask_at_the_square_root_of_the_target():
-    from leap_fx.methods.kwon import TEACHERS
+    from leap_fx.methods.kwon.handler import TEACHERS
     model = tiny_bert(layers=3)
     batches = _batches(n=16, size=8)
-    method, plan = _prepared(model, batches, flops_target=0.36, tune_teacher="intermediate")
+    method, plan = _prepared(model, batches, target="flops:0.36", tune_teacher="intermediate")
     fisher = method.fisher(model, batches)
     rep = method.calibrate(model, batches, fisher=fisher)
     assert rep["tune_teacher"]["kind"] == "intermediate" and 0.36 < rep["tune_teacher"]["achieved"] <= 0.6 + 1e-9
@@ -343,7 +348,7 @@ def test_intermediate_teacher_is_the_searched_mask_at_the_square_root_of_the_tar
 def test_rejected_scales_fall_back_to_one():
     model = tiny_bert()
     batches = _batches()
-    method, plan = _prepared(model, batches, flops_target=0.5, scale_bound=1e-3)
+    method, plan = _prepared(model, batches, target="flops:0.5", scale_bound=1e-3)
     with pytest.warns(UserWarning, match="changed no family"):  # a useless result is said loudly
         rep = method.calibrate(model, batches)
     assert all(f["status"].startswith("rejected") for f in rep["tuning"] if f["kept"])
@@ -353,14 +358,14 @@ def test_rejected_scales_fall_back_to_one():
 def test_stop_after_and_config_errors():
     model = tiny_bert()
     batches = _batches()
-    method, _ = _prepared(model, batches, flops_target=0.5, stop_after="search")
+    method, _ = _prepared(model, batches, target="flops:0.5", stop_after="search")
     rep = method.calibrate(model, batches)
     assert "tuning" not in rep and "rearranged" not in rep["fisher_loss"]
-    for bad, match in (({"granularity": "hybrid"}, "structured"), ({"flops_target": 1.5}, "flops_target"),
+    for bad, match in (({"granularity": "hybrid"}, "structured"), ({"target": "flops:1.5"}, "outside"), ({"target": "latency:0.5"}, "flops:0.5"),
                        ({"stop_after": "fold"}, "stop_after"), ({"fisher_batch": 0}, "fisher_batch"),
                        ({"fit_rows": "cls"}, "fit_rows"), ({"tune_teacher": "dense"}, "tune_teacher")):
         with pytest.raises(ValueError, match=match):
-            KwonConfig(0.5, **bad)
+            KwonConfig(**{"target_density": 0.5, **bad} if "target" not in bad else bad)
     with pytest.raises(ValueError, match="sample batches"):
         method.calibrate(model, [])
     with pytest.raises(ValueError, match="labels"):
@@ -400,7 +405,7 @@ def test_every_architecture_prunes_strips_and_exports(name, tmp_path):
     from passes.strip import strip
     model, inputs = models.ALL[name]()
     plan = analyze(model, inputs)
-    method = build(KwonConfig(0.5, flops_target=0.5))
+    method = build(KwonConfig(target="flops:0.5"))
     method.prepare(model, plan)
     batches = _arch_batches(inputs)
     rep = method.calibrate(model, batches, loss=_sum_of_squares)
@@ -422,20 +427,27 @@ def test_every_architecture_prunes_strips_and_exports(name, tmp_path):
     assert max(export.max_abs_diff.values()) <= 1e-4
 
 
-def test_the_jobs_flops_target_is_kwons_flops_budget():
-    assert KwonConfig(target="flops:0.4").budget() == ("flops", 0.4) == KwonConfig(0.5, flops_target=0.4).budget()
-    assert KwonConfig(target_density=0.3).budget() == ("density", 0.3)
-    with pytest.raises(ValueError, match="flops:0.5"):
-        KwonConfig(target="latency:0.5").budget()
+def test_the_budget_is_the_targets_cost_at_the_configs_length():
+    """Kwon prices its target through leap_fx.costs like every method: FLOPs at cost_seq when set (the job's
+    length), else at the sample data's mean length (the paper's)."""
+    from leap_fx.costs import flops_costs
+    model, batches = tiny_bert(), _batches()
+    for seq in (None, 5):
+        method, plan = _prepared(model := tiny_bert(), batches, target="flops:0.4", cost_seq=seq)
+        cost, total, kinds, used = method.budget(model, batches)
+        assert used == (seq or mean_tokens(batches))
+        ref = flops_costs(model, plan, round(used))
+        assert cost == pytest.approx({k: ref.marginal(k, 0) for k in plan.families})
+        assert total == pytest.approx(sum(cost[k] * plan.families[k].granules for k in plan.families))
 
 
 # -- the job ----------------------------------------------------------------------------------------
 def test_run_prune_with_kwon_end_to_end(tmp_path):
-    from leap_fx import cli
-    from leap_fx.run import run_prune
-    assert cli.method_option_fields()["flops_target"][1] == ["kwon"]
+    from leap_fx.cli import prune
+    from leap_fx.run.job import run_prune
+    assert prune.method_option_fields()["fisher_batch"][2] == ["kwon"]
     path, tok = write_tiny_corpus(str(tmp_path))
-    rep = run_prune(tiny_options(path, tmp_path / "o", method="kwon", method_options={"flops_target": 0.5}),
+    rep = run_prune(tiny_options(path, tmp_path / "o", method="kwon", target="flops:0.5"),
                     model=tiny_bert(), tokenizer=tok)
     assert rep["method"] == {"name": "kwon", "kind": "one-shot", "log_keys": []}
     assert rep["onnx"]["parity_max_abs_diff"] <= 1e-4 and (tmp_path / "o" / "model.onnx").exists()

@@ -1,12 +1,12 @@
-"""Latency lookup table (masks/latency_table.py) and latency targets, on a tiny BERT (no timing asserted)."""
+"""Latency lookup table (costs/latency.py) and latency targets, on a tiny BERT (no timing asserted)."""
 import pytest
 import torch
 
 import leap_fx
-from leap_fx.masks import latency_table as lt
-from leap_fx.masks.target import target_costs
-from leap_fx.methods.leap import LeapConfig
-from leap_fx.methods.leap_regularizer import LeapRegularizer
+from leap_fx.costs import latency as lt
+from leap_fx.costs.budget import target_costs
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.leap.regularizer import LeapRegularizer
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
 

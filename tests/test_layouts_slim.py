@@ -51,7 +51,7 @@ def test_constructor_flags_are_kept(tmp_path):
     assert loaded.pooler is None and torch.equal(outputs(loaded, inputs)[0], outputs(model, inputs)[0])
     _edit(tmp_path / "b", init_kwargs={})  # as written before: the dense model gets its pooler back
     with pytest.raises(ValueError, match=r"differs from the saved one: it has pooler.dense .*model_or_factory"):
-        load_slim(tmp_path / "b")
+        load_slim(tmp_path / "b", trust_edited=True)
 
 
 @pytest.mark.parametrize("named", ["os.path:join", "evil.models.bert.modeling_bert:BertModel",
@@ -63,7 +63,7 @@ def test_only_transformers_model_classes_are_resolved(tmp_path, named):
     save_slim(model, tmp_path / "w", plan=plan, strip_report=report)
     _edit(tmp_path / "w", model_class=named)
     with pytest.raises(ValueError, match="never imports a class from outside transformers"):
-        load_slim(tmp_path / "w")
+        load_slim(tmp_path / "w", trust_edited=True)
 
 
 def test_init_kwargs_must_be_boolean_flags(tmp_path):
@@ -71,7 +71,7 @@ def test_init_kwargs_must_be_boolean_flags(tmp_path):
     save_slim(model, tmp_path / "b", plan=plan, strip_report=report)
     _edit(tmp_path / "b", init_kwargs={"add_pooling_layer": "__import__('os')"})
     with pytest.raises(ValueError, match="not boolean constructor flags"):
-        load_slim(tmp_path / "b")
+        load_slim(tmp_path / "b", trust_edited=True)
 
 
 @pytest.mark.slow

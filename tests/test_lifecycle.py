@@ -6,10 +6,20 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from leap_fx.methods.leap import LeapConfig
 from leap_fx.masks import GranuleMask as LeapMask
-from leap_fx.masks import ScheduledTopK, carriers, densities, fold, freeze, owners, param_groups, prepare
+from leap_fx.masks import (
+    ScheduledTopK,
+    carriers,
+    densities,
+    fold,
+    freeze,
+    owners,
+    param_groups,
+    prepare,
+)
 from leap_fx.masks.prune_api import LeapPruning
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.registry import prepare_masks as prepare
 from passes.analyze.plan import AttentionFamily, FeedForwardFamily, Plan, Slice
 from tests.conftest import bert_inputs, tiny_bert
 
@@ -320,7 +330,7 @@ def test_param_groups_dedup_tied_owners():
 
 def _train(model, steps, seed=1):
     opt = torch.optim.Adam(param_groups(model, lr=1e-3, mask_lr=1e-2))
-    from leap_fx.methods.leap_regularizer import LeapRegularizer
+    from leap_fx.methods.leap.regularizer import LeapRegularizer
     reg = LeapRegularizer(model, 0.5)
     g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -386,7 +396,8 @@ def test_plan_that_does_not_fit_the_model_is_a_value_error():
 
 def test_freeze_scheduled_owner_and_deepcopy_keeps_ties():
     import copy
-    from leap_fx.methods.movement import MovementConfig
+
+    from leap_fx.methods.movement.config import MovementConfig
     model = prepare(tiny_bert(), MovementConfig(0.5, "structured"), bert_plan())
     _randomize(model)
     clone = copy.deepcopy(model)

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from leap_fx.masks import GranuleMask as LeapMask, LeapScores, ScheduledTopK, keep_count, topk_mask
+from leap_fx.masks import GranuleMask as LeapMask
+from leap_fx.masks import LeapScores, ScheduledTopK, keep_count, topk_mask
 
 K0 = 1 / (1 + math.exp(-5.0))  # sigmoid(5): k at init (sigma = 5T)
 

@@ -10,12 +10,22 @@ import torch
 from torch import nn
 
 import leap_fx
-from leap_fx.masks import FixedMask, MaskOwner, MaskSpec, fold, owners, prepare
-from leap_fx.methods import OneShotMethod, TrainedMethod, methods, register
+from leap_fx.masks import FixedMask, MaskOwner, fold, owners
+from leap_fx.methods import register
 from leap_fx.methods import registry as registry_mod
-from leap_fx.methods.l2_oneshot import L2OneShotConfig, allocate
-from leap_fx.run import PruneOptions, pruning_methods, run_prune
-from leap_fx.train import LayerKD, Outputs, TrainConfig, train
+from leap_fx.methods.base import OneShotMethod, TrainedMethod
+from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
+from leap_fx.methods.l2_oneshot.handler import allocate
+from leap_fx.methods.registry import config_names as pruning_methods
+from leap_fx.methods.registry import prepare_masks as prepare
+from leap_fx.methods.request import check, method_config
+from leap_fx.objectives.layer_kd import LayerKD
+from leap_fx.objectives.outputs import Outputs
+from leap_fx.run.job import run_prune
+from leap_fx.spec.mask import MaskSpec
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
 from tests.test_pipeline import tiny_options, write_tiny_corpus
@@ -26,17 +36,16 @@ from tests.test_train import toy_data
 @dataclass
 class _ToyConfig(MaskSpec):
     method: ClassVar[str] = "toy-oneshot"
-    HELP: ClassVar[dict] = {"keep_first": "keep the first granule of every owner"}
-    keep_first: int = 1
-
-    def make_owner(self, shape, key, device=None):
-        return FixedMask(shape, key=key, device=device)
+    keep_first: int = leap_fx.spec.option(1, "keep the first granule of every owner")
 
 
 @pytest.fixture
 def toy_method():
     @register(_ToyConfig)
     class Toy(OneShotMethod):
+        def make_owner(self, shape, key, device=None):
+            return FixedMask(shape, key=key, device=device)
+
         def calibrate(self, model, batches=None, teacher=None):
             for o in owners(model).values():
                 v = torch.zeros(o.grid_shape)
@@ -45,17 +54,19 @@ def toy_method():
             return {}
     yield Toy
     registry_mod._HANDLERS.pop(_ToyConfig)
+    registry_mod._CONFIGS.pop("toy-oneshot")
 
 
 def test_a_new_method_module_reaches_every_list(toy_method):
     from bench import accuracy
-    from leap_fx import cli
-    assert "toy-oneshot" in pruning_methods() and methods()["toy-oneshot"] is toy_method
+    from leap_fx.cli import prune
+    assert "toy-oneshot" in pruning_methods()
+    assert registry_mod.handler_class(registry_mod.config_class("toy-oneshot")) is toy_method
     opts = PruneOptions(method="toy-oneshot", method_options={"keep_first": 2}, granularity="structured")
-    assert opts.method_config() == _ToyConfig(0.3, "structured", keep_first=2)  # validated once
+    assert method_config(opts) == _ToyConfig(0.3, "structured", keep_first=2)
     with pytest.raises(ValueError, match="has no option"):
-        PruneOptions(method="toy-oneshot", method_options={"temperature": 4.0})
-    assert cli.method_option_fields()["keep_first"][1] == ["toy-oneshot"]  # a CLI flag of its own
+        check(PruneOptions(method="toy-oneshot", method_options={"temperature": 4.0}))
+    assert prune.method_option_fields()["keep_first"][2] == ["toy-oneshot"]  # a CLI flag of its own
     assert any(r.method == "toy-oneshot" for r in accuracy.all_rows([0.5]))  # and a bench row
     with pytest.raises(ValueError, match="taken"):
         register(dataclasses.make_dataclass("Other", [], bases=(MaskSpec,), namespace={"method": "toy-oneshot"}))(
@@ -64,9 +75,9 @@ def test_a_new_method_module_reaches_every_list(toy_method):
 
 def test_unknown_method_names_the_registered_ones():
     with pytest.raises(ValueError, match=r"method='lottery'.*leap"):
-        PruneOptions(method="lottery")
+        check(PruneOptions(method="lottery"))
     assert {"leap", "magnitude", "movement", "l2-oneshot"} <= set(pruning_methods())
-    assert "dense" in methods() and "dense" not in pruning_methods()  # the teacher's, not a pruning method
+    assert "dense" in registry_mod.config_names(prunes_only=False) and "dense" not in pruning_methods()
 
 
 # -- the owner protocol -----------------------------------------------------------------------------
@@ -141,9 +152,9 @@ def test_layer_kd_is_zero_for_equal_models_and_positive_otherwise():
     logits = torch.randn(2, 3)
     labels = torch.tensor([0, 2])
     kd = LayerKD(alpha=0.5, beta=1.0)
-    same = kd(Outputs(logits, h), Outputs(logits, [t.clone() for t in h]), labels)
+    same = kd(Outputs(logits, h), Outputs(logits, [t.clone() for t in h]), {"labels": labels})
     assert same["hidden"].item() == 0.0 and same["kd"].item() == pytest.approx(0.0, abs=1e-6)
-    other = kd(Outputs(logits, [t + 1 for t in h]), Outputs(logits, h), labels)
+    other = kd(Outputs(logits, [t + 1 for t in h]), Outputs(logits, h), {"labels": labels})
     assert other["hidden"].item() == pytest.approx(1.0) and other["task"] > same["task"]
     assert kd.pairs(2, 4) == [(0, 0), (0, 1), (1, 2), (1, 3)]  # uniform map when depths differ
 
@@ -153,11 +164,11 @@ def test_the_loop_captures_hidden_states_for_a_layer_kd_method():
     class _LayerKDConfig(MaskSpec):
         method: ClassVar[str] = "layer-kd-test"
 
+    @register(_LayerKDConfig)
+    class _LayerKDMethod(TrainedMethod):
         def make_owner(self, shape, key, device=None):
             return FixedMask(shape, key, device)
 
-    @register(_LayerKDConfig)
-    class _LayerKDMethod(TrainedMethod):
         def objective(self):
             return LayerKD(alpha=0.5, beta=10.0)
     try:
@@ -167,6 +178,7 @@ def test_the_loop_captures_hidden_states_for_a_layer_kd_method():
                     _LayerKDConfig(1.0, "structured"), quiet=True)
     finally:
         registry_mod._HANDLERS.pop(_LayerKDConfig)
+        registry_mod._CONFIGS.pop("layer-kd-test")
     hidden = [r["hidden"] for r in res.history if r["type"] == "train"]
     assert len(hidden) == 12 and sum(hidden[-3:]) < 0.85 * sum(hidden[:3])  # the student moves towards the teacher
 
@@ -210,26 +222,26 @@ def test_l2_oneshot_runs_the_whole_job_without_training(tmp_path):
 
 def test_an_objectives_own_parameters_train_and_survive_a_resume(tmp_path):
     """An objective is a module: its parameters get an optimizer group and travel in checkpoints."""
-    from leap_fx.train.objective import LogitKD
+    from leap_fx.objectives.logit_kd import LogitKD
 
     class _Scaled(LogitKD):
         def __init__(self):
             super().__init__(alpha=0.0)
             self.scale = nn.Parameter(torch.tensor(1.0))
 
-        def forward(self, out, teacher, labels):
-            terms = super().forward(Outputs(out.logits * self.scale, None), teacher, labels)
+        def forward(self, out, teacher, batch):
+            terms = super().forward(Outputs(out.logits * self.scale, None), teacher, batch)
             return terms
 
     @dataclass
     class _ScaledConfig(MaskSpec):
         method: ClassVar[str] = "scaled-objective-test"
 
+    @register(_ScaledConfig)
+    class _ScaledMethod(TrainedMethod):
         def make_owner(self, shape, key, device=None):
             return FixedMask(shape, key, device)
 
-    @register(_ScaledConfig)
-    class _ScaledMethod(TrainedMethod):
         def objective(self):
             return _Scaled()
     try:
@@ -244,6 +256,7 @@ def test_an_objectives_own_parameters_train_and_survive_a_resume(tmp_path):
             runs[name] = (float(method.objective_fn.scale), groups)
     finally:
         registry_mod._HANDLERS.pop(_ScaledConfig)
+        registry_mod._CONFIGS.pop("scaled-objective-test")
     full_scale, groups = runs["full"]
     assert groups["objective"] == [method.objective_fn.scale]  # an optimizer group of its own
     assert full_scale != 1.0  # trained

@@ -7,7 +7,9 @@ import random
 import pytest
 
 from leap_fx.data import load_data
-from leap_fx.run import MODES, PruneOptions, run_prune
+from leap_fx.methods.request import resolve
+from leap_fx.run.job import run_prune
+from leap_fx.spec.options import MODES, PruneOptions
 from tests.conftest import tiny_bert
 
 POS = "good great fine nice superb lovely".split()
@@ -116,7 +118,7 @@ def test_overwrite_and_baseline_method(corpus, tmp_path):
     (out / "leap-fx-run.json").write_text('{"entries": ["report.json"]}')  # report.json is a run's (issue 12)
     (out / "mine.txt").write_text("user file")
     rep = run_prune(tiny_options(path, out, overwrite=True, method="magnitude", granularity="hybrid",
-                                 block_size=8, target_density=0.4), model=tiny_bert(), tokenizer=tok)
+                                 mask_block_size=8, target_density=0.4), model=tiny_bert(), tokenizer=tok)
     assert (out / "mine.txt").read_text() == "user file"  # only leap-fx artifacts are replaced
     assert rep["density"]["achieved"] == pytest.approx(0.4, abs=0.02)  # cubic schedule hits the target
     assert rep["onnx"]["parity_max_abs_diff"] <= 1e-4
@@ -147,9 +149,9 @@ def test_injected_teacher_skips_fine_tuning(corpus, tmp_path):
 def test_options_round_trip_and_modes():
     o = PruneOptions(target_density=0.2, quick=True, epochs=5)
     assert PruneOptions.from_dict(json.loads(json.dumps(o.to_dict()))) == o
-    r = o.resolved()
+    r = resolve(o)
     assert r.epochs == 5 and r.batch_size == MODES["quick"]["batch_size"]  # explicit value wins
-    assert PruneOptions().resolved().max_train_examples is None
+    assert resolve(PruneOptions()).max_train_examples is None
     with pytest.raises(ValueError, match="unknown PruneOptions keys"):
         PruneOptions.from_dict({"target_flops": 0.3})  # ("target" is a field now: --target flops:0.5)
 

@@ -1,9 +1,10 @@
 """Progress without a terminal (nohup, CI, a log file): plain lines, not silence; --resume says where it starts."""
 import io
 
-from leap_fx.methods.magnitude import MagnitudeConfig
-from leap_fx.train import TrainConfig, train
-from leap_fx.train.progress import Progress
+from leap_fx.env.progress import Progress
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from tests.conftest import tiny_bert
 from tests.test_train import toy_data
 

@@ -3,9 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from leap_fx.run.onnx_eval import onnx_predict_logits
+from leap_fx.run.evaluate import onnx_predict_logits
 from passes.export import export_onnx
-from passes.export.quantize import QuantizationError, agreement, check_agreement, quantize_int8
+from passes.export.quantize import (
+    QuantizationError,
+    agreement,
+    check_agreement,
+    quantize_int8,
+)
 from tests.conftest import bert_inputs, tiny_bert
 
 

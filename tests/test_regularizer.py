@@ -4,9 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from leap_fx.methods.leap import LeapConfig
-from leap_fx.masks import densities, owners, param_groups, prepare
-from leap_fx.methods.leap_regularizer import LeapRegularizer
+import leap_fx
+from leap_fx.masks import densities, owners, param_groups
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.leap.regularizer import LeapRegularizer
+from leap_fx.methods.registry import prepare_masks as prepare
 from tests.conftest import tiny_bert
 from tests.test_lifecycle import bert_plan
 
@@ -77,7 +79,7 @@ def test_tied_owner_counts_elements_once_and_from_config():
 def test_scheduled_owner_counts_but_gets_no_grad():
     from leap_fx.masks import ScheduledTopK
     cfg = LeapConfig(0.5, temperature=1.0, exclude=())
-    mixed = lambda shape, key, dev: ScheduledTopK(shape, key=key) if key == "1.weight" else cfg.make_owner(shape, key, dev)  # noqa: E731
+    mixed = lambda shape, key, dev: ScheduledTopK(shape, key=key) if key == "1.weight" else leap_fx.build_method(cfg).make_owner(shape, key, dev)  # noqa: E731
     model = prepare(nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 2)), cfg, owner=mixed)
     own = owners(model)
     with torch.no_grad():

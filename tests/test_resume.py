@@ -15,12 +15,13 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.methods.magnitude import MagnitudeConfig
-from leap_fx.train import TrainConfig, train
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from leap_fx.train.checkpoint import read_checkpoint, save_checkpoint
-from tests.test_train import owners_state, toy_data
-from tests.test_pipeline import tiny_model_folder
 from tests.conftest import tiny_bert
+from tests.test_pipeline import tiny_model_folder
+from tests.test_train import owners_state, toy_data
 
 STEPS, EVERY = 24, 4
 ARGS = ["--steps", str(STEPS), "--checkpoint-every", str(EVERY)]
@@ -157,7 +158,7 @@ def test_baseline_resume_restores_schedule_state_and_log_means(tmp_path, monkeyp
     """Magnitude pruning re-ranks under the previous step's mask (the owners' scheduled ``k``, a buffer
     in the checkpoint); the log means span the checkpoint (log_every=3, checkpoint_every=5)."""
     from leap_fx.masks import owners
-    from leap_fx.methods.magnitude import Magnitude
+    from leap_fx.methods.magnitude.handler import Magnitude
     torch.set_num_threads(1)
     seen = []  # (step, scheduled k of every owner when that step starts)
     real = Magnitude.on_step
@@ -208,7 +209,7 @@ def cli_setup(tmp_path_factory):
     csv_path, tok, model_dir = tiny_model_folder(folder)
     common = ["prune", "--model", str(model_dir), "--data", csv_path, "--text-column", "review", "--label-column",
               "sentiment", "--max-length", "16", "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
-              "--cache-dir", str(folder / "cache"), "--granularity", "hybrid", "--block-size", "8",
+              "--cache-dir", str(folder / "cache"), "--granularity", "hybrid", "--mask-block-size", "8",
               "--target-density", "0.4", "--epochs", "3", "--teacher-epochs", "2", "--quiet"]
     return folder, common
 

@@ -17,8 +17,8 @@ import pytest
 
 from leap_fx import cli
 from leap_fx.data import load_text_file
-from leap_fx.run import run_prune
-from leap_fx.run.onnx_eval import onnx_predict_logits
+from leap_fx.run.evaluate import onnx_predict_logits
+from leap_fx.run.job import run_prune
 from passes.export.metadata import read_metadata, write_metadata
 from tests.conftest import tiny_bert
 from tests.test_pipeline import NEG, NEUTRAL, POS, tiny_options, write_tiny_corpus

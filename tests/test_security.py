@@ -18,7 +18,9 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.train import TrainConfig, train
+from leap_fx.methods.request import resolve
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from leap_fx.train.checkpoint import FORMAT, VERSION, read_checkpoint, save_checkpoint
 from passes.export.slim_io import MANIFEST, load_slim, save_slim
 from tests import models
@@ -85,7 +87,7 @@ def test_checkpoint_with_a_pickled_callable_is_refused_before_it_runs(tmp_path):
 
 def test_run_resume_refuses_a_hostile_teacher_checkpoint(tmp_path):
     """``run_prune --resume`` on a run folder whose teacher fine-tune checkpoint was replaced."""
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options, write_tiny_corpus
     csv_path, tok = write_tiny_corpus(str(tmp_path))
     model_dir = tmp_path / "tiny-bert"
@@ -93,7 +95,7 @@ def test_run_resume_refuses_a_hostile_teacher_checkpoint(tmp_path):
     tok.save_pretrained(model_dir)
     out, marker = tmp_path / "out", tmp_path / "payload_ran"
     opts = tiny_options(csv_path, out, model=str(model_dir), use_cache=False)
-    prepare_out_dir(str(out), opts.resolved())  # the run had started ...
+    prepare_out_dir(str(out), resolve(opts))  # the run had started ...
     (out / "teacher").mkdir()
     torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "step": 1, "x": Payload(marker)},
                str(out / "teacher" / "checkpoint.pt"))  # ... and its checkpoint was swapped
@@ -193,13 +195,13 @@ def started_run(tmp_path):
     model_dir = tmp_path / "tiny-bert"
     tiny_bert().save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
-    opts = tiny_options(csv_path, tmp_path / "out", model=str(model_dir)).resolved()
+    opts = resolve(tiny_options(csv_path, tmp_path / "out", model=str(model_dir)))
     prepare_out_dir(opts.out, opts)
     return opts, csv_path, model_dir
 
 
 def test_options_json_records_content_hashes(started_run):
-    from leap_fx.run.options import PruneOptions
+    from leap_fx.spec.options import PruneOptions
     from passes.io import sha256_file
     opts, csv_path, model_dir = started_run
     recorded = json.loads(open(os.path.join(opts.out, "options.json")).read())
@@ -276,7 +278,7 @@ def test_a_swapped_cached_teacher_is_retrained_not_loaded(tmp_path, capsys):
 def test_teacher_cache_keys_on_model_content_not_path(tmp_path):
     from leap_fx.train.teacher import teacher_key
     model_dir, data, cfg = _teacher_setup(tmp_path)
-    from leap_fx.models import load_tokenizer
+    from leap_fx.hf.models import load_tokenizer
     data.tokenize(load_tokenizer(model_dir), 8)
     key = teacher_key(model_dir, data, cfg, 8)
     copy_dir = tmp_path / "copy"
@@ -318,8 +320,10 @@ def test_slim_manifest_naming_a_module_is_refused_before_import(changes, hostile
     folder = tmp_path / "slim"
     save_slim(tiny_bert(), folder)
     _edit_manifest(folder, **changes)
+    with pytest.raises(ValueError, match=r"manifest.json changed since save_slim wrote it"):
+        load_slim(folder)  # an edited manifest is refused first; trusted, its class is still never imported
     with pytest.raises(ValueError, match=r"never imports a class a file names.*model_class=TheClass"):
-        load_slim(folder)
+        load_slim(folder, trust_edited=True)
     assert not hostile_module.exists() and "evil_slim_mod" not in sys.modules
     import importlib
     importlib.import_module("evil_slim_mod")  # the test can fail: importing it does run it
@@ -331,7 +335,7 @@ def test_slim_hf_class_comes_from_the_transformers_registry(hostile_module, tmp_
     model = tiny_bert()
     save_slim(model, tmp_path / "s")
     _edit_manifest(tmp_path / "s", model_class="evil_slim_mod:BertForSequenceClassification")
-    loaded = load_slim(tmp_path / "s")
+    loaded = load_slim(tmp_path / "s", trust_edited=True)
     assert type(loaded).__module__ == "transformers.models.bert.modeling_bert"
     assert not hostile_module.exists() and "evil_slim_mod" not in sys.modules
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
@@ -367,7 +371,7 @@ def test_slim_manifest_values_are_data_only(field, value, match, tmp_path):
         man["attributes"]["bert.encoder.layer.0.attention.self"] = {value: 3}
     path.write_text(json.dumps(man))
     with pytest.raises(ValueError, match=match):
-        load_slim(tmp_path / "s")
+        load_slim(tmp_path / "s", trust_edited=True)
 
 
 def prepare_out_dir(out, opts):

@@ -5,10 +5,16 @@ import os
 import pytest
 import torch
 
-from passes.export.slim_io import MANIFEST, WEIGHTS, load_slim, load_strip_report, save_slim
+from passes.export.slim_io import (
+    MANIFEST,
+    WEIGHTS,
+    load_slim,
+    load_strip_report,
+    save_slim,
+)
+from passes.io import MARKER
 from tests import models
 from tests.test_strip import run, stripped
-
 
 
 def _same_state(a, b):
@@ -26,7 +32,7 @@ def test_round_trip_every_architecture(name, tmp_path):
     out = tmp_path / "slim"
     save_slim(model, out, plan=plan, strip_report=report)
     assert sorted(os.listdir(tmp_path)) == ["slim"]  # no temp dir left behind
-    assert sorted(os.listdir(out)) == [MANIFEST, WEIGHTS]
+    assert sorted(os.listdir(out)) == sorted([MARKER, MANIFEST, WEIGHTS])
     factory = None if hf else (lambda: models.ALL[name]()[0])
     loaded = load_slim(out, factory)
     _same_state(model, loaded)

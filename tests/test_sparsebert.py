@@ -10,13 +10,16 @@ from torch import nn
 
 from leap_fx.masks.topk import keep_count
 from leap_fx.methods import build
-from leap_fx.methods.scheduled import cubic_density
-from leap_fx.methods.sparsebert import SparseBertConfig
-from leap_fx.run import PruneOptions, run_prune
-from leap_fx.run.job import dense_teacher
-from leap_fx.train import Outputs, TrainConfig, train
-from leap_fx.train.distill import TinyBertKD, uniform_pairs
-from leap_fx.train.objective import capture_scores, recording, taps
+from leap_fx.methods.request import resolve
+from leap_fx.methods.scheduled.handler import cubic_density
+from leap_fx.methods.sparsebert.config import SparseBertConfig
+from leap_fx.objectives.outputs import Outputs
+from leap_fx.objectives.taps import capture_scores, recording, taps
+from leap_fx.objectives.tinybert import TinyBertKD, uniform_pairs
+from leap_fx.run.job import dense_teacher, run_prune
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import train
 from passes.analyze import analyze
 from tests.conftest import bert_inputs, tiny_bert
 from tests.test_cli import tiny_model_dir  # noqa: F401 - the saved tiny model dir fixture
@@ -45,12 +48,12 @@ def test_config_checks_and_scorer_variants():
                        (dict(prune_every=0), "prune_every"), (dict(attention_weight=-1), "attention_weight")):
         with pytest.raises(ValueError, match=match):
             SparseBertConfig(0.1, **bad)
-    opts = PruneOptions(method="sparsebert", target_density=0.1).resolved()
+    opts = resolve(PruneOptions(method="sparsebert", target_density=0.1))
     assert (opts.granularity, opts.student_init) == ("unstructured", "pretrained")  # the method's job defaults
-    assert PruneOptions(method="magnitude").resolved().student_init == "teacher"
-    assert PruneOptions(method="sparsebert", student_init="teacher").resolved().student_init == "teacher"
-    assert opts.lr == SparseBertConfig.JOB_DEFAULTS["lr"] > PruneOptions(method="magnitude").resolved().lr == 3e-5
-    assert PruneOptions(method="sparsebert", lr=2e-5).resolved().lr == 2e-5  # the user's lr wins
+    assert resolve(PruneOptions(method="magnitude")).student_init == "teacher"
+    assert resolve(PruneOptions(method="sparsebert", student_init="teacher")).student_init == "teacher"
+    assert opts.lr == SparseBertConfig.job.lr > resolve(PruneOptions(method="magnitude")).lr == 3e-5
+    assert resolve(PruneOptions(method="sparsebert", lr=2e-5)).lr == 2e-5  # the user's lr wins
     with pytest.raises(ValueError, match="lr=0"):
         PruneOptions(method="sparsebert", lr=0.0)
 
@@ -101,11 +104,11 @@ def test_distillation_losses_are_zero_for_the_teacher_itself_and_positive_otherw
     assert watched["embeddings"] == ["bert.encoder.layer.0"]
     kd, labels = TinyBertKD(alpha=1.0), torch.tensor([0, 1])
     with torch.no_grad():
-        same = kd(_outputs(model, x, watched), _outputs(tiny_bert(), x, watched), labels)
+        same = kd(_outputs(model, x, watched), _outputs(tiny_bert(), x, watched), {"labels": labels})
     assert {k: float(same[k]) for k in ("task", "kd", "hidden", "attention")} == pytest.approx(
         {"task": 0.0, "kd": 0.0, "hidden": 0.0, "attention": 0.0}, abs=1e-7)
     with torch.no_grad():
-        other = kd(_outputs(model, x, watched), _outputs(tiny_bert(seed=1), x, watched), labels)
+        other = kd(_outputs(model, x, watched), _outputs(tiny_bert(seed=1), x, watched), {"labels": labels})
     assert all(math.isfinite(float(other[k])) and float(other[k]) > 0 for k in ("kd", "hidden", "attention"))
     assert float(other["task"]) == pytest.approx(float(other["kd"] + other["hidden"] + other["attention"]), rel=1e-6)
     assert uniform_pairs(2, 4) == [(0, 1), (1, 3)] and uniform_pairs(3, 3) == [(0, 0), (1, 1), (2, 2)]
@@ -132,10 +135,10 @@ def test_loop_trains_every_matrix_to_exactly_its_kept_count():
 
 
 def test_a_deeper_teacher_is_watched_through_its_own_plan():
-    from leap_fx.train.loop import _Loop
+    from leap_fx.train.loop import Loop
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, log_every=1)
-    loop = _Loop(tiny_bert(), tiny_bert(layers=4, seed=1), toy_data(n=32), None, cfg, SparseBertConfig(0.5), None,
+    loop = Loop(tiny_bert(), tiny_bert(layers=4, seed=1), toy_data(n=32), None, cfg, SparseBertConfig(0.5), None,
                  None, False, True)
     assert len(loop.taps["attention"]) == 2 and len(loop.teacher_taps["attention"]) == 4
     assert loop.teacher_taps["hidden"][-1] == "bert.encoder.layer.3"
@@ -163,7 +166,7 @@ def _opts(tiny_model_dir, **kw):
 
 def test_student_starts_from_the_pretrained_weights_and_the_teacher_is_fine_tuned(tiny_model_dir):
     from leap_fx.data import load_data
-    opts = _opts(tiny_model_dir).resolved()
+    opts = resolve(_opts(tiny_model_dir))
     student, _, teacher, info = dense_teacher(opts, load_data(opts))
     pretrained = tiny_bert().state_dict()
     got = student.state_dict()
@@ -175,11 +178,11 @@ def test_student_starts_from_the_pretrained_weights_and_the_teacher_is_fine_tune
 
 def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_model_dir, tmp_path):
     from leap_fx.data import load_data
-    from leap_fx.models import load_finetuned
+    from leap_fx.hf.models import load_finetuned
     teacher = tiny_bert(seed=5)
     teacher.config.id2label, teacher.config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
     teacher.save_pretrained(tmp_path / "teacher")
-    opts = _opts(tiny_model_dir, teacher_model=str(tmp_path / "teacher")).resolved()
+    opts = resolve(_opts(tiny_model_dir, teacher_model=str(tmp_path / "teacher")))
     _, _, got, info = dense_teacher(opts, load_data(opts))
     assert torch.equal(got.classifier.weight, teacher.classifier.weight) and info["path"].endswith("teacher")
     tiny_bert(num_labels=3).save_pretrained(tmp_path / "three")

@@ -3,25 +3,27 @@ file sizes, --quantize int8 and the target's report (leap_fx/run/speed.py)."""
 import pytest
 
 from leap_fx import cli
-from leap_fx.masks.target import Target
-from leap_fx.run import PruneOptions, run_prune
-from leap_fx.run.report import summary_table
+from leap_fx.methods.request import method_config, resolve
+from leap_fx.run.job import run_prune
 from leap_fx.run.speed import target_result
+from leap_fx.run.summary import summary_table
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.target import Target
 from tests.conftest import tiny_bert
 from tests.test_pipeline import tiny_options, write_tiny_corpus
 
 
 def test_the_default_job_is_leap_structured_at_half_the_flops():
     o = PruneOptions()
-    r = o.resolved()
+    r = resolve(o)
     assert (r.method, r.granularity, r.target) == ("leap", "structured", "flops:0.5")
-    cfg = o.method_config()
+    cfg = method_config(o)
     assert cfg.goal == Target("flops", 0.5) and cfg.structured and cfg.lambda_min == 80.0
     # a granularity that strips nothing falls back to the density default; a user's density wins
-    assert PruneOptions(granularity="hybrid").method_config().goal == Target("density", 0.3)
-    assert PruneOptions(granularity="hybrid").resolved().target_density == 0.3
-    assert PruneOptions(target_density=0.4).method_config().goal == Target("density", 0.4)
-    assert PruneOptions(target="latency:0.5").method_config().goal == Target("latency", 0.5)
+    assert method_config(PruneOptions(granularity="hybrid")).goal == Target("density", 0.3)
+    assert resolve(PruneOptions(granularity="hybrid")).target_density == 0.3
+    assert method_config(PruneOptions(target_density=0.4)).goal == Target("density", 0.4)
+    assert method_config(PruneOptions(target="latency:0.5")).goal == Target("latency", 0.5)
     with pytest.raises(ValueError, match="granularity='structured'"):
         PruneOptions(target="flops:0.5", granularity="hybrid")
     with pytest.raises(ValueError, match="quantize='int4'"):

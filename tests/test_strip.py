@@ -12,12 +12,12 @@ import textwrap
 import pytest
 import torch
 
-from passes.export import first_tensor
 from passes.analyze import analyze
 from passes.analyze.plan import AttentionFamily
+from passes.export import first_tensor
 from passes.strip import strip
-from passes.strip.tensors import bias_name, indices, tensor
 from passes.strip.mha import SlimMultiheadAttention
+from passes.strip.tensors import bias_name, indices, tensor
 from tests import models
 
 HEAD_KINDS = ("out", "v", "qk", "all", "keep")
@@ -112,8 +112,7 @@ def test_strip_exact_every_architecture(name, empty_layer):
     for fam in plan.families.values():
         rec = summary.families[fam.fqn]
         if fam.layer == empty_layer:  # emptied: one zeroed placeholder granule remains
-            assert rec["placeholder"] is not None and len(rec["kept"]) == (
-                fam.num_heads // fam.num_kv_heads if fam.kind == "attention" else 1)
+            assert rec["placeholder"] is not None and len(rec["kept"]) == 1
         if fam.kind == "attention":
             for sub, attr in HEAD_ATTRS[name]:
                 mod = model.get_submodule(f"{fam.fqn}.{sub}".strip("."))
@@ -156,16 +155,17 @@ def test_zero_qk_live_v_head_is_kept():
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
 
-def test_gqa_strips_only_whole_kv_groups():
+def test_gqa_strips_whole_kv_groups_and_heads_inside_groups():
     model, inputs = models.llama_gqa()
     plan = analyze(model, inputs)
     fam = plan.attention()[0]  # 4 q heads, 2 kv heads: groups (0,1) and (2,3)
-    mask_heads(model, fam, ["out", "keep", "out", "out"])  # group 1 fully dead, group 0 not
+    mask_heads(model, fam, ["out", "keep", "out", "out"])  # group 1 fully dead, one head of group 0
     ref = run(model, inputs)
     rec = strip(model, plan).families[fam.fqn]
-    assert rec["kept"] == [0, 1] and rec["kv_kept"] == [0]
+    assert rec["kept"] == [1] and rec["kv_kept"] == [0] and rec["gqa_kept_zero"] == []
     assert model.get_submodule(fam.k.fqn).out_features == 8
-    assert model.get_submodule(fam.q.fqn).out_features == 16
+    assert model.get_submodule(fam.q.fqn).out_features == 8
+    assert model.get_submodule(fam.fqn).num_key_value_groups == 1
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
 

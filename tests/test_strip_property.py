@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from passes.analyze import analyze
 from passes.strip import strip
-from tests.test_strip import HEAD_KINDS, NEURON_KINDS, mask_heads, mask_neurons, randomize_biases
+from tests.test_strip import (
+    HEAD_KINDS,
+    NEURON_KINDS,
+    mask_heads,
+    mask_neurons,
+    randomize_biases,
+)
 
 
 def _bert(layers, heads, head_dim, ffn, seed):

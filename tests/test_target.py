@@ -6,13 +6,16 @@ import pytest
 import torch
 
 import leap_fx
+from leap_fx.costs.budget import target_costs
+from leap_fx.costs.density import density_costs
+from leap_fx.costs.flops import flops_costs
+from leap_fx.costs.model import CostModel, PiecewiseLinear, uniform_keep
 from leap_fx.masks import owners, zero_granules
-from leap_fx.masks.target import (CostModel, PiecewiseLinear, Target, density_costs, flops_costs, target_costs,
-                                  uniform_keep)
-from leap_fx.methods.l2_oneshot import L2OneShotConfig
-from leap_fx.methods.leap import LeapConfig
-from leap_fx.methods.leap_regularizer import LeapRegularizer
-from leap_fx.methods.magnitude import MagnitudeConfig
+from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.leap.regularizer import LeapRegularizer
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.spec.target import Target
 from passes.analyze import analyze
 from passes.measure import count_flops
 from passes.strip import strip
@@ -142,7 +145,8 @@ def test_l2_oneshot_reaches_a_flops_target():
 
 
 def test_magnitude_schedule_in_flops_ends_within_the_target():
-    from leap_fx.train import TrainConfig, train
+    from leap_fx.spec.train import TrainConfig
+    from leap_fx.train import train
     from tests.test_train import toy_data
     torch.set_num_threads(1)
     dense = tiny_bert(ffn=64)
@@ -160,7 +164,8 @@ def test_magnitude_schedule_in_flops_ends_within_the_target():
 def test_leap_flops_target_lands_within_one_point():
     """LEAP structured at flops:0.5 (the job's short-run settings) on a tiny BERT whose heads are each
     < 1 pt of the encoder FLOPs: the stripped model's FLOPs (FlopCounterMode) land within 1 pt."""
-    from leap_fx.train import TrainConfig, train
+    from leap_fx.spec.train import TrainConfig
+    from leap_fx.train import train
     from tests.test_train import toy_data
     torch.set_num_threads(1)
     dense = tiny_bert(layers=4, heads=16, hidden=64, ffn=256)

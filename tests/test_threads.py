@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 
-from leap_fx.run import threads
-from passes.export.fallback import filtered_warnings
+from leap_fx.env import threads
 from leap_fx.run.plots import curves_plot, structure_plot
+from passes.export.fallback import filtered_warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,7 +38,7 @@ def test_passive_waiting_is_only_set_before_torch_and_never_over_the_user(monkey
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     assert "torch" in sys.modules and threads.prefer_passive_waiting() is False  # too late here: untouched
     assert "OMP_WAIT_POLICY" not in os.environ
-    code = ("import os; from leap_fx.run.threads import prefer_passive_waiting as p; "
+    code = ("import os; from leap_fx.env.threads import prefer_passive_waiting as p; "
             "print(p(), os.environ.get('OMP_WAIT_POLICY'))")
     for env, want in (({}, "True PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "False ACTIVE")):
         full = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}

@@ -7,10 +7,13 @@ import pytest
 import torch
 
 import leap_fx
-from leap_fx.methods.leap import auto_mask_lr
-from leap_fx.methods.scheduled import cubic_density
-from leap_fx.run.onnx_eval import onnx_accuracy
-from leap_fx.train import TrainConfig, accuracy, kd_loss, objective, train, warmup_linear
+from leap_fx.methods.leap.handler import auto_mask_lr
+from leap_fx.methods.scheduled.handler import cubic_density
+from leap_fx.objectives.logit_kd import LogitKD, kd_loss
+from leap_fx.objectives.outputs import Outputs
+from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train import accuracy, train, warmup_linear
 from leap_fx.train.checkpoint import read_checkpoint
 from tests.conftest import tiny_bert
 
@@ -56,10 +59,10 @@ def test_kd_loss_matches_definition():
     assert kd_loss(s, t, tau).item() == pytest.approx(manual.item(), rel=1e-5)
     assert kd_loss(t, t, tau).item() == pytest.approx(0.0, abs=1e-6)
     labels = torch.tensor([0, 1, 2, 0])
-    parts = objective(s, labels, t, alpha=0.9, temperature=tau)
+    parts = LogitKD(alpha=0.9, temperature=tau)(Outputs(s), Outputs(t), {"labels": labels})
     ce = torch.nn.functional.cross_entropy(s, labels)
     assert parts["task"].item() == pytest.approx((0.1 * ce + 0.9 * manual).item(), rel=1e-5)
-    assert objective(s, labels, None)["task"].item() == pytest.approx(ce.item())
+    assert LogitKD()(Outputs(s), None, {"labels": labels})["task"].item() == pytest.approx(ce.item())
 
 
 def test_train_config_json_round_trip(tmp_path):

@@ -81,6 +81,11 @@ def as_tensors(data: Union[TextSplit, Mapping[str, torch.Tensor]]) -> Tensors:
     return dict(data)
 
 
+def model_inputs(batch: Mapping) -> dict:
+    """The batch without ``labels``: what the model's forward takes."""
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
 def num_examples(data) -> int:
     return int(as_tensors(data)["labels"].shape[0])
 

@@ -8,6 +8,10 @@ The rules (nothing changes the dataset silently):
   skips it and counts it (``TextSplit.source``: rows read and skipped, the first skipped lines);
 - a CSV/TSV row with more fields than the header (a delimiter inside an unquoted text) is invalid;
 - numeric labels are normalised: ``1``, ``1.0``, ``"1"`` and ``"1.0"`` are one class ``"1"``;
+- text labels are normalised (``labels.normalise_label``: NFC, invisible characters removed, spacing
+  collapsed), with a warning naming labels that differed only by invisible characters or case;
+- a column of text the user did not name (a forgotten ``--text-pair-column``) is named in a note;
+- a CSV field may hold up to ``FIELD_LIMIT`` characters; a longer one is an error naming its line;
 - TSV is read *without* quote interpretation (a ``"`` is a character of the text) unless
   ``tsv_quotes=True`` (``--tsv-quotes``); CSV follows the usual quoting rules;
 - the file must be UTF-8 (a byte-order mark is allowed); a bad byte is named with its line.
@@ -20,25 +24,33 @@ import json
 import math
 import os
 import re
+import warnings
 from typing import Iterator, Optional, Sequence
 
 from .batches import TextSplit
+from .labels import normalise_label, spelling_warnings
 
 MISSING = ("", "nan", "none", "null")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 SHOWN_SKIPS = 10  # skipped lines listed in the report
-_READERS = {}
+READERS = {}
+FIELD_LIMIT = 10_000_000  # characters in one CSV field (the csv module's default, 131072, cuts long documents)
+TEXT_LIKE_WORDS = 3       # a column whose values average this many words or more is text
+
+
+class DataWarning(UserWarning):
+    """A data file was read, but something in it may not be what the user meant (also in ``TextSplit.source``)."""
 
 
 def _reader(*exts):
     def register(fn):
         for e in exts:
-            _READERS[e] = fn
+            READERS[e] = fn
         return fn
     return register
 
 
-def _text_of(path: str) -> str:
+def text_of(path: str) -> str:
     """The file decoded as UTF-8 (a BOM dropped); a bad byte raises naming its line."""
     if os.path.isdir(path):
         raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
@@ -57,15 +69,34 @@ def _read_delimited(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, 
     """``(line, dict or error text)`` per non-blank row; the header is checked for duplicates."""
     tsv = path.lower().endswith(".tsv")
     kw = dict(delimiter="\t", quoting=csv.QUOTE_MINIMAL if tsv_quotes else csv.QUOTE_NONE) if tsv else {}
-    reader = csv.reader(io.StringIO(_text_of(path), newline=""), **kw)
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text_of(path), newline=""), **kw)
+    limit = csv.field_size_limit(FIELD_LIMIT)  # the module's limit is process-wide: restored below
+    try:
+        yield from _delimited_rows(path, reader, tsv)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _next_row(path: str, reader, start: int) -> Optional[list]:
+    """The reader's next row (None at the end); a csv error names the line where the row starts."""
+    try:
+        return next(reader, None)
+    except csv.Error as err:
+        if "field larger than field limit" in str(err):
+            raise ValueError(f"{path}:{start}: a field longer than {FIELD_LIMIT:,} characters starts in this row "
+                             f"(an unbalanced quote that swallows the rows after it?); fix its quoting") from None
+        raise ValueError(f"{path}:{start}: {err}; fix the row") from None
+
+
+def _delimited_rows(path: str, reader, tsv: bool) -> Iterator[tuple[int, object]]:
+    header = _next_row(path, reader, 1)
     if header is None:
         return
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         raise ValueError(f"{path}:1: column(s) {dup} appear more than once in the header; rename them")
     line = reader.line_num
-    for fields in reader:
+    while (fields := _next_row(path, reader, line + 1)) is not None:
         start, line = line + 1, reader.line_num
         if not fields or fields == [""]:
             continue
@@ -78,7 +109,7 @@ def _read_delimited(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, 
 
 @_reader(".jsonl", ".json")
 def _read_jsonl(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, object]]:
-    for n, line in enumerate(_text_of(path).splitlines(), 1):
+    for n, line in enumerate(text_of(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -99,7 +130,7 @@ def label_value(v) -> Optional[str]:
         return str(int(v)) if float(v).is_integer() else repr(float(v))
     if not isinstance(v, str):
         return None
-    s = v.strip()
+    s = normalise_label(v)
     if s.lower() in MISSING:
         return None
     return label_value(float(s)) if _NUMBER.match(s) else s
@@ -113,7 +144,7 @@ def _text_value(v) -> Optional[str]:
 
 
 def _parse_row(row: dict, columns: dict) -> tuple[Optional[tuple], Optional[str]]:
-    """``((text, pair, label), None)`` or ``(None, why the row is invalid)``."""
+    """``((text, pair, label, raw label), None)`` or ``(None, why the row is invalid)``."""
     missing = [c for c in columns.values() if c is not None and c not in row]
     if missing:
         return None, f"no {', '.join(repr(c) for c in missing)} value"
@@ -127,7 +158,7 @@ def _parse_row(row: dict, columns: dict) -> tuple[Optional[tuple], Optional[str]
     label = label_value(row[columns["label"]])
     if label is None:
         return None, f"missing, empty or null label in column {columns['label']!r} ({row[columns['label']]!r})"
-    return (text, pair, label), None
+    return (text, pair, label, row[columns["label"]]), None
 
 
 def _check_header(path: str, rows: list, columns: dict) -> None:
@@ -149,16 +180,18 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
 
     ``labels`` fixes the label names and their order (label ``i`` = ``labels[i]``); a value not in it
     is an error naming its line. Without it, the sorted distinct values become the label names.
-    ``TextSplit.source`` records the file, rows read and skipped and the first skipped lines.
+    ``TextSplit.source`` records the file, rows read and skipped and the first skipped lines, and
+    (when there are any) ``warnings`` about label spellings and ``notes`` about unused text columns,
+    which are also issued as :class:`DataWarning`.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path!r}")
     if os.path.isdir(path):
         raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
     ext = os.path.splitext(path)[1].lower()
-    if ext not in _READERS:
-        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(_READERS)}")
-    rows = list(_READERS[ext](path, tsv_quotes))
+    if ext not in READERS:
+        raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(READERS)}")
+    rows = list(READERS[ext](path, tsv_quotes))
     if not rows:
         raise ValueError(f"data file {path!r} has no rows")
     columns = {"text": text_column, "pair": text_pair_column, "label": label_column}
@@ -182,6 +215,36 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
     names = known if known is not None else sorted({r[2] for r in kept})
     index = {n: i for i, n in enumerate(names)}
     source = {"path": path, "rows_read": len(rows), "rows_skipped": len(skipped),
-              "skipped": skipped[:SHOWN_SKIPS]}
+              "skipped": skipped[:SHOWN_SKIPS], **_notes(path, rows, kept, columns)}
     return TextSplit(texts=[r[0] for r in kept], labels=[index[r[2]] for r in kept], label_names=names,
                      text_pairs=None if text_pair_column is None else [r[1] for r in kept], source=source)
+
+
+def _notes(path: str, rows: list, kept: list, columns: dict) -> dict:
+    """``{"warnings": [...], "notes": [...]}`` (only the non-empty ones), each also a DataWarning."""
+    spellings: dict[str, set[str]] = {}
+    for r in kept:
+        if isinstance(r[3], str):
+            spellings.setdefault(r[2], set()).add(r[3])
+    found = {"warnings": spelling_warnings(path, spellings), "notes": _unused_text_columns(path, rows, columns)}
+    for msg in found["warnings"] + found["notes"]:
+        warnings.warn(msg, DataWarning, stacklevel=3)
+    return {k: v for k, v in found.items() if v}
+
+
+def _unused_text_columns(path: str, rows: list, columns: dict, sample: int = 200) -> list[str]:
+    """Notes naming columns that hold text (several words a value, mostly distinct) the user did not name."""
+    dicts = [r for _, r in rows[:sample] if isinstance(r, dict)]
+    used = {c for c in columns.values() if c is not None}
+    names = [c for c in dict.fromkeys(k for r in dicts for k in r) if c not in used]
+    out = []
+    for c in names:
+        vals = [r.get(c) for r in dicts]
+        strs = [v for v in vals if isinstance(v, str) and v.strip() and not _NUMBER.match(v.strip())]
+        if len(strs) < 0.8 * len(vals) or len(set(strs)) < 0.5 * len(strs):
+            continue
+        if sum(len(v.split()) for v in strs) / len(strs) >= TEXT_LIKE_WORDS:
+            out.append(f"{path}: column {c!r} also holds text (e.g. {strs[0][:40]!r}) and is not read; if the model "
+                       f"should read it with {columns['text']!r}, pass --text-pair-column {c} "
+                       f"(text_pair_column={c!r})")
+    return out

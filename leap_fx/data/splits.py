@@ -6,6 +6,7 @@ from typing import Optional
 
 from leap_fx.data.batches import DatasetSplits, TextSplit, iterate_batches
 from leap_fx.data.files import load_text_file
+from leap_fx.data.labels import check_classification
 from leap_fx.data.rotten_tomatoes import load_rotten_tomatoes
 
 RT_NAMES = ("rotten_tomatoes", "rotten-tomatoes", "rt")
@@ -36,15 +37,19 @@ def split_file(split: TextSplit, seed: int, fractions=(0.8, 0.1, 0.1)) -> list[T
     return [_pick(split, sorted(idx)) for idx in (order[:a], order[a:b], order[b:])]
 
 
-def load_data(opts) -> DatasetSplits:
-    """``DatasetSplits`` (not tokenised) for ``opts.data``, subsampled to the mode's budget."""
-    if opts.data in RT_NAMES:
+def load_data(opts, allow_many_classes: bool = False) -> DatasetSplits:
+    """``DatasetSplits`` (not tokenised) for ``opts.data``, subsampled to the mode's budget. Training labels
+    that cannot be a classification task are refused (``labels.check_classification``) unless
+    ``allow_many_classes``."""
+    if opts.data is None or opts.data in RT_NAMES:
         data = load_rotten_tomatoes(seed=opts.split_seed)
     else:
         kw = dict(text_column=opts.text_column, text_pair_column=opts.text_pair_column,
                   label_column=opts.label_column, drop_invalid=getattr(opts, "drop_invalid", False),
                   tsv_quotes=getattr(opts, "tsv_quotes", False))
         train = load_text_file(opts.data, **kw)
+        check_classification(train, opts.data, opts.label_column, (opts.text_column, opts.text_pair_column),
+                             allow_many_classes)
         if (opts.validation_data is None) != (opts.test_data is None):
             raise ValueError("pass both --validation-data and --test-data, or neither (then the data "
                              "file is split 80/10/10)")

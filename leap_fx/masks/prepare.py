@@ -2,7 +2,8 @@
 
 ``prepare`` registers one ``GranuleMask`` parametrization per prunable weight tensor; the weights of
 a Plan family share one owner under the tied granules ``"head"`` / ``"neuron"``. Which owner sits on
-a grid is the caller's choice (``owner=``, default ``spec.make_owner``: each method's config says).
+a grid is the caller's choice (``owner``: a factory ``(grid shape, key, device) -> MaskOwner``; each
+method's handler passes its own).
 ``fold`` bakes the deterministic masks (real-valued too) into plain weights, leaving a model whose
 state_dict keys equal the dense model's.
 """
@@ -16,10 +17,11 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from leap_fx.masks.carrier import BlockSegment, GranuleMask, granule_sums
-from leap_fx.masks.owner import MaskOwner
+from leap_fx.masks.owner import FixedMask, MaskOwner
 from leap_fx.masks.prune_api import LeapPruning
-from leap_fx.masks.spec import TIED, MaskSpec, parse_granule, stored_block
 from leap_fx.masks.topk import LeapScores
+from leap_fx.spec.mask import TIED, MaskSpec, parse_granule, stored_block
+from passes.analyze.plan import OUTPUT_ROLES
 
 try:  # HF GPT-2 style Conv1D: weight stored [in, out]
     from transformers.pytorch_utils import Conv1D
@@ -33,7 +35,7 @@ if Conv1D is not None:
     PRUNABLE.append((Conv1D, "weight", 1, False))
 
 NEEDS_PLAN_MSG = "needs a Plan: plan = leap_fx.analyze(model, example_inputs)"
-VALUE_ROLES = ("out", "down")  # tied slices that carry a real-valued owner's value (owner.py)
+VALUE_ROLES = OUTPUT_ROLES  # tied slices that carry a real-valued owner's value (owner.py)
 OwnerFactory = Callable[[tuple, str, Optional[torch.device]], MaskOwner]
 
 
@@ -66,10 +68,16 @@ def _check_plan(model: nn.Module, plan) -> None:
 
 
 def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFactory] = None) -> nn.Module:
-    """Register a GranuleMask on every prunable weight (in place); returns ``model``."""
+    """Register a GranuleMask on every prunable weight (in place); returns ``model``. ``owner``: the mask
+    owner factory (a method's handler passes its own; ``leap_fx.prepare(model, config, plan)`` finds the
+    handler of ``config``)."""
     if any(True for _ in carriers(model)):
         raise ValueError("model is already prepared (it carries masks): fold(model) first, or prepare a fresh model")
-    make = owner or spec.make_owner
+    if owner is None:
+        raise ValueError("prepare needs owner=<factory (shape, key, device) -> MaskOwner>: use a method's "
+                         "handler (leap_fx.methods.build(config).prepare(model, plan)), or "
+                         "leap_fx.prepare(model, config, plan) which finds it")
+    make = owner
     g = spec.granules()
     if plan is None and spec.needs_plan:
         raise ValueError(f"granularity {spec.granularity!r} (attention={g['attention']!r}, "
@@ -163,7 +171,6 @@ def magnitudes(model: nn.Module) -> dict[str, torch.Tensor]:
 def zero_granules(model: nn.Module, plan, keep: dict[str, list[int]]) -> nn.Module:
     """Zero every head / neuron not in ``keep`` (family FQN -> kept granule indices; families not
     named keep everything) through the carrier, then fold: the same geometry training masks use."""
-    from leap_fx.masks.owner import FixedMask
     prepare(model, MaskSpec(1.0, "structured"), plan, owner=lambda shape, key, dev: FixedMask(shape, key, dev))
     for key, o in owners(model).items():
         if key in keep:

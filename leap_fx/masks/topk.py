@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from leap_fx.masks.owner import MaskOwner
-
-SIGMA_GRADS = ("chain", "ste")
+from leap_fx.spec.mask import SIGMA_GRADS
 
 
 def keep_count(k: float, n: int) -> int:

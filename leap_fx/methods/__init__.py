@@ -1,19 +1,55 @@
-"""Pruning methods, one module each, registered by their config type (``registry.py``).
+"""Pruning methods: one folder each, a config (plain data, ``config.py``) and a handler (``handler.py``).
 
-``base.py`` is the protocol (``TrainedMethod`` / ``OneShotMethod``); every other module here is a
-method and registers itself on import: this package imports them all, so the registry is complete
-whenever ``leap_fx.methods`` is imported. Adding a method = adding a module here (and its tests).
+The built-in methods, listed here explicitly (their configs only: importing this package loads no
+torch; a handler loads when a method is built, ``registry.build``):
+
+    leap        LEAP, learnable Top-K thresholds (Yao, Wu et al.)           trained
+    kwon        Kwon et al.'s post-training pruning                         one-shot
+    cofi        CoFi, hard-concrete gates + Lagrangian (Xia et al.)          trained
+    sparsebert  knowledge-aware sparse pruning (Xu et al.)                   trained
+    magnitude   gradual magnitude pruning (Zhu & Gupta)                     trained
+    movement    movement pruning (Sanh et al.)                              trained
+    l2-oneshot  heads / neurons by weight norm                              one-shot
+    dense       dense fine-tuning (the teacher; prunes nothing)             trained
+
+``base.py`` is the handler protocol (``Method``, ``TrainedMethod``, ``OneShotMethod``, ``LossTerms``),
+``registry.py`` the one table, ``request.py`` turns a ``PruneOptions`` into the method's config.
+Adding a method = a folder with ``config.py`` + ``handler.py`` (``@register(Config)``) and a line here.
 """
-import importlib
-import pkgutil
+from importlib import import_module
 
-from leap_fx.methods.base import LossTerms, Method, OneShotMethod, TrainedMethod
-from leap_fx.methods.registry import build, config_class, config_from, handler, methods, register
+from leap_fx.methods.cofi.config import CofiConfig
+from leap_fx.methods.dense.config import DenseConfig
+from leap_fx.methods.kwon.config import KwonConfig
+from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
+from leap_fx.methods.leap.config import LeapConfig
+from leap_fx.methods.magnitude.config import MagnitudeConfig
+from leap_fx.methods.movement.config import MovementConfig
+from leap_fx.methods.registry import (
+    add_config,
+    build,
+    config_class,
+    config_from,
+    config_names,
+    handler_class,
+    register,
+)
+from leap_fx.methods.sparsebert.config import SparseBertConfig
 
-_INFRA = {"base", "registry"}
-for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name not in _INFRA and not _mod.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod.name}")
+BUILTIN = (LeapConfig, KwonConfig, CofiConfig, SparseBertConfig, MagnitudeConfig, MovementConfig, L2OneShotConfig,
+           DenseConfig)
+for _config in BUILTIN:
+    add_config(_config)
 
-__all__ = ["LossTerms", "Method", "OneShotMethod", "TrainedMethod", "build", "config_class", "config_from",
-           "handler", "methods", "register"]
+_LAZY = {"Method": "leap_fx.methods.base", "TrainedMethod": "leap_fx.methods.base",
+         "OneShotMethod": "leap_fx.methods.base", "LossTerms": "leap_fx.methods.base"}  # torch: on first use
+
+__all__ = ["BUILTIN", "CofiConfig", "DenseConfig", "KwonConfig", "L2OneShotConfig", "LeapConfig", "MagnitudeConfig",
+           "MovementConfig", "SparseBertConfig", "add_config", "build", "config_class", "config_from", "config_names",
+           "handler_class", "register", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'leap_fx.methods' has no attribute {name!r}")

@@ -1,16 +1,17 @@
 """The method protocol: what every pruning method implements, trained or one-shot.
 
-A method is a config dataclass (a ``MaskSpec`` subclass naming the method in ``method``) and a
-handler registered for it (``registry.register``)::
+A method is a config dataclass (``leap_fx.spec.MethodConfig``; ``MaskSpec`` for masking methods,
+naming the method in ``method``) and a handler registered for it (``registry.register``)::
 
     @register(LeapConfig)                         # config type -> handler, one registry
     class Leap(TrainedMethod):
+        def make_owner(self, shape, key, device): ...  # the mask owner on one granule grid
         def prepare(self, model, plan): ...       # install mask owners through masks.prepare
         def param_groups(self, model, lr, weight_decay): ...
         def loss_terms(self, out, teacher_out, batch, step): ...   # LossTerms(task, penalty, ...)
         def on_step(self, model, step): ...       # schedules, lambda updates; returns log values
         def finalize(self, model): ...            # deterministic masks -> fold
-    class KwonPostTraining(OneShotMethod):
+    class Kwon(OneShotMethod):
         def calibrate(self, model, batches, teacher): ...  # scores / masks from data, no training
 
 The loop (``leap_fx.train.loop``) and the job (``leap_fx.run.job``) talk to this protocol only.
@@ -23,7 +24,11 @@ from typing import ClassVar, Optional
 import torch
 from torch import nn
 
+from leap_fx.masks.owner import MaskOwner
 from leap_fx.masks.prepare import densities, fold, owners, param_groups, prepare
+from leap_fx.objectives.logit_kd import LogitKD
+from leap_fx.objectives.task_loss import ClassificationLoss, TaskLoss
+from leap_fx.spec.train import TrainConfig
 
 PAPER_MASK_LR = 1e-2  # LEAP App. A (S and sigma), movement pruning's scores too
 
@@ -40,21 +45,33 @@ class LossTerms:
 
 
 class Method:
-    """Base of every handler. ``config`` is the method's config (a ``MaskSpec`` for masking methods)."""
+    """Base of every handler. ``config``: the method's config; ``total_steps``: optimiser steps of the
+    run (trained methods size their schedules by it); ``train_config``: the loop's settings (``alpha``,
+    ``kd_temperature``, ``warmup_ratio``; ``TrainConfig()`` when not given); ``task_loss``: what the task's
+    outputs mean to the objective (``ClassificationLoss()`` when not given)."""
 
     name: ClassVar[str] = ""          # set by ``register`` from the config's ``method``
+    config_class: ClassVar[type] = object  # set by ``register``
     kind: ClassVar[str] = "trained"   # "trained" | "one-shot"
     uses_masks: ClassVar[bool] = True
-    log_keys: ClassVar[tuple[str, ...]] = ()  # values the method logs besides loss / ce / kd
+    log_keys: ClassVar[tuple[str, ...]] = ()       # values the method logs besides loss / ce / kd
+    progress_keys: ClassVar[tuple[str, ...]] = ()  # values shown on the loop's progress line
 
-    def __init__(self, config, total_steps: int = 1, train_config=None):
-        self.config, self.total_steps, self.train_config = config, max(1, int(total_steps)), train_config
+    def __init__(self, config, total_steps: int = 1, train_config: Optional[TrainConfig] = None,
+                 task_loss: Optional[TaskLoss] = None):
+        self.config, self.total_steps = config, max(1, int(total_steps))
+        self.train_config = train_config if train_config is not None else TrainConfig()
+        self.task_loss = task_loss if task_loss is not None else ClassificationLoss()
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def make_owner(self, shape: tuple, key: str, device=None) -> MaskOwner:
+        """The mask owner on one granule grid (every masking method says which)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which mask owner it uses")
+
     def prepare(self, model: nn.Module, plan) -> None:
         """Install the masks (once; a resumed run prepares, then loads its checkpoint)."""
         if self.uses_masks and not owners(model):
-            prepare(model, self.config, plan)
+            prepare(model, self.config, plan, owner=self.make_owner)
             if not owners(model):
                 raise ValueError(f"{self.name}: prepare registered no masks: check include/exclude patterns")
 
@@ -80,9 +97,8 @@ class TrainedMethod(Method):
     kind = "trained"
 
     def mask_lr(self) -> float:
-        """Learning rate of the trainable mask state."""
-        lr = getattr(self.config, "mask_lr", None)
-        return PAPER_MASK_LR if lr is None else float(lr)
+        """Learning rate of the trainable mask state (methods with a ``mask_lr`` option override)."""
+        return PAPER_MASK_LR
 
     def param_groups(self, model: nn.Module, lr: float, weight_decay: float = 0.0) -> list[dict]:
         """Weights at ``lr``, trainable mask state at ``mask_lr()``, the objective's own parameters
@@ -97,11 +113,9 @@ class TrainedMethod(Method):
             groups.append({"params": extra, "lr": lr, "weight_decay": 0.0, "name": "objective"})
         return groups
 
-    def objective(self):
+    def objective(self) -> nn.Module:
         """The data objective; default logit KD (LEAP Eq. 8) with the loop's alpha / temperature."""
-        from leap_fx.train.objective import LogitKD
-        cfg = self.train_config
-        return LogitKD(getattr(cfg, "alpha", 0.9), getattr(cfg, "kd_temperature", 2.0))
+        return LogitKD(self.train_config.alpha, self.train_config.kd_temperature, self.task_loss)
 
     def on_step(self, model: nn.Module, step: int) -> dict:
         """Before the forward of ``step`` (0-based): schedules; returns values to log."""
@@ -109,7 +123,7 @@ class TrainedMethod(Method):
 
     def loss_terms(self, out, teacher_out, batch: dict, step: int) -> LossTerms:
         """``out`` / ``teacher_out``: ``objective.Outputs`` of student and teacher (None: no teacher)."""
-        parts = self.objective_fn(out, teacher_out, batch["labels"])
+        parts = self.objective_fn(out, teacher_out, batch)
         return LossTerms(task=parts.pop("task"), parts=parts)
 
     @property

@@ -1,68 +1,106 @@
-"""One registry: method config type -> handler (as torchao maps a config dataclass to its handler).
+"""One registry: method name -> config class (light, eager), config class -> handler (lazy).
 
-Every list of method names (CLI choices, validation, bench rows, report keys) reads this table;
-``leap_fx.methods`` imports every module of the package, so a new method registers itself by
-existing. ``build(config)`` makes the handler of a config; ``config_from(name, options)`` makes
-and validates a config from plain options (CLI / JSON).
+As torchao maps a config dataclass to its handler and optimum names classes by string until used:
+``leap_fx.methods`` lists the built-in configs explicitly (``__init__.py``: plain data, no torch), and
+each config names its handler as ``"module:Class"`` (``MethodConfig.handler``), imported by ``build``.
+A handler class registers itself for its config with ``@register(Config)`` (built-ins do, plugins do
+the same); ``register`` also adds a config the registry has not seen, so a method defined at run time
+is a config dataclass plus a decorated handler::
+
+    @dataclass
+    class MyConfig(MaskSpec):
+        method: ClassVar[str] = "mine"
+
+    @register(MyConfig)
+    class Mine(OneShotMethod):
+        def make_owner(self, shape, key, device=None): return FixedMask(shape, key, device)
+        def calibrate(self, model, batches, teacher=None): ...
+
+``build(config)`` makes the handler of a config; ``config_from(name, **options)`` makes and validates
+a config from plain options (CLI / JSON).
 """
 from __future__ import annotations
 
-import dataclasses
+import importlib
 from typing import Any
 
-from leap_fx.methods.base import Method
+from leap_fx.spec.method import MethodConfig
 
-_HANDLERS: dict[type, type[Method]] = {}
+__all__ = ["add_config", "register", "config_names", "config_class", "handler_class", "build", "config_from",
+           "prepare_masks"]
+
+_CONFIGS: dict[str, type] = {}    # method name -> config class
+_HANDLERS: dict[type, type] = {}  # config class -> handler class (registered on import of the handler)
+
+
+def add_config(config_cls: type) -> type:
+    """Make ``config_cls`` known by its ``method`` name (a name taken by another config is refused)."""
+    name = config_cls.__dict__.get("method") or getattr(config_cls, "method", "")
+    if not isinstance(config_cls, type) or not issubclass(config_cls, MethodConfig) or not name:
+        raise TypeError(f"{getattr(config_cls, '__name__', config_cls)} must subclass leap_fx.spec.MethodConfig "
+                        f"and name its method: method: ClassVar[str] = '<name>'")
+    other = _CONFIGS.get(name)
+    if other is not None and other is not config_cls:
+        raise ValueError(f"method name {name!r} is taken by {other.__name__}")
+    _CONFIGS[name] = config_cls
+    return config_cls
 
 
 def register(config_cls: type):
-    """Class decorator: ``handler`` implements the method whose config is ``config_cls``."""
-    name = getattr(config_cls, "method", None)
-    if not name:
-        raise TypeError(f"{config_cls.__name__} needs a class attribute method = '<name>'")
+    """Class decorator: the handler implements the method whose config is ``config_cls``."""
+    add_config(config_cls)
 
-    def deco(handler: type[Method]) -> type[Method]:
-        clash = [c for c in _HANDLERS if c.method == name and c is not config_cls]
-        if clash:
-            raise ValueError(f"method name {name!r} is taken by {clash[0].__name__}")
-        handler.name = name
+    def deco(handler: type) -> type:
+        handler.name = config_cls.method
         handler.config_class = config_cls
         _HANDLERS[config_cls] = handler
         return handler
     return deco
 
 
-def methods() -> dict[str, type[Method]]:
-    """name -> handler class, every registered method, sorted by name."""
-    return {h.name: h for h in sorted(_HANDLERS.values(), key=lambda h: h.name)}
-
-
-def handler(name: str) -> type[Method]:
-    table = methods()
-    if name not in table:
-        raise ValueError(f"unknown method {name!r}: use one of {sorted(table)}")
-    return table[name]
+def config_names(prunes_only: bool = True) -> list[str]:
+    """Every registered method name, sorted (``prunes_only``: without the dense teacher)."""
+    return sorted(n for n, c in _CONFIGS.items() if c.prunes or not prunes_only)
 
 
 def config_class(name: str) -> type:
-    return handler(name).config_class
+    if name not in _CONFIGS:
+        raise ValueError(f"unknown method {name!r}: use one of {config_names()}")
+    return _CONFIGS[name]
 
 
-def build(config: Any, total_steps: int = 1, train_config=None) -> Method:
-    """The handler for ``config`` (a registered config instance)."""
-    for cls in type(config).__mro__:
+def handler_class(config_cls: type) -> type:
+    """The handler of ``config_cls`` (or of its nearest base with one), importing it if needed."""
+    for cls in config_cls.__mro__:
         if cls in _HANDLERS:
-            return _HANDLERS[cls](config, total_steps, train_config)
-    raise TypeError(f"no method is registered for {type(config).__name__}; registered: "
-                    f"{sorted(c.__name__ for c in _HANDLERS)}")
+            return _HANDLERS[cls]
+        ref = cls.__dict__.get("handler")
+        if isinstance(ref, str) and ref:
+            module, _, attr = ref.partition(":")
+            importlib.import_module(module)  # handlers import torch: loaded when a method is built
+            if cls not in _HANDLERS:
+                raise TypeError(f"{module}.{attr} does not register itself for {cls.__name__} "
+                                f"(decorate it with @register({cls.__name__}))")
+            return _HANDLERS[cls]
+    raise TypeError(f"no method is registered for {config_cls.__name__}; registered: {config_names(False)}")
 
 
-def own_fields(config_cls: type, base: type) -> list[dataclasses.Field]:
-    """The fields a method's config adds to ``base`` (its own options on the command line)."""
-    common = {f.name for f in dataclasses.fields(base)}
-    return [f for f in dataclasses.fields(config_cls) if f.name not in common and f.init]
+def build(config: Any, total_steps: int = 1, train_config=None, task_loss=None):
+    """The handler for ``config`` (a registered config instance); ``total_steps``: the run's optimiser
+    steps; ``train_config``: the loop's settings; ``task_loss``: the task's loss and KD target."""
+    if not isinstance(config, MethodConfig):
+        raise TypeError(f"build needs a method config (e.g. LeapConfig(target='flops:0.5')), got "
+                        f"{type(config).__name__}")
+    return handler_class(type(config))(config, total_steps, train_config, task_loss)
 
 
 def config_from(name: str, **options) -> Any:
     """A validated config of method ``name`` from plain values (unknown / mistyped keys refused)."""
     return config_class(name).from_dict(options)
+
+
+def prepare_masks(model, config, plan=None, owner=None):
+    """``leap_fx.masks.prepare`` with the mask owner of ``config``'s handler (``owner`` overrides it):
+    the masks alone, without the method's own preparation (LEAP's regulariser, CoFi's gates)."""
+    from leap_fx.masks.prepare import prepare  # torch: loaded when masks are prepared
+    return prepare(model, config, plan, owner=owner or build(config).make_owner)

@@ -1,11 +1,12 @@
-"""The job: ``options.py`` (PruneOptions, modes) -> ``rundir.py`` (the --out folder) -> ``job.py``
-(data -> teacher -> method -> fold -> strip -> export) -> ``report.py`` / ``plots.py`` / ``onnx_eval.py``.
+"""The job: ``rundir.py`` (the --out folder) -> ``job.py`` (data -> teacher -> method -> fold -> strip ->
+export) -> ``speed.py`` (latency, int8) -> ``report.py`` / ``plots.py`` ; ``evaluate.py`` (onnxruntime
+scoring) ; ``roundtrip.py`` (any model through the graph side) ; ``commands/`` (the CLI's back-ends:
+analyze, eval, export).
 
-Names load lazily: ``leap_fx.run.threads`` is read by the CLI before torch may be imported."""
+Names load lazily."""
 from importlib import import_module
 
-_EXPORTS = {"run_prune": "leap_fx.run.job", "MODES": "leap_fx.run.options", "PruneOptions": "leap_fx.run.options",
-            "pruning_methods": "leap_fx.run.options"}
+_EXPORTS = {"run_prune": "leap_fx.run.job"}
 __all__ = list(_EXPORTS)
 
 

@@ -10,6 +10,9 @@ import os
 import sys
 from typing import Optional
 
+from leap_fx.data.rotten_tomatoes import data_path
+from leap_fx.data.splits import RT_NAMES
+from leap_fx.hf.models import default_model_dir, model_content
 from passes.io import sha256_file
 
 KEY = "content"
@@ -17,10 +20,8 @@ DATA_FIELDS = ("data", "validation_data", "test_data")
 
 
 def _data_file(opts, name: str) -> Optional[str]:
-    from leap_fx.data.splits import RT_NAMES
     value = getattr(opts, name)
-    if name == "data" and value in RT_NAMES:  # the named dataset: the file it is read from
-        from leap_fx.data.rotten_tomatoes import data_path
+    if name == "data" and (value is None or value in RT_NAMES):  # the named dataset: the file it is read from
         try:
             return data_path()
         except (ModuleNotFoundError, FileNotFoundError):
@@ -31,7 +32,6 @@ def _data_file(opts, name: str) -> Optional[str]:
 def _model_dir(opts) -> Optional[str]:
     if opts.model is not None:
         return opts.model if os.path.isdir(opts.model) else None
-    from leap_fx.models import default_model_dir
     try:
         return default_model_dir()
     except (ModuleNotFoundError, FileNotFoundError):
@@ -41,7 +41,6 @@ def _model_dir(opts) -> Optional[str]:
 def run_content(opts) -> dict:
     """``{"data": {"path", "sha256"}, ..., "model": {"path", "files": {name: sha256}}}`` for the files
     ``opts`` names (the named dataset's file; the default model when ``opts.model`` is None)."""
-    from leap_fx.models import model_content
     out: dict = {}
     for name in DATA_FIELDS:
         path = _data_file(opts, name)

@@ -10,7 +10,15 @@ from typing import Optional
 
 from torch import nn
 
+from leap_fx.data import example_inputs
 from leap_fx.data.lengths import choose_max_length, describe, model_limit
+from leap_fx.hf.models import (
+    default_model_dir,
+    load_classifier,
+    load_notes,
+    load_tokenizer,
+)
+from leap_fx.train.checks import check_forward_inputs
 
 
 @dataclass
@@ -58,9 +66,6 @@ def with_max_length(opts, data, tokenizer, model_config=None) -> tuple[object, d
 
 def check_inputs(opts, data, model=None, tokenizer=None, teacher=None) -> RunInputs:
     """Load and check the model and tokenizer; choose ``max_length`` and tokenise the data (module doc)."""
-    from leap_fx.data import example_inputs
-    from leap_fx.models import default_model_dir, load_classifier, load_notes, load_tokenizer
-    from leap_fx.train.checks import check_forward_inputs
     model_dir, notes = None, []
     if model is None:
         model_dir = opts.model or default_model_dir()

@@ -15,61 +15,61 @@ import copy
 import os
 import shutil
 import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
 
-from leap_fx.data import example_inputs, flop_inputs, iterate_batches, load_data
+from leap_fx.costs.latency import latency_table
+from leap_fx.data import (
+    check_tokenizer,
+    example_inputs,
+    flop_inputs,
+    iterate_batches,
+    load_data,
+)
 from leap_fx.data.splits import data_summary
-from leap_fx.methods import build
+from leap_fx.env.threads import choose_threads
+from leap_fx.hf.models import (
+    default_model_dir,
+    load_classifier,
+    load_finetuned,
+    load_tokenizer,
+)
+from leap_fx.methods.registry import build
+from leap_fx.methods.request import check, method_config, resolve
+from leap_fx.run.clock import Clock
 from leap_fx.run.disk import disk_report, remove_checkpoints
-from leap_fx.run.onnx_export import export_classifier, write_run_metadata
-from leap_fx.run.options import PruneOptions
-from leap_fx.run.plots import write_plots
 from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
-from leap_fx.run.report import build_report, matrix_densities, measure, result_warnings, summary_table
+from leap_fx.run.lm_job import run_lm
+from leap_fx.run.measure import matrix_densities, measure
+from leap_fx.run.onnx_export import export_classifier, write_run_metadata
+from leap_fx.run.plots import write_plots
+from leap_fx.run.report import build_report, result_warnings
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
-from leap_fx.run.threads import choose_threads
-from leap_fx.train.config import TrainConfig
+from leap_fx.run.summary import summary_table
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.train import TrainConfig
+from leap_fx.tasks.registry import task_of_model
+from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
+from leap_fx.train.records import density_by_kind, weight_kinds
+from leap_fx.train.teacher import TEACHER_CONFIG, train_teacher
+from passes.analyze import analyze
+from passes.export import save_slim
+from passes.export.sparse import compact_onnx
 from passes.io import write_json
+from passes.strip import strip
 
 CHECKPOINT_MINUTES = 2.0  # besides every epoch: a killed run loses at most this much training
 CALIBRATION_EXAMPLES = 2048  # one-shot methods: training examples they may look at (Kwon et al.: 2K)
 
 
-class Clock:
-    """Wall time per stage (printed as ``[leap-fx] <stage> ...`` when verbose)."""
-
-    def __init__(self, verbose: bool):
-        self.t0, self.stages, self.verbose, self.cpu0 = time.perf_counter(), {}, verbose, time.process_time()
-
-    @contextmanager
-    def stage(self, name: str):
-        t = time.perf_counter()
-        if self.verbose:
-            print(f"[leap-fx] {name} ...", flush=True)
-        try:
-            yield
-        finally:
-            self.stages[name] = round(time.perf_counter() - t, 2)
-        if self.verbose:
-            print(f"[leap-fx] {name} done in {self.stages[name]:.1f} s", flush=True)
-
-    def total(self) -> dict:
-        return {"total_s": round(time.perf_counter() - self.t0, 2), "stages_s": self.stages,
-                "process_cpu_s": round(time.process_time() - self.cpu0, 1),
-                "threads": torch.get_num_threads(), "loadavg": list(os.getloadavg())}
-
-
 def teacher_config(opts: PruneOptions) -> TrainConfig:
-    return TrainConfig(epochs=opts.teacher_epochs, batch_size=opts.batch_size, lr=opts.teacher_lr,
-                       warmup_ratio=0.1, alpha=0.0, log_every=50, seed=opts.seed, fold=False,
-                       checkpoint_minutes=CHECKPOINT_MINUTES)
+    """The teacher fine-tune's settings (``train.teacher.TEACHER_CONFIG``) with the run's budget."""
+    return replace(TEACHER_CONFIG, epochs=opts.teacher_epochs, batch_size=opts.batch_size, lr=opts.teacher_lr,
+                   seed=opts.seed, checkpoint_minutes=CHECKPOINT_MINUTES)
 
 
 def train_config(opts: PruneOptions, data) -> TrainConfig:
@@ -85,9 +85,6 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     tokenizer (at ``opts.max_length``, or at the length chosen from the data when it is None).
     ``pretrained``: the folder's classifier, already loaded (``check_inputs``), used as the student of
     ``student_init="pretrained"``."""
-    from leap_fx.models import default_model_dir, load_classifier, load_finetuned, load_tokenizer
-    from leap_fx.train import accuracy, train
-    from leap_fx.train.teacher import train_teacher
     cfg, model_dir = teacher_config(opts), None
     if model is None:
         model_dir = opts.model or default_model_dir()
@@ -123,7 +120,6 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
 def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts) -> tuple:
     """The method's part: ``(pruned folded model, history, metrics)``."""
     if method.kind == "trained":
-        from leap_fx.train import train
         res = train(student, teacher, data.train, data.validation, train_cfg, method, plan,
                     out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose)
         return res.model, res.history, res.metrics
@@ -131,7 +127,6 @@ def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts)
     n = min(CALIBRATION_EXAMPLES, len(data.train))
     batches = iterate_batches({k: v[:n] for k, v in data.train.features.items()}, train_cfg.batch_size)
     calibration = method.calibrate(student, batches, teacher)
-    from leap_fx.train.records import density_by_kind, weight_kinds
     dens = method.densities(student)
     metrics = {"step": 0, "examples": n, "calibration": calibration,
                **density_by_kind(student, dens, weight_kinds(plan, dens))}
@@ -143,12 +138,9 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
     """fold is done: strip (self-checked), export (parity-checked), save the slim model and tokenizer.
     ``compact``: the zeros strip cannot remove (unstructured / block masks) are stored compactly in the
     ONNX file (``passes.export.sparse``, checked against the dense export in onnxruntime).
-    ``sublayers``: emptied attention / FFN sub-layers become constants (the method's ``STRIP_SUBLAYERS``).
+    ``sublayers``: emptied attention / FFN sub-layers become constants (the config's ``strip_sublayers``).
     ``keep_uncompacted``: also keep the graph before compaction (``model.uncompacted.onnx``, what int8
     quantization reads: its MatMul weights are plain initializers), deleted after the latency stage."""
-    from passes.export import save_slim
-    from passes.export.sparse import compact_onnx
-    from passes.strip import strip
     per_matrix = matrix_densities(slim, plan)  # of the folded model, before strip
     stripped = strip(slim, plan, example, sublayers=sublayers)
     onnx_path = os.path.join(out, "model.onnx")
@@ -169,11 +161,10 @@ def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, 
 def run_method_config(opts: PruneOptions, flop_input: dict):
     """The method's config with flops / latency costs counted at the run's length and batch."""
     seq = int(next(iter(flop_input.values())).shape[1])
-    return replace(opts.method_config(), cost_seq=seq, cost_batch=int(opts.batch_size))
+    return replace(method_config(opts), cost_seq=seq, cost_batch=int(opts.batch_size))
 
 
 def _latency_table(model, plan, example, config, opts):
-    from leap_fx.masks.latency_table import latency_table
     return latency_table(model, plan, example, config.cost_batch, config.cost_seq,
                          cache_dir=opts.cache_dir, use_cache=opts.use_cache, verbose=opts.verbose)
 
@@ -186,8 +177,13 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     injects the ``DatasetSplits`` ``load_data(options)`` would return (loaded, split and tokenised once
     by a caller running several jobs).
     """
+    task = options.task or task_of_model(options.model)
+    if task == "causal-lm":  # the language-model job (run/lm_job.py)
+        return run_lm(options.replace(task=task), model=model, tokenizer=tokenizer)
+    options = options.replace(task=task)
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
-    opts = options.resolved()
+    check(options)  # the method and its options: a bad request fails before anything is loaded or written
+    opts = resolve(options)
     opts = opts if dist.is_main else replace(opts, verbose=False)
     threads, why = choose_threads(opts.threads)
     torch.set_num_threads(threads)
@@ -201,6 +197,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         data = load_data(opts) if data is None else data
     with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
         inputs = check_inputs(opts, data, model, tokenizer, teacher)
+        check_tokenizer(inputs.tokenizer, data.train, inputs.model_dir or "run_prune(tokenizer=...)")
     announce(inputs, opts.verbose and dist.is_main)
     try:
         done = dist.on_main(rundir.open)
@@ -225,7 +222,6 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
 
 def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     """The stages after the checks, writing into the prepared ``out``."""
-    from passes.analyze import analyze
     opts = inputs.opts
     with clock.stage("dense teacher"):
         model, tokenizer, teacher, teacher_info = dense_teacher(
@@ -237,7 +233,7 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     config = run_method_config(opts, flop_input)
     method = build(config, total_steps(train_cfg, data.train), train_cfg)
     with clock.stage("analyze"):
-        plan = analyze(student, example, residual=getattr(method, "wants_residual", False))
+        plan = analyze(student, example, residual=config.residual)
     if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
         with clock.stage("latency table"):
             _latency_table(student, plan, example, config, opts)
@@ -247,8 +243,8 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
         slim_files = slim_stage(slim, plan, example, tokenizer, out,
-                                compact=method.uses_masks and not getattr(method.config, "structured", True),
-                                sublayers=getattr(method.config, "STRIP_SUBLAYERS", False),
+                                compact=method.uses_masks and not config.structured,
+                                sublayers=config.strip_sublayers,
                                 keep_uncompacted=opts.quantize is not None)
     with clock.stage("evaluate + count"):
         measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)

@@ -14,11 +14,11 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 import os  # noqa: E402
 
-from leap_fx.run.report import ROLES  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+
+from leap_fx.run.measure import ROLES  # noqa: E402
 from passes.io import atomic_path  # noqa: E402
 
 DENSITY_KEYS = ("R", "scheduled_density", "density")

@@ -19,6 +19,14 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from leap_fx.masks.prepare import zero_granules
+from passes.analyze import AnalyzeError, analyze
+from passes.export import export_onnx
+from passes.export.parity import ParityError
+from passes.export.slim_io import load_slim, save_slim
+from passes.strip import strip
+from passes.strip.verify import outputs
+
 STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity", "slim")
 HINTS = {
     "trace": "pass example inputs the forward accepts, use_cache=False, no data-dependent Python control flow",
@@ -80,11 +88,6 @@ def roundtrip(model: torch.nn.Module, example_inputs: Any, out_dir: str, seed: i
               **export_kw) -> RoundTrip:
     """Run ``model`` (in place) through the stages; see the module doc. ``progress(stage)`` is called as
     each stage starts; ``export_kw`` go to export_onnx."""
-    from leap_fx.masks.prepare import zero_granules
-    from passes.analyze import AnalyzeError, analyze
-    from passes.export import export_onnx
-    from passes.export.parity import ParityError
-    from passes.strip import strip
     rt, clock = RoundTrip(type(model).__name__), time.perf_counter()
     tell = progress or (lambda stage: None)
 
@@ -145,8 +148,6 @@ def _is_transformers(model) -> bool:
 
 def _slim(model, example_inputs, where: str, plan, report, dense) -> None:
     """save_slim -> load_slim (by class name for transformers, else into ``dense``): outputs must be equal."""
-    from passes.export.slim_io import load_slim, save_slim
-    from passes.strip.verify import outputs
     save_slim(model, where, plan=plan, strip_report=report)
     loaded = load_slim(where, dense)
     got, want = outputs(loaded, example_inputs), outputs(model, example_inputs)

@@ -25,7 +25,8 @@ import sys
 import time
 from typing import Optional
 
-from leap_fx.run.fingerprint import KEY as CONTENT, check_same_content, run_content
+from leap_fx.run.fingerprint import KEY as CONTENT
+from leap_fx.run.fingerprint import check_same_content, run_content
 from passes.io import atomic_dir, read_json, write_json
 
 ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "structure.png", "slim",

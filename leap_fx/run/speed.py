@@ -9,10 +9,26 @@ interleaved (``latency.onnx_latency``: same inputs, same threads, rotating order
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import os
 import tempfile
+from typing import Optional
+
+from leap_fx.costs.timing import (
+    ORT_SETTINGS,
+    machine_load,
+    onnx_latency,
+    split_inputs_at,
+)
+from leap_fx.run.evaluate import onnx_predict_logits
+from passes.export import export_onnx
+from passes.export.quantize import (
+    MIN_AGREEMENT,
+    QuantizationError,
+    agreement,
+    check_agreement,
+    quantize_int8,
+)
+from passes.export.sparse import compact_onnx
 
 REPS = {"quick": {1: (5, 40), "large": (1, 6)}, "full": {1: (10, 100), "large": (2, 20)}}  # (warmup, reps)
 BATCHES = (1, 32)
@@ -27,13 +43,10 @@ def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = Non
     """int8 copy of the slim ONNX (``model.int8.onnx``), its test accuracy and agreement with fp32.
     ``source``: the graph to quantize when ``slim_onnx`` is compacted (same outputs, plain weights); the
     int8 file is then compacted too (``passes.export.sparse``, identical outputs, checked on ``example``)."""
-    from leap_fx.run.onnx_eval import onnx_predict_logits
-    from passes.export.quantize import MIN_AGREEMENT, QuantizationError, agreement, check_agreement, quantize_int8
     import numpy as np
     path = os.path.join(out, "model.int8.onnx")
     info = quantize_int8(source or slim_onnx, path)
     if source is not None and example is not None:
-        from passes.export.sparse import compact_onnx
         packed = compact_onnx(path, example)
         info.update(size_bytes=packed.bytes, compact=packed.to_dict())
     fp32, int8 = onnx_predict_logits(slim_onnx, data.test), onnx_predict_logits(path, data.test)
@@ -52,8 +65,6 @@ def quantized_result(slim_onnx: str, data, out: str, source: Optional[str] = Non
 def speed_stage(teacher, example, slim_onnx: str, data, out: str, opts, goal=None, cost_batch: int = 1,
                 quantize_from: Optional[str] = None) -> dict:
     """Dense / slim (/ int8) latency at batch 1 and 32, file sizes and the int8 result (see module doc)."""
-    from leap_fx.run.latency import ORT_SETTINGS, machine_load, onnx_latency, split_inputs_at
-    from passes.export import export_onnx
     mode = "quick" if opts.quick else "full"
     threads = int(opts.threads) if opts.threads else ORT_SETTINGS["intra_op_num_threads"]
     quantized = quantized_result(slim_onnx, data, out, quantize_from, example) if opts.quantize == "int8" else None

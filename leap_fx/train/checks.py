@@ -2,7 +2,6 @@
 
 - ``check_forward_inputs``: data / example-input names the model's ``forward`` does not accept
   (the error lists the accepted names; HF ``**kwargs: Unpack[TypedDict]`` counts its keys).
-- ``check_labels``: labels outside ``[0, number of logits)``.
 - ``non_finite_mask_params``: NaN/Inf in any trainable mask state (LEAP's S and sigma, ...) after a step;
   with the loss and gradient-norm checks in the loop, training stops at the first bad step and the
   last good checkpoint stays on disk.
@@ -24,17 +23,6 @@ def check_forward_inputs(model: nn.Module, names: Iterable[str], what: str = "th
     if bad:
         raise ValueError(f"{what} has input(s) {bad} that {type(model).__name__}.forward does not accept; "
                          f"it accepts {accepted}. Rename or drop those keys (labels go under 'labels').")
-
-
-def check_labels(labels: torch.Tensor, num_logits: int) -> None:
-    """Raise ``ValueError`` unless every label is an integer class index in ``[0, num_logits)``."""
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}: map the label "
-                         f"names to 0..{num_logits - 1}")
-    lo, hi = int(labels.min()), int(labels.max())
-    if lo < 0 or hi >= num_logits:
-        raise ValueError(f"labels range over [{lo}, {hi}] but the model outputs {num_logits} logits: build "
-                         f"the classifier with num_labels={max(hi + 1, num_logits)} or fix the labels")
 
 
 def non_finite_mask_params(owners: dict) -> list[str]:

@@ -1,19 +1,14 @@
-"""Logits and accuracy of a torch model on a split (onnxruntime: ``leap_fx.run.onnx_eval``)."""
+"""Logits and accuracy of a torch model on a split (onnxruntime: ``leap_fx.run.evaluate``)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from leap_fx.data.batches import as_tensors, lengths, trim
-from leap_fx.train.checks import check_labels
-from leap_fx.train.objective import logits_of
+from leap_fx.data.batches import as_tensors, lengths, model_inputs, trim
+from leap_fx.objectives.outputs import logits_of
+from leap_fx.objectives.task_loss import check_class_labels
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The batch without ``labels`` (what the model's forward takes)."""
-    return {k: v for k, v in batch.items() if k != "labels"}
 
 
 @torch.no_grad()
@@ -43,7 +38,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
     """Validation accuracy and cross-entropy."""
     labels = as_tensors(data)["labels"]
     logits = predict_logits(model, data, batch_size)
-    check_labels(labels, logits.shape[-1])
+    check_class_labels(labels, logits.shape[-1])
     return {"val_accuracy": float((logits.argmax(-1) == labels).float().mean()),
             "val_loss": float(nn.functional.cross_entropy(logits, labels))}
 

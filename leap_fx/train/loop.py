@@ -18,27 +18,49 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from leap_fx.data.batches import as_tensors, batches_per_epoch, iterate_batches, num_examples
+from leap_fx.data.batches import (
+    as_tensors,
+    batches_per_epoch,
+    iterate_batches,
+    model_inputs,
+    num_examples,
+)
+from leap_fx.env.progress import Progress
 from leap_fx.masks.prepare import owners
 from leap_fx.methods import build
 from leap_fx.methods.base import Method
-from leap_fx.methods.dense import DenseConfig
-from leap_fx.train.checkpoint import (CHECKPOINT, History, check_same_content, check_same_run, read_checkpoint,
-                                      remove_stale_temps, restore_checkpoint, rng_state, save_checkpoint)
-from leap_fx.train.checks import check_forward_inputs, check_labels, grad_norm, last_good, non_finite_mask_params
-from leap_fx.train.config import TrainConfig
+from leap_fx.methods.dense.config import DenseConfig
+from leap_fx.objectives.outputs import Outputs, logits_of
+from leap_fx.objectives.taps import observe, same_layout, taps
+from leap_fx.spec.train import TrainConfig
+from leap_fx.train.checkpoint import (
+    CHECKPOINT,
+    History,
+    check_same_content,
+    check_same_run,
+    read_checkpoint,
+    remove_stale_temps,
+    restore_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
+from leap_fx.train.checks import (
+    check_forward_inputs,
+    grad_norm,
+    last_good,
+    non_finite_mask_params,
+)
 from leap_fx.train.digest import run_content
 from leap_fx.train.distributed import Dist, unused_parameters
-from leap_fx.train.evaluate import evaluate, model_inputs
-from leap_fx.train.objective import Outputs, logits_of, recording, same_layout, taps
-from leap_fx.train.progress import Progress
+from leap_fx.train.evaluate import evaluate
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
 from leap_fx.train.schedules import lr_scheduler
+from passes.analyze import analyze
 
 __all__ = ["TrainResult", "train", "total_steps", "evaluate"]
 
@@ -60,17 +82,24 @@ def total_steps(config: TrainConfig, train_data) -> int:
     return max(1, min(steps, config.max_steps) if config.max_steps else steps)
 
 
-def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method", residual: bool = False):
-    """``passes.analyze`` on one training batch (None if it fails and the method can do without);
-    ``residual``: with the residual stream (methods pruning hidden dimensions)."""
-    from passes.analyze import analyze
-    example = model_inputs(next(iterate_batches(train_data, 2)))
+def analyze_or_explain(model: nn.Module, example: dict, residual: bool, why: str):
+    """``passes.analyze`` on ``example``; a failure names what needed the Plan and how to pass one."""
     try:
         return analyze(model, example, residual=residual)
     except Exception as err:
+        raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
+                         f"plan=leap_fx.analyze(model, example_inputs)") from err
+
+
+def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method", residual: bool = False):
+    """``passes.analyze`` on one training batch (None if it fails and the method can do without);
+    ``residual``: with the residual stream (methods pruning hidden dimensions)."""
+    example = model_inputs(next(iterate_batches(train_data, 2)))
+    try:
+        return analyze_or_explain(model, example, residual, why)
+    except ValueError:
         if needs_plan:
-            raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
-                             f"plan=leap_fx.analyze(model, example_inputs)") from err
+            raise
         return None
 
 
@@ -80,11 +109,13 @@ def _as_method(method, config: TrainConfig, n_total: int) -> Method:
     return build(DenseConfig() if method is None else method, n_total, config)
 
 
-class _Loop:
+class Loop:
     """One run of :func:`train`; its methods are the loop's stages."""
 
-    def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet):
+    def __init__(self, model, teacher, train_data, val_data, config, method, plan, out_dir, resume, quiet,
+                 evaluate_fn: Optional[Callable] = None):
         self.model, self.teacher, self.val_data, self.config = model, teacher, val_data, config
+        self.evaluate_fn = evaluate_fn or evaluate
         self.dist = Dist.current()
         self.dist.check_batch_size(config.batch_size)
         self.tensors = as_tensors(train_data)
@@ -92,13 +123,11 @@ class _Loop:
         self.n_total, self.bpe = total_steps(config, train_data), batches_per_epoch(train_data, config.batch_size)
         torch.manual_seed(config.seed + self.dist.rank)
         self.method = _as_method(method, config, self.n_total)
-        needs_plan = self.method.uses_masks and getattr(self.method.config, "needs_plan", False)
+        needs_plan = self.method.uses_masks and self.method.config.needs_plan
         captures = self.method.objective_fn.captures
         if plan is None and (self.method.uses_masks or captures):
-            gran = getattr(self.method.config, "granularity", None)
-            why = f"granularity {gran!r}" if needs_plan else f"method {self.method.name!r}"
-            plan = auto_plan(model, train_data, needs_plan or bool(captures), why,
-                             getattr(self.method, "wants_residual", False))
+            plan = auto_plan(model, train_data, needs_plan or bool(captures), f"method {self.method.name!r}",
+                             self.method.config.residual)
         self.plan, self.taps = plan, taps(plan, captures) if captures else {}
         self.teacher_taps = self.taps if not self.taps or teacher is None or same_layout(model, teacher) else \
             taps(auto_plan(teacher, train_data, True, "distilling from a teacher of another layout"), captures)
@@ -143,17 +172,16 @@ class _Loop:
                                "method_config": self._method_config()}, self.ckpt, _NOT_SCHEDULE)
 
     def _method_config(self) -> dict:
-        return self.method.config.to_dict() if hasattr(self.method.config, "to_dict") else {}
+        return self.method.config.to_dict()
 
     def forward(self, net, batch: dict) -> tuple[Outputs, Optional[Outputs]]:
         """Student (and teacher) outputs, with what the objective captures (block outputs, scores)."""
         inputs = model_inputs(batch)
-        with recording(self.model, self.taps) as got:
-            out = Outputs(logits_of(net(**inputs)), **got)
-        t_out = None
+        task = self.method.task_loss
+        out, t_out = observe(net, inputs, self.model, self.taps, task.logits), None
         if self.teacher is not None and (self.config.alpha > 0 or self.taps):
-            with torch.no_grad(), recording(self.teacher, self.teacher_taps) as t_got:
-                t_out = Outputs(logits_of(self.teacher(**inputs)), **t_got)
+            with torch.no_grad():
+                t_out = observe(self.teacher, inputs, self.teacher, self.teacher_taps, task.logits)
         return out, t_out
 
     def train_step(self, net, batch: dict, params: list) -> dict:
@@ -164,7 +192,7 @@ class _Loop:
         local = {k: v.to(device) for k, v in local.items()}
         out, t_out = self.forward(net, local)
         if not self.labels_checked:
-            check_labels(self.tensors["labels"], out.logits.shape[-1])
+            self.method.task_loss.check(out.logits, self.tensors["labels"])
             self.labels_checked = True
         terms = self.method.loss_terms(out, t_out, local, self.step)
         loss = terms.task * share + (terms.penalty if terms.penalty is not None else 0.0)
@@ -198,8 +226,9 @@ class _Loop:
     def log(self, meter: Mean, values: dict, t0: float) -> dict:
         rec = {"type": "train", "step": self.step, "epoch": self.step / self.bpe, **meter.pop(),
                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - t0}
-        if len(self.optimizer.param_groups) > 1:
-            rec["mask_lr"] = self.optimizer.param_groups[1]["lr"]
+        for group in self.optimizer.param_groups[1:]:  # each group's rate under its own name
+            name = group.get("name", "group")
+            rec["mask_lr" if name == "masks" else f"{name}_lr"] = group["lr"]
         if self.method.uses_masks:
             rec.update(density_by_kind(self.model, self.method.densities(self.model), self.kinds))
         self.history.add(rec)
@@ -241,14 +270,14 @@ class _Loop:
                                          start=start, group_by_length=cfg.group_by_length):
                 values = self.train_step(net, batch, params)
                 meter.add(values)
-                shown = {k: values[k] for k in ("loss", "R", "scheduled_density") if k in values}
+                shown = {k: values[k] for k in ("loss", *self.method.progress_keys) if k in values}
                 progress.update(1, shown)
                 if self.main and (self.step % cfg.log_every == 0 or self.step == self.n_total):
                     self.log(meter, values, t0)
                 if self.main and self.val_data is not None and (self.step % eval_every == 0
                                                                or self.step == self.n_total):
                     self.history.add({"type": "eval", "step": self.step, "epoch": self.step / self.bpe,
-                                      **evaluate(model, self.val_data, cfg.eval_batch_size)})
+                                      **self.evaluate_fn(model, self.val_data, cfg.eval_batch_size)})
                     model.train()
                 if self.ckpt and self._checkpoint_due(ckpt_every, last_save):
                     last_save = time.perf_counter()
@@ -278,14 +307,14 @@ class _Loop:
             if self.config.fold:
                 model = self.method.finalize(model)
         if self.val_data is not None and self.main:
-            metrics.update(evaluate(model, self.val_data, self.config.eval_batch_size))
+            metrics.update(self.evaluate_fn(model, self.val_data, self.config.eval_batch_size))
         return TrainResult(model, self.history.records, metrics, self.out_dir)
 
 
 def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=None,
           config: Optional[TrainConfig] = None, method=None, plan=None, out_dir: Optional[str] = None,
           resume: bool = True, quiet: bool = False, stop_after: Optional[int] = None,
-          find_unused_parameters: Optional[bool] = None) -> TrainResult:
+          find_unused_parameters: Optional[bool] = None, evaluate_fn: Optional[Callable] = None) -> TrainResult:
     """Train ``model`` in place with ``method`` and return it (folded unless ``config.fold=False``).
 
     Args:
@@ -298,7 +327,9 @@ def train(model: nn.Module, teacher: Optional[nn.Module], train_data, val_data=N
         stop_after: stop (without finishing) after this many global steps, as if interrupted.
         find_unused_parameters: passed to DDP (multi-process runs only); None (default): True iff
             one trial forward leaves a trainable parameter without gradient.
+        evaluate_fn: ``(model, val_data, batch_size) -> {name: value}`` logged at every evaluation (the
+            task's metric; default: classification accuracy and loss, ``train.evaluate.evaluate``).
     """
-    loop = _Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
-                 quiet)
+    loop = Loop(model, teacher, train_data, val_data, config or TrainConfig(), method, plan, out_dir, resume,
+                quiet, evaluate_fn)
     return loop.run(stop_after, find_unused_parameters)

@@ -9,8 +9,18 @@ touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
 from passes.analyze.analyze import AnalyzeError, analyze
-from passes.analyze.plan import (ATTENTION, FEED_FORWARD, RESIDUAL, AttentionFamily, FeedForwardFamily, Family,
-                                 Plan, ResidualFamily, Slice, common_prefix)
+from passes.analyze.plan import (
+                                 ATTENTION,
+                                 FEED_FORWARD,
+                                 RESIDUAL,
+                                 AttentionFamily,
+                                 Family,
+                                 FeedForwardFamily,
+                                 Plan,
+                                 ResidualFamily,
+                                 Slice,
+                                 common_prefix,
+)
 from passes.analyze.trace import TraceError
 
 __all__ = ["ACTIVATIONS", "activation", "AnalyzeError", "analyze", "ATTENTION", "FEED_FORWARD", "RESIDUAL",

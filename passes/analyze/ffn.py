@@ -14,8 +14,14 @@ from torch.fx import Node
 
 from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.plan import FeedForwardFamily, common_prefix
-from passes.analyze.trace import LAYOUT_OPS, Graph, Projection, is_pointwise, op_name, shape_of
-
+from passes.analyze.trace import (
+    LAYOUT_OPS,
+    Graph,
+    Projection,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 _SPLITS = ("split", "split_with_sizes", "chunk")
 

@@ -15,8 +15,7 @@ import torch
 from torch.fx import Node
 
 from passes.analyze.plan import AttentionFamily
-from passes.analyze.side_tensors import depends
-from passes.analyze.trace import Graph, shape_of
+from passes.analyze.trace import Graph, depends, shape_of
 
 ROLES = ("q", "k", "v")
 

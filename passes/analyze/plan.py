@@ -47,6 +47,7 @@ from passes.io import JsonDataclass
 ATTENTION = "attention"
 FEED_FORWARD = "ffn"
 RESIDUAL = "residual"
+OUTPUT_ROLES = ("out", "down")  # slices that consume a granule's output (a head's out columns, a neuron's down column)
 
 
 def common_prefix(fqns: Iterable[str]) -> str:

@@ -27,12 +27,20 @@ from torch import nn
 from torch.fx import Node
 
 from passes.analyze.plan import Plan, ResidualFamily, Slice
-from passes.analyze.trace import IDENTITY_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+from passes.analyze.trace import (
+    IDENTITY_OPS,
+    LAYOUT_OPS,
+    Graph,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 CAT_OPS = frozenset({"cat", "concat", "stack"})
 REDUCE_OPS = frozenset({"mean", "sum", "amax", "amin"})
 CONV_OPS = frozenset({"conv1d", "conv2d", "conv3d", "convolution"})
-NORM_OPS = frozenset({"layer_norm", "native_layer_norm"})
+NORM_OPS = frozenset({"layer_norm", "native_layer_norm"})  # norms whose statistics strip can restrict to the
+# kept hidden dims (passes/strip/masked_norm.py): LayerNorm; channels.py's NORM_OPS also follows RMSNorm
 
 
 class Unsupported(ValueError):

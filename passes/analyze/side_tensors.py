@@ -32,9 +32,18 @@ from torch import nn
 from torch.fx import Node
 
 from passes.analyze.channels import NORM_OPS, NodeValues, _replay
+from passes.analyze.path_sides import path_terms
 from passes.analyze.plan import AttentionFamily, Slice
 from passes.analyze.scores import JOIN_OPS
-from passes.analyze.trace import ATTENTION_OPS, LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+from passes.analyze.trace import (
+    ATTENTION_OPS,
+    LAYOUT_OPS,
+    Graph,
+    depends,
+    is_pointwise,
+    op_name,
+    shape_of,
+)
 
 MAX_NODES = 600  # ancestors followed back from a term
 
@@ -277,7 +286,6 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
         tuple[list[Slice], tuple[str, ...], tuple[str, ...], str]:
     """``(coupled per-head tensors, head-shared tensors, computed head-shaped tensors read, why frozen
     or "")`` of ``fam`` at ``site``."""
-    from passes.analyze.path_sides import path_terms  # path_sides imports this module
     own = {s.weight_name for s in fam.slices}
     stop = {p.node for p in g.projections() if p.weight in own}
     found = Found()
@@ -289,19 +297,6 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
         if why:
             return [], (), (), why
     return list(found.coupled.values()), tuple(sorted(found.shared)), tuple(found.reads), ""
-
-
-def depends(node: Node, targets: set, limit: int) -> bool:
-    """``node`` is computed (within ``limit`` ancestors) from one of ``targets``."""
-    seen, stack = set(), [node]
-    while stack and len(seen) < limit:
-        n = stack.pop()
-        if n in targets:
-            return True
-        if n not in seen:
-            seen.add(n)
-            stack.extend(n.all_input_nodes)
-    return False
 
 
 def _feeds_projection(g: Graph, leaf: Node, limit: int = 300) -> Optional[str]:

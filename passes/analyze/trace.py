@@ -20,7 +20,6 @@ from torch.fx import Node
 from passes.analyze.inputs import split_inputs, unknown_inputs
 from passes.analyze.plan import Slice
 
-
 _PARAMETRIZED = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.original0?$")
 
 
@@ -277,6 +276,19 @@ class Graph:
                 if rest is not None:
                     return [node] + rest
         return None
+
+
+def depends(node: Node, targets: set, limit: int) -> bool:
+    """``node`` is computed (within ``limit`` ancestors) from one of ``targets``."""
+    seen, stack = set(), [node]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n in targets:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False
 
 
 def index_through(path: Sequence[Node], idx: torch.Tensor) -> Optional[torch.Tensor]:

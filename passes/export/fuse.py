@@ -20,6 +20,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from passes.io import atomic_path, quiet_logger
+
 
 def _constants(graph) -> dict:
     from onnx import numpy_helper
@@ -73,7 +75,6 @@ def fuse_attention(src: str, dst: str, attention: bool = True) -> dict:
     import onnx
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import FusionOptions
-    from passes.io import atomic_path, quiet_logger
     model = onnx.load(src)
     pinned = pin_head_counts(model)
     options = FusionOptions("bert")
@@ -105,7 +106,6 @@ def _gemm_nodes(prefix: str, matmul, add, bias: str, k: int, n: int, extra: list
 def fuse_gemm_bias(src: str, dst: str) -> dict:
     """``MatMul(x, W) + b`` -> flattened ``Gemm(x, W, b)`` (see the module doc)."""
     import onnx
-    from passes.io import atomic_path
     model = onnx.load(src)
     g = model.graph
     consts = {i.name: i for i in g.initializer}

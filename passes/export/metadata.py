@@ -6,6 +6,11 @@ JSON, ``read_metadata`` decodes every value that parses as JSON (so ``'["neg", "
 list) and keeps the others as strings. onnxruntime shows the same map as
 ``session.get_modelmeta().custom_metadata_map``. Writing touches nothing but ``metadata_props``: the
 graph is serialised unchanged, to a temporary file renamed over ``path``.
+
+``mark_written(path)`` tags a file export_onnx writes beside the one asked for (``.failed.onnx``,
+``.opt.onnx``) with the entry ``written_by = leap-fx``, appended to the file as one more
+``metadata_props`` record (protobuf merges repeated fields, so the graph is not re-serialised);
+``written_here(path)`` tells such a file from a user's, which export_onnx never replaces or deletes.
 """
 from __future__ import annotations
 
@@ -56,3 +61,34 @@ def read_metadata(source) -> dict[str, Any]:
             raise ValueError(f"{source}: not a readable ONNX file ({type(err).__name__}: {err})") from err
         raw = {p.key: p.value for p in model.metadata_props}
     return {k: _decode(v) for k, v in raw.items()}
+
+
+WRITTEN_BY = ("written_by", "leap-fx")
+
+
+def _trailer() -> bytes:
+    """``ModelProto.metadata_props`` (field 14, length-delimited) holding ``{key: value}`` of WRITTEN_BY."""
+    key, value = (x.encode() for x in WRITTEN_BY)
+    entry = b"\x0a" + bytes([len(key)]) + key + b"\x12" + bytes([len(value)]) + value
+    return b"\x72" + bytes([len(entry)]) + entry
+
+
+def mark_written(path: str) -> None:
+    """Tag the ONNX file ``path`` as written by leap-fx (see the module doc)."""
+    with open(path, "ab") as fh:
+        fh.write(_trailer())
+
+
+def written_here(path: str) -> bool:
+    """True if ``path`` is a file leap-fx tagged with ``mark_written`` (or whose metadata says so)."""
+    if not os.path.isfile(path):
+        return False
+    tail = _trailer()
+    with open(path, "rb") as fh:
+        fh.seek(max(0, os.path.getsize(path) - len(tail)))
+        if fh.read() == tail:
+            return True
+    try:
+        return read_metadata(path).get(WRITTEN_BY[0]) == WRITTEN_BY[1]
+    except ValueError:
+        return False

@@ -21,7 +21,8 @@ size, or None for the example's); the first that passes is renamed to ``path`` a
 
 Nothing unverified is ever at ``path``, and a failed export never deletes what is there: an
 earlier (verified) file at ``path`` is left as it was, the last failing file is kept as
-``<stem>.failed.onnx`` and the error (``ParityError`` when a file was written but failed the
+``<stem>.failed.onnx`` (tagged ``written_by = leap-fx``: a ``.failed.onnx`` / ``.opt.onnx`` without the
+tag is the user's, so the export is refused rather than write over it, and a stale one is left) and the error (``ParityError`` when a file was written but failed the
 check, naming which side failed; ``ExportError`` when no exporter could write one) lists every
 path tried. ``optimize=True`` (or ``"ort"``) additionally writes ``<stem>.opt.onnx``:
 onnxruntime's extended graph optimizations; ``optimize="transformers"`` uses
@@ -42,8 +43,10 @@ from torch import nn
 from passes.export.axes import ControlFlowError, infer_axes
 from passes.export.fallback import ExportError, attempts, run_exporter
 from passes.export.inputs import InputSpec
+from passes.export.metadata import mark_written, written_here
 from passes.export.parity import ParityError, first_tensor, ort_session, parity
-from passes.io import atomic_path
+from passes.io import atomic_path, check_file_target
+from passes.strip.mha import SlimMultiheadAttention
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 OPTIMIZERS = ("ort", "transformers")
@@ -90,10 +93,17 @@ def _check_args(path, atol, exporter, optimize) -> str:
         raise ValueError(f"optimize must be False, True (= 'ort') or one of {OPTIMIZERS}")
     if not str(path).endswith(".onnx"):
         raise ValueError(f"path must end with .onnx, got {path!r}")
+    path = check_file_target(path, "export_onnx: path")
+    sides = [path[: -len(".onnx")] + ".failed.onnx"] + ([path[: -len(".onnx")] + ".opt.onnx"] if optimize else [])
+    theirs = [p for p in sides if os.path.lexists(p) and not written_here(p)]
+    if theirs:
+        raise ValueError(f"export_onnx: {theirs[0]} exists and was not written by leap-fx; export_onnx writes a "
+                         f"{'rejected' if theirs[0].endswith('.failed.onnx') else 'optimized'} graph there and "
+                         f"never replaces your files: move it, or export to another path")
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
         raise ValueError(f"atol must be a finite number >= 0 (the largest |onnxruntime - PyTorch| "
                          f"allowed, e.g. 1e-4), got {atol!r}")
-    return os.path.abspath(path)
+    return path
 
 
 def _axes(model: nn.Module, spec: InputSpec, notes: list[str], allow_control_flow: bool):
@@ -165,19 +175,24 @@ def _attempt(model, base, att, path: str, failed: str, opset, check: bool, atol:
             try:
                 report.max_abs_diff = parity(model, att.spec, ort_session(tmp), shapes)
             except ParityError:
-                os.replace(tmp, failed)
+                _keep_failed(tmp, failed)
                 raise
             except Exception as exc:  # onnxruntime cannot even load it
-                os.replace(tmp, failed)
+                _keep_failed(tmp, failed)
                 raise ParityError(f"onnxruntime failed to load the export ({type(exc).__name__}: "
                                   f"{(str(exc).strip().splitlines() or [''])[0][:300]})", float("inf"),
                                   failed, side="onnxruntime") from exc
             worst = max(report.max_abs_diff.values())
             if not worst <= atol:
-                os.replace(tmp, failed)
+                _keep_failed(tmp, failed)
                 raise ParityError(f"onnxruntime differs from PyTorch by {worst:.3g} > atol {atol:g} "
                                   f"({report.max_abs_diff})", worst, failed)
     return report
+
+
+def _keep_failed(tmp: str, failed: str) -> None:
+    mark_written(tmp)
+    os.replace(tmp, failed)
 
 
 def _failure(model, path: str, tried: list[str], errors: list) -> Exception:
@@ -200,7 +215,11 @@ def _finish(model, report: ExportReport, path: str, optimize, atol: float, shape
     if optimize:
         _optimize(model, spec, path, shapes, atol, report, "ort" if optimize is True else optimize)
     else:
-        _remove(path[: -len(".onnx")] + ".opt.onnx")  # optimized from the file just replaced: stale
+        stale = path[: -len(".onnx")] + ".opt.onnx"  # optimized from the file just replaced
+        if os.path.lexists(stale) and not written_here(stale):
+            report.notes.append(f"{stale} was left as it is (not written by leap-fx; it is not this export)")
+        else:
+            _remove(stale)
     return report
 
 
@@ -209,7 +228,6 @@ def _exportable(model: nn.Module, notes: list[str]) -> nn.Module:
     window size; the caller's model stays as it was), with nn.MultiheadAttention swapped for
     SlimMultiheadAttention (same math): the TorchScript trace of nn.MultiheadAttention bakes
     ``batch * num_heads`` into a Reshape."""
-    from passes.strip.mha import SlimMultiheadAttention
 
     clone = copy.deepcopy(model)
     names = [n for n, m in model.named_modules() if type(m) is nn.MultiheadAttention]
@@ -247,8 +265,9 @@ def _optimize(model, spec, path: str, shapes, atol: float, report: ExportReport,
             if not max(diffs.values()) <= atol:
                 raise ParityError(f"optimized graph rejected: parity {max(diffs.values()):.3g} > {atol:g}",
                                   max(diffs.values()))
+            mark_written(tmp)
         report.optimized_path, report.optimized_max_abs_diff = opt, diffs
     except Exception as exc:  # an optimizer failure never spoils the verified export
-        _remove(opt)
+        _remove(opt)  # checked as ours (or absent) by _check_args before anything was written
         report.notes.append(str(exc) if isinstance(exc, ParityError) else
                             f"optimization failed: {type(exc).__name__}: {exc}")

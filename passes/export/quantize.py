@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from passes.io import atomic_path, quiet_logger
+from passes.io import atomic_path, check_file_target, quiet_logger
 
 # int8 predictions must equal the fp32 slim model's on >= 95 % of the rows. Flips happen on the rows
 # closest to the decision boundary: the quick MiniLM job (flops:0.5) agreed on 96.25 % of 400 test rows
@@ -35,6 +35,7 @@ def quantize_int8(src: str, dst: str) -> dict:
 
     if not str(dst).endswith(".onnx"):
         raise ValueError(f"int8 output must end with .onnx, got {dst!r}")
+    dst = check_file_target(dst, "quantize_int8: dst")  # before any work: a directory there is refused
     notes = []
     # quant_pre_process / quantize_dynamic advise on the root logger: kept out of the run's output
     with atomic_path(dst, suffix=".tmp.onnx") as tmp, quiet_logger():
@@ -50,7 +51,7 @@ def quantize_int8(src: str, dst: str) -> dict:
         finally:
             if os.path.exists(pre):
                 os.remove(pre)
-    return {"path": os.path.abspath(dst), "size_bytes": os.path.getsize(dst), "weight_type": "int8",
+    return {"path": dst, "size_bytes": os.path.getsize(dst), "weight_type": "int8",
             "activations": "dynamic (per batch)", "notes": notes}
 
 

@@ -12,7 +12,10 @@ encoder-only class, a speech encoder), by its name inside transformers' own ``tr
 modeling modules: nothing outside the ``transformers`` package is ever imported, so loading runs no
 code from the folder), applies the manifest, then loads the weights strictly.
 Both files are written to a temporary directory that is renamed into place, so ``dir`` is never
-half written.
+half written, and only into a new or empty folder or one ``save_slim`` wrote (``passes.io.owned_dir``):
+``leap-fx-files.json`` records the SHA-256 of the manifest and the weights, and ``load_slim`` refuses a
+folder whose files changed since (``trust_edited=True`` for one edited on purpose), weights that do
+not match the manifest's shapes or dtypes, and a ``model_class`` that is not the one saved.
 """
 from __future__ import annotations
 
@@ -28,8 +31,11 @@ import torch
 from torch import nn
 
 from passes.analyze.plan import Plan
-from passes.io import atomic_dir, read_json, write_json
+from passes.io import MARKER, dir_changes, owned_dir, read_json, write_json
+from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.report import StripReport
+from passes.strip.strip import HANDLERS
+from passes.strip.sublayers import ConstantSublayer
 from passes.strip.surgery import shape_attributes, sync_leaf
 
 FORMAT = "leap-fx-slim"
@@ -38,8 +44,6 @@ WEIGHTS, MANIFEST = "model.safetensors", "manifest.json"
 
 
 def _replacement_classes() -> dict[str, Callable[[dict], nn.Module]]:
-    from passes.strip.mha import SlimMultiheadAttention
-    from passes.strip.sublayers import ConstantSublayer
     return {"SlimMultiheadAttention": lambda spec: SlimMultiheadAttention(**spec),
             "ConstantSublayer": lambda spec: ConstantSublayer(**spec)}
 
@@ -77,7 +81,6 @@ def _replaced(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
 
 
 def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
-    from passes.strip.strip import HANDLERS
     attrs = shape_attributes(model, HANDLERS.values())
     for fqn, a in (strip_report.attributes if strip_report is not None else {}).items():
         attrs[fqn] = {**attrs.get(fqn, {}), **a}
@@ -86,14 +89,14 @@ def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
 
 def save_slim(model: nn.Module, dir: Union[str, os.PathLike], plan: Optional[Plan] = None,
               strip_report: Optional[StripReport] = None) -> str:
-    """Write ``dir/model.safetensors`` + ``dir/manifest.json`` atomically; returns ``dir``."""
+    """Write ``dir/model.safetensors`` + ``dir/manifest.json`` (+ their SHA-256 in ``leap-fx-files.json``)
+    atomically into a new or empty folder, or one save_slim wrote; returns ``dir``."""
     from safetensors.torch import save_model
 
-    dir = os.path.abspath(os.fspath(dir))
-    with atomic_dir(dir) as tmp:
+    with owned_dir(dir, "save_slim: folder") as tmp:
         save_model(model, os.path.join(tmp, WEIGHTS))  # de-duplicates tied tensors
         write_json(os.path.join(tmp, MANIFEST), manifest(model, plan, strip_report))
-    return dir
+    return os.path.abspath(os.fspath(dir))
 
 
 def read_manifest(dir: Union[str, os.PathLike]) -> dict:
@@ -218,8 +221,9 @@ def _dense_model(man: dict, model_or_factory: Any, model_class: Optional[type], 
     if cls is None:
         raise ValueError(f"{where}: the manifest names the class {man.get('model_class')!r}, which is not a "
                          f"transformers model (registered for its config, or in transformers' own modeling "
-                         f"modules); leap-fx never imports a class from outside transformers. Pass it: load_slim(dir, model_class=TheClass), or "
-                         f"load_slim(dir, model_or_factory): the dense model, or a function that builds it")
+                         f"modules); leap-fx never imports a class from outside transformers. Pass it: "
+                         f"load_slim(dir, model_class=TheClass), or load_slim(dir, model_or_factory): the dense "
+                         f"model, or a function that builds it")
     return _build(cls, man)
 
 
@@ -280,22 +284,86 @@ def _same_tree(model: nn.Module, man: dict) -> None:
 
 
 def load_slim(dir: Union[str, os.PathLike], model_or_factory: Any = None,
-              model_class: Optional[type] = None) -> nn.Module:
+              model_class: Optional[type] = None, trust_edited: bool = False) -> nn.Module:
     """The slim model saved in ``dir``; exact round trip of ``save_slim`` (state_dict equal).
 
     The dense model comes from ``model_or_factory`` (a model, or a function building one), from
     ``model_class`` (built from the manifest's HF config, or with no arguments), or, for a
     transformers model, from transformers' registries (the config's ``model_type``). The manifest's
     ``model_class`` string is only compared, never imported: loading a slim model runs no code from it.
+    A folder whose manifest or weights changed since ``save_slim`` wrote them is refused, naming the
+    files, unless ``trust_edited=True`` (then the weights must still fit the manifest).
     """
     from safetensors.torch import load_model
 
+    where = os.fspath(dir)
     man = read_manifest(dir)
-    model = apply_manifest(_dense_model(man, model_or_factory, model_class, os.fspath(dir)), man)
-    missing, unexpected = load_model(model, os.path.join(os.fspath(dir), WEIGHTS), strict=True)
-    if missing or unexpected:  # load_model(strict=True) raises; belt and braces
-        raise ValueError(f"weights do not match the manifest: missing {missing}, unexpected {unexpected}")
+    if not trust_edited:
+        verify_slim(dir)
+    named = _class_name(man)
+    if isinstance(model_class, type) and model_class.__qualname__ != named:
+        raise ValueError(f"{where}: manifest is for {named}, model_class is {model_class.__qualname__}; pass "
+                         f"model_class={named}, or leave model_class out")
+    try:
+        dense = _dense_model(man, model_or_factory, model_class, where)
+    except TypeError as err:
+        raise ValueError(f"{where}: the dense {named} could not be built ({err}); pass model_or_factory: the "
+                         f"dense model, or a function that builds it") from err
+    model = apply_manifest(dense, man)
+    _check_weights(model, os.path.join(where, WEIGHTS), where)
+    try:
+        load_model(model, os.path.join(where, WEIGHTS), strict=True)
+    except RuntimeError as err:  # missing / unexpected names
+        raise ValueError(f"{where}: {WEIGHTS} does not hold the tensors {MANIFEST} describes "
+                         f"({' '.join(str(err).split())[:300]}); {_RESAVE}") from None
     return model.eval()
+
+
+_RESAVE = "the folder was edited or mixes two saves: re-save it with save_slim, or restore its files"
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def verify_slim(dir: Union[str, os.PathLike]) -> None:
+    """Refuse ``dir`` unless its manifest and weights are the bytes ``save_slim`` wrote (SHA-256)."""
+    where = os.fspath(dir)
+    changes = dir_changes(where)
+    edited = "load_slim(..., trust_edited=True) (leap-fx export / eval: --trust-edited)"
+    if changes is None:
+        raise ValueError(f"{where}: no {MARKER} (not written by save_slim, or by an older leap-fx), so its files "
+                         f"cannot be checked; re-save it with save_slim, or if you trust it: {edited}")
+    if changes:
+        raise ValueError(f"{where}: {', '.join(changes)} since save_slim wrote it (SHA-256 in {MARKER}); restore "
+                         f"it or re-save the model, or if you edited it on purpose: {edited}")
+
+
+def _check_weights(model: nn.Module, path: str, where: str) -> None:
+    """Every tensor in ``path`` has the shape and dtype the manifest gave the model; one float dtype."""
+    from safetensors import SafetensorError, safe_open
+    state = model.state_dict()
+    try:
+        with safe_open(path, "pt") as fh:
+            stored = {k: (list(fh.get_slice(k).get_shape()), fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"{path} cannot be read ({type(err).__name__}: {err}); {_RESAVE}") from None
+    for name, (shape, dtype) in stored.items():
+        if name not in state:
+            continue  # load_model names unexpected tensors
+        want = state[name]
+        if shape != list(want.shape) or _DTYPES.get(dtype) != want.dtype:
+            raise ValueError(f"{where}: {WEIGHTS} holds {name} as {shape} {dtype}, {MANIFEST} says "
+                             f"{list(want.shape)} {str(want.dtype).replace('torch.', '')}; {_RESAVE}")
+    kinds: dict[torch.dtype, list[str]] = {}
+    for name, t in state.items():
+        if t.is_floating_point():
+            kinds.setdefault(t.dtype, []).append(name)
+    if len(kinds) > 1:
+        main = max(kinds, key=lambda d: len(kinds[d]))
+        odd = next(d for d in kinds if d != main)
+        main_s, odd_s = (str(d).replace("torch.", "") for d in (main, odd))
+        raise ValueError(f"{where}: {kinds[odd][0]} is {odd_s} while the other weights are {main_s}: the forward "
+                         f"would fail on mixed dtypes; re-save it with save_slim(model.to(torch.{main_s}), dir)")
 
 
 def load_strip_report(dir: Union[str, os.PathLike]) -> Optional[StripReport]:

@@ -29,6 +29,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from passes.export.inputs import InputSpec, make_inputs
+from passes.export.onnx import DEFAULT_SHAPES
+from passes.export.parity import ParityError, ort_outputs, ort_session
 from passes.io import atomic_path
 
 TAG = "leap_fx.compact"      # metadata key (JSON: tensor -> its gaps / values initializers and shape)
@@ -183,16 +186,14 @@ def compact_onnx(path: str, example_inputs: Any, out: Optional[str] = None, shap
     ``example_inputs``, as ``export_onnx`` checks parity); otherwise ``ParityError`` and nothing written."""
     import onnx
 
-    from passes.export.inputs import InputSpec, make_inputs
-    from passes.export.onnx import DEFAULT_SHAPES
-    from passes.export.parity import ParityError, ort_outputs, ort_session
     out = os.path.abspath(out or path)
     model = onnx.load(path)
     compact, tensors = compact_model(model, min_elements, max_ratio)
     report = CompactReport(out, os.path.getsize(path), os.path.getsize(path), tensors)
     if not tensors:
         if out != os.path.abspath(path):
-            onnx.save(model, out)
+            with atomic_path(out, suffix=".tmp.onnx") as tmp:
+                onnx.save(model, tmp)
         return report
     spec = InputSpec.from_example(example_inputs)
     with atomic_path(out, suffix=".tmp.onnx") as tmp:

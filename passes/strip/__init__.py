@@ -5,11 +5,12 @@
 (constants into biases, placeholders) -> ``surgery.py`` / ``tp_backend.py`` (shapes) -> ``verify.py``
 (self-check, culprit) -> ``report.py`` (``StripReport``). ``mha.py``: a head-prunable
 ``nn.MultiheadAttention``; ``sublayers.py``: emptied sub-layers replaced by the constant they add
-(``strip(sublayers=True)``).
+(``strip(sublayers=True)``). ``gqa.py``: which q-head sets a grouped-query layer can keep (``gqa_keep``).
 """
+from passes.strip.gqa import GqaKeep, gqa_keep
 from passes.strip.mha import SlimMultiheadAttention
-from passes.strip.sublayers import ConstantSublayer
 from passes.strip.report import StripReport
 from passes.strip.strip import BACKENDS, HANDLERS, StripError, strip, strip_copy
+from passes.strip.sublayers import ConstantSublayer
 
-__all__ = ["ConstantSublayer", "SlimMultiheadAttention", "StripReport", "BACKENDS", "HANDLERS", "StripError", "strip", "strip_copy"]
+__all__ = ["GqaKeep", "gqa_keep", "ConstantSublayer", "SlimMultiheadAttention", "StripReport", "BACKENDS", "HANDLERS", "StripError", "strip", "strip_copy"]

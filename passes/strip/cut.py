@@ -33,6 +33,7 @@ class Cut:
     folds: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (granule, constant)
     placeholder: Optional[int] = None  # kept, zeroed granule when every granule is removable
     note: str = ""
+    kept_zero: list[int] = field(default_factory=list)  # removable granules kept (GQA: not realisable)
 
     @property
     def kept(self) -> list[int]:

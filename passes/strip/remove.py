@@ -21,7 +21,12 @@ from passes.strip.mha import keep_heads, replace_mha
 from passes.strip.neurons import Neurons
 from passes.strip.report import StripReport, shrunk_slice
 from passes.strip.surgery import members, removals, slice_params, update_attributes
-from passes.strip.tp_backend import GroupMismatch, dependency_graph, tp_eligible, tp_remove
+from passes.strip.tp_backend import (
+    GroupMismatch,
+    dependency_graph,
+    tp_eligible,
+    tp_remove,
+)
 
 HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden}  # family kind -> its strip rules
 
@@ -44,13 +49,10 @@ def tie_cuts(plan: Plan, cuts: dict[str, Cut]) -> None:
         if getattr(fam, "tie", ""):
             groups.setdefault(fam.tie, []).append(key)
     for keys in groups.values():
-        common = set.intersection(*(set(cuts[k].remove) for k in keys))
+        common = set.intersection(*(set(cuts[k].remove) | set(cuts[k].kept_zero) for k in keys))
         for k in keys:
             cut, fam = cuts[k], plan.families[k]
-            group = fam.num_heads // fam.num_kv_heads
-            cut.remove = sorted(common)
-            cut.kv_remove = [j for j in cut.kv_remove if all(h in common for h in range(j * group, (j + 1) * group))]
-            cut.folds = [(h, c) for h, c in cut.folds if h in common]
+            Heads.realise(fam, cut, sorted(common), cut.folds)
             cut.note = (cut.note + "; " if cut.note else "") + f"tied ({fam.tie}) with {len(keys) - 1} other families"
 
 

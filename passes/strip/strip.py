@@ -5,7 +5,8 @@
 1. decide per family what is provably removable (the kind's handler: ``heads.py`` for attention,
    ``neurons.py`` for feed-forward; zero out-columns / down-columns go, zero v-rows / up-rows go
    after folding their constant into the out / down bias, zero q/k with live v stays, GQA removes
-   only whole kv groups; tied families remove the same heads; frozen heads stay);
+   whole kv groups and the same number of q heads from each kept group (``gqa.py``); tied families
+   remove the same heads; frozen heads stay);
 2. fold those constants (``fold.py``); a family left with nothing keeps one *zeroed* granule (adds
    exactly 0) so no weight or activation has width 0 (onnxruntime rejects zero-size initializers);
 3. remove the indices (``remove.py`` / ``surgery.py``): through torch-pruning's ``DependencyGraph``

@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from passes.analyze.inputs import split_inputs
-
-CONSUMERS = ("out", "down")
+from passes.analyze.plan import OUTPUT_ROLES
 
 
 class ConstantSublayer(nn.Module):
@@ -83,8 +82,8 @@ def _inside(fqn: str, root: str) -> bool:
 
 def _candidates(fam) -> tuple[str, list[str]]:
     """(consumer module, modules under the family holding every producer but not the consumer)."""
-    consumer = next(s.fqn for s in fam.slices if s.role in CONSUMERS)
-    producers = [s.fqn for s in fam.slices if s.role not in CONSUMERS]
+    consumer = next(s.fqn for s in fam.slices if s.role in OUTPUT_ROLES)
+    producers = [s.fqn for s in fam.slices if s.role not in OUTPUT_ROLES]
     parts = producers[0].split(".")
     out = []
     for i in range(len(parts), 0, -1):

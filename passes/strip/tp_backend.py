@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 
-
 def dependency_graph(model: nn.Module, example_inputs: Any):
     """torch-pruning traces autograd: enable grad on every parameter while it builds."""
     import torch_pruning as tp

@@ -26,7 +26,7 @@ def one_line(capsys, code, argv):
 @pytest.fixture(scope="module")
 def slim_run(tmp_path_factory):
     """A finished tiny run (injected model: no teacher fine-tune)."""
-    from leap_fx.run import run_prune
+    from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     folder = tmp_path_factory.mktemp("cli_hostile")
     csv_path, tok, model_dir = tiny_model_folder(folder)
@@ -144,7 +144,7 @@ def test_a_second_process_on_a_running_out_is_refused(slim_run, tmp_path):
     out = tmp_path / "busy"
     env = dict(os.environ, PYTHONPATH=ROOT)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from leap_fx.run import PruneOptions; from leap_fx.run.rundir import RunDir\n"
+        "import time; from leap_fx.spec.options import PruneOptions; from leap_fx.run.rundir import RunDir\n"
         f"RunDir({str(out)!r}, PruneOptions(out={str(out)!r})).open(); print('locked', flush=True); time.sleep(90)")],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:

@@ -9,7 +9,7 @@ from leap_fx.data import load_data, load_text_file
 from leap_fx.data.files import label_value
 from leap_fx.data.lengths import choose_max_length, describe, model_limit
 from leap_fx.data.splits import data_summary
-from leap_fx.run import PruneOptions
+from leap_fx.spec.options import PruneOptions
 
 
 def _w(tmp_path, name, text):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from leap_fx.run import PruneOptions
 from leap_fx.run.rundir import LOCK, MANIFEST, PREVIOUS, RunDir, owned
+from leap_fx.spec.options import PruneOptions
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -120,7 +120,7 @@ def test_resume_then_completion_drops_the_previous_run(tmp_path):
 def test_second_process_on_the_same_out_is_refused(tmp_path):
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from leap_fx.run import PruneOptions; from leap_fx.run.rundir import RunDir\n"
+        "import sys, time; from leap_fx.spec.options import PruneOptions; from leap_fx.run.rundir import RunDir\n"
         f"rd = RunDir({str(out)!r}, PruneOptions(out={str(out)!r})); rd.open(); print('locked', flush=True); "
         "time.sleep(60)")], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE, text=True)
     try:

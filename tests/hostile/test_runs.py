@@ -8,12 +8,11 @@ import shutil
 import pytest
 import torch
 
-from leap_fx.run import run_prune
+from leap_fx.run.job import run_prune
 from leap_fx.run.rundir import MANIFEST
 from tests.conftest import tiny_bert
-from tests.test_pipeline import tiny_model_folder
 from tests.hostile.test_rundir import snapshot
-from tests.test_pipeline import tiny_options
+from tests.test_pipeline import tiny_model_folder, tiny_options
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def test_report_and_summary_record_rows_labels_and_length(base_run, capsys):
     assert data["splits"]["train"]["file"]["rows_read"] == 160 and data["splits"]["test"]["file"]["rows_skipped"] == 0
     assert sum(data["splits"]["train"]["label_counts"].values()) == 128
     assert data["max_length"]["max_length"] == 16 and not data["max_length"]["chosen_from_data"]
-    from leap_fx.run.report import summary_table
+    from leap_fx.run.summary import summary_table
     text = " ".join(summary_table(rep).split())
     assert "rows train / val / test 128 / 16 / 16 (reviews.csv: read 160, skipped 0)" in text
     assert "labels neg, pos" in text and "max length 16 (set by --max-length" in text
@@ -196,7 +195,7 @@ def test_a_failure_after_out_was_prepared_does_not_block_the_same_command(setup,
 
 
 def test_five_classes_on_a_two_label_head_gets_a_new_head(setup, tmp_path):
-    from leap_fx.models import load_classifier, load_notes
+    from leap_fx.hf.models import load_classifier, load_notes
     m = tiny_bert()
     m.config.architectures = ["BertForSequenceClassification"]
     m.save_pretrained(tmp_path / "two")

@@ -1,0 +1,139 @@
+"""The language-model job: model -> data -> method (the dense model is the teacher) -> fold -> strip ->
+ONNX with a KV cache -> perplexity and tokens/s in onnxruntime -> report.
+
+``run_lm(options)`` is ``run_prune`` for ``task="causal-lm"``. It shares the run folder (``rundir.py``:
+only its own files, locks, ``--overwrite`` / ``--resume``), the method registry, the loop and the graph
+passes with the classification job; what differs is the task's (``leap_fx.tasks.causal_lm``): no
+teacher fine-tune (the pretrained LM is the teacher: distillation targets are its next-token
+distributions), packed text blocks, next-token losses, perplexity, a KV-cache export and decoding speed.
+Writes in ``--out``: ``model.onnx`` (+ ``model.int8.onnx``), ``tokenizer/``, ``slim/``, ``report.json``,
+``options.json``, ``train/`` (trained methods).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import replace
+
+import torch
+
+from leap_fx.data.batches import iterate_batches
+from leap_fx.env.device import choose_device
+from leap_fx.env.threads import choose_threads
+from leap_fx.methods.registry import build
+from leap_fx.methods.request import check, method_config, resolve, task_config
+from leap_fx.run.clock import Clock
+from leap_fx.run.lm_report import lm_report, lm_summary, measure_lm
+from leap_fx.run.rundir import RunDir, save_tokenizer
+from leap_fx.spec.options import PruneOptions
+from leap_fx.spec.train import TrainConfig
+from leap_fx.tasks.registry import build_task
+from leap_fx.train.loop import total_steps, train
+from passes.analyze import analyze
+from passes.export import save_slim
+from passes.export.decoder import export_decoder
+from passes.export.quantize import quantize_int8
+from passes.io import write_json
+from passes.strip import strip
+
+__all__ = ["run_lm"]
+
+CHECKPOINT_MINUTES = 2.0
+
+
+def lm_train_config(opts: PruneOptions, n_blocks: int) -> TrainConfig:
+    cfg = TrainConfig(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr, alpha=opts.alpha,
+                      seed=opts.seed, checkpoint_minutes=CHECKPOINT_MINUTES, eval_batch_size=8,
+                      group_by_length=False)
+    steps = total_steps(cfg, {"labels": torch.zeros(n_blocks)})
+    return replace(cfg, log_every=max(1, steps // 50))
+
+
+def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
+    """The whole language-model job; returns the report (also ``<out>/report.json``). ``model`` /
+    ``tokenizer``: an injected causal LM instead of ``options.model``."""
+    check(options)
+    opts = resolve(options.replace(task="causal-lm"))
+    threads, why = choose_threads(opts.threads)
+    torch.set_num_threads(threads)
+    if opts.verbose:
+        print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
+    out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    task = build_task(task_config(opts))
+    rundir = RunDir(out, opts)
+    rundir.check()
+    with clock.stage("model"):
+        if model is None:
+            model, tokenizer = task.load_model(task.model_folder(opts.model, opts.cache_dir))
+        elif tokenizer is None:
+            raise ValueError("run_prune(model=...) also needs tokenizer=... (the model's tokenizer)")
+    with clock.stage("data"):
+        data = task.load_data(opts, tokenizer)
+    try:
+        done = rundir.open()
+        if done is not None:
+            print(f"run in {out} is already complete:\n{lm_summary(done)}", flush=True)
+            return done
+        report = _run(task, opts, options, model, tokenizer, data, clock, out)
+        rundir.finish()
+        return report
+    except Exception as err:
+        note = rundir.fail()
+        if note:
+            err.add_note(note.strip())
+        raise
+    finally:
+        rundir.close()
+
+
+def _prune(task, opts, method, student, teacher, data, plan, train_cfg, out):
+    """The method's part on the blocks: ``(folded model, history, metrics)``."""
+    if method.kind == "trained":
+        res = train(student, teacher, task.tensors(data.blocks["train"]), task.tensors(data.blocks["validation"]),
+                    train_cfg, method, plan, out_dir=os.path.join(out, "train"), resume=opts.resume,
+                    quiet=not opts.verbose, evaluate_fn=task.evaluate)
+        return res.model, res.history, res.metrics
+    method.prepare(student, plan)
+    batches = list(iterate_batches(task.tensors(data.blocks["calibration"]), train_cfg.batch_size))
+    calibration = method.calibrate(student, batches, teacher)
+    return method.finalize(student).eval(), [], {"step": 0, "calibration": calibration,
+                                                 "blocks": int(data.blocks["calibration"].shape[0])}
+
+
+def _run(task, opts, options, model, tokenizer, data, clock: Clock, out: str) -> dict:
+    device = choose_device(opts.device)
+    teacher = model.eval().requires_grad_(False).to(device)
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    example = task.example_inputs(data, 2)
+    train_cfg = lm_train_config(opts, int(data.blocks["train"].shape[0]))
+    config = replace(method_config(opts), cost_seq=task.config.block_size, cost_batch=1)
+    steps = total_steps(train_cfg, task.tensors(data.blocks["train"]))
+    method = build(config, steps, train_cfg, task.task_loss())
+    with clock.stage("analyze"):
+        plan = analyze(student, {k: v.to(device) for k, v in example.items()}, residual=config.residual)
+    with clock.stage(f"{method.kind} ({method.name})"):
+        slim, history, metrics = _prune(task, opts, method, student, teacher, data, plan, train_cfg, out)
+    slim, teacher = slim.cpu().eval(), teacher.cpu()
+    with clock.stage("strip + export"):
+        stripped = strip(slim, plan, example, sublayers=config.strip_sublayers)
+        onnx_path, tok_dir = os.path.join(out, "model.onnx"), os.path.join(out, "tokenizer")
+        save_tokenizer(tokenizer, tok_dir)
+        export = task.export(slim, onnx_path, tokenizer, tok_dir, {"method": method.name, "target": str(config.goal)})
+        save_slim(slim, os.path.join(out, "slim"), plan, stripped)
+    with tempfile.TemporaryDirectory(prefix="leapfx-lm-") as tmp:
+        with clock.stage("dense export"):
+            dense = export_decoder(teacher, os.path.join(tmp, "dense.onnx"))
+        int8 = None
+        if opts.quantize == "int8":
+            with clock.stage("int8"):
+                int8 = quantize_int8(onnx_path, os.path.join(out, "model.int8.onnx"))
+        with clock.stage("perplexity + speed"):
+            measured = measure_lm(task, opts, data, teacher, slim, plan, example, dense.path, onnx_path,
+                                  int8["path"] if int8 else None)
+    report = lm_report(opts, options, task, method, config, data, plan, stripped, export, dense, int8, metrics,
+                       measured, history)
+    report["timing"] = clock.total()
+    write_json(os.path.join(out, "report.json"), report)
+    print(lm_summary(report), flush=True)
+    return report
