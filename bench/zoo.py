@@ -23,6 +23,7 @@ import tempfile
 import time
 import warnings
 
+from bench.zoo_implied import implied, shortfall
 from bench.zoo_shrink import shrink
 from leap_fx.costs.timing import environment
 from leap_fx.hf.inputs import example_inputs
@@ -56,7 +57,6 @@ def run_one(arch: str, report) -> dict:
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
-    from bench.zoo_implied import implied, shortfall
     report("build")
     t0 = time.perf_counter()
     try:

@@ -21,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from passes.analyze.channels import NodeValues
 from passes.analyze.trace import TraceError, trace, traced_inputs
 
 _TORCH = os.path.dirname(torch.__file__)
@@ -85,7 +86,6 @@ def _concrete_shapes(ep, args: tuple, kwargs: dict) -> None:
     """Sizes that depend on values (``nonzero``, the tokens routed to one expert) are unbacked symbols in the
     draft graph; the matchers need numbers: each such node's ``meta["val"]`` becomes a meta tensor of the
     size it had on the example inputs."""
-    from passes.analyze.channels import NodeValues  # channels.py imports trace.py, as this module does
     values = NodeValues(ep, args, kwargs)
 
     def symbolic(v):
