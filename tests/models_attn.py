@@ -1,11 +1,12 @@
 """Tiny models for the attention layouts of issue 25 (classes 3-7): ``NAME() -> (model.eval(), inputs)``.
 
-Latent attention (DeepSeek-V3 with q_a/q_b low rank; DeepSeek-V2 and MiniCPM3 with a plain q_proj;
-every layer's MLP dense; DeepSeek-V2's complex-number rotary has no ONNX export), scores built by einsum (LongT5 transient-global attention; a hand-written relative
-attention), sink columns concatenated to the scores (a GPT-OSS-style block), a forward branching on
-tensor values (``if is_global:`` after ``.item()``, Longformer style), a conv / batch-norm vision
-hybrid (LeViT: Linear -> BatchNorm1d, Hardswish, q|k|v split after the reshape into heads), and
-transformers classes outside the auto mappings (Whisper's encoder, BERT without its pooler).
+Latent attention (DeepSeek-V3 with q_a/q_b low rank; DeepSeek-V2 and MiniCPM3 with a plain q_proj; every
+layer's MLP dense; DeepSeek-V2's complex-number rotary has no ONNX export), scores built by einsum
+(LongT5 transient-global attention; a hand-written relative attention), sink columns concatenated to the
+scores (a GPT-OSS-style block), a forward branching on tensor values (``if is_global:`` after
+``.item()``, Longformer style), a conv / batch-norm vision hybrid (LeViT: Linear -> BatchNorm1d,
+Hardswish, q|k|v split after the reshape into heads), and transformers classes outside the auto mappings
+(Whisper's encoder, BERT without its pooler).
 ``EXPECTED[name]`` is the structure analyze must find: per attention family in forward order its
 heads, kv heads and per-role head widths (q, k, v); the FFN widths; coupled / shared tensors.
 """

@@ -40,7 +40,8 @@ def test_class_outside_the_auto_mappings_is_found_by_name(tmp_path):
     man = json.loads((tmp_path / "w" / MANIFEST).read_text())
     assert man["model_class"] == "transformers.models.whisper.modeling_whisper:WhisperEncoder"
     loaded = load_slim(tmp_path / "w")
-    assert type(loaded).__name__ == "WhisperEncoder" and torch.equal(outputs(loaded, inputs)[0], outputs(model, inputs)[0])
+    assert type(loaded).__name__ == "WhisperEncoder"
+    assert torch.equal(outputs(loaded, inputs)[0], outputs(model, inputs)[0])
 
 
 def test_constructor_flags_are_kept(tmp_path):

@@ -25,7 +25,8 @@ from passes.export import export_onnx
 from passes.export.parity import ParityError
 from passes.export.slim_io import load_slim, save_slim
 from passes.strip import strip
-from passes.strip.verify import outputs
+from passes.strip.strip import RTOL
+from passes.strip.verify import outputs, rel_diff
 
 STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity", "slim")
 HINTS = {
@@ -147,12 +148,14 @@ def _is_transformers(model) -> bool:
 
 
 def _slim(model, example_inputs, where: str, plan, report, dense) -> None:
-    """save_slim -> load_slim (by class name for transformers, else into ``dense``): outputs must be equal."""
+    """save_slim -> load_slim (by class name for transformers, else into ``dense``): the same outputs, within
+    strip's tolerance (a transformers config does not carry its attention implementation: eager vs sdpa)."""
     save_slim(model, where, plan=plan, strip_report=report)
     loaded = load_slim(where, dense)
-    got, want = outputs(loaded, example_inputs), outputs(model, example_inputs)
-    if len(got) != len(want) or any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(got, want)):
-        raise ValueError(f"the slim model loaded from {where} computes other outputs than the one saved")
+    diff = rel_diff(outputs(model, example_inputs), outputs(loaded, example_inputs))
+    if not diff <= RTOL:
+        raise ValueError(f"the slim model loaded from {where} computes other outputs than the one saved "
+                         f"(relative difference {diff:.3g})")
 
 
 def _culprit(text: str) -> str:

@@ -93,8 +93,9 @@ def sites(g: Graph):
             if not cands and pv is None:
                 near = near_product(g, n)
                 if near is not None:
-                    yield Site(n, [], [], reason=f"a softmax next to a product of activations ({near.name}) through ops "
-                                                 f"the attention walks do not follow ({_ops_on_the_way(g, n)})")
+                    why = (f"a softmax next to a product of activations ({near.name}) through ops the attention "
+                           f"walks do not follow ({_ops_on_the_way(g, n)})")
+                    yield Site(n, [], [], reason=why)
                 continue  # else a softmax over projections (router, classifier): not attention
             ctx = products(pv, qk=False) if pv is not None else []
             why = "" if ctx else "the softmax output does not reach a matmul with v" if pv is None else \

@@ -126,7 +126,8 @@ def channels(g: Graph, node: Any, unit: int, values: Optional[NodeValues] = None
 
     ``sides``: ``(op, operand, channel index at op)`` for every operand of an elementwise or norm op on the
     way that does not carry the projection's channels (rotary cos / sin, a per-head bias or scale, a norm's
-    statistics, a batch norm's per-channel tensors): ``side_tensors.path_sides`` decides whether they are shared, per-head or mixing heads."""
+    statistics, a batch norm's per-channel tensors): ``side_tensors.path_sides`` decides whether they are
+    shared, per-head or mixing heads."""
     memo = {} if memo is None else memo
     if not isinstance(node, Node) or depth <= 0:
         return None

@@ -130,8 +130,9 @@ def trace_or_pin(model: torch.nn.Module, example_inputs) -> tuple[torch.export.E
     except Exception as exc:  # draft_export raises many types; the first failure is the one to fix
         line = where or user_frame(exc) or "an unknown line"
         raise TraceError(
-            f"{str(first).split('. Pass example')[0]}; draft_export with data-dependent branches pinned failed too ({type(exc).__name__}: "
-            f"{(str(exc).strip().splitlines() or [''])[0][:200]}); the forward stops at {line}. Make that branch "
+            f"{str(first).split('. Pass example')[0]}; draft_export with data-dependent branches pinned failed "
+            f"too ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}); the forward stops "
+            f"at {line}. Make that branch "
             f"static for tracing (torch.cond, or a Python flag set before the call), or pass example inputs "
             f"for which it runs without reading tensor values") from exc
     guards = _pinned_guards(ep)

@@ -18,15 +18,16 @@ Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each g
 For an attention family, ``q``/``out`` have ``num_heads`` granules; ``k``/``v`` have ``num_kv_heads``
 granules (grouped-query attention: q head ``h`` reads kv head ``h // (num_heads // num_kv_heads)``).
 ``head_dim`` is q's width per head; k, v and out may differ (``unit(role)``, from the slice sizes):
-latent attention reads a head's k from ``kv_b_proj`` without the rope part every head shares, and
-its v / out heads are narrower than q; LeViT's v heads are wider. ``coupled`` lists per-head tensors that are not projections
-(a relative-position bias table with one column per head, head-wise scales or biases): ``num_heads``
-granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
-tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
-and added in every layer): their heads are one tied granule, the same heads go everywhere.
-``reads`` names per-head tensors computed in the forward, not parameters (T5's cross-attention
-``zeros(1, n_heads, q, k)`` bias, made by the first layer and added in every later one), as
-``module:node``: families reading one are tied too (its shape follows the first reader's head count).
+latent attention reads a head's k from ``kv_b_proj`` without the rope part every head shares, and its v
+/ out heads are narrower than q; LeViT's v heads are wider. ``coupled`` lists per-head tensors that are
+not projections (a relative-position bias table with one column per head, head-wise scales or biases,
+sink logits, a BatchNorm after a projection): ``num_heads`` granules each, removed with the heads;
+``shared`` names tensors every head reads alike (rotary tables, latent attention's rope key). Families
+with the same ``tie`` read one coupled tensor (T5's bias table is computed once and added in every
+layer): their heads are one tied granule, the same heads go everywhere. ``reads`` names per-head tensors
+computed in the forward, not parameters (T5's cross-attention ``zeros(1, n_heads, q, k)`` bias, made by
+the first layer and added in every later one), as ``module:node``: families reading one are tied too
+(its shape follows the first reader's head count).
 ``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
 constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
 ``up``/``gate``/``down`` have ``width`` granules of size 1. The residual stream (``Plan.residual``,

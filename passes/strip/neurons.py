@@ -2,8 +2,9 @@
 
 Neuron ``j``: zero ``down`` column -> 0; zero ``up`` row -> ``act(b_up_j) * down[:, j]`` folded into
 the down bias. Gated ``act(gate_j) * up_j``: zero when ``up_j`` is identically 0, or ``gate_j`` is the
-constant ``c`` with ``act(c) == 0``; constant when both rows are zero. Per-neuron tensors (``fam.coupled``, a BatchNorm after up) lose the
-removed neurons' entries.
+constant ``c`` with ``act(c) == 0``; constant when both rows are zero. Per-neuron tensors
+(``fam.coupled``, a BatchNorm after up) lose the removed neurons' entries; with an unnamed (``open:``)
+activation only zero down columns go.
 """
 from __future__ import annotations
 
