@@ -49,10 +49,6 @@ class Site:
     sides: dict = field(default_factory=dict)  # role -> channels' sides on its path (set by match)
     head_axis: Optional[int] = None  # of the chosen product's output (None: heads folded into axis 0)
 
-    @property
-    def out(self) -> Optional[Node]:
-        return self.contexts[0].node if self.contexts else None
-
 
 def _sdpa(n: Node) -> Site:
     out = n if shape_of(n) is not None else next(

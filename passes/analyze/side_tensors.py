@@ -31,79 +31,18 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from passes.analyze.channels import NORM_OPS, NodeValues, _replay
+from passes.analyze.channels import NORM_OPS, NodeValues
 from passes.analyze.path_sides import path_terms
 from passes.analyze.plan import AttentionFamily, Slice
-from passes.analyze.scores import JOIN_OPS
+from passes.analyze.score_terms import score_terms
 from passes.analyze.trace import (
-    ATTENTION_OPS,
     LAYOUT_OPS,
     Graph,
-    depends,
     is_pointwise,
     op_name,
-    shape_of,
 )
 
 MAX_NODES = 600  # ancestors followed back from a term
-
-
-def _head_ids(shape: tuple, head_axis, heads: int) -> torch.Tensor:
-    """Head of every element of a scores tensor (``head_axis`` None: heads folded into axis 0)."""
-    n = len(shape)
-    if head_axis is None:
-        return (torch.arange(shape[0]) % heads).reshape([shape[0]] + [1] * (n - 1)).expand(shape)
-    return torch.arange(heads).reshape([heads if a == head_axis % n else 1 for a in range(n)]).expand(shape)
-
-
-def _joined_terms(node: Node, prev: Node, ids: torch.Tensor, heads: int) -> Optional[tuple[list, torch.Tensor]]:
-    """Pieces ``cat`` joins to the scores (sink columns): ``([(piece, its head ids, heads)], ids of the cat)``;
-    None when the pieces are joined along the head axis."""
-    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-    dim = dim % ids.dim()
-    if not torch.equal(ids, ids.narrow(dim, 0, 1).expand_as(ids)):
-        return None
-    pieces, out = [], []
-    for piece in node.args[0]:
-        shp = shape_of(piece)
-        if shp is None or len(shp) != ids.dim():
-            return None
-        size = list(ids.shape)
-        size[dim] = shp[dim]
-        piece_ids = ids.narrow(dim, 0, 1).expand(size)
-        out.append(piece_ids)
-        if piece is not prev:
-            pieces.append((piece, piece_ids, heads))
-    return pieces, torch.cat(out, dim)
-
-
-def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tuple[Node, torch.Tensor, int]]:
-    """``(term, head id of every element where it joins, heads)`` along the site's score path."""
-    first = site.walk[0]
-    if op_name(first) in ATTENTION_OPS:  # sdpa: the mask broadcasts to (batch, heads, q, k)
-        q, k = first.args[0], first.args[1]
-        shape = (shape_of(q)[0], fam.num_heads, shape_of(q)[-2], shape_of(k)[-2])
-        ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shape)
-        return [(site.mask, ids, fam.num_heads)] if isinstance(site.mask, Node) else []
-    heads = fam.num_heads
-    ids = _head_ids(shape_of(first), site.head_axis, heads)
-    out = [(first.args[0], ids, heads)] if op_name(first) == "baddbmm" and isinstance(first.args[0], Node) else []
-    for i, (prev, node) in enumerate(zip(site.walk, site.walk[1:-1])):
-        if op_name(node) in JOIN_OPS:
-            joined = _joined_terms(node, prev, ids, heads)
-            if joined is None:
-                return out
-            out, ids = out + joined[0], joined[1]
-        elif op_name(node) in LAYOUT_OPS:
-            ids = _replay(node, {prev: ids}, values)
-            if ids is None:
-                return out
-        elif is_pointwise(node):
-            ids = ids.expand(shape_of(node)) if shape_of(node) != tuple(ids.shape) else ids
-            scores = set(site.walk[:i + 1])  # x - max(x): a term computed from the scores themselves adds nothing
-            out += [(a, ids, heads) for a in node.args if isinstance(a, Node) and a is not prev
-                    and not depends(a, scores, limit=40)]
-    return out
 
 
 def _leaves(g: Graph, term: Node, stop: set) -> tuple[list[Node], list[Node]]:
@@ -292,7 +231,7 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
     terms, why = path_terms(g, site, fam, values, stop)
     if why:
         return [], (), (), why
-    for term, ids, heads in _terms(g, site, fam, values) + terms:
+    for term, ids, heads in score_terms(site, fam, values) + terms:
         why = analyze_term(g, model, term, ids, heads, values, stop, found)
         if why:
             return [], (), (), why
