@@ -2,7 +2,10 @@
 
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass (eager
 attention, so the attention matmuls count); "encoder" FLOPs are those of the transformer blocks
-(``Plan.blocks()``: per layer, the module enclosing its families).
+(``Plan.blocks()``: per layer, the module enclosing its families). Mixture-of-experts layers run with
+transformers' ``batched_mm`` experts while counting: exactly ``top_k`` experts per token (the router's
+``2 * hidden * experts`` plus each selected expert's matrices), i.e. FLOPs per routed token; the CPU
+default ``grouped_mm`` runs its matmuls in a kernel FlopCounterMode does not see.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch
 from torch import nn
 
 from passes.analyze.inputs import split_inputs
+from passes.hf_experts import batched_experts
 
 
 def count_params(model: nn.Module, prefixes: Optional[Iterable[str]] = None) -> int:
@@ -58,7 +62,7 @@ def count_flops(model: nn.Module, example_inputs: Any, plan=None) -> dict[str, i
     was_training = model.training
     model.eval()
     try:
-        with eager_attention(model), torch.no_grad(), counter:
+        with eager_attention(model), batched_experts(model), torch.no_grad(), counter:
             model(*args, **kwargs)
     finally:
         model.train(was_training)

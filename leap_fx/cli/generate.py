@@ -26,5 +26,7 @@ class Generate(Command):
 
     @classmethod
     def run(cls, args) -> int:
-        from leap_fx.run.commands.generate import generate_command  # import weight: onnxruntime, transformers
+        from leap_fx.run.commands.generate import (
+            generate_command,  # import weight: onnxruntime, transformers
+        )
         return generate_command(args)

@@ -191,6 +191,8 @@ def quiet_from_pretrained(cls, path: str, **kwargs):
     head" notice."""
     _offline()
     kwargs.setdefault("dtype", torch.float32)
+    if kwargs.pop("trust_remote_code", False):
+        raise ValueError("leap-fx never runs code from a model folder (trust_remote_code=True refused)")
     from transformers import logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()

@@ -12,7 +12,9 @@ owners (``owner.py``). ``M`` is 1 except where *segments* say otherwise:
   ``group`` owner granules that read it. ``carries_value=False``: a real-valued owner only gates
   this slice by its support (see ``owner.py``). ``index`` (a Plan slice of interleaved heads, e.g.
   fused qkv stored ``[heads, 3, head_dim]``): the slice's explicit positions, granule-major, instead
-  of the run ``start:start+size``.
+  of the run ``start:start+size``. ``expert = e`` (a Plan slice of one expert of a fused
+  ``[experts, ...]`` tensor): the segment masks ``W[e]`` only; the segments of every expert of one
+  tensor are composed at once.
 
 In training mode the owners' ``mask()`` is used (their autograd); in eval mode (and when folding)
 their ``deterministic_mask()``: so evaluation and ``fold`` see the same, exact, model.
@@ -44,6 +46,7 @@ class TiedSegment:
     group: int = 1
     carries_value: bool = True
     index: Optional[tuple[int, ...]] = None
+    expert: Optional[int] = None
 
 
 Segment = Union[BlockSegment, TiedSegment]
@@ -81,17 +84,20 @@ class GranuleMask(nn.Module):
 
     def add_tied(self, owner: MaskOwner, shape: Sequence[int], axis: int, start: int, size: int,
                  unit: int, group: int = 1, carries_value: bool = True,
-                 index: Optional[Sequence[int]] = None) -> "GranuleMask":
+                 index: Optional[Sequence[int]] = None, expert: Optional[int] = None) -> "GranuleMask":
         """Indices ``start:start+size`` (or ``index``) along ``axis`` (granule-major, ``unit`` each)
-        follow ``owner``."""
+        follow ``owner`` (in ``W[expert]`` only, when given)."""
         if size != (owner.granules // group) * unit:
             raise ValueError(f"slice size {size} != {owner.granules // group} granules x unit {unit}")
         if index is not None and (len(index) != size or len(set(index)) != size or max(index) >= shape[axis]):
             raise ValueError(f"index of {len(index)} positions does not fit a slice of {size} on axis {axis} "
                              f"of a tensor {tuple(shape)}")
-        owner.count += size * (int(torch.Size(shape).numel()) // shape[axis])
+        if expert is not None and not (axis > 0 and 0 <= expert < shape[0]):
+            raise ValueError(f"expert {expert} on axis {axis} does not fit a fused tensor {tuple(shape)}")
+        per = int(torch.Size(shape).numel()) // shape[axis] // (shape[0] if expert is not None else 1)
+        owner.count += size * per
         self.segments.append(TiedSegment(self._index(owner), axis, start, size, unit, group, carries_value,
-                                         None if index is None else tuple(int(i) for i in index)))
+                                         None if index is None else tuple(int(i) for i in index), expert))
         return self
 
     # -- the mask -----------------------------------------------------------------------------
@@ -103,7 +109,18 @@ class GranuleMask(nn.Module):
             return [o.hard_mask() for o in self.owners]
         return [o.deterministic_mask() for o in self.owners]
 
-    def _segment(self, seg: Segment, grid: torch.Tensor, shape) -> torch.Tensor:
+    def _experts(self, segs: list, grids, shape) -> torch.Tensor:
+        """One factor for the segments of several experts sharing a geometry: ``[experts, ...]``, 1 for
+        experts no segment names."""
+        rows = {seg.expert: self._segment(seg, grids[seg.owner], shape[1:], seg.axis - 1).reshape(-1)
+                for seg in segs}
+        ref = next(iter(rows.values()))
+        part = torch.stack([rows[e] if e in rows else torch.ones_like(ref) for e in range(shape[0])])
+        view = [shape[0]] + [1] * (len(shape) - 1)
+        view[segs[0].axis] = segs[0].size
+        return part.view(view)
+
+    def _segment(self, seg: Segment, grid: torch.Tensor, shape, axis: Optional[int] = None) -> torch.Tensor:
         if isinstance(seg, BlockSegment):
             part = expand_block(grid, seg.block)
             if tuple(part.shape) != tuple(shape):
@@ -117,14 +134,13 @@ class GranuleMask(nn.Module):
             vec = vec.view(-1, seg.group).amax(1)
         vec = vec.repeat_interleave(seg.unit) if seg.unit > 1 else vec
         view = [1] * len(shape)
-        view[seg.axis] = seg.size
+        view[seg.axis if axis is None else axis] = seg.size
         return vec.view(view)
 
     def compose(self, grids: Sequence[torch.Tensor], shape: Sequence[int], dtype=None) -> torch.Tensor:
         """Full-size mask for a weight of ``shape`` from the owners' ``grids`` (differentiable)."""
         full: Optional[torch.Tensor] = None
-        for seg in self.segments:
-            part = self._segment(seg, grids[seg.owner], shape)
+        for seg, part in self._parts(grids, shape):
             if isinstance(seg, BlockSegment):
                 full = part if full is None else full * part
                 continue
@@ -142,6 +158,17 @@ class GranuleMask(nn.Module):
             raise ValueError("GranuleMask has no segments: pass an owner or call add_block/add_tied")
         full = full.expand(tuple(shape))
         return full if dtype is None else full.to(dtype)
+
+    def _parts(self, grids, shape):
+        """``(segment, factor)`` per segment; per-expert segments of one geometry share one factor."""
+        together: dict[tuple, list] = {}
+        for seg in self.segments:
+            if isinstance(seg, TiedSegment) and seg.expert is not None:
+                together.setdefault((seg.axis, seg.start, seg.size, seg.index), []).append(seg)
+            else:
+                yield seg, self._segment(seg, grids[seg.owner], shape)
+        for segs in together.values():
+            yield segs[0], self._experts(segs, grids, shape)
 
     def mask(self, shape: Sequence[int], hard: bool = False, dtype=None) -> torch.Tensor:
         """Full-size mask (``hard=True``: 0/1, no autograd)."""

@@ -1,7 +1,10 @@
 """Masks on a model: prepare -> (train / calibrate) -> freeze (optional) -> fold.
 
 ``prepare`` registers one ``GranuleMask`` parametrization per prunable weight tensor; the weights of
-a Plan family share one owner under the tied granules ``"head"`` / ``"neuron"``. Which owner sits on
+a Plan family share one owner under the tied granules ``"head"`` / ``"neuron"``. Mixture of experts:
+with ``ffn="neuron"`` every routed expert's neurons are tied on its slices of the fused expert tensors,
+and every layer's whole experts (``ExpertsFamily``) are tied too (one granule per expert: its router row
+and its slice of every fused tensor); fused tensors get no other masks. Which owner sits on
 a grid is the caller's choice (``owner``: a factory ``(grid shape, key, device) -> MaskOwner``; each
 method's handler passes its own).
 ``fold`` bakes the deterministic masks (real-valued too) into plain weights, leaving a model whose
@@ -21,7 +24,7 @@ from leap_fx.masks.owner import FixedMask, MaskOwner
 from leap_fx.masks.prune_api import LeapPruning
 from leap_fx.masks.topk import LeapScores
 from leap_fx.spec.mask import TIED, MaskSpec, parse_granule, stored_block
-from passes.analyze.plan import OUTPUT_ROLES
+from passes.analyze.plan import EXPERTS, OUTPUT_ROLES
 
 try:  # HF GPT-2 style Conv1D: weight stored [in, out]
     from transformers.pytorch_utils import Conv1D
@@ -54,17 +57,25 @@ def prunable(model: nn.Module, spec: MaskSpec, plan) -> dict[str, tuple[nn.Modul
 
 
 def _check_plan(model: nn.Module, plan) -> None:
-    """Every Plan slice must name an existing 2-D parameter whose axis holds the slice."""
+    """Every Plan slice must name an existing 2-D parameter (3-D for a fused experts tensor) whose axis holds it."""
     for fam in plan.families.values():
         for s in fam.slices:
             try:
                 w = getattr(model.get_submodule(s.fqn), s.param)
             except AttributeError:
                 w = None
-            if not isinstance(w, torch.Tensor) or w.dim() != 2 or max(s.positions(), default=-1) >= w.shape[s.axis]:
+            dims = 3 if s.expert is not None or (fam.kind == EXPERTS and s.role != "router") else 2
+            if s.expert is not None and isinstance(w, torch.Tensor) and w.dim() == 3 and s.expert >= w.shape[0]:
+                w = None
+            if not isinstance(w, torch.Tensor) or w.dim() != dims or max(s.positions(), default=-1) >= w.shape[s.axis]:
                 raise ValueError(f"Plan slice {s.role}={s.weight_name}{s.describe()} on axis "
                                  f"{s.axis} does not fit this model: build the plan from this model with "
                                  f"plan = leap_fx.analyze(model, example_inputs)")
+
+
+def _tied(g: dict, fam) -> bool:
+    """The family's weights share one owner: heads / neurons, and whole experts when neurons are tied."""
+    return parse_granule(g["ffn" if fam.kind == EXPERTS else fam.kind])[0] in TIED
 
 
 def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFactory] = None) -> nn.Module:
@@ -88,8 +99,11 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
     masks: dict[str, GranuleMask] = {}
     shared: dict[str, MaskOwner] = {}  # tie -> owner: families reading one per-head tensor share heads
     for key, fam in (plan.families.items() if plan is not None else ()):  # tied: one owner per family
-        if parse_granule(g[fam.kind])[0] not in TIED:
+        if not _tied(g, fam):
             continue
+        for s in fam.slices:  # fused expert tensors, a router that is no nn.Linear: masked through the Plan
+            if s.weight_name not in targets and spec.included(s.fqn):
+                targets[s.weight_name] = (model.get_submodule(s.fqn), s.param, 0)
         members = [s for s in fam.slices if s.weight_name in targets]
         if getattr(fam, "frozen", ""):  # heads strip cannot remove: no head masks, weights left dense
             for s in members:
@@ -109,12 +123,12 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
             group = fam.num_heads // fam.num_kv_heads if s.role in ("k", "v") else 1
             unit = s.size * group // fam.granules  # per role: latent attention's k / v heads differ from q's
             masks.setdefault(s.weight_name, GranuleMask()).add_tied(own, shape, s.axis, s.start, s.size, unit,
-                                                                    group, s.role in VALUE_ROLES, s.index)
+                                                                    group, s.role in VALUE_ROLES, s.index, s.expert)
     for name, (mod, pname, out_axis) in targets.items():  # per matrix: block / row grids
         if name in masks:
             continue
         fam = plan.family_of(name) if plan is not None else None
-        granule = g[fam.kind] if fam is not None else (g["other"] if plan is not None else g["ffn"])
+        granule = g.get(fam.kind, g["other"]) if fam is not None else (g["other"] if plan is not None else g["ffn"])
         shape = tuple(getattr(mod, pname).shape)
         block = stored_block(granule, shape, out_axis, name)
         own = make((shape[0] // block[0], shape[1] // block[1]), name, getattr(mod, pname).device)

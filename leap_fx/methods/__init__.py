@@ -10,6 +10,7 @@ torch; a handler loads when a method is built, ``registry.build``):
     magnitude   gradual magnitude pruning (Zhu & Gupta)                     trained
     movement    movement pruning (Sanh et al.)                              trained
     l2-oneshot  heads / neurons by weight norm                              one-shot
+    random      heads / neurons at random (the baseline to beat)            one-shot
     dense       dense fine-tuning (the teacher; prunes nothing)             trained
 
 ``base.py`` is the handler protocol (``Method``, ``TrainedMethod``, ``OneShotMethod``, ``LossTerms``),
@@ -25,6 +26,7 @@ from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.leap.config import LeapConfig
 from leap_fx.methods.magnitude.config import MagnitudeConfig
 from leap_fx.methods.movement.config import MovementConfig
+from leap_fx.methods.random.config import RandomConfig
 from leap_fx.methods.registry import (
     add_config,
     build,
@@ -37,7 +39,7 @@ from leap_fx.methods.registry import (
 from leap_fx.methods.sparsebert.config import SparseBertConfig
 
 BUILTIN = (LeapConfig, KwonConfig, CofiConfig, SparseBertConfig, MagnitudeConfig, MovementConfig, L2OneShotConfig,
-           DenseConfig)
+           RandomConfig, DenseConfig)
 for _config in BUILTIN:
     add_config(_config)
 
@@ -45,7 +47,7 @@ _LAZY = {"Method": "leap_fx.methods.base", "TrainedMethod": "leap_fx.methods.bas
          "OneShotMethod": "leap_fx.methods.base", "LossTerms": "leap_fx.methods.base"}  # torch: on first use
 
 __all__ = ["BUILTIN", "CofiConfig", "DenseConfig", "KwonConfig", "L2OneShotConfig", "LeapConfig", "MagnitudeConfig",
-           "MovementConfig", "SparseBertConfig", "add_config", "build", "config_class", "config_from", "config_names",
+           "MovementConfig", "RandomConfig", "SparseBertConfig", "add_config", "build", "config_class", "config_from", "config_names",
            "handler_class", "register", *_LAZY]
 
 

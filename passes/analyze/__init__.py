@@ -4,18 +4,21 @@
 pinned, only when export fails) -> ``channels.py`` (channels followed through the ops, node values;
 ``assembled.py``: buffers filled in parts) -> ``scores.py`` (q.k and probs.v products: matmul, einsum,
 sink columns) + ``head_axes.py`` (per-head channels along a layout) -> ``attention.py`` / ``ffn.py`` /
-``ffn_open.py`` (dataflow matchers) -> ``side_tensors.py`` / ``path_sides.py`` (per-head tensors
-outside q/k/v/out: coupled, shared or frozen) -> ``analyze.py`` (one family per module, ties, unmatched
-sites) -> ``plan.py`` (the Plan: JSON round trip, table); ``residual.py`` (``analyze(...,
-residual=True)``: the residual stream, what hidden-dimension pruning touches).
+``ffn_open.py`` / ``experts.py`` (dataflow matchers; ``expert_graph.py`` reads fused experts and
+routers) -> ``side_tensors.py`` / ``path_sides.py`` (per-head tensors outside q/k/v/out: coupled,
+shared or frozen) -> ``analyze.py`` (one family per module, ties, unmatched sites) -> ``plan.py`` (the
+Plan: JSON round trip, table); ``residual.py`` (``analyze(..., residual=True)``: the residual stream,
+what hidden-dimension pruning touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
 from passes.analyze.analyze import AnalyzeError, analyze
 from passes.analyze.plan import (
                                  ATTENTION,
+                                 EXPERTS,
                                  FEED_FORWARD,
                                  RESIDUAL,
                                  AttentionFamily,
+                                 ExpertsFamily,
                                  Family,
                                  FeedForwardFamily,
                                  Plan,
@@ -25,6 +28,6 @@ from passes.analyze.plan import (
 )
 from passes.analyze.trace import TraceError
 
-__all__ = ["ACTIVATIONS", "activation", "AnalyzeError", "analyze", "ATTENTION", "FEED_FORWARD", "RESIDUAL",
-           "AttentionFamily", "FeedForwardFamily", "Family", "Plan", "ResidualFamily", "Slice", "common_prefix",
-           "TraceError"]
+__all__ = ["ACTIVATIONS", "activation", "AnalyzeError", "analyze", "ATTENTION", "EXPERTS", "FEED_FORWARD", "RESIDUAL",
+           "AttentionFamily", "ExpertsFamily", "FeedForwardFamily", "Family", "Plan", "ResidualFamily", "Slice",
+           "common_prefix", "TraceError"]

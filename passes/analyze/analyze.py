@@ -4,12 +4,14 @@ LEAP prunes *groups* of weights (heads, FFN neurons; paper Sec. 3, Eq. 1-2): a h
 ``head_dim`` rows of q, k, v and the matching columns of the out projection; a neuron is one row
 of up (and gate) and one column of down. The matchers live beside this file: ``attention.py``
 (sdpa or matmul-softmax-matmul), ``side_tensors.py`` (per-head tensors outside q/k/v/out) and
-``ffn.py`` (up -> activation -> down, gated or not).
+``ffn.py`` (up -> activation -> down, gated or not) and ``experts.py`` (mixture of experts: every routed
+expert a feed-forward family on its slices of the fused expert tensors, keyed ``<experts module>.<e>``,
+and per layer an ``ExpertsFamily`` of whole experts with the router, keyed by the block).
 
 One family per set of weights, however many times the module runs (shared layers, ALBERT): the
 first call gives its layer. Families whose heads read one shared per-head tensor get one ``tie``.
-Every attention site and MLP-like site that could not be matched is listed in ``Plan.unmatched``
-with its reason; ``strict=True`` raises :class:`AnalyzeError` instead.
+Every attention site, MLP-like site and 3-D parameter read per expert that could not be matched is listed
+in ``Plan.unmatched`` with its reason; ``strict=True`` raises :class:`AnalyzeError` instead.
 """
 from __future__ import annotations
 
@@ -21,13 +23,14 @@ import torch
 from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.attention import match_attention, sites
 from passes.analyze.channels import NodeValues
+from passes.analyze.experts import match_experts
 from passes.analyze.ffn import match_ffn, mlp_like
 from passes.analyze.ffn_open import match_open_ffn, mlp_shaped
 from passes.analyze.inputs import split_inputs
-from passes.analyze.plan import ATTENTION, FEED_FORWARD, Plan, Unmatched
+from passes.analyze.pinned import trace_or_pin
+from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.residual import find_residual
 from passes.analyze.side_tensors import side_tensors
-from passes.analyze.pinned import trace_or_pin
 from passes.analyze.trace import Graph, TraceError, traced_inputs
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
@@ -112,6 +115,29 @@ def _feed_forward(g: Graph, values: NodeValues, used: set, found: list, unmatche
             unmatched.append(Unmatched(FEED_FORWARD, _block(down.module) or "", down.module, down.node.name, why))
 
 
+def _experts(g: Graph, found: list, unmatched: list) -> list:
+    """Mixture-of-experts layers (``experts.py``) into ``found``; misses into ``unmatched``. Returns the
+    matches (each layer's whole-expert family with its routed experts' families)."""
+    try:
+        matches, misses = match_experts(g)
+    except _MATCH_ERRORS as exc:  # an unusual graph: report it, keep the rest of the Plan
+        matches, misses = [], [("", None, f"expert matching failed: {type(exc).__name__}: {exc}")]
+    for module, node, why in misses:
+        unmatched.append(Unmatched(EXPERTS, _block(module) or "", module, node.name if node is not None else "", why))
+    for m in matches:
+        found += [(m.order, m.layer)] + [(m.order, f) for f in m.routed]
+    return matches
+
+
+def _key(plan: Plan, fam) -> str:
+    """A routed expert is ``<experts module>.<e>``; any other family its module (``:kind`` on a clash)."""
+    base = f"{fam.fqn}.{fam.expert}" if fam.kind == FEED_FORWARD and fam.expert is not None else fam.fqn
+    key, n = (base if base not in plan.families else f"{base}:{fam.kind}"), 1
+    while key in plan.families:
+        n, key = n + 1, f"{base}:{fam.kind}{n + 1}"
+    return key
+
+
 def _tie(families: list) -> None:
     """Families reading one coupled tensor, or one computed per-head tensor (``reads``), share their heads.
     The tie is named after the group's first coupled tensor, else the computed tensor most of them read."""
@@ -192,6 +218,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
     used = {s.weight_name for _, f in found for s in list(f.slices) + list(f.coupled)}
     _feed_forward(g, values, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
     found = _unique(found, unmatched)
+    moe = _experts(g, found, unmatched)
     if not found:
         detail = "; ".join(dict.fromkeys(str(u) for u in unmatched)) or "no attention op (sdpa or matmul-softmax-matmul)"
         raise AnalyzeError(
@@ -199,15 +226,22 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
             f"Linear -> reshape(heads, head_dim) -> attention -> Linear pattern and no Linear -> "
             f"activation ({', '.join(ACTIVATIONS)}) -> Linear back to the input width ({detail}). "
             f"Check that the forward runs the transformer blocks for these example inputs.", unmatched)
-    _assign_layers(found)
-    _tie([f for _, f in found])
+    found.sort(key=lambda t: t[0])  # forward order: the Plan's family order
+    routed = {id(f) for m in moe for f in m.routed}
+    _assign_layers([(o, f) for o, f in found if id(f) not in routed])
+    for m in moe:  # a routed expert is in its layer's mixture of experts
+        for f in m.routed:
+            f.layer = m.layer.layer
+    _tie([f for _, f in found if f.kind == ATTENTION])
     plan = Plan(model_class=type(model).__name__, unmatched=unmatched, trace=how)
+    keys = {}
     for _, fam in found:
-        key = fam.fqn if fam.fqn not in plan.families else f"{fam.fqn}:{fam.kind}"
-        n = 1
-        while key in plan.families:
-            n, key = n + 1, f"{fam.fqn}:{fam.kind}{n + 1}"
+        keys[id(fam)] = key = _key(plan, fam)
         plan.families[key] = fam
+    for m in moe:  # link each layer's whole-expert family and its routed experts by Plan key
+        m.layer.experts = tuple(keys[id(f)] for f in m.routed)
+        for f in m.routed:
+            f.router = keys[id(m.layer)]
     if strict and unmatched:
         raise AnalyzeError(f"analyze(strict=True): {len(unmatched)} site(s) of {type(model).__name__} not "
                            f"matched: " + "; ".join(str(u) for u in unmatched[:8]), unmatched)

@@ -34,12 +34,24 @@ constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For 
 only when analysed with ``residual=True``) has ``width`` hidden dims, one index each along every
 tensor it touches.
 
-``Plan.unmatched`` lists the attention-like and MLP-like sites ``analyze`` saw but could not match,
-with the reason (``analyze(..., strict=True)`` raises instead). ``Plan.trace`` says how the graph was
-traced when ``torch.export`` failed (data-dependent branches pinned for the example inputs).
+Mixture of experts (transformers 5 stores a layer's experts fused: ``gate_up_proj [experts, 2*ffn, hidden]``,
+``down_proj [experts, hidden, ffn]``). ``Slice.expert = e`` addresses expert ``e`` of such a parameter:
+``axis`` / ``start`` / ``size`` / ``index`` are axes and positions of the whole parameter, restricted to
+``W[e]`` (``gate_up_proj`` rows: axis 1; ``down_proj`` columns: axis 2). Every routed expert is a
+feed-forward family whose ``router`` names the Plan key of its ``ExpertsFamily``; the ``ExpertsFamily``
+(kind ``"experts"``) owns whole experts: granule ``e`` is index ``e`` along axis 0 of every fused expert
+tensor (``members``) and row ``e`` of the router (``router``, with its bias), plus per-expert routing
+tensors such as DeepSeek-V3's score-correction bias (``coupled``). ``top_k`` experts run per token, so
+at least ``top_k`` experts always stay; ``groups > 1`` (grouped routing) splits the experts in that many
+contiguous groups, which must stay equal in size.
+
+``Plan.unmatched`` lists the attention-like, MLP-like and expert sites ``analyze`` saw but could not
+match, with the reason (``analyze(..., strict=True)`` raises instead). ``Plan.trace`` says how the graph
+was traced when ``torch.export`` failed (data-dependent branches pinned for the example inputs).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional, Sequence, Union
 
@@ -49,6 +61,7 @@ ATTENTION = "attention"
 FEED_FORWARD = "ffn"
 RESIDUAL = "residual"
 OUTPUT_ROLES = ("out", "down")  # slices that consume a granule's output (a head's out columns, a neuron's down column)
+EXPERTS = "experts"
 
 
 def common_prefix(fqns: Iterable[str]) -> str:
@@ -71,9 +84,10 @@ class Slice:
     axis: int
     start: int
     size: int
-    role: str  # q k v out | up gate down | coupled
+    role: str  # q k v out | up gate down | router | coupled
     bias: Optional[str] = None  # bias parameter sliced together with this slice, if any
     index: Optional[tuple[int, ...]] = None  # granule-major positions when not one contiguous run
+    expert: Optional[int] = None  # the slice lies in W[expert] of a fused [experts, ...] parameter
 
     def __post_init__(self):
         if self.index is None:
@@ -86,23 +100,29 @@ class Slice:
 
     @classmethod
     def at(cls, fqn: str, param: str, axis: int, positions: Sequence[int], role: str,
-           bias: Optional[str] = None) -> "Slice":
+           bias: Optional[str] = None, expert: Optional[int] = None) -> "Slice":
         """A slice from its granule-major positions (contiguous ones become ``start``/``size``)."""
         pos = [int(p) for p in positions]
-        return cls(fqn, param, axis, pos[0] if pos else 0, len(pos), role, bias, tuple(pos))
+        return cls(fqn, param, axis, pos[0] if pos else 0, len(pos), role, bias, tuple(pos), expert)
 
     @property
     def weight_name(self) -> str:
         return f"{self.fqn}.{self.param}" if self.fqn else self.param
+
+    @property
+    def member_name(self) -> str:
+        """``weight_name``, or ``"<weight_name>[e]"`` for one expert of a fused parameter."""
+        return self.weight_name if self.expert is None else f"{self.weight_name}[{self.expert}]"
 
     def positions(self) -> list[int]:
         """Every index of the slice along ``axis``, granule-major."""
         return list(self.index) if self.index is not None else list(range(self.start, self.start + self.size))
 
     def describe(self) -> str:
+        where = "" if self.expert is None else f"[e{self.expert}]"
         if self.index is None:
-            return f"[{self.start}:{self.start + self.size}]"
-        return f"[{self.size} interleaved]"
+            return f"{where}[{self.start}:{self.start + self.size}]"
+        return f"{where}[{self.size} interleaved]"
 
 
 @dataclass
@@ -156,9 +176,12 @@ class AttentionFamily:
 
 @dataclass
 class FeedForwardFamily:
-    """Feed-forward: up -> activation -> down, or act(gate) * up -> down. ``activation`` is an
-    ``ACTIVATIONS`` key, or ``open:<ops>`` for elementwise ops the matcher does not name (``ffn_open.py``);
-    ``coupled``: per-neuron tensors on the way (a BatchNorm after up), ``width`` granules each."""
+    """Feed-forward: up -> activation -> down, or act(gate) * up -> down. A routed expert (``router`` set)
+    has slices of one expert of fused parameters (``Slice.expert``) and runs on the tokens routed to it.
+    ``activation`` is an ``ACTIVATIONS`` key, or an elementwise function strip cannot evaluate, so only
+    neurons with a zero down column are removable: ``""`` (GPT-OSS's clamped SwiGLU) or ``open:<ops>``
+    (any elementwise ops between up and down, ``ffn_open.py``). ``coupled``: per-neuron tensors on the way
+    (a BatchNorm after up), ``width`` granules each."""
 
     fqn: str  # lowest common ancestor of up, (gate), down
     layer: int
@@ -169,6 +192,7 @@ class FeedForwardFamily:
     gate: Optional[Slice] = None
     kind: str = FEED_FORWARD
     coupled: tuple[Slice, ...] = ()
+    router: str = ""  # Plan key of the ExpertsFamily routing tokens to this expert ("" = every token)
 
     def __post_init__(self):
         self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
@@ -181,10 +205,54 @@ class FeedForwardFamily:
     def slices(self) -> list[Slice]:
         return [s for s in (self.up, self.gate, self.down) if s is not None]
 
+    @property
+    def expert(self) -> Optional[int]:
+        """The expert index inside the fused parameters (None for a dense feed-forward)."""
+        return self.down.expert
+
     def describe(self) -> str:
         extra = f", {self.activation}" if self.activation.startswith("open:") else ""
         extra += f", + {', '.join(c.weight_name for c in self.coupled)}" if self.coupled else ""
         return f"{self.width}" + (" (gated)" if self.gate is not None else "") + extra
+
+
+@dataclass
+class ExpertsFamily:
+    """Whole routed experts of one mixture-of-experts layer (see the module doc): granule ``e`` is expert ``e``
+    (index ``e`` along axis 0 of every ``members`` tensor, row ``e`` of the router, entry ``e`` of each
+    ``coupled`` routing tensor). ``top_k`` experts run per token; ``experts`` are the Plan keys of the
+    per-expert feed-forward families, in expert order; ``width`` their ffn width as analysed."""
+
+    fqn: str  # the mixture-of-experts block: lowest common ancestor of the router and the experts
+    layer: int
+    num_experts: int
+    top_k: int
+    router: Slice  # the router's rows (axis 0 of a [experts, hidden] weight), with its bias
+    members: tuple[Slice, ...] = ()  # axis 0 of every fused expert tensor (role "up" / "down"), with biases
+    coupled: tuple[Slice, ...] = ()  # per-expert routing tensors (score-correction bias), sliced with experts
+    groups: int = 1  # grouped routing: experts in `groups` contiguous groups of equal size
+    experts: tuple[str, ...] = ()
+    width: int = 0
+    kind: str = EXPERTS
+
+    def __post_init__(self):
+        self.router = Slice(**self.router) if isinstance(self.router, dict) else self.router
+        self.members = tuple(Slice(**m) if isinstance(m, dict) else m for m in self.members)
+        self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
+        self.experts = tuple(self.experts)
+
+    @property
+    def granules(self) -> int:
+        return self.num_experts
+
+    @property
+    def slices(self) -> list[Slice]:
+        return [self.router, *self.members]
+
+    def describe(self) -> str:
+        groups = f" in {self.groups} groups" if self.groups > 1 else ""
+        coupled = f", + {', '.join(c.param for c in self.coupled)}" if self.coupled else ""
+        return f"{self.num_experts} experts{groups}, top {self.top_k}, ffn {self.width}{coupled}"
 
 
 @dataclass
@@ -213,15 +281,16 @@ class ResidualFamily:
         return f"{self.width} hidden: {n['norm']} norms, {n['read']} readers, {n['write']} writers"
 
 
-Family = Union[AttentionFamily, FeedForwardFamily]
-_FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily, RESIDUAL: ResidualFamily}
+Family = Union[AttentionFamily, FeedForwardFamily, ExpertsFamily]
+_FAMILY_TYPES = {ATTENTION: AttentionFamily, FEED_FORWARD: FeedForwardFamily, RESIDUAL: ResidualFamily,
+                 EXPERTS: ExpertsFamily}
 
 
 @dataclass(frozen=True)
 class Unmatched:
-    """An attention-like or MLP-like site ``analyze`` saw but could not turn into a family."""
+    """An attention-like, MLP-like or expert site ``analyze`` saw but could not turn into a family."""
 
-    kind: str     # ATTENTION or FEED_FORWARD
+    kind: str     # ATTENTION, FEED_FORWARD or EXPERTS
     block: str    # the numbered block holding it ("" when unknown)
     module: str   # innermost module of the site
     node: str     # aten graph node
@@ -248,7 +317,16 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         return [f for f in self.families.values() if f.kind == ATTENTION]
 
     def feed_forward(self) -> list[FeedForwardFamily]:
+        """Every feed-forward family: dense ones and routed experts (``router`` set)."""
         return [f for f in self.families.values() if f.kind == FEED_FORWARD]
+
+    def experts(self) -> list[ExpertsFamily]:
+        """The mixture-of-experts layers (whole-expert families), in layer order."""
+        return sorted((f for f in self.families.values() if f.kind == EXPERTS), key=lambda f: f.layer)
+
+    def routed(self, key: str) -> list[FeedForwardFamily]:
+        """The per-expert feed-forward families of ExpertsFamily ``key``, in expert order."""
+        return [self.families[k] for k in self.families[key].experts]
 
     def family_of(self, weight_name: str) -> Optional[Family]:
         """The family a parameter (``"<fqn>.weight"``) belongs to, or None."""
@@ -289,7 +367,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         for key, fd in entries.items():
             fd = dict(fd)
             typ = _FAMILY_TYPES[fd["kind"]]
-            for name in ("q", "k", "v", "out", "up", "down", "gate"):
+            for name in ("q", "k", "v", "out", "up", "down", "gate", "router"):
                 if isinstance(fd.get(name), dict):
                     fd[name] = Slice(**fd[name])
             if isinstance(fd.get("slices"), list):
@@ -315,11 +393,18 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
     def table(self) -> str:
         rows = [("family", "layer", "module", "matrices", "heads x head_dim / ffn width")]
         for fqn, f in sorted(self.families.items(), key=lambda kv: (kv[1].layer, kv[1].kind)):
-            fused = {s.fqn for s in f.slices if sum(t.fqn == s.fqn for t in f.slices) > 1}
-            mats = ", ".join(f"{s.role}={s.fqn.rsplit('.', 1)[-1]}"
-                             + (s.describe() if s.fqn in fused or s.index is not None else "")
-                             for s in f.slices)
-            rows.append((f.kind, str(f.layer), fqn, mats, f.describe()))
+            if f.kind == FEED_FORWARD and f.router:
+                continue  # routed experts: one row per mixture-of-experts layer, below it
+            rows.append((f.kind, str(f.layer), fqn, _matrices(f.slices, f.kind == EXPERTS), f.describe()))
+            if f.kind == EXPERTS and f.experts:
+                routed = self.routed(fqn)
+                sizes = sorted({r.width for r in routed})
+                size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+                gated = " (gated)" if routed[0].gate is not None else ""
+                act = "" if routed[0].activation else ", elementwise gate (not in ACTIVATIONS)"
+                rows.append((FEED_FORWARD, str(f.layer), f"{routed[0].fqn}.<e>",
+                             _matrices([dataclasses.replace(s, expert=None) for s in routed[0].slices], True),
+                             f"{len(routed)} routed x {size}{gated}{act}"))
         if self.residual is not None:
             rows.append((RESIDUAL, "all", "(stream)", f"{len(self.residual.slices)} tensors",
                          self.residual.describe()))
@@ -328,8 +413,25 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [f"WARNING: {u}" for u in self.unmatched]
         lines += [f"NOTE: {self.trace}"] if self.trace else []
+        dense = sum(not f.router for f in self.feed_forward())
+        moe = self.experts()
+        experts = f", {len(moe)} mixture-of-experts layers ({sum(len(f.experts) for f in moe)} routed experts)" \
+            if moe else ""
         return f"Plan for {self.model_class or 'model'}: {len(self.attention())} attention, " \
-               f"{len(self.feed_forward())} feed-forward families\n" + "\n".join(lines)
+               f"{dense} feed-forward families{experts}\n" + "\n".join(lines)
 
     def __str__(self) -> str:
         return self.table()
+
+
+def _matrices(slices, fused_params: bool = False) -> str:
+    """``role=module`` per slice (``role=parameter`` for fused expert tensors), with the positions of fused or
+    interleaved slices (of one expert's ffn axis for fused expert tensors)."""
+    fused = {s.fqn for s in slices if sum(t.fqn == s.fqn for t in slices) > 1}
+
+    def name(s):
+        return s.param if fused_params and s.param != "weight" else s.fqn.rsplit(".", 1)[-1]
+
+    def where(s):
+        return s.index is not None or (s.axis != 0 and s.role in ("up", "gate") if fused_params else s.fqn in fused)
+    return ", ".join(f"{s.role}={name(s)}" + (s.describe() if where(s) else "") for s in slices)

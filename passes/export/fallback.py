@@ -11,6 +11,13 @@
 4. ``dynamo``: ``torch.onnx.export(dynamo=True)`` (onnxscript), with the mask if one was added
    (and its own fixed-axes variant).
 
+A mixture-of-experts model whose transformers experts run ``grouped_mm`` or ``eager`` (``passes/hf_experts.py``:
+``torch.histc`` and the custom op ``transformers::grouped_mm_fallback`` have no ONNX export; the eager loop
+bakes in the experts the example routed to) first tries each path with ``experts_implementation
+="batched_mm"`` (the same function), set on the exporter's copy only: ``Attempt.experts``, recorded in
+the path's name. When a path fails, its reason names the op the exporter could not convert
+(``exporter_reason``: the ONNX exporters' messages bury it under their "Next steps").
+
 Every path is parity-checked by the caller; the first that passes is kept and the path recorded.
 Warnings raised while exporting are filtered at this call site: the known-harmless ones
 (``HARMLESS``: shape-only TracerWarnings of transformers' mask helpers, the ``aten::index``
@@ -30,6 +37,7 @@ from typing import Optional
 import torch
 
 from passes.export.inputs import InputSpec
+from passes.hf_experts import BATCHED, experts_implementation
 from passes.io import quiet_logger
 
 # (category name, file regex, message regex): warnings known to be harmless for our exports
@@ -44,6 +52,11 @@ HARMLESS = (
     ("FutureWarning", r"torch/onnx/", r"."),
 )
 MASKS = (("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask"))
+# (regex on the exporter's message and its causes, reason): the op the exporter could not convert
+_OPS = ((r"No ONNX function found for <OpOverload\(op='([\w.]+)'", "no ONNX function for {}"),
+        (r"Exporting the operator '([\w:.]+)' to ONNX (opset version \d+) is not supported",
+         "no ONNX export of operator {} at {}"),
+        (r"Unsupported: (.+)", "torch.export: unsupported {}"))
 
 
 class ExportError(RuntimeError):
@@ -56,6 +69,7 @@ class Attempt:
     exporter: str   # "torchscript" | "dynamo"
     spec: InputSpec
     fixed: bool = False  # tried only after a written graph failed the parity check
+    experts: Optional[str] = None  # transformers experts implementation set on the exporter's copy
 
 
 def harmless(w: warnings.WarningMessage) -> bool:
@@ -122,15 +136,19 @@ def attempts(model: torch.nn.Module, spec: InputSpec, exporter: str) -> list[Att
     fixed = fixed_float_axes(masked or spec)
     names = sorted({lab for ax in spec.dynamic_axes.values() for lab in ax.values()}
                    - {lab for ax in fixed.dynamic_axes.values() for lab in ax.values()}) if fixed else []
+    swap = experts_implementation(model) not in (None, BATCHED)
     for kind in ("torchscript", "dynamo"):
         if exporter not in ("auto", kind):
             continue
-        if kind == "torchscript" or masked is None:
-            out.append(Attempt(kind, kind, spec))
-        if masked is not None:
-            out.append(Attempt(f"{kind}+attention_mask", kind, masked))
-        if fixed is not None:
-            out.append(Attempt(f"{kind} with fixed {', '.join(names)}", kind, fixed, fixed=True))
+        for experts in ([BATCHED] if swap else []) + [None]:  # exportable experts first (module doc)
+            tag = f" (experts {experts})" if experts else ""
+            if kind == "torchscript" or masked is None:
+                out.append(Attempt(kind + tag, kind, spec, experts=experts))
+            if masked is not None:
+                out.append(Attempt(f"{kind}+attention_mask{tag}", kind, masked, experts=experts))
+            if fixed is not None:
+                out.append(Attempt(f"{kind} with fixed {', '.join(names)}{tag}", kind, fixed, fixed=True,
+                                   experts=experts))
     return out
 
 
@@ -162,9 +180,26 @@ def run_exporter(wrapper: torch.nn.Module, attempt: Attempt, out: str, opset: Op
                 return op
             return _dynamo(wrapper, spec, args, out, opset, output_name)
     except Exception as exc:  # the PyTorch exporter failed: say so, one line (its messages dump whole graphs)
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ExportError(f"the PyTorch ONNX exporter ({attempt.exporter}) failed: {type(exc).__name__}: {first}") \
-            from exc
+        raise ExportError(f"the PyTorch ONNX exporter ({attempt.exporter}) failed: {exporter_reason(exc)}") from exc
+
+
+def exporter_reason(exc: BaseException) -> str:
+    """One line: the exception type and the op the exporter could not convert (searched in the message and
+    its causes), else the first line of the exporter's exception summary, else of its message."""
+    texts, e = [], exc
+    while e is not None and len(texts) < 6:
+        texts.append(str(e))
+        e = e.__cause__ or e.__context__
+    full = "\n".join(texts)
+    for pattern, say in _OPS:
+        m = re.search(pattern, full)
+        if m:
+            op = m.group(1).replace(".", "::", 1) if "::" not in m.group(1) and say.startswith("no ONNX function") \
+                else m.group(1)
+            return f"{type(exc).__name__}: {say.format(op, *m.groups()[1:])[:300]}"
+    summary = full.split("## Exception summary", 1)[-1] if "## Exception summary" in full else full
+    first = next((ln.strip() for ln in summary.splitlines() if ln.strip()), "")
+    return f"{type(exc).__name__}: {first[:300]}"
 
 
 def _dynamo(wrapper, spec: InputSpec, args, out: str, opset: Optional[int], output_name: str = "output"):

@@ -96,7 +96,10 @@ class DecoderWithCache(nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
         logits, presents = run_with_cache(self.model, input_ids, attention_mask, position_ids, past)
-        return (logits, *presents)
+        # every input stays an input of the graph (optimum's signature), even when no layer reads it (a
+        # model whose attention sub-layers were all removed): a zero contribution the exporter keeps
+        unused = (position_ids[:, :1] + attention_mask[:, :1]).to(logits.dtype).unsqueeze(-1) * 0
+        return (logits + unused, *presents)
 
 
 @torch.no_grad()

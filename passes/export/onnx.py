@@ -31,6 +31,7 @@ check; a rejected optimization is reported in ``notes``, the plain export stays 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -45,6 +46,7 @@ from passes.export.fallback import ExportError, attempts, run_exporter
 from passes.export.inputs import InputSpec
 from passes.export.metadata import mark_written, written_here
 from passes.export.parity import ParityError, first_tensor, ort_session, parity
+from passes.hf_experts import batched_experts, experts_implementation
 from passes.io import atomic_path, check_file_target
 from passes.strip.mha import SlimMultiheadAttention
 
@@ -111,7 +113,8 @@ def _axes(model: nn.Module, spec: InputSpec, notes: list[str], allow_control_flo
     probe runs on a copy: a forward traced with symbolic sizes may store them on modules (Swin does)."""
     try:
         probe = _FirstOutput(_exportable(model, []), spec.names, spec.as_kwargs).eval()
-        return infer_axes(probe, spec.names, spec.tensors)
+        with batched_experts(probe.model):  # the eager experts loop is data-dependent; batched_mm is what exports
+            return infer_axes(probe, spec.names, spec.tensors)
     except ControlFlowError as exc:
         if not allow_control_flow:
             raise
@@ -146,8 +149,9 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Opti
         kept, dropped = [], []
         try:
             base = _exportable(model, notes if not tried else [])  # a fresh copy per path (traces mutate)
-            report = _attempt(model, base, att, path, failed, opset, check, atol, shapes or DEFAULT_SHAPES, kept,
-                              (output_name, output_axes), dropped)
+            with batched_experts(base) if att.experts else contextlib.nullcontext():
+                report = _attempt(model, base, att, path, failed, opset, check, atol, shapes or DEFAULT_SHAPES,
+                                  kept, (output_name, output_axes), dropped)
         except (ExportError, ParityError) as exc:
             tried.append(f"{att.name}: {exc}")
             errors.append(exc)
@@ -156,7 +160,10 @@ def export_onnx(model: nn.Module, example_inputs: Any, path: str, *, opset: Opti
             os.remove(failed)  # an earlier path's failure, superseded by this verified file
         harmless = [f"{len(dropped)} known-harmless export warning(s) not shown (passes/export/fallback.py "
                     f"HARMLESS), parity verified"] if dropped else []
-        report.notes = notes + [f"warning kept visible: {k}" for k in kept] + harmless + report.notes
+        swapped = [f"experts exported with experts_implementation={att.experts!r} (same function; the model's own "
+                   f"{experts_implementation(model)!r} has no ONNX export); the model's setting is unchanged"] \
+            if att.experts else []
+        report.notes = notes + swapped + [f"warning kept visible: {k}" for k in kept] + harmless + report.notes
         report.attempts, report.path_taken = tried + [f"{att.name}: passed"], att.name
         return _finish(model, report, path, optimize, atol, shapes or DEFAULT_SHAPES, att.spec)
     raise _failure(model, path, tried, errors)

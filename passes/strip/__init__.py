@@ -1,7 +1,8 @@
 """Stage 3, strip: remove the heads and neurons a folded model zeroed, exactly, and verify it.
 
 ``strip.py`` (the checked entry point) -> ``remove.py`` (the pass) -> per family kind ``heads.py`` /
-``neurons.py`` / ``hidden.py`` (what is removable; hidden dims need ``masked_norm.py``) -> ``fold.py``
+``neurons.py`` / ``hidden.py`` / ``experts.py`` (what is removable; hidden dims need ``masked_norm.py``;
+removed experts are routed around for the self-check by ``routing.py``) -> ``fold.py``
 (constants into biases, placeholders) -> ``surgery.py`` / ``tp_backend.py`` (shapes) -> ``verify.py``
 (self-check, culprit) -> ``report.py`` (``StripReport``). ``mha.py``: a head-prunable
 ``nn.MultiheadAttention``; ``sublayers.py``: emptied sub-layers replaced by the constant they add

@@ -1,6 +1,7 @@
 """The strip pass itself (unchecked): decide -> tie -> fold -> remove -> attributes -> shrunk Plan.
 
-Family kinds map to their rules in ``HANDLERS`` (heads, neurons, hidden dims of the residual stream).
+Family kinds map to their rules in ``HANDLERS`` (heads, neurons, hidden dims of the residual stream,
+whole experts). Routed experts' widths are evened out across each fused tensor (``experts.even_widths``).
 
 ``strip.strip`` wraps this with the self-check and the restore-on-failure. Tied families (one shared
 per-head tensor, e.g. T5's relative-position bias table read by every layer) remove the same heads:
@@ -12,8 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from passes.analyze.plan import ATTENTION, FEED_FORWARD, RESIDUAL, Plan
+from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD, RESIDUAL, Plan
 from passes.strip.cut import Cut, StripError
+from passes.strip.experts import Experts, even_widths, renumber, update_config
 from passes.strip.fold import apply_folds, zero_placeholder
 from passes.strip.heads import Heads
 from passes.strip.hidden import Hidden
@@ -28,7 +30,7 @@ from passes.strip.tp_backend import (
     tp_remove,
 )
 
-HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden}  # family kind -> its strip rules
+HANDLERS = {ATTENTION: Heads, FEED_FORWARD: Neurons, RESIDUAL: Hidden, EXPERTS: Experts}  # kind -> strip rules
 
 
 def describe(plan: Plan, key: str) -> str:
@@ -102,6 +104,7 @@ def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, 
     fams = [(key, fam, HANDLERS[fam.kind]) for key, fam in plan.all_families().items()]
     cuts: dict[str, Cut] = {key: h.decide(model, fam, atol) for key, fam, h in fams}  # untouched weights
     tie_cuts(plan, cuts)
+    even_widths(model, plan, cuts)
     report = StripReport(backend=backend)
     for key, fam, h in fams:  # fold constants, zero placeholders, swap MHA for a slim module
         apply_folds(model, cuts[key], h.fold_into(fam))
@@ -137,6 +140,10 @@ def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, 
             report.attributes.setdefault(fqn, {}).update(attrs)
     report.plan = Plan.from_families({key: h.shrunk(fam, cuts[key], _shrunk_slices(fam, rems[key]))
                                       for key, fam, h in fams}, model_class=plan.model_class)
+    renumber(report.plan, plan, cuts)
+    note = update_config(model, plan, cuts)
+    for key in (k for k, f in plan.families.items() if f.kind == EXPERTS and note):
+        report.families[key]["note"] = "; ".join(filter(None, [report.families[key]["note"], note]))
     report.params_before, report.params_after = before, _count(model)
     return report
 

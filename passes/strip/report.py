@@ -73,9 +73,9 @@ class StripReport:
 
 def shrunk_slice(sl: Slice, rem: dict) -> Slice:
     """``sl`` after the indices in ``rem`` (``{param: (axis, indices)}``) were removed."""
-    _, idx = rem.get(sl.weight_name, (sl.axis, []))
+    _, idx = rem.get(sl.member_name, (sl.axis, []))
     gone = sorted(set(idx))
     dead = set(gone)
     keep = [p - bisect.bisect_left(gone, p) for p in sl.positions() if p not in dead]
-    return Slice.at(sl.fqn, sl.param, sl.axis, keep, sl.role, sl.bias) if keep else \
+    return Slice.at(sl.fqn, sl.param, sl.axis, keep, sl.role, sl.bias, sl.expert) if keep else \
         dataclasses.replace(sl, size=0, index=None)

@@ -19,7 +19,8 @@
 5. verify (``verify.py``): with ``example_inputs``, the outputs before and after must agree within
    ``rtol`` (relative to the largest output); otherwise the model is restored to exactly what it was
    and :class:`StripError` names the module where the forward broke, the family that breaks it alone
-   (with its tensors) and what to try.
+   (with its tensors) and what to try. Removing whole experts changes the routing (``experts.py``):
+   "before" is then the model with those experts' router logits at ``-inf`` (``routing.py``).
 
 Returns a :class:`StripReport` (kept heads / neurons per family as indices into the model given,
 attributes changed, modules replaced, the Plan of the slim model). HF configs are shared by all
@@ -38,8 +39,10 @@ from passes.analyze.plan import Plan
 from passes.strip import verify
 from passes.strip.config import sync_config
 from passes.strip.cut import StripError
+from passes.strip.experts import removed_experts
 from passes.strip.remove import HANDLERS, describe, strip_pass
 from passes.strip.report import StripReport
+from passes.strip.routing import excluded_experts
 from passes.strip.sublayers import strip_sublayers
 from passes.strip.surgery import members
 
@@ -79,7 +82,7 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
     _refuse_parametrized(model, plan)
     was_training = model.training
     model.eval()
-    before = verify.outputs(model, example_inputs) if example_inputs is not None else None
+    before = _reference(model, plan, example_inputs, atol) if example_inputs is not None else None
     backup = copy.deepcopy(model.__dict__) if example_inputs is not None else None
     try:
         report = strip_pass(model, plan, example_inputs, backend, atol)
@@ -95,7 +98,7 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
                 touched = [k for k, f in report.families.items() if len(f["kept"]) < f["before"]]
                 model.__dict__.update(backup)
                 backup = None
-                raise StripError(_explain(model, plan, example_inputs, before, rtol, backend, atol, what, touched))
+                raise StripError(_explain(model, plan, example_inputs, rtol, backend, atol, what, touched))
     except Exception:
         if backup is not None:
             model.__dict__.update(backup)  # exactly the model we were given
@@ -103,6 +106,19 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
     finally:
         model.train(was_training)
     return report
+
+
+def _reference(model: nn.Module, plan: Plan, example_inputs: Any, atol: float):
+    """The outputs the stripped model must reproduce: the model's, with the experts strip will remove routed
+    around (``routing.excluded_experts``)."""
+    with excluded_experts(model, plan, removed_experts(model, plan, atol)) as missed:
+        before = verify.outputs(model, example_inputs)
+    if missed():
+        key = missed()[0]
+        raise StripError(f"strip: cannot check removing experts of {describe(plan, key)}: the forward never computed "
+                         f"its router logits as linear / matmul of {plan.families[key].router.weight_name}; the model "
+                         f"was left unchanged. Leave this family out (del plan.families[{key!r}]) to strip the rest")
+    return before
 
 
 def _sublayers(model: nn.Module, plan: Plan, report: StripReport, example_inputs: Any, rtol: float) -> None:
@@ -118,10 +134,10 @@ def _sublayers(model: nn.Module, plan: Plan, report: StripReport, example_inputs
     report.params_after = sum(p.numel() for p in model.parameters())
 
 
-def _explain(model, plan, example_inputs, before, rtol, backend, atol, what: str, touched: list[str]) -> str:
+def _explain(model, plan, example_inputs, rtol, backend, atol, what: str, touched: list[str]) -> str:
     """The self-check failed: name the family (stripped alone, on a copy), its tensors, and what to try."""
-    found = verify.culprit(model, plan, touched, example_inputs, before, rtol,
-                           lambda m, p: strip_pass(m, p, example_inputs, backend, atol))
+    found = verify.culprit(model, plan, touched, example_inputs, lambda p: _reference(model, p, example_inputs, atol),
+                           rtol, lambda m, p: strip_pass(m, p, example_inputs, backend, atol))
     head = f"strip: the stripped model {what}; the model was left unchanged."
     if found is None:
         return f"{head} No single family breaks it alone (touched: {touched[:6]}). " + \

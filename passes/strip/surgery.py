@@ -2,9 +2,13 @@
 ``index_select``, and the attributes the forwards read (head counts, widths) set to the new values.
 
 The torch-pruning backend (``tp_backend.py``) removes the same indices through its dependency graph
-where it is eligible; ``slice_params`` handles everything else (fused q/k/v, HF Conv1D, GQA, MHA).
+where it is eligible; ``slice_params`` handles everything else (fused q/k/v, HF Conv1D, GQA, MHA). One
+expert of a fused ``[experts, ...]`` parameter is named ``"<param>[e]"`` (``Slice.member_name``), its
+axis that of the whole parameter: every expert loses the same number of indices (``experts.py``).
 """
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import nn
@@ -25,10 +29,10 @@ def removals(model: nn.Module, fam, cut: Cut, handler) -> dict[str, tuple[int, l
     for sl in members(fam):
         granules, unit = per_role[sl.role]
         idx = indices(sl, sorted(granules), unit if unit is not None else sl.size // fam.granules)
-        _merge(out, sl.weight_name, sl.axis, idx)
+        _merge(out, sl.member_name, sl.axis, idx)
         bname = bias_name(sl, model)
-        if bname is not None:
-            _merge(out, bname, 0, idx)
+        if bname is not None:  # a bias follows its weight's output axis ([experts, out] for one expert)
+            _merge(out, bname if sl.expert is None else f"{bname}[{sl.expert}]", 0 if sl.expert is None else 1, idx)
     return {k: v for k, v in out.items() if v[1]}
 
 
@@ -63,12 +67,47 @@ def _aliases(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
     return out
 
 
+_EXPERT = re.compile(r"^(.*)\[(\d+)\]$")
+
+
+def _per_expert(model: nn.Module, remove: dict) -> dict[str, tuple[int, list[list[int]]]]:
+    """``"<param>[e]"`` entries as ``{param: (axis, kept indices per expert)}``; every expert keeps as many."""
+    found: dict[str, dict[int, tuple[int, list[int]]]] = {}
+    for name, (axis, idx) in remove.items():
+        m = _EXPERT.match(name)
+        if m:
+            found.setdefault(m.group(1), {})[int(m.group(2))] = (axis, idx)
+    out = {}
+    for name, per in found.items():
+        t = getattr(model.get_submodule(name.rpartition(".")[0]) if "." in name else model, name.rpartition(".")[2])
+        axis = next(iter(per.values()))[0]
+        gone = [set(per[e][1]) if e in per else set() for e in range(t.shape[0])]
+        keep = [[i for i in range(t.shape[axis]) if i not in g] for g in gone]
+        if len({len(k) for k in keep}) != 1:
+            raise ValueError(f"{name}: experts would keep different widths {sorted({len(k) for k in keep})}; one "
+                             f"fused tensor holds every expert at one width")
+        out[name] = (axis, keep)
+    return out
+
+
 @torch.no_grad()
 def slice_params(model: nn.Module, remove: dict[str, tuple[int, list[int]]]) -> None:
     """Remove indices along an axis of each named tensor; a tied parameter is sliced once and every
-    module holding it gets the sliced one (GPT-2's ``wte`` / ``lm_head``)."""
-    touched, aliases, done = set(), _aliases(model), set()
+    module holding it gets the sliced one (GPT-2's ``wte`` / ``lm_head``). Per-expert entries
+    (``"<param>[e]"``) go first: their expert indices are those before any expert is removed."""
+    touched, done = set(), set()
+    for name, (axis, keep) in _per_expert(model, remove).items():
+        fqn, _, pname = name.rpartition(".")
+        mod = model.get_submodule(fqn) if fqn else model
+        old = getattr(mod, pname)
+        new = torch.stack([old[e].index_select(axis - 1, torch.as_tensor(k, device=old.device))
+                           for e, k in enumerate(keep)]).clone()
+        setattr(mod, pname, nn.Parameter(new, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter)
+                else new)
+    aliases = _aliases(model)  # after the per-expert pass: ids of the tensors it replaced may be reused
     for name, (axis, idx) in remove.items():
+        if _EXPERT.match(name):
+            continue
         fqn, _, pname = name.rpartition(".")
         mod = model.get_submodule(fqn) if fqn else model
         old = getattr(mod, pname)

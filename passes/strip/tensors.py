@@ -15,6 +15,13 @@ def tensor(model: nn.Module, full_name: str) -> torch.Tensor:
     return getattr(model.get_submodule(fqn) if fqn else model, name)
 
 
+def matrix(model: nn.Module, sl: Slice) -> tuple[torch.Tensor, int]:
+    """``(matrix, axis)`` the slice indexes: the parameter and ``sl.axis``, or ``W[e]`` and ``sl.axis - 1`` for
+    expert ``e`` of a fused ``[experts, ...]`` parameter."""
+    t = tensor(model, sl.weight_name)
+    return (t, sl.axis) if sl.expert is None else (t[sl.expert], sl.axis - 1)
+
+
 def bias_name(sl: Slice, model: nn.Module) -> Optional[str]:
     """Full name of the bias sliced with ``sl`` (``Slice.bias`` is relative to ``sl.fqn``)."""
     if sl.bias is None:
@@ -51,8 +58,9 @@ def through(sl: Slice, model: nn.Module, granule: int, unit: int, vec: torch.Ten
 
 
 def bias_vector(model: nn.Module, sl: Slice) -> Optional[torch.Tensor]:
-    """The part of ``sl``'s bias that follows the slice, or None."""
+    """The part of ``sl``'s bias that follows the slice (of ``B[e]`` for one expert), or None."""
     name = bias_name(sl, model)
     if name is None:
         return None
-    return part(tensor(model, name), 0, sl.positions()).reshape(-1)
+    b = tensor(model, name)
+    return part(b if sl.expert is None else b[sl.expert], 0, sl.positions()).reshape(-1)

@@ -68,22 +68,26 @@ def failing_module(model: nn.Module, example_inputs: Any) -> tuple[Optional[str]
             h.remove()
 
 
-def culprit(model: nn.Module, plan: Plan, keys: list[str], example_inputs: Any, before: list[torch.Tensor],
-            rtol: float, strip_one: Callable[[nn.Module, Plan], None]) -> Optional[tuple[str, str]]:
-    """The first family (of ``keys``) whose strip alone breaks ``model``: ``(key, what happened)``."""
+def culprit(model: nn.Module, plan: Plan, keys: list[str], example_inputs: Any,
+            before: Callable[[Plan], list[torch.Tensor]], rtol: float,
+            strip_one: Callable[[nn.Module, Plan], None]) -> Optional[tuple[str, str]]:
+    """The first family (of ``keys``) whose strip alone breaks ``model``: ``(key, what happened)``;
+    ``before(plan)`` gives the outputs stripping ``plan`` alone must keep."""
     fams = plan.all_families()  # the residual stream (key "residual") too
     for key in keys:
         trial = copy.deepcopy(model)
         fam = fams[key]
         tied = [k for k, f in fams.items() if getattr(f, "tie", "") and f.tie == getattr(fam, "tie", None)]
+        alone = Plan.from_families({k: fams[k] for k in (tied or [key])}, plan.model_class)
+        want = before(alone)
         try:
-            strip_one(trial, Plan.from_families({k: fams[k] for k in (tied or [key])}, plan.model_class))
+            strip_one(trial, alone)
         except Exception as exc:  # stripping this family alone raised
             return key, f"{type(exc).__name__}: {exc}"
         where, exc = failing_module(trial, example_inputs)
         if exc is not None:
             return key, f"the model then fails in module {where!r} ({type(exc).__name__}: {exc})"
-        diff = rel_diff(before, outputs(trial, example_inputs))
+        diff = rel_diff(want, outputs(trial, example_inputs))
         if not diff <= rtol:
             return key, f"stripping it alone changes the outputs by {diff:.3g} (relative)"
     return None

@@ -35,7 +35,10 @@ class OnnxLM:
         self.session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
         inputs = {i.name: i for i in self.session.get_inputs()}
         need = {"input_ids", "attention_mask", "position_ids"}
-        if not need <= set(inputs) or "past_key_values.0.key" not in inputs:
+        if need <= set(inputs) and "past_key_values.0.key" not in inputs:
+            raise ValueError(f"{path} has no KV cache: no attention layer is left in the model (every attention "
+                             f"sub-layer was removed), so it cannot generate from a context")
+        if not need <= set(inputs):
             raise ValueError(f"{path} is not a KV-cache decoder graph (inputs {sorted(inputs)}); export it with "
                              f"passes.export.decoder.export_decoder")
         self.past_names = [n for n in inputs if n.startswith("past_key_values.")]
