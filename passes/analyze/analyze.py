@@ -122,7 +122,10 @@ def _experts(g: Graph, found: list, unmatched: list) -> list:
         matches, misses = match_experts(g)
     except _MATCH_ERRORS as exc:  # an unusual graph: report it, keep the rest of the Plan
         matches, misses = [], [("", None, f"expert matching failed: {type(exc).__name__}: {exc}")]
+    owned = {s.weight_name for _, f in found for s in list(f.slices) + list(f.coupled)}  # e.g. a per-head table
     for module, node, why in misses:
+        if node is not None and any(g.param_of(a) in owned for a in node.all_input_nodes):
+            continue  # a 3-D tensor another family already owns (a relative-position table [positions, heads, d])
         unmatched.append(Unmatched(EXPERTS, _block(module) or "", module, node.name if node is not None else "", why))
     for m in matches:
         found += [(m.order, m.layer)] + [(m.order, f) for f in m.routed]
