@@ -16,6 +16,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import traceback
 from typing import Optional
 
@@ -33,17 +34,20 @@ def _below_error(record) -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """torch's own stderr handlers drop warnings (draft_export's banners, symbolic-shape notes) and stdout is
-    captured (export prints the partial graph when it fails). The loggers keep their levels: draft_export
-    builds its report from what they emit."""
+    """torch's own stderr handlers drop records below ERROR (draft_export's banners, symbolic-shape notes) and
+    stdout / stderr are captured: a failed export prints its partial graph to stderr, dropped with the
+    failure; after a success what was written to stderr (warnings) is passed on. The loggers keep their
+    levels: draft_export builds its report from what they emit."""
     import torch.export._draft_export  # noqa: F401  (its logger and handlers exist before we filter them)
     handlers = {h for lg in list(logging.Logger.manager.loggerDict.values()) if isinstance(lg, logging.Logger)
                 and lg.name.startswith("torch") for h in lg.handlers if type(h) is logging.StreamHandler}
     for h in handlers:
         h.addFilter(_below_error)
+    err = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             yield
+        sys.stderr.write(err.getvalue())
     finally:
         for h in handlers:
             h.removeFilter(_below_error)
@@ -114,6 +118,15 @@ def _draft(model: torch.nn.Module, example_inputs):
         model.train(was_training)
 
 
+def _first(exc: TraceError) -> str:
+    """trace()'s message without its generic advice."""
+    return str(exc).split(". Pass example")[0]
+
+
+def _line(exc: BaseException, limit: int) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
 def trace_or_pin(model: torch.nn.Module, example_inputs) -> tuple[torch.export.ExportedProgram, str]:
     """``(program, how)``: ``torch.export`` (``how`` = ""), or draft_export with the data-dependent branches
     pinned for the example inputs (``how`` says so, with each guard); TraceError naming the guard's source
@@ -130,21 +143,19 @@ def trace_or_pin(model: torch.nn.Module, example_inputs) -> tuple[torch.export.E
     except Exception as exc:  # draft_export raises many types; the first failure is the one to fix
         line = where or user_frame(exc) or "an unknown line"
         raise TraceError(
-            f"{str(first).split('. Pass example')[0]}; draft_export with data-dependent branches pinned failed "
-            f"too ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}); the forward stops "
-            f"at {line}. Make that branch "
-            f"static for tracing (torch.cond, or a Python flag set before the call), or pass example inputs "
-            f"for which it runs without reading tensor values") from exc
+            f"{_first(first)}; draft_export with data-dependent branches pinned failed too ({type(exc).__name__}: "
+            f"{_line(exc, 200)}); the forward stops at {line}. Make that branch static for tracing (torch.cond, "
+            f"or a Python flag set before the call), or pass example inputs for which it runs without reading "
+            f"tensor values") from exc
     guards = _pinned_guards(ep)
     try:
         _concrete_shapes(ep, *traced_inputs(model, example_inputs))
     except Exception as exc:  # the pinned graph does not even run the example: no Plan from it
         raise TraceError(
-            f"{str(first).split('. Pass example')[0]}; draft_export "
-            f"pinned {'; '.join(guards) or 'its data-dependent branches'} but its graph fails on the example inputs "
-            f"({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}). Make those branches static "
-            f"for tracing (torch.cond, or a Python flag set before the call)") from exc
-    why = str(first).split(": ", 1)[-1].split(". Pass example")[0][:200]
+            f"{_first(first)}; draft_export pinned {'; '.join(guards) or 'its data-dependent branches'} but its "
+            f"graph fails on the example inputs ({type(exc).__name__}: {_line(exc, 160)}). Make those branches "
+            f"static for tracing (torch.cond, or a Python flag set before the call)") from exc
+    why = _first(first).split(": ", 1)[-1][:200]
     return ep, (f"torch.export failed ({why}); traced with torch.export.draft_export, data-dependent branches "
                 f"pinned for the example inputs ({'; '.join(guards) or 'no guard reported'}): the Plan holds for "
                 f"inputs that take the same branches")
