@@ -1,12 +1,15 @@
 """The architecture zoo: transformers-5 model classes from shrunken default configs, through the graph side.
 
-    python -m bench.zoo [--only bert,t5] [--workers 2] [--timeout 120] [--out bench/results/zoo.json]
+    python -m bench.zoo [--only bert,t5 | --all] [--workers 2] [--timeout 120] [--out bench/results/zoo.json]
 
 Every architecture is built with ``AutoModel.from_config(shrink(model_type))`` (``bench/zoo_shrink.py``:
 a generic shrinker over the usual size fields; random weights), given example inputs from its config
 (``leap_fx.hf.inputs``) and run through ``leap_fx.run.roundtrip``: strict analyze -> a random half of
 every family's heads / neurons masked (prepare -> fold) -> strip (self-verified) -> ONNX -> parity in
-onnxruntime. Each architecture runs in a forked process with a time limit (a stuck stage is named).
+onnxruntime -> save_slim / load_slim. Each architecture runs in a forked process with a time limit (a stuck
+stage is named). ``--all`` sweeps every model type transformers' ``AutoModel`` maps (its base class);
+each row also compares the families found with those the config implies (``bench/zoo_implied.py``:
+a shortfall with nothing unmatched is a *silent* partial find).
 Prints a README-ready table (architecture -> PASS, or the stage and reason) and writes the JSON.
 "Standard attention" = the trace has at least one attention site (sdpa or softmax over q.k scores);
 the goal is >= 90 % PASS among those. A ``build`` failure is the shrinker's, not the library's.
@@ -20,6 +23,7 @@ import tempfile
 import time
 import warnings
 
+from bench.zoo_implied import implied, shortfall
 from bench.zoo_shrink import shrink
 from leap_fx.costs.timing import environment
 from leap_fx.hf.inputs import example_inputs
@@ -63,9 +67,12 @@ def run_one(arch: str, report) -> dict:
         return {"arch": arch, "status": "FAIL", "stage": "build", "module": "", "hint": "shrinker limitation",
                 "reason": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", "families": {}}
     build = round(time.perf_counter() - t0, 2)
+    want = implied(model.config)
     with tempfile.TemporaryDirectory() as tmp:
-        rt = roundtrip(model, inputs, tmp, seed=0, progress=report)
-    out = {"arch": arch, **rt.to_dict()}
+        rt = roundtrip(model, inputs, tmp, seed=0, progress=report, slim=True)
+    out = {"arch": arch, **rt.to_dict(), "implied": want}
+    out["shortfall"] = shortfall(rt.families, want) if rt.families else ""
+    out["silent"] = bool(out["shortfall"]) and rt.status == "PASS" and not rt.families.get("unmatched")
     out["seconds"] = {"build": build, **rt.seconds}
     return out
 
@@ -117,12 +124,19 @@ def summarize(results: list[dict]) -> dict:
     built = [r for r in results if r["stage"] != "build"]
     standard = [r for r in built if r.get("families", {}).get("attention_sites", 0) > 0]
     passed = [r for r in standard if r["status"] == "PASS"]
+    stages: dict[str, int] = {}
+    for r in results:
+        if r["status"] != "PASS":
+            stages[r["stage"]] = stages.get(r["stage"], 0) + 1
     return {"architectures": len(results), "built": len(built), "standard_attention": len(standard),
             "standard_attention_pass": len(passed), "pass_rate": len(passed) / max(1, len(standard)),
-            "pass": sum(r["status"] == "PASS" for r in results)}
+            "pass": sum(r["status"] == "PASS" for r in results), "fail_by_stage": stages,
+            "silent_partial": sorted(r["arch"] for r in results if r.get("silent"))}
 
 
 def _result(r: dict) -> str:
+    if r.get("silent"):
+        return f"SILENT PARTIAL ({r['shortfall']})"
     if r["status"] == "PASS":
         fam = r.get("families", {})
         notes = [f"{fam[k]} {k}" for k in ("frozen", "tied", "interleaved") if fam.get(k)]
@@ -132,22 +146,34 @@ def _result(r: dict) -> str:
 
 
 def table(results: list[dict], markdown: bool = True) -> str:
+    def implied(r):
+        want = r.get("implied") or {}
+        text = "/".join("?" if want.get(k) is None else str(want[k]) for k in ("attention", "ffn"))
+        return text + (f" +{want['experts']} experts" if want.get("experts") else "") if want else "-"
     rows = [{"arch": r["arch"], "class": r.get("model_class", ""), "fams": (
         f"{r['families'].get('attention', 0)}/{r['families'].get('ffn', 0)}" if r.get("families") else "-"),
-        "result": _result(r)} for r in results]
+        "implied": implied(r), "result": _result(r)} for r in results]
     return format_table(rows, [("arch", "architecture", ""), ("class", "model class", ""),
-                               ("fams", "attn/ffn families", ""), ("result", "result", "")], markdown=markdown)
+                               ("fams", "attn/ffn families", ""), ("implied", "config implies", ""),
+                               ("result", "result", "")], markdown=markdown)
+
+
+def every_model_type() -> list[str]:
+    """Every model type transformers' AutoModel maps to a base class (the ``--all`` sweep)."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+    return sorted(MODEL_MAPPING_NAMES)
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated model types (default: the built-in list of "
                                    f"{len(ARCHITECTURES)})")
+    ap.add_argument("--all", action="store_true", help="every model type AutoModel maps (hundreds: hours)")
     ap.add_argument("--workers", type=int, default=2, help="architectures run at once (default: 2)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds per architecture (default: 180)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "zoo.json"))
     args = ap.parse_args(argv)
-    archs = args.only.split(",") if args.only else list(ARCHITECTURES)
+    archs = args.only.split(",") if args.only else every_model_type() if args.all else list(ARCHITECTURES)
     t0 = time.perf_counter()
     results = sweep(archs, max(1, args.workers), args.timeout)
     summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers}
@@ -155,7 +181,8 @@ def main(argv=None) -> dict:
     print(table(results))
     print(f"\n{summary['pass']}/{summary['architectures']} PASS; standard attention: "
           f"{summary['standard_attention_pass']}/{summary['standard_attention']} "
-          f"({100 * summary['pass_rate']:.0f} %); {summary['seconds']:.0f} s with {args.workers} workers; "
+          f"({100 * summary['pass_rate']:.0f} %); failures by stage {summary['fail_by_stage']}; silent partial "
+          f"finds: {len(summary['silent_partial'])}; {summary['seconds']:.0f} s with {args.workers} workers; "
           f"wrote {args.out}")
     return summary
 

@@ -50,10 +50,10 @@ def test_random_keep_is_per_plan_key_and_never_empty():
 
 
 def test_failure_is_reported_with_stage_and_hint(tmp_path):
-    """A model whose MLP uses an activation the matcher does not know: strict analyze names the site."""
+    """A model whose MLP mixes its neurons (softmax over the features): strict analyze names the site."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 8),
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Softmax(-1), torch.nn.Linear(16, 8),
                                 torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8)).eval()
     rt = roundtrip(model, torch.randn(2, 8), str(tmp_path))
-    assert (rt.status, rt.stage) == ("FAIL", "analyze") and "tanh" not in rt.hint
-    assert "none of" in rt.reason and "ACTIVATIONS" in rt.hint
+    assert (rt.status, rt.stage) == ("FAIL", "analyze") and "softmax" not in rt.hint
+    assert "not elementwise" in rt.reason and "elementwise" in rt.hint

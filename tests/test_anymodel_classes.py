@@ -232,7 +232,9 @@ def test_attention_mask_is_supplied_when_torchscript_fails(tmp_path):
 
 
 # -- class 7: partial finds are reported; strict raises ---------------------------------------------
-class _TanhMLP(nn.Module):
+class _MixingMLP(nn.Module):
+    """Up -> softmax over the features -> down: the softmax mixes neurons, so no neuron can go alone."""
+
     def __init__(self):
         super().__init__()
         self.attn = models.HandAttention(16, 2)
@@ -240,16 +242,17 @@ class _TanhMLP(nn.Module):
 
     def forward(self, x):
         x = x + self.attn(x)
-        return x + self.down(torch.tanh(self.up(x)))
+        return x + self.down(torch.softmax(self.up(x), dim=-1))
 
 
 def test_unmatched_sites_are_listed_and_strict_raises():
     torch.manual_seed(0)
-    model, x = _TanhMLP().eval(), torch.randn(2, 5, 16)
+    model, x = _MixingMLP().eval(), torch.randn(2, 5, 16)
     plan = analyze(model, (x,))
     assert len(plan.attention()) == 1 and not plan.feed_forward()
     (u,) = plan.unmatched
-    assert (u.kind, u.module) == ("ffn", "down") and "none of" in u.reason and "WARNING" in plan.table()
+    assert (u.kind, u.module) == ("ffn", "down") and "softmax between the projections" in u.reason
+    assert "WARNING" in plan.table()
     with pytest.raises(AnalyzeError, match="strict=True.*ffn site .* in down"):
         analyze(model, (x,), strict=True)
 

@@ -24,7 +24,20 @@ def test_zoo_writes_json_and_table(tmp_path, capsys):
     assert funnel["stage"] == "build" and funnel["hint"] == "shrinker limitation"
     assert summary["standard_attention"] == 1 and summary["pass_rate"] == 1.0
     text = capsys.readouterr().out
-    assert "| bert | BertModel | 2/2 | PASS |" in text and "FAIL at build" in text and "wrote" in text
+    assert "| bert | BertModel | 2/2 | 2/2 | PASS |" in text and "FAIL at build" in text and "wrote" in text
+    assert bert["implied"] == {"attention": 2, "ffn": 2, "experts": 0} and not bert["silent"]
+    assert summary["fail_by_stage"] == {"build": 1} and summary["silent_partial"] == []
+
+
+def test_config_implied_families_and_shortfall():
+    from bench.zoo_implied import implied, shortfall
+    assert implied(shrink("t5")) == {"attention": 6, "ffn": 4, "experts": 0}  # decoder cross-attention counts
+    moe = shrink("deepseek_v3")
+    moe.first_k_dense_replace = 1
+    assert implied(moe) == {"attention": 2, "ffn": 1, "experts": 4}
+    assert shortfall({"attention": 2, "ffn": 1}, implied(moe)) == "ffn+experts 1/5"
+    assert shortfall({"attention": 2, "ffn": 5}, implied(moe)) == ""  # experts reported as FFN families
+    assert shortfall({"attention": 1, "ffn": 2}, implied(shrink("bert"))) == "attention 1/2"
 
 
 def test_a_stuck_architecture_is_named_with_its_stage():

@@ -39,12 +39,19 @@ def test_audio_and_encoder_decoder(tmp_path, capsys):
         assert f"Plan for {cls}" in capsys.readouterr().out
 
 
-def test_unmatched_sites_warn_and_strict_fails(tmp_path, capsys):
-    path = _saved(tmp_path, "bert", hidden_act="tanh")  # an MLP activation the matcher does not know
+def test_unmatched_sites_warn_and_strict_fails(tmp_path, capsys, monkeypatch):
+    """Latent attention with its matcher switched off (buffers filled in parts not read): two sites missed."""
+    from passes.analyze import channels
+    from tests import models_attn
+    model, _ = models_attn.deepseek_v3()
+    path = str(tmp_path / "mla")
+    model.save_pretrained(path)
+    monkeypatch.setattr(channels, "FILL_OPS", frozenset())
     assert cli.main(["analyze", "--model", path]) == 0
     captured = capsys.readouterr()
-    assert "2 attention, 0 feed-forward families" in captured.out
-    assert captured.err.count("leap-fx analyze: warning: ffn site") == 2 and "--strict" in captured.err
+    assert "0 attention, 2 feed-forward families" in captured.out
+    assert captured.err.count("leap-fx analyze: warning: attention site") == 2 and "--strict" in captured.err
+    assert "new_empty" in captured.err
     assert cli.main(["analyze", "--model", path, "--strict"]) == 2
     assert "strict=True" in capsys.readouterr().err
 

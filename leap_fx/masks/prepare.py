@@ -118,10 +118,10 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
             own = make((fam.granules,), key, dev)  # keyed by the Plan key (a tie: by its first family)
             if tie:
                 shared[tie] = own
-        unit = getattr(fam, "head_dim", 1)
         for s in members:
             shape = tuple(getattr(targets[s.weight_name][0], s.param).shape)
             group = fam.num_heads // fam.num_kv_heads if s.role in ("k", "v") else 1
+            unit = s.size * group // fam.granules  # per role: latent attention's k / v heads differ from q's
             masks.setdefault(s.weight_name, GranuleMask()).add_tied(own, shape, s.axis, s.start, s.size, unit,
                                                                     group, s.role in VALUE_ROLES, s.index, s.expert)
     for name, (mod, pname, out_axis) in targets.items():  # per matrix: block / row grids

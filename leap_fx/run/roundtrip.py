@@ -31,7 +31,7 @@ STAGES = ("trace", "analyze", "prepare", "strip", "export", "parity", "slim")
 HINTS = {
     "trace": "pass example inputs the forward accepts, use_cache=False, no data-dependent Python control flow",
     "analyze": "see the unmatched sites: an op between the projections and the attention the matcher does not "
-               "follow, or an activation missing from passes.analyze.activations.ACTIVATIONS",
+               "follow, or an op between up and down that is not elementwise",
     "prepare": "check the Plan against the model (analyze this very model); exclude the family",
     "strip": "leave the named family out of the Plan and strip the rest, or report the architecture",
     "export": "export with exporter='dynamo', or pass dynamic_axes= for what the model allows",

@@ -1,12 +1,14 @@
 """Stage 1, analyze: trace a model (``torch.export``) and find its attention / FFN families.
 
-``trace.py`` (export + aten graph helpers) -> ``channels.py`` (channels followed through the ops,
-node values) -> ``attention.py`` / ``ffn.py`` / ``experts.py`` (dataflow matchers; ``expert_graph.py``
-reads fused experts and routers) -> ``side_tensors.py`` /
-``path_sides.py`` (per-head tensors outside q/k/v/out: coupled, shared or frozen) -> ``analyze.py``
-(one family per module, ties, unmatched sites) -> ``plan.py`` (the Plan: JSON round trip, table);
-``residual.py`` (``analyze(..., residual=True)``: the residual stream, what hidden-dimension pruning
-touches).
+``trace.py`` (export + aten graph helpers; ``pinned.py``: draft_export with data-dependent branches
+pinned, only when export fails) -> ``channels.py`` (channels followed through the ops, node values;
+``assembled.py``: buffers filled in parts) -> ``scores.py`` (q.k and probs.v products: matmul, einsum,
+sink columns) + ``head_axes.py`` (per-head channels along a layout) -> ``attention.py`` / ``ffn.py`` /
+``ffn_open.py`` / ``experts.py`` (dataflow matchers; ``expert_graph.py`` reads fused experts and
+routers) -> ``side_tensors.py`` / ``path_sides.py`` (per-head tensors outside q/k/v/out: coupled,
+shared or frozen) -> ``analyze.py`` (one family per module, ties, unmatched sites) -> ``plan.py`` (the
+Plan: JSON round trip, table); ``residual.py`` (``analyze(..., residual=True)``: the residual stream,
+what hidden-dimension pruning touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
 from passes.analyze.analyze import AnalyzeError, analyze

@@ -25,11 +25,13 @@ from passes.analyze.attention import match_attention, sites
 from passes.analyze.channels import NodeValues
 from passes.analyze.experts import match_experts
 from passes.analyze.ffn import match_ffn, mlp_like
+from passes.analyze.ffn_open import match_open_ffn, mlp_shaped
 from passes.analyze.inputs import split_inputs
+from passes.analyze.pinned import trace_or_pin
 from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD, Plan, Unmatched
 from passes.analyze.residual import find_residual
 from passes.analyze.side_tensors import side_tensors
-from passes.analyze.trace import Graph, TraceError, trace, traced_inputs
+from passes.analyze.trace import Graph, TraceError, traced_inputs
 
 _MATCH_ERRORS = (RuntimeError, TypeError, IndexError, KeyError, ValueError)
 
@@ -82,7 +84,8 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
             fam, why = match_attention(g, site, values)
             if fam is not None:
                 coupled, shared, reads, frozen = side_tensors(g, model, site, fam, values)
-                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=shared, reads=reads, frozen=frozen)
+                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=tuple(sorted({*fam.shared, *shared})),
+                                          reads=reads, frozen=frozen)
         except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is None:
@@ -92,12 +95,15 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
             found.append((g.order[site.anchor], fam))
 
 
-def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
+def _feed_forward(g: Graph, values: NodeValues, used: set, found: list, unmatched: list) -> None:
     for down in g.projections():
         if down.weight in used:
             continue
         try:
             fam, why = match_ffn(g, down)
+            if fam is None:  # any elementwise ops / per-neuron tensors between up and down (ffn_open.py)
+                fam, more = match_open_ffn(g, down, values)
+                why = why if fam is not None or not mlp_shaped(g, down) else f"{why}; {more}"
         except _MATCH_ERRORS as exc:
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is not None and used.intersection(s.weight_name for s in fam.slices):
@@ -105,7 +111,7 @@ def _feed_forward(g: Graph, used: set, found: list, unmatched: list) -> None:
         if fam is not None:
             found.append((g.order[down.node], fam))
             used.update(s.weight_name for s in fam.slices)
-        elif mlp_like(g, down):
+        elif mlp_like(g, down) or mlp_shaped(g, down):
             unmatched.append(Unmatched(FEED_FORWARD, _block(down.module) or "", down.module, down.node.name, why))
 
 
@@ -116,7 +122,10 @@ def _experts(g: Graph, found: list, unmatched: list) -> list:
         matches, misses = match_experts(g)
     except _MATCH_ERRORS as exc:  # an unusual graph: report it, keep the rest of the Plan
         matches, misses = [], [("", None, f"expert matching failed: {type(exc).__name__}: {exc}")]
+    owned = {s.weight_name for _, f in found for s in list(f.slices) + list(f.coupled)}  # e.g. a per-head table
     for module, node, why in misses:
+        if node is not None and any(g.param_of(a) in owned for a in node.all_input_nodes):
+            continue  # a 3-D tensor another family already owns (a relative-position table [positions, heads, d])
         unmatched.append(Unmatched(EXPERTS, _block(module) or "", module, node.name if node is not None else "", why))
     for m in matches:
         found += [(m.order, m.layer)] + [(m.order, f) for f in m.routed]
@@ -203,14 +212,14 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
         raise TypeError(f"analyze() needs a torch.nn.Module, got {type(model).__name__}")
     split_inputs(example_inputs)  # TypeError for unsupported input forms
     try:
-        ep = trace(model, example_inputs)
+        ep, how = trace_or_pin(model, example_inputs)
     except TraceError as exc:
         raise AnalyzeError(str(exc)) from exc
     g, values = Graph(ep), NodeValues(ep, *traced_inputs(model, example_inputs))
     found, unmatched = [], []
     _attention(g, model, values, found, unmatched)
-    used = {s.weight_name for _, f in found for s in list(f.slices) + list(getattr(f, "coupled", ()))}
-    _feed_forward(g, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
+    used = {s.weight_name for _, f in found for s in list(f.slices) + list(f.coupled)}
+    _feed_forward(g, values, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
     found = _unique(found, unmatched)
     moe = _experts(g, found, unmatched)
     if not found:
@@ -227,7 +236,7 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
         for f in m.routed:
             f.layer = m.layer.layer
     _tie([f for _, f in found if f.kind == ATTENTION])
-    plan = Plan(model_class=type(model).__name__, unmatched=unmatched)
+    plan = Plan(model_class=type(model).__name__, unmatched=unmatched, trace=how)
     keys = {}
     for _, fam in found:
         keys[id(fam)] = key = _key(plan, fam)

@@ -5,7 +5,7 @@ For one example of ``seq`` tokens (2 FLOPs per multiply-add, as ``torch.utils.fl
 - a slice of ``unit`` output rows (or input columns) of a weight ``[out, in]`` costs
   ``2 * seq * unit * (the other dim)``; a family's slices are shared by its granules, so a head's
   share of q/k/v/out is their total over ``num_heads`` (grouped-query k/v included);
-- a head also does ``QK^T`` and ``softmax(.) V``: ``2 * 2 * seq^2 * head_dim``;
+- a head also does ``QK^T`` and ``softmax(.) V``: ``2 * seq^2 * (head_dim + v width per head)``;
 - a neuron costs its row of up (and gate) and its column of down;
 - a routed expert's neuron runs on the tokens routed to its expert: ``top_k / num_experts`` of them
   (every token runs exactly ``top_k`` experts), so it costs that fraction of a dense neuron; a whole
@@ -74,7 +74,7 @@ def granule_flops(model: nn.Module, plan: Plan, seq: int) -> dict[str, GranuleCo
         proj = sum(2.0 * seq * sl.size * _other_dim(model, sl) for sl in fam.slices)
         per = proj / fam.granules
         if fam.kind == ATTENTION:
-            per += 4.0 * seq * seq * fam.head_dim
+            per += 2.0 * seq * seq * (fam.head_dim + fam.unit("v"))
         if fam.kind == FEED_FORWARD and fam.router:  # routed expert: top_k of num_experts experts run per token
             layer = plan.families[fam.router]
             per *= layer.top_k / layer.num_experts

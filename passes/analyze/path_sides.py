@@ -15,7 +15,7 @@ import torch
 from torch.fx import Node
 
 from passes.analyze.plan import AttentionFamily
-from passes.analyze.trace import Graph, shape_of
+from passes.analyze.trace import Graph, depends, shape_of
 
 ROLES = ("q", "k", "v")
 
@@ -26,20 +26,6 @@ def _heads_of_channels(sl, unit: int, size: int) -> torch.Tensor:
     for i, pos in enumerate(sl.positions()):
         lookup[pos] = i // unit
     return lookup
-
-
-def _depends(node: Node, targets: set, limit: int = 300) -> bool:
-    """``node`` is computed (within ``limit`` ancestors) from one of ``targets``."""
-    seen, stack = set(), [node]
-    while stack and len(seen) < limit:
-        n = stack.pop()
-        if n in targets:
-            return True
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(n.all_input_nodes)
-    return False
 
 
 def path_terms(g: Graph, site, fam: AttentionFamily, values, stop: set) -> tuple[list, str]:
@@ -53,10 +39,10 @@ def path_terms(g: Graph, site, fam: AttentionFamily, values, stop: set) -> tuple
         for op, operand, idx in site.sides.get(role, []):
             if not isinstance(idx, torch.Tensor) or not isinstance(operand, Node):
                 continue
-            lookup = _heads_of_channels(sl, fam.head_dim, int(idx.max()) + 1)
-            ids = lookup[idx]
-            if _depends(operand, stop):  # a statistic of the projection's own output
-                if (shape_of(op) or (0,))[-1] > fam.head_dim and (shape_of(operand) or (1,))[-1] == 1:
+            lookup = _heads_of_channels(sl, fam.unit(role), int(idx.max()) + 1)
+            ids = torch.where(idx >= 0, lookup[idx.clamp(min=0)], -1)  # -1: no channel of this projection
+            if depends(operand, stop, limit=300):  # a statistic of the projection's own output
+                if (shape_of(op) or (0,))[-1] > fam.unit(role) and (shape_of(operand) or (1,))[-1] == 1:
                     return [], (f"{g.module_of(op) or op.name} scales {role} by a statistic over several heads "
                                 f"(a norm over the whole projection): the heads are not independent")
                 continue

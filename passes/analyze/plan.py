@@ -15,16 +15,19 @@ Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each g
 - ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output
   axis, e.g. rows of an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
 
-For an attention family, ``q``/``out`` have ``num_heads`` granules of ``head_dim``; ``k``/``v``
-have ``num_kv_heads`` granules (grouped-query attention: q head ``h`` reads kv head
-``h // (num_heads // num_kv_heads)``). ``coupled`` lists per-head tensors that are not projections
-(a relative-position bias table with one column per head, head-wise scales or biases): ``num_heads``
-granules each, removed with the heads; ``shared`` names tensors every head reads alike (rotary
-tables). Families with the same ``tie`` read one coupled tensor (T5's bias table is computed once
-and added in every layer): their heads are one tied granule, the same heads go everywhere.
-``reads`` names per-head tensors computed in the forward, not parameters (T5's cross-attention
-``zeros(1, n_heads, q, k)`` bias, made by the first layer and added in every later one), as
-``module:node``: families reading one are tied too (its shape follows the first reader's head count).
+For an attention family, ``q``/``out`` have ``num_heads`` granules; ``k``/``v`` have ``num_kv_heads``
+granules (grouped-query attention: q head ``h`` reads kv head ``h // (num_heads // num_kv_heads)``).
+``head_dim`` is q's width per head; k, v and out may differ (``unit(role)``, from the slice sizes):
+latent attention reads a head's k from ``kv_b_proj`` without the rope part every head shares, and its v
+/ out heads are narrower than q; LeViT's v heads are wider. ``coupled`` lists per-head tensors that are
+not projections (a relative-position bias table with one column per head, head-wise scales or biases,
+sink logits, a BatchNorm after a projection): ``num_heads`` granules each, removed with the heads;
+``shared`` names tensors every head reads alike (rotary tables, latent attention's rope key). Families
+with the same ``tie`` read one coupled tensor (T5's bias table is computed once and added in every
+layer): their heads are one tied granule, the same heads go everywhere. ``reads`` names per-head tensors
+computed in the forward, not parameters (T5's cross-attention ``zeros(1, n_heads, q, k)`` bias, made by
+the first layer and added in every later one), as ``module:node``: families reading one are tied too
+(its shape follows the first reader's head count).
 ``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
 constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
 ``up``/``gate``/``down`` have ``width`` granules of size 1. The residual stream (``Plan.residual``,
@@ -43,7 +46,8 @@ at least ``top_k`` experts always stay; ``groups > 1`` (grouped routing) splits 
 contiguous groups, which must stay equal in size.
 
 ``Plan.unmatched`` lists the attention-like, MLP-like and expert sites ``analyze`` saw but could not
-match, with the reason (``analyze(..., strict=True)`` raises instead).
+match, with the reason (``analyze(..., strict=True)`` raises instead). ``Plan.trace`` says how the graph
+was traced when ``torch.export`` failed (data-dependent branches pinned for the example inputs).
 """
 from __future__ import annotations
 
@@ -153,23 +157,31 @@ class AttentionFamily:
     def slices(self) -> list[Slice]:
         return [self.q, self.k, self.v, self.out]
 
+    def unit(self, role: str) -> int:
+        """Indices per granule in the slice of ``role`` (q, k, v, out): its size over its head count."""
+        return getattr(self, role).size // (self.num_kv_heads if role in ("k", "v") else self.num_heads)
+
     def describe(self) -> str:
         kv = f" (kv {self.num_kv_heads})" if self.num_kv_heads != self.num_heads else ""
+        other = {r: self.unit(r) for r in ("k", "v", "out") if self.unit(r) != self.head_dim}
+        dims = f" ({', '.join(f'{r} {u}' for r, u in other.items())})" if other else ""
         extra = f", tied {self.tie}" if self.tie else ""
         coupled = [n for n in dict.fromkeys(c.weight_name for c in self.coupled) if n != self.tie]
         reads = [n for n in self.reads if n != self.tie]
         extra += f", + {', '.join(coupled)}" if coupled else ""
         extra += f", reads {', '.join(reads)}" if reads else ""
         extra += f", FROZEN: {self.frozen}" if self.frozen else ""
-        return f"{self.num_heads}{kv} x {self.head_dim}{extra}"
+        return f"{self.num_heads}{kv} x {self.head_dim}{dims}{extra}"
 
 
 @dataclass
 class FeedForwardFamily:
     """Feed-forward: up -> activation -> down, or act(gate) * up -> down. A routed expert (``router`` set)
-    has slices of one expert of fused parameters (``Slice.expert``) and runs on the tokens routed to it;
-    its ``activation`` may be ``""``: an elementwise function of gate and up that is no key of
-    ``ACTIVATIONS`` (GPT-OSS's clamped SwiGLU), so only neurons with a zero down column are removable."""
+    has slices of one expert of fused parameters (``Slice.expert``) and runs on the tokens routed to it.
+    ``activation`` is an ``ACTIVATIONS`` key, or an elementwise function strip cannot evaluate, so only
+    neurons with a zero down column are removable: ``""`` (GPT-OSS's clamped SwiGLU) or ``open:<ops>``
+    (any elementwise ops between up and down, ``ffn_open.py``). ``coupled``: per-neuron tensors on the way
+    (a BatchNorm after up), ``width`` granules each."""
 
     fqn: str  # lowest common ancestor of up, (gate), down
     layer: int
@@ -179,7 +191,11 @@ class FeedForwardFamily:
     down: Slice
     gate: Optional[Slice] = None
     kind: str = FEED_FORWARD
+    coupled: tuple[Slice, ...] = ()
     router: str = ""  # Plan key of the ExpertsFamily routing tokens to this expert ("" = every token)
+
+    def __post_init__(self):
+        self.coupled = tuple(Slice(**c) if isinstance(c, dict) else c for c in self.coupled)
 
     @property
     def granules(self) -> int:
@@ -195,7 +211,9 @@ class FeedForwardFamily:
         return self.down.expert
 
     def describe(self) -> str:
-        return f"{self.width}" + (" (gated)" if self.gate is not None else "")
+        extra = f", {self.activation}" if self.activation.startswith("open:") else ""
+        extra += f", + {', '.join(c.weight_name for c in self.coupled)}" if self.coupled else ""
+        return f"{self.width}" + (" (gated)" if self.gate is not None else "") + extra
 
 
 @dataclass
@@ -292,6 +310,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
     model_class: str = ""
     residual: Optional[ResidualFamily] = None
     unmatched: list[Unmatched] = field(default_factory=list)
+    trace: str = ""  # how the graph was traced when torch.export failed ("": torch.export; pinned.py)
 
     # -- queries -------------------------------------------------------------------------
     def attention(self) -> list[AttentionFamily]:
@@ -335,6 +354,8 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         out = {"model_class": self.model_class,
                "families": {k: asdict(v) for k, v in self.families.items()},
                "unmatched": [asdict(u) for u in self.unmatched]}
+        if self.trace:
+            out["trace"] = self.trace
         if self.residual is not None:
             out["residual"] = asdict(self.residual)
         return out
@@ -354,6 +375,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
             fams[key] = typ(**fd)
         plan = cls.from_families(fams, d.get("model_class", ""))
         plan.unmatched = [Unmatched(**u) for u in d.get("unmatched", [])]
+        plan.trace = d.get("trace", "")
         return plan
 
     # -- structure ---------------------------------------------------------------------------
@@ -390,6 +412,7 @@ class Plan(JsonDataclass):  # to_json / from_json: JsonDataclass's, over to_dict
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [f"WARNING: {u}" for u in self.unmatched]
+        lines += [f"NOTE: {self.trace}"] if self.trace else []
         dense = sum(not f.router for f in self.feed_forward())
         moe = self.experts()
         experts = f", {len(moe)} mixture-of-experts layers ({sum(len(f.experts) for f in moe)} routed experts)" \

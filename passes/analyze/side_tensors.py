@@ -3,7 +3,8 @@
 Whatever is added to (or multiplied into) the scores between the ``q @ k^T`` product and the
 softmax, and the ``attn_mask`` of an sdpa, is a *term*. A term that is the same for every head
 (a padding or causal mask broadcast over heads) needs nothing. A term that differs per head (a
-relative-position bias table with one column per head, T5 / Swin / MPNet; a head-wise logit scale)
+relative-position bias table with one column per head, T5 / Swin / MPNet; a head-wise logit scale;
+sink columns concatenated to the scores, one per head, GPT-OSS)
 is traced back to the floating-point parameters and buffers it is computed from: for each head
 ``h``, autograd of ``sum(term * [head == h] * R)`` (random ``R``) says which entries of each leaf
 tensor reach head ``h``. A leaf whose entries split into disjoint, equal runs per head along one
@@ -30,43 +31,18 @@ import torch
 from torch import nn
 from torch.fx import Node
 
-from passes.analyze.channels import NORM_OPS, NodeValues, _replay
+from passes.analyze.channels import NORM_OPS, NodeValues
 from passes.analyze.path_sides import path_terms
 from passes.analyze.plan import AttentionFamily, Slice
+from passes.analyze.score_terms import score_terms
 from passes.analyze.trace import (
-    ATTENTION_OPS,
     LAYOUT_OPS,
     Graph,
     is_pointwise,
     op_name,
-    shape_of,
 )
 
 MAX_NODES = 600  # ancestors followed back from a term
-
-
-def _terms(g: Graph, site, fam: AttentionFamily, values: NodeValues) -> list[tuple[Node, torch.Tensor, int]]:
-    """``(term, head id of every element where it joins, heads)`` along the site's score path."""
-    first = site.walk[0]
-    if op_name(first) in ATTENTION_OPS:  # sdpa: the mask broadcasts to (batch, heads, q, k)
-        q, k = first.args[0], first.args[1]
-        shape = (shape_of(q)[0], fam.num_heads, shape_of(q)[-2], shape_of(k)[-2])
-        ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shape)
-        return [(site.mask, ids, fam.num_heads)] if isinstance(site.mask, Node) else []
-    shp = shape_of(first)
-    ids = torch.arange(fam.num_heads).view(1, -1, 1, 1).expand(shp) if len(shp) == 4 else \
-        (torch.arange(shp[0]) % fam.num_heads).view(-1, 1, 1).expand(shp)
-    heads = fam.num_heads
-    out = [(first.args[0], ids, heads)] if op_name(first) == "baddbmm" and isinstance(first.args[0], Node) else []
-    for prev, node in zip(site.walk, site.walk[1:-1]):
-        if op_name(node) in LAYOUT_OPS:
-            ids = _replay(node, {prev: ids}, values)
-            if ids is None:
-                return out
-        elif is_pointwise(node):
-            ids = ids.expand(shape_of(node)) if shape_of(node) != tuple(ids.shape) else ids
-            out += [(a, ids, heads) for a in node.args if isinstance(a, Node) and a is not prev]
-    return out
 
 
 def _leaves(g: Graph, term: Node, stop: set) -> tuple[list[Node], list[Node]]:
@@ -130,6 +106,25 @@ class Found:
         self.coupled: dict[str, Slice] = {}
         self.shared: set[str] = set()
         self.reads: dict[str, None] = {}  # computed per-head-shaped tensors, "module:node", in order
+
+    def couple(self, name: str, axis: int, runs: list[list[int]]) -> str:
+        """Record ``runs[h]`` (indices along ``axis``) as head ``h``'s part of tensor ``name``; a tensor met again
+        (one per-channel tensor after a fused q|k|v, LeViT's BatchNorm) gains the new runs per head. Returns
+        why it cannot be sliced, or ""."""
+        old = self.coupled.get(name)
+        if old is not None:
+            unit, have = old.size // len(runs), old.positions()
+            if old.axis != axis:
+                return f"per-head tensor {name} splits into heads along two axes; strip cannot slice it"
+            new = {i for r in runs for i in r}
+            if new <= set(have):
+                return ""
+            if new & set(have):
+                return f"per-head tensor {name} is read by two heads at the same index; strip cannot slice it"
+            runs = [have[h * unit:(h + 1) * unit] + r for h, r in enumerate(runs)]
+        fqn, _, param = name.rpartition(".")
+        self.coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
+        return ""
 
 
 def analyze_term(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: int, values: NodeValues,
@@ -196,7 +191,7 @@ def _classify(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: 
     env, out = _rerun(term, leaves, inner, values) if leaves else ({}, val)
     if not leaves or not out.requires_grad:  # a constant: per-head values could not be sliced
         return frozen if not from_own and not _shared(val, ids, heads) else ""
-    before = len(found.coupled)
+    added = False
     weights = torch.randn(ids.shape, generator=torch.Generator().manual_seed(0))
     for leaf in leaves:
         grads = []
@@ -217,10 +212,11 @@ def _classify(g: Graph, model: nn.Module, term: Node, ids: torch.Tensor, heads: 
         if feeds is not None:
             return (f"{name} splits into heads but also feeds {feeds} (the residual stream read as heads): "
                     f"removing a head would cut channels other modules use")
-        axis, runs = split
-        fqn, _, param = name.rpartition(".")
-        found.coupled[name] = Slice.at(fqn, param, axis, [i for r in runs for i in r], "coupled")
-    if len(found.coupled) == before and not from_own and not _shared(val, ids, heads):
+        why = found.couple(name, *split)
+        if why:
+            return why
+        added = True
+    if not added and not from_own and not _shared(val, ids, heads):
         return frozen  # differs per head, yet every tensor behind it reaches all heads alike
     return ""
 
@@ -235,7 +231,7 @@ def side_tensors(g: Graph, model: nn.Module, site, fam: AttentionFamily, values:
     terms, why = path_terms(g, site, fam, values, stop)
     if why:
         return [], (), (), why
-    for term, ids, heads in _terms(g, site, fam, values) + terms:
+    for term, ids, heads in score_terms(site, fam, values) + terms:
         why = analyze_term(g, model, term, ids, heads, values, stop, found)
         if why:
             return [], (), (), why

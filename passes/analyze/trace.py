@@ -81,7 +81,8 @@ def shape_of(node: Any) -> Optional[tuple]:
 LAYOUT_OPS = frozenset({
     "view", "reshape", "_unsafe_view", "transpose", "permute", "t", "unflatten", "flatten", "select",
     "slice", "narrow", "split", "split_with_sizes", "chunk", "unbind", "tensor_split", "getitem",
-    "squeeze", "unsqueeze", "expand", "repeat", "repeat_interleave", "movedim", "swapaxes"})
+    "squeeze", "unsqueeze", "expand", "repeat", "repeat_interleave", "movedim", "swapaxes", "reshape_as", "view_as",
+    "expand_as"})
 # ops that keep every channel where it is (value changes, position does not)
 IDENTITY_OPS = frozenset({"dropout", "clone", "contiguous", "to", "_to_copy", "alias", "detach",
                           "type_as", "lift_fresh_copy"})
@@ -92,9 +93,14 @@ SOFTMAX_OPS = frozenset({"softmax", "_softmax", "_safe_softmax"})
 MATMUL_OPS = frozenset({"matmul", "bmm", "einsum"})
 
 
+# elementwise aten ops that lack the pointwise tag (LeViT's Hardswish)
+UNTAGGED_POINTWISE = frozenset({"hardswish", "log_sigmoid", "hardswish_"})
+
+
 def is_pointwise(node: Node) -> bool:
-    """Elementwise op (value-only): aten pointwise tag, or an identity op like dropout/clone."""
-    if op_name(node) in IDENTITY_OPS:
+    """Elementwise op (value-only): aten pointwise tag, an untagged elementwise op, or an identity op like
+    dropout/clone."""
+    if op_name(node) in IDENTITY_OPS or op_name(node) in UNTAGGED_POINTWISE:
         return True
     return torch.Tag.pointwise in getattr(node.target, "tags", ())
 
@@ -145,6 +151,7 @@ class Graph:
         self.user_inputs = set(ep.graph_signature.user_inputs)
         self.state = dict(ep.state_dict)
         self._proj: dict[Node, Optional[Projection]] = {}
+        self._live: Optional[set] = None
 
     # -- parameters ----------------------------------------------------------------------
     def param_of(self, node: Any) -> Optional[str]:
@@ -228,6 +235,15 @@ class Graph:
         return [p for p in map(self.projection, self.nodes) if p is not None]
 
     # -- dataflow --------------------------------------------------------------------------
+    def from_input(self, node: Any) -> bool:
+        """``node`` is computed from a user input (an activation, not a function of parameters only)."""
+        if self._live is None:
+            self._live = set()
+            for n in self.nodes:
+                if n.name in self.user_inputs or any(a in self._live for a in n.all_input_nodes):
+                    self._live.add(n)
+        return node in self._live
+
     def path_to_projection(self, node: Any, depth: int = 60) -> Optional[list[Node]]:
         """Nodes ``[projection, ..., node]`` reaching ``node`` through layout/pointwise ops only."""
         if not isinstance(node, Node) or depth <= 0:
@@ -260,6 +276,19 @@ class Graph:
                 if rest is not None:
                     return [node] + rest
         return None
+
+
+def depends(node: Node, targets: set, limit: int) -> bool:
+    """``node`` is computed (within ``limit`` ancestors) from one of ``targets``."""
+    seen, stack = set(), [node]
+    while stack and len(seen) < limit:
+        n = stack.pop()
+        if n in targets:
+            return True
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return False
 
 
 def index_through(path: Sequence[Node], idx: torch.Tensor) -> Optional[torch.Tensor]:

@@ -1,13 +1,16 @@
 """save_slim / load_slim: a stripped model as safetensors weights + a JSON shape manifest.
 
 The manifest (``manifest.json``) says how to turn a freshly built *dense* model into the slim
-one: every module's parameter shapes (and dtypes), the attributes strip changed (head counts,
+one: every module's parameter and persistent buffer shapes (and dtypes), the attributes strip changed (head counts,
 ``all_head_size``, ...), modules strip replaced (``SlimMultiheadAttention`` with its
 constructor spec), kept heads / FFN widths per family (the ``StripReport`` and its Plan),
-the model class and, for HF models, ``config.to_dict()``. ``load_slim`` builds the dense model
-(from ``model_or_factory`` or ``model_class``, or from the class transformers' own registries give
-for the config's ``model_type``: the class the manifest names is compared, never imported, so
-loading runs no code from the folder), applies the manifest, then loads the weights strictly.
+the model class and, for HF models, ``config.to_dict()`` and the constructor arguments beyond the
+config that rebuild its module tree (``init_kwargs``: ``BertModel(config, add_pooling_layer=False)``).
+``load_slim`` builds the dense model (from ``model_or_factory`` or ``model_class``, or from the class
+transformers' own registries give for the config's ``model_type``, or, for a class outside them (an
+encoder-only class, a speech encoder), by its name inside transformers' own ``transformers.models``
+modeling modules: nothing outside the ``transformers`` package is ever imported, so loading runs no
+code from the folder), applies the manifest, then loads the weights strictly.
 Both files are written to a temporary directory that is renamed into place, so ``dir`` is never
 half written, and only into a new or empty folder or one ``save_slim`` wrote (``passes.io.owned_dir``):
 ``leap-fx-files.json`` records the SHA-256 of the manifest and the weights, and ``load_slim`` refuses a
@@ -16,7 +19,12 @@ not match the manifest's shapes or dtypes, and a ``model_class`` that is not the
 """
 from __future__ import annotations
 
+import copy
+import importlib
+import importlib.util
+import inspect
 import os
+import re
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -45,16 +53,19 @@ def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Option
     for fqn, mod in model.named_modules():
         params = {n: {"shape": list(p.shape), "dtype": str(p.dtype).replace("torch.", "")}
                   for n, p in mod.named_parameters(recurse=False)}
-        entry = {"class": type(mod).__name__, "params": params}
+        buffers = {n: {"shape": list(b.shape), "dtype": str(b.dtype).replace("torch.", "")}  # a BatchNorm's statistics
+                   for n, b in mod.named_buffers(recurse=False) if n not in mod._non_persistent_buffers_set}
+        entry = {"class": type(mod).__name__, "params": params, **({"buffers": buffers} if buffers else {})}
         if hasattr(mod, "spec") and type(mod).__name__ in _replacement_classes():
             entry["spec"] = mod.spec()
-        if params or "spec" in entry:
+        if params or buffers or "spec" in entry:
             modules[fqn] = entry
     config = getattr(model, "config", None)
     return {
         "format": FORMAT, "version": VERSION,
         "model_class": f"{type(model).__module__}:{type(model).__qualname__}",
         "config": config.to_dict() if hasattr(config, "to_dict") else None,
+        "init_kwargs": init_kwargs(model) if hasattr(config, "to_dict") else {},
         "modules": modules,
         "attributes": _attributes(model, strip_report),
         "replaced": _replaced(model, strip_report),
@@ -126,16 +137,70 @@ def _hf_class(man: dict) -> Optional[type]:
     return None
 
 
+_MODELING = re.compile(r"^transformers\.models(\.[a-z0-9_]+)+$")
+
+
+def _transformers_class(man: dict) -> Optional[type]:
+    """The class the manifest names, looked up by name in one of transformers' own modeling modules
+    (``transformers.models.<model>.modeling_<model>``), for classes no auto mapping lists (``WhisperEncoder``,
+    ``T5EncoderModel``); None when the name is not such a module or the class is not a transformers model."""
+    from transformers import PreTrainedModel
+    named = man.get("model_class")
+    module, _, name = named.partition(":") if isinstance(named, str) else ("", "", "")
+    if not _MODELING.match(module) or not name.isidentifier():
+        return None
+    root = os.path.dirname(importlib.util.find_spec("transformers").origin)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not os.path.abspath(spec.origin).startswith(root + os.sep):
+        return None
+    cls = getattr(importlib.import_module(module), name, None)
+    ok = isinstance(cls, type) and issubclass(cls, PreTrainedModel) and cls.__module__ == module
+    return cls if ok else None
+
+
+def init_kwargs(model: nn.Module) -> dict:
+    """Constructor arguments beyond the config that rebuild ``model``'s module tree: the defaults, else the
+    first flip of one or two boolean arguments (``add_pooling_layer=False``) whose model, built on the meta
+    device, has the same modules; {} when none does (load_slim then names what differs)."""
+    cls, config = type(model), getattr(model, "config", None)
+    want = {n for n, _ in model.named_modules()}
+    try:
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    except (TypeError, ValueError):
+        return {}
+    flags = [p.name for p in params if isinstance(p.default, bool) and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                     p.KEYWORD_ONLY)]
+    defaults = {p.name: p.default for p in params if p.name in flags}
+    trials = [{}] + [{a: not defaults[a]} for a in flags] + \
+        [{a: not defaults[a], b: not defaults[b]} for i, a in enumerate(flags) for b in flags[i + 1:]]
+    for kw in trials[:12]:
+        try:
+            with torch.device("meta"):
+                built = cls(copy.deepcopy(config), **kw)
+        except Exception:  # a combination the class rejects: try the next
+            continue
+        if {n for n, _ in built.named_modules()} == want:
+            return kw
+    return {}
+
+
 def _class_name(man: dict) -> str:
     named = man.get("model_class")
     return named.rpartition(":")[2] if isinstance(named, str) else ""
 
 
 def _build(cls: type, man: dict) -> nn.Module:
-    """``cls(config)`` for an HF class (config from the manifest), else ``cls()``."""
+    """``cls(config, **init_kwargs)`` for an HF class (both from the manifest), else ``cls()``."""
     config_class = getattr(cls, "config_class", None)
     if man.get("config") is not None and config_class is not None:
-        return cls(config_class.from_dict(man["config"]))
+        kwargs = man.get("init_kwargs") or {}
+        if not all(isinstance(k, str) and isinstance(v, bool) for k, v in kwargs.items()):
+            raise ValueError(f"manifest init_kwargs {kwargs!r} are not boolean constructor flags: the manifest "
+                             f"is damaged or not written by save_slim")
+        return cls(config_class.from_dict(man["config"]), **kwargs)
     return cls()
 
 
@@ -152,12 +217,13 @@ def _dense_model(man: dict, model_or_factory: Any, model_class: Optional[type], 
         return model_or_factory()
     if model_or_factory is not None:
         raise ValueError("model_or_factory must be an nn.Module, a callable returning one, or None")
-    cls = _hf_class(man) if man.get("config") is not None else None
+    cls = (_hf_class(man) or _transformers_class(man)) if man.get("config") is not None else None
     if cls is None:
         raise ValueError(f"{where}: the manifest names the class {man.get('model_class')!r}, which is not a "
-                         f"transformers model registered for its config; leap-fx never imports a class a "
-                         f"file names. Pass it: load_slim(dir, model_class=TheClass), or "
-                         f"load_slim(dir, model_or_factory): the dense model, or a function that builds it")
+                         f"transformers model (registered for its config, or in transformers' own modeling "
+                         f"modules); leap-fx never imports a class from outside transformers. Pass it: "
+                         f"load_slim(dir, model_class=TheClass), or load_slim(dir, model_or_factory): the dense "
+                         f"model, or a function that builds it")
     return _build(cls, man)
 
 
@@ -173,6 +239,7 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
             raise ValueError(f"cannot rebuild replaced module {fqn} ({cls_name})")
         parent, _, name = fqn.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, name, makers[cls_name](spec))
+    _same_tree(model, man)
     for fqn, entry in man["modules"].items():
         mod = model.get_submodule(fqn) if fqn else model
         if type(mod).__name__ != entry["class"]:
@@ -184,6 +251,12 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
                 raise ValueError(f"{fqn}.{name}: manifest dtype {p['dtype']!r} is not a torch dtype")
             if cur is None or list(cur.shape) != p["shape"] or cur.dtype != dtype:
                 setattr(mod, name, nn.Parameter(torch.empty(p["shape"], dtype=dtype)))
+        for name, b in entry.get("buffers", {}).items():
+            cur, dtype = getattr(mod, name, None), getattr(torch, str(b["dtype"]), None)
+            if not isinstance(cur, torch.Tensor) or not isinstance(dtype, torch.dtype):
+                raise ValueError(f"{fqn}.{name}: manifest buffer does not fit the model (damaged manifest?)")
+            if list(cur.shape) != b["shape"] or cur.dtype != dtype:
+                setattr(mod, name, torch.empty(b["shape"], dtype=dtype))  # stays a registered buffer
         sync_leaf(mod)
     for fqn, attrs in man["attributes"].items():
         mod = model.get_submodule(fqn) if fqn else model
@@ -194,6 +267,20 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
                                  f"the manifest is damaged or not written by save_slim")
             setattr(mod, k, v)
     return model
+
+
+def _same_tree(model: nn.Module, man: dict) -> None:
+    """The dense model has exactly the manifest's modules with parameters (else it was built with other
+    constructor arguments than the saved one, e.g. with the pooler the slim model was built without)."""
+    mods = dict(model.named_modules())
+    missing = [f for f in man["modules"] if f not in mods]
+    extra = [f for f, m in mods.items() if f not in man["modules"] and any(True for _ in m.parameters(recurse=False))]
+    if missing or extra:
+        raise ValueError(f"the dense {type(model).__name__} built for this slim model differs from the saved one: "
+                         f"{'it lacks ' + ', '.join(missing[:4]) if missing else ''}"
+                         f"{'; ' if missing and extra else ''}{'it has ' + ', '.join(extra[:4]) if extra else ''} "
+                         f"(built with other constructor arguments?): pass load_slim(dir, model_or_factory) with "
+                         f"the model built as it was before stripping")
 
 
 def load_slim(dir: Union[str, os.PathLike], model_or_factory: Any = None,

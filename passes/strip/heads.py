@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from passes.analyze.plan import ATTENTION, AttentionFamily, Slice
@@ -39,6 +40,8 @@ class Heads(KindHandler):
         "LlamaAttention": (("num_key_value_groups", "groups"),),  # heads from view(-1, head_dim)
         "SlimMultiheadAttention": (("num_heads", "heads"),),
         "XGLMAttention": (("num_heads", "heads"), ("embed_dim", "width")),  # reshapes to embed_dim
+        "LevitAttention": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
+        "LevitAttentionSubsample": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
     }
     GENERIC = {
         "heads": ("num_heads", "num_attention_heads", "n_heads", "n_head", "heads"),
@@ -51,7 +54,7 @@ class Heads(KindHandler):
     @classmethod
     def decide(cls, model: nn.Module, fam: AttentionFamily, atol: float = 0.0) -> Cut:
         """Removable q heads (zero out columns, or a zero kv group whose constant folds), realised for GQA."""
-        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        h, kv, dv, do = fam.num_heads, fam.num_kv_heads, fam.unit("v"), fam.unit("out")
         if kv <= 0 or h % kv:
             raise ValueError(f"{fam.fqn}: num_heads {h} is not a multiple of num_kv_heads {kv}")
         if fam.frozen:
@@ -64,10 +67,10 @@ class Heads(KindHandler):
         removable, folds = [], []
         for j in range(kv):
             heads = list(range(j * group, (j + 1) * group))
-            out_zero = [is_zero(part(out_w, fam.out.axis, indices(fam.out, [q], d)), atol) for q in heads]
-            if not all(out_zero) and is_zero(part(v_w, fam.v.axis, indices(fam.v, [j], d)), atol):
-                b_v = part(vb, 0, indices(fam.v, [j], d)) if vb is not None else None
-                consts = [(q, through(fam.out, model, q, d, b_v)) for q, z in zip(heads, out_zero)
+            out_zero = [is_zero(part(out_w, fam.out.axis, indices(fam.out, [q], do)), atol) for q in heads]
+            if not all(out_zero) and is_zero(part(v_w, fam.v.axis, indices(fam.v, [j], dv)), atol):
+                b_v = part(vb, 0, indices(fam.v, [j], dv)) if vb is not None else None
+                consts = [(q, through(fam.out, model, q, do, b_v)) for q, z in zip(heads, out_zero)
                           if not z and b_v is not None and not is_zero(b_v, 0.0)]
                 if not consts or can_fold(model, fam.out):  # else nowhere to put the constant
                     removable += heads
@@ -92,9 +95,9 @@ class Heads(KindHandler):
 
     @classmethod
     def removed_by_role(cls, fam, cut):
-        d = fam.head_dim
-        return {"q": (cut.remove, d), "out": (cut.remove, d), "k": (cut.kv_remove, d), "v": (cut.kv_remove, d),
-                "coupled": (cut.remove, None)}  # None: the slice's size / num_heads
+        unit = fam.unit
+        return {"q": (cut.remove, unit("q")), "out": (cut.remove, unit("out")), "k": (cut.kv_remove, unit("k")),
+                "v": (cut.kv_remove, unit("v")), "coupled": (cut.remove, None)}  # None: the slice's size / num_heads
 
     @classmethod
     def fold_into(cls, fam) -> Slice:
@@ -110,10 +113,24 @@ class Heads(KindHandler):
 
     @classmethod
     def quantities(cls, fam, cut):
-        h, kv, d = fam.num_heads, fam.num_kv_heads, fam.head_dim
+        h, kv, d, dv = fam.num_heads, fam.num_kv_heads, fam.head_dim, fam.unit("out")
         nh, nkv = h - len(cut.remove), kv - len(cut.kv_remove)
-        return ({"heads": h, "kv_heads": kv, "width": h * d, "kv_width": kv * d, "groups": h // kv},
-                {"heads": nh, "kv_heads": nkv, "width": nh * d, "kv_width": nkv * d, "groups": nh // max(1, nkv)})
+        return ({"heads": h, "kv_heads": kv, "width": h * d, "kv_width": kv * d, "groups": h // kv,
+                 "out_width": h * dv},
+                {"heads": nh, "kv_heads": nkv, "width": nh * d, "kv_width": nkv * d, "groups": nh // max(1, nkv),
+                 "out_width": nh * dv})
+
+    @classmethod
+    def finish(cls, model: nn.Module, fam, cut: Cut) -> None:
+        """Caches of per-head tensors the family's modules keep (LeViT's ``attention_bias_cache``: bias rows
+        by device, made from the parameters at the first eval forward) are emptied: they held every head."""
+        if not cut.remove:
+            return
+        root = model.get_submodule(fam.fqn) if fam.fqn else model
+        for mod in root.modules():
+            for name, val in vars(mod).items():
+                if "cache" in name and isinstance(val, dict) and any(isinstance(v, torch.Tensor) for v in val.values()):
+                    val.clear()
 
     @classmethod
     def shrunk(cls, fam, cut, slices):

@@ -2,12 +2,14 @@
 
 Neuron ``j``: zero ``down`` column -> 0; zero ``up`` row -> ``act(b_up_j) * down[:, j]`` folded into
 the down bias. Gated ``act(gate_j) * up_j``: zero when ``up_j`` is identically 0, or ``gate_j`` is the
-constant ``c`` with ``act(c) == 0``; constant when both rows are zero.
+constant ``c`` with ``act(c) == 0``; constant when both rows are zero. Per-neuron tensors
+(``fam.coupled``, a BatchNorm after up) lose the removed neurons' entries.
 
 A routed expert (slices of one expert of fused tensors) is read the same way on ``W[e]``; nothing folds
-into its down bias (constants stay), and with ``activation=""`` (an elementwise gate outside
-``ACTIVATIONS``) only zero down columns count. Every expert of a fused tensor keeps the same width:
-``passes/strip/experts.py`` evens them out after ``decide``.
+into its down bias (constants stay), and with an activation strip cannot evaluate (``""``: an
+elementwise gate outside ``ACTIVATIONS``; ``open:<ops>``: any elementwise ops, ``ffn_open.py``) only
+zero down columns count. Every expert of a fused tensor keeps the same width: ``passes/strip/experts.py``
+evens them out after ``decide``.
 """
 from __future__ import annotations
 
@@ -69,7 +71,8 @@ class Neurons(KindHandler):
 
     @classmethod
     def removed_by_role(cls, fam, cut):
-        return {"up": (cut.remove, 1), "gate": (cut.remove, 1), "down": (cut.remove, 1)}
+        return {"up": (cut.remove, 1), "gate": (cut.remove, 1), "down": (cut.remove, 1),
+                "coupled": (cut.remove, None)}  # None: the slice's size / width
 
     @classmethod
     def fold_into(cls, fam) -> Slice:
@@ -87,5 +90,6 @@ class Neurons(KindHandler):
 
     @classmethod
     def shrunk(cls, fam, cut, slices):
-        return dataclasses.replace(fam, width=fam.width - len(cut.remove), **slices)
+        coupled = tuple(slices.pop(f"coupled:{c.weight_name}", c) for c in fam.coupled)
+        return dataclasses.replace(fam, width=fam.width - len(cut.remove), coupled=coupled, **slices)
 

@@ -25,6 +25,7 @@ class StripReport:
     params_after: int = 0
     plan: Optional[Plan] = None          # the Plan of the stripped model
     max_rel_diff: Optional[float] = None  # self-check on the example inputs (None: not checked)
+    config: dict = field(default_factory=dict)  # HF config head counts strip changed (uniform counts only)
 
     def kept(self, kind: Optional[str] = None) -> dict[str, int]:
         return {k: len(v["kept"]) for k, v in self.families.items() if kind in (None, v["kind"])}
@@ -65,6 +66,7 @@ class StripReport:
         for fqn, a in later.attributes.items():
             attrs[fqn] = {**attrs.get(fqn, {}), **a}
         return dataclasses.replace(later, families={**self.families, **fams}, attributes=attrs,
+                                   config={**self.config, **later.config},
                                    replaced={**self.replaced, **later.replaced},
                                    params_before=self.params_before)
 

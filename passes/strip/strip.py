@@ -24,7 +24,8 @@
 
 Returns a :class:`StripReport` (kept heads / neurons per family as indices into the model given,
 attributes changed, modules replaced, the Plan of the slim model). HF configs are shared by all
-layers and are left unchanged.
+layers: their head counts change only when every attention family kept the same number of heads
+and the config names its head width (``config.py``).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from torch.nn.utils import parametrize
 
 from passes.analyze.plan import Plan
 from passes.strip import verify
+from passes.strip.config import sync_config
 from passes.strip.cut import StripError
 from passes.strip.experts import removed_experts
 from passes.strip.remove import HANDLERS, describe, strip_pass
@@ -84,6 +86,7 @@ def strip(model: nn.Module, plan: Plan, example_inputs: Any = None, *, backend: 
     backup = copy.deepcopy(model.__dict__) if example_inputs is not None else None
     try:
         report = strip_pass(model, plan, example_inputs, backend, atol)
+        report.config = sync_config(model, plan, report.plan)  # checked with the rest below
         if sublayers and example_inputs is not None:  # emptied sub-layers -> constants, each one checked
             _sublayers(model, plan, report, example_inputs, rtol)
         if before is not None:

@@ -52,6 +52,8 @@ _LEAF_SHAPE_ATTRS = {
     "LayerNorm": lambda m: {"normalized_shape": tuple(m.weight.shape)},  # hidden dims (hidden.py)
     "Embedding": lambda m: {"num_embeddings": m.weight.shape[0], "embedding_dim": m.weight.shape[1]},
     "Conv2d": lambda m: {"out_channels": m.weight.shape[0], "in_channels": m.weight.shape[1] * m.groups},
+    "BatchNorm1d": lambda m: {"num_features": m.running_mean.shape[0] if m.running_mean is not None
+                              else m.weight.shape[0]},  # LeViT's Linear -> BatchNorm1d (per-channel, coupled)
 }
 
 

@@ -94,9 +94,9 @@ def install_gates(model: nn.Module, plan: Plan, make: Callable[[tuple, str], Har
         lay = make((1,), f"{key}:layer") if layers else None
         if lay is not None:
             gates.layers[key] = lay
-        unit = getattr(fam, "head_dim", 1)
         for s in fam.slices:
             group = fam.num_heads // fam.num_kv_heads if s.role in ("k", "v") else 1
+            unit = s.size * group // fam.granules  # per role: latent attention's k / v heads differ from q's
             tie(s.weight_name, g, s.axis, s.start, s.size, unit, group, s.role in VALUE_ROLES)
             if lay is not None and s.role in VALUE_ROLES:
                 tie(s.weight_name, lay, s.axis, s.start, s.size, s.size)

@@ -56,8 +56,8 @@ def output_slice(fam):
 
 
 def unit(fam) -> int:
-    """Input columns per granule of the output op (head_dim, or 1 per neuron)."""
-    return fam.head_dim if fam.kind == "attention" else 1
+    """Input columns per granule of the output op (a head's out columns, or 1 per neuron)."""
+    return fam.unit("out") if fam.kind == "attention" else 1
 
 
 def out_weight(model, fam) -> torch.Tensor:

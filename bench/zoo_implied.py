@@ -1,0 +1,64 @@
+"""What a config implies the Plan should hold: attention and feed-forward families, routed experts.
+
+The zoo compares this with what analyze found, so a silent partial find (fewer families than the model
+has, nothing in ``Plan.unmatched``) shows up as a row, not as a pass. A heuristic read of the usual
+config fields, not a verdict: layer counts (decoder cross-attention counted), ``layer_types`` of hybrid
+models (only attention layers hold attention), and mixture-of-experts layers (``first_k_dense_replace``,
+``mlp_only_layers``, ``decoder_sparse_step``) whose experts are families of their own.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+LAYERS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")
+
+
+def _get(config, *names) -> Optional[int]:
+    for n in names:
+        v = getattr(config, n, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
+def _moe_layers(config, layers: int) -> int:
+    if not _get(config, *EXPERTS):
+        return 0
+    first = _get(config, "first_k_dense_replace") or 0
+    only = getattr(config, "mlp_only_layers", None) or []
+    step = _get(config, "decoder_sparse_step", "moe_layer_freq") or 1
+    return sum(1 for i in range(layers) if i >= first and i not in only and (i + 1) % step == 0)
+
+
+def implied(config) -> dict:
+    """``{"attention": n, "ffn": n, "experts": n}`` the config implies (None where it says nothing)."""
+    enc = _get(config, "encoder_layers", "num_encoder_layers", *LAYERS)
+    if getattr(config, "is_encoder_decoder", False) and enc is not None:
+        dec = _get(config, "decoder_layers", "num_decoder_layers") or enc
+        return {"attention": enc + 2 * dec, "ffn": enc + dec, "experts": 0}
+    layers = _get(config, *LAYERS) or enc
+    if layers is None:
+        return {"attention": None, "ffn": None, "experts": None}
+    types = getattr(config, "layer_types", None)
+    attention = layers
+    if isinstance(types, (list, tuple)) and types and all(isinstance(t, str) for t in types):
+        attention = sum("attention" in t for t in types[:layers])
+    moe = _moe_layers(config, layers)
+    experts = moe * (_get(config, *EXPERTS) or 0)
+    return {"attention": attention, "ffn": layers - moe, "experts": experts}
+
+
+def shortfall(found: dict, want: dict) -> str:
+    """Which kinds analyze found fewer of than implied ("" when none), e.g. ``"attention 1/2"``. Experts count
+    with the feed-forward families (a matcher may report each expert as one)."""
+    out = []
+    w, f = want.get("attention"), found.get("attention", 0)
+    if w is not None and f < w:
+        out.append(f"attention {f}/{w}")
+    if want.get("ffn") is not None:
+        w = want["ffn"] + (want.get("experts") or 0)
+        f = found.get("ffn", 0) + found.get("experts", 0)
+        if f < w:
+            out.append(f"ffn{'+experts' if want.get('experts') else ''} {f}/{w}")
+    return ", ".join(out)
