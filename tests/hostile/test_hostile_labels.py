@@ -8,7 +8,7 @@ import random
 import pytest
 
 from leap_fx.data import DataWarning, check_tokenizer, load_data, load_text_file
-from leap_fx.run import PruneOptions
+from leap_fx.spec.options import PruneOptions
 from tests.test_pipeline import write_tiny_corpus
 
 
