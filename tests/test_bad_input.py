@@ -189,8 +189,8 @@ def _run(corpus, out, **kw):
     from leap_fx.run.job import run_prune
     from tests.test_pipeline import tiny_options
     path, tok = corpus
-    return run_prune(tiny_options(path, out, epochs=1, continue_anyway=True, **kw), model=tiny_bert(), tokenizer=tok,
-                     teacher=tiny_bert(seed=3))  # injected random teacher: no fine-tune
+    return run_prune(tiny_options(path, out, epochs=1, **kw), model=tiny_bert(), tokenizer=tok,
+                     teacher=tiny_bert(seed=3))  # injected teacher: no fine-tune
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -108,8 +108,8 @@ def test_model_dir_teacher_is_cached(corpus, tmp_path):
 def test_injected_teacher_skips_fine_tuning(corpus, tmp_path):
     path, tok = corpus
     teacher = tiny_bert(seed=3)
-    rep = run_prune(tiny_options(path, tmp_path / "t", epochs=1, continue_anyway=True), model=tiny_bert(),
-                    tokenizer=tok, teacher=teacher)  # a random teacher, on purpose
+    rep = run_prune(tiny_options(path, tmp_path / "t", epochs=1), model=tiny_bert(), tokenizer=tok,
+                    teacher=teacher)
     assert rep["teacher"]["injected"]
     assert "dense teacher" in rep["timing"]["stages_s"]
 

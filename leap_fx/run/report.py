@@ -66,7 +66,7 @@ def check_teacher(metrics: dict, data, opts, length: Optional[dict] = None) -> N
                                data.label_names, _what_to_try(opts.to_dict(), length, None))
     if warning:
         raise NoBetterThanGuessing(f"{warning}. The run stops before pruning; to prune this teacher anyway, run "
-                                   f"again with --continue-anyway (continue_anyway=True)")
+                                   f"again with --continue-anyway")
 
 
 def result_warnings(report: dict, data) -> list[str]:

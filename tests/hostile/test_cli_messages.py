@@ -83,7 +83,8 @@ def test_resume_after_the_onnx_went_missing_is_not_complete(slim_run, capsys, tm
     os.remove(run / "model.onnx")
     opts = json.loads((run / "options.json").read_text())
     (tmp_path / "o.json").write_text(json.dumps({**opts, "out": str(run)}))
-    err = one_line(capsys, 2, ["prune", "--options", str(tmp_path / "o.json"), "--out", str(run), "--resume"])
+    err = one_line(capsys, 2, ["prune", "--options", str(tmp_path / "o.json"), "--out", str(run), "--resume",
+                               "--continue-anyway"])
     assert f"the run in {run} is complete but model.onnx is missing; re-create model.onnx with `leap-fx export" in err
 
 

@@ -109,8 +109,8 @@ def test_a_teacher_no_better_than_guessing_stops_before_pruning(setup, tmp_path,
     with pytest.raises(RuntimeError, match=r"the dense teacher scores .* on validation, not clearly above the "
                                            r"majority-class rate .*The run stops before pruning; to prune this "
                                            r"teacher anyway, run again with --continue-anyway"):
-        run_prune(opts(setup, out, model=None, data=str(noise)), model=tiny_bert(), tokenizer=setup[3],
-                  teacher=tiny_bert(seed=3))
+        run_prune(opts(setup, out, model=None, data=str(noise), continue_anyway=False), model=tiny_bert(),
+                  tokenizer=setup[3], teacher=tiny_bert(seed=3))
     assert not out.exists()  # nothing to resume: --out as it was
 
 
@@ -121,7 +121,7 @@ def test_a_stopped_run_with_a_trained_teacher_resumes_with_continue_anyway(setup
                                                     for _ in range(160)))
     out, kw = tmp_path / "o", dict(data=str(noise), teacher_epochs=2, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match="--continue-anyway") as info:
-        run_prune(opts(setup, out, **kw))
+        run_prune(opts(setup, out, continue_anyway=False, **kw))
     assert "keeps this run's checkpoints: --resume continues it" in " ".join(info.value.__notes__)
     rep = run_prune(opts(setup, out, resume=True, continue_anyway=True, **kw))
     assert rep["status"] == "complete" and rep["teacher"]["cached"]  # the teacher is not trained again
