@@ -1,5 +1,10 @@
 """report.json: assembled from what the run measured (``measure.py``), with the warnings a result earns.
 
+A result no better than guessing is said when it is known: ``check_teacher`` stops the run right after a
+dense teacher that is not clearly above the majority-class rate on validation (``NoBetterThanGuessing``,
+unless ``continue_anyway``); ``result_warnings`` holds the teacher and the pruned model to that rate on
+validation and test, with advice in the unit of the run's target.
+
 Renamed fields (one place): ``leap_config`` is now ``method_config`` (the method's config, whatever the
 method); ``options`` holds the options as given, ``resolved_options`` with the mode defaults filled in.
 """

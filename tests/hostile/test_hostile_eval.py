@@ -131,7 +131,7 @@ def test_drop_invalid_is_a_flag_of_eval_as_its_error_advises(run, tmp_path, caps
     err = one_line(capsys, 2, ["eval", str(run[1]), "--data", str(bad)])
     assert f"{bad}:22: missing, empty or null label" in err and "pass --drop-invalid" in err
     out = one_line(capsys, 0, ["eval", str(run[1]), "--data", str(bad), "--drop-invalid"])
-    assert out.startswith(f"all accuracy ") and " on 20 rows: all rows of " in out
+    assert out.startswith("all accuracy ") and " on 20 rows: all rows of " in out
     assert f"{bad}: read 21 rows, skipped 1 (--drop-invalid), e.g. line 22: missing, empty or null label" in out
 
 
