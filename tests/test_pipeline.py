@@ -1,8 +1,6 @@
 """run_prune end to end on a tiny config-built BERT and a synthetic sentiment CSV (fast)."""
-import csv
 import json
 import os
-import random
 
 import pytest
 
@@ -11,44 +9,14 @@ from leap_fx.methods.request import resolve
 from leap_fx.run.job import run_prune
 from leap_fx.spec.options import MODES, PruneOptions
 from tests.conftest import tiny_bert
-
-POS = "good great fine nice superb lovely".split()
-NEG = "bad awful poor dull boring ugly".split()
-NEUTRAL = "movie film plot actor scene the a it was".split()
-
-
-def write_tiny_corpus(folder, rows=160, seed=0):
-    """``(csv path, tokenizer)``: labelled reviews and a word-level vocab (fits tiny_bert's 100 ids)."""
-    from transformers import BertTokenizerFast
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + POS + NEG + NEUTRAL
-    rng = random.Random(seed)
-    path = os.path.join(folder, "reviews.csv")
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["review", "sentiment"])
-        for _ in range(rows):
-            pos = rng.random() < 0.5
-            words = [rng.choice(POS if pos else NEG) for _ in range(2)] + [rng.choice(NEUTRAL) for _ in range(4)]
-            rng.shuffle(words)
-            w.writerow([" ".join(words), "pos" if pos else "neg"])
-    return path, BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
-
-
-
-def tiny_model_folder(folder):
-    """A tiny corpus and a saved tiny BERT with its tokenizer in ``folder``: ``(csv_path, tokenizer, model_dir)``."""
-    csv_path, tok = write_tiny_corpus(str(folder))
-    model_dir = folder / "tiny-bert"
-    tiny_bert().save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    return csv_path, tok, model_dir
-
-def tiny_options(csv_path, out, **kw):
-    base = dict(data=csv_path, text_column="review", label_column="sentiment", out=str(out),
-                granularity="structured", target_density=0.5, epochs=2, teacher_epochs=6, batch_size=16,
-                max_length=16, lr=1e-3, teacher_lr=3e-3, verbose=False)
-    base.update(kw)
-    return PruneOptions(**base)
+from tests.helpers import (  # noqa: F401 - re-exported: older tests import them from here
+    NEG,
+    NEUTRAL,
+    POS,
+    tiny_model_folder,
+    tiny_options,
+    write_tiny_corpus,
+)
 
 
 @pytest.fixture(scope="module")

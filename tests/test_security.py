@@ -222,7 +222,7 @@ def test_resume_refuses_a_changed_data_file_naming_it(started_run):
     with pytest.raises(ValueError, match=rf"cannot --resume .*: {re.escape(csv_path)} changed since the run started"):
         prepare_out_dir(opts.out, resume)
     cmd = [sys.executable, "-m", "leap_fx", "prune", "--options", os.path.join(opts.out, "options.json"),
-           "--resume"]
+           "--out", opts.out, "--resume"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1"))
     assert res.returncode == 2 and "Traceback" not in res.stderr

@@ -65,7 +65,7 @@ def test_run_measures_dense_and_slim_latency_sizes_and_int8(tmp_path):
     assert q["test_fp32"] == rep["accuracy"]["pruned"]["test"]
     assert (tmp_path / "o" / ("model.int8.onnx" if q["status"] == "ok" else "model.int8.failed.onnx")).is_file()
     text = summary_table(rep)
-    for needle in ("flops:0.6  (achieved", "ORT latency dense -> slim", "b32", "ONNX MB dense -> slim -> int8", "int8"):
+    for needle in ("flops:0.6  (achieved", "ORT latency dense -> slim", "b32", "ONNX size dense -> slim -> int8", "int8"):
         assert needle in text, needle
 
 

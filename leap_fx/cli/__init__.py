@@ -61,8 +61,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     debug = getattr(args, "debug", False) or os.environ.get("LEAP_FX_DEBUG") == "1"
     try:
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"leap-fx {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # what was kept of --out (the run's note), never a traceback
+        notes = " ".join(getattr(err, "__notes__", []))
+        print(f"leap-fx {args.command}: interrupted{' ' + notes if notes else ''}", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the one place every error becomes one line
         if debug:

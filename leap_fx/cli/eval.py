@@ -25,10 +25,24 @@ class Eval(Command):
         p.add_argument("--text-column", help="text column of a data file (default: the run's, else text)")
         p.add_argument("--text-pair-column", help="second text column for sentence pairs (default: the run's)")
         p.add_argument("--label-column", help="label column of a data file (default: the run's, else label)")
-        p.add_argument("--tokenizer", help="tokenizer directory (default: the run's tokenizer/, else MiniLM)")
+        p.add_argument("--tokenizer", help="tokenizer directory (default: the model folder's, else the run's "
+                                           "tokenizer/; never another model's)")
         p.add_argument("--max-length", type=int, help="max tokens per example (default: the run's, else 64)")
         p.add_argument("--limit", type=int, help="score only a random subset of this size")
         p.add_argument("--split-seed", type=int, help="seed of the split / subset (default: the run's, else 0)")
+        p.add_argument("--all-rows", action="store_true", help="score every row of the run's split (a --quick run "
+                                                               "scored a random subset of it)")
+        p.add_argument("--drop-invalid", action="store_true", help="skip data rows without text or label (counted) "
+                                                                   "instead of refusing the file (default: the run's)")
+        p.add_argument("--tsv-quotes", action="store_true", help="read quotes in .tsv files as CSV quoting "
+                                                                 "(default: the run's)")
+        p.add_argument("--allow-many-classes", action="store_true",
+                       help="accept a label column that does not look like classes when reproducing the run's split "
+                            "(default: the run's)")
+        p.add_argument("--settings-from", choices=("onnx", "report"),
+                       help="when model.onnx's metadata and the run's report.json disagree: use this one")
+        p.add_argument("--trust-edited", action="store_true",
+                       help="load a slim folder whose files changed since save_slim wrote them (edited on purpose)")
 
     @classmethod
     def run(cls, args) -> int:

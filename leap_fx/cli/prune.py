@@ -14,11 +14,13 @@ import typing
 
 from leap_fx.cli.command import Command
 from leap_fx.methods.registry import config_class, config_names
+from leap_fx.methods.request import check
 from leap_fx.spec.fields import flag_of, help_of
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import DEVICES, QUANTIZE, PruneOptions
 from leap_fx.tasks.registry import DEFAULT_TASK, task_class, task_names
+from passes.io import read_json
 
 __all__ = ["Prune", "method_option_fields", "task_option_fields", "option_type"]
 
@@ -95,6 +97,35 @@ def _job_defaults() -> str:
     return "; ".join(parts)
 
 
+def _merged(settings: dict, chosen: dict, task_chosen: dict) -> PruneOptions:
+    """The options of ``settings`` with the method and task options given as flags."""
+    merged = dict(settings)
+    if chosen:
+        merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
+    if task_chosen:
+        merged["task_options"] = {**(merged.get("task_options") or {}), **task_chosen}
+    return PruneOptions.from_dict(merged)
+
+
+def _fails(fn) -> bool:
+    try:
+        fn()
+    except ValueError:
+        return True
+    return False
+
+
+def _note_dropped(path: str, dropped: list[str], given: dict) -> None:
+    """Name the actions an options file held that would have done something else than this command line
+    (never replayed): set to other than the default, and not what the command line says."""
+    defaults = {f.name: f.default for f in dataclasses.fields(PruneOptions)}
+    stored = read_json(path, "--options file") if dropped else {}
+    differ = [k for k in dropped if stored[k] != defaults[k] and stored[k] != given.get(k, defaults[k])]
+    if differ:
+        print(f"leap-fx prune: note: --options {path}: {', '.join(f'{k}={stored[k]!r}' for k in differ)} not "
+              f"read (actions are given on the command line only)", file=sys.stderr)
+
+
 class Prune(Command):
     name = "prune"
     help = "prune a model end to end and write report.json, plots and ONNX"
@@ -119,17 +150,16 @@ class Prune(Command):
         _add_group(p, "task options", task_names(), task_option_fields(), "t_")
         p.add_argument("--options", metavar="JSON", help="read the settings of PruneOptions from a JSON file (e.g. "
                        "a run's options.json); never its actions (--out, --overwrite, --resume, "
-                       "--keep-checkpoints, --cache-dir); command-line options override it")
+                       "--keep-checkpoints, --continue-anyway, --cache-dir); command-line options override it")
 
     @classmethod
     def options(cls, args) -> PruneOptions:
-        """The ``PruneOptions`` of the command line (and ``--options FILE``), validated like the flags."""
+        """The ``PruneOptions`` of the command line (and ``--options FILE``), validated like the flags, before
+        anything is loaded or written: a value the file gave is named with the file."""
         base, dropped = PruneOptions.settings_from_file(args.options) if args.options else ({}, [])
-        if dropped:
-            print(f"leap-fx prune: note: --options {args.options}: {', '.join(dropped)} not read (actions are "
-                  f"given on the command line only)", file=sys.stderr)
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(PruneOptions)
                  if f.name not in NOT_FLAGS and getattr(args, f.name) is not None}
+        _note_dropped(args.options, dropped, given)
         task = given.get("task", base.get("task"))
         method = given.get("method", base.get("method")) or task_class(task or DEFAULT_TASK).default_method
         table = method_option_fields()
@@ -138,19 +168,21 @@ class Prune(Command):
         if wrong:
             raise ValueError(", ".join(f"--{k.replace('_', '-')} is an option of {', '.join(table[k][2])}"
                                        for k in wrong) + f", not of --method {method}")
-        merged = {**base, **given}
-        if chosen:
-            merged["method_options"] = {**(merged.get("method_options") or {}), **chosen}
         tasks = task_option_fields()
         task_chosen = {k: getattr(args, "t_" + k) for k in tasks if getattr(args, "t_" + k) is not None}
-        task = merged.get("task") or DEFAULT_TASK
+        task = {**base, **given}.get("task") or DEFAULT_TASK
         wrong = [k for k in task_chosen if task not in tasks[k][2]]
         if wrong:
             raise ValueError(", ".join(f"--{k.replace('_', '-')} is an option of --task {', '.join(tasks[k][2])}"
                                        for k in wrong) + f", not of --task {task}")
-        if task_chosen:
-            merged["task_options"] = {**(merged.get("task_options") or {}), **task_chosen}
-        return PruneOptions.from_dict(merged)
+        options = _merged({**base, **given}, chosen, task_chosen)
+        try:
+            check(options)
+        except ValueError as err:
+            if not base or _fails(lambda: check(_merged(given, chosen, task_chosen))):
+                raise
+            raise ValueError(f"--options {args.options}: {err}") from None  # the file's values are to blame
+        return options
 
     @classmethod
     def run(cls, args) -> int:

@@ -14,7 +14,10 @@ so slow phases of a shared machine cancel.
 
 Cached per model shape (parameter shapes and Plan), batch, sequence, threads and machine (host, CPU,
 onnxruntime version): in memory and at ``<cache>/latency/<key>.json`` (``$LEAP_FX_CACHE`` or
-``~/.cache/leap-fx``).
+``~/.cache/leap-fx``). The file records the SHA-256 of the table; a cached file is used only if it passes
+the checksum and was measured for this key, shape (batch, sequence, threads, layers of the Plan) and
+machine. Any other (damaged, edited, copied from another shape or machine, from an older leap-fx) is
+measured again, with a warning naming it.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import json
 import os
 import platform
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
@@ -106,6 +110,12 @@ def dense_copy(model: nn.Module) -> nn.Module:
     return clone.eval()
 
 
+def _layers(plan) -> dict[str, int]:
+    """Families of each kind in the Plan (the layers a curve is divided over)."""
+    kinds = [f.kind for f in plan.families.values()]
+    return {k: kinds.count(k) for k in sorted(set(kinds))}
+
+
 def grid_counts(granules: int) -> list[int]:
     """Kept counts timed for a family of ``granules`` (the dense count is the reference, not listed)."""
     return sorted({max(1, round(f * granules)) for f in GRID} - {granules})
@@ -143,7 +153,7 @@ def measure(model: nn.Module, plan, example, batch: int, seq: int, threads: int 
     """Build the table (see the module docstring); a few graphs exported and timed."""
     dense = dense_copy(model)
     inputs = inputs_at(example, batch, seq)
-    layers = {k: sum(1 for f in plan.families.values() if f.kind == k) for k in {f.kind for f in plan.families.values()}}
+    layers = _layers(plan)
     with tempfile.TemporaryDirectory(prefix="leapfx-latency-") as tmp:
         groups = _graphs(dense, plan, example, tmp)
         if verbose:
@@ -169,6 +179,42 @@ def _cache_file(key: str, cache_dir: Optional[str]) -> str:
     return os.path.join(cache_path("latency", cache_dir), f"{key}.json")
 
 
+FORMAT = "leap-fx-latency-table"
+
+
+def _digest(table: dict) -> str:
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()
+
+
+def write_table(path: str, table: LatencyTable) -> None:
+    """The table with its SHA-256 (checked by ``read_table``), written atomically."""
+    body = table.to_dict()
+    write_json(path, {"format": FORMAT, "sha256": _digest(body), "table": body})
+
+
+def read_table(path: str, key: str, plan, batch: int, seq: int, threads: int) -> tuple[Optional[LatencyTable], str]:
+    """``(table, "")`` if the cached file at ``path`` is intact and was measured for exactly this key, shape
+    and machine; else ``(None, why not)``."""
+    try:
+        rec = read_json(path, "latency table")
+    except ValueError as err:
+        return None, str(err)
+    body = rec.get("table") if isinstance(rec, dict) and rec.get("format") == FORMAT else None
+    if not isinstance(body, dict):
+        return None, "it is not a checksummed leap-fx latency table (written by an older leap-fx?)"
+    if rec.get("sha256") != _digest(body):
+        return None, "its contents fail the recorded SHA-256 (damaged or edited)"
+    try:
+        table = LatencyTable.from_dict(body)
+    except (ValueError, TypeError) as err:
+        return None, f"it cannot be read ({err})"
+    want = {"key": key, "batch": batch, "seq": seq, "threads": threads, "layers": _layers(plan), "machine": machine()}
+    have = {"key": table.key, "batch": table.batch, "seq": table.seq, "threads": table.threads,
+            "layers": table.layers, "machine": table.machine}
+    wrong = [f"{k} {have[k]!r} (this run: {want[k]!r})" for k in want if have[k] != want[k]]
+    return (None, "it was measured for another model shape or machine: " + "; ".join(wrong)) if wrong else (table, "")
+
+
 def latency_table(model: nn.Module, plan, example=None, batch: int = 1, seq: int = 128, threads: int = 2,
                   cache_dir: Optional[str] = None, use_cache: bool = True, verbose: bool = False,
                   reps=REPS) -> LatencyTable:
@@ -180,15 +226,17 @@ def latency_table(model: nn.Module, plan, example=None, batch: int = 1, seq: int
     if key in _MEMO:
         return _MEMO[key]
     path = _cache_file(key, cache_dir)
-    if use_cache and os.path.isfile(path):
-        table = LatencyTable.from_dict(read_json(path, "latency table"))
-    else:
+    table, why = read_table(path, key, plan, batch, seq, threads) if use_cache and os.path.isfile(path) else (None, "")
+    if why:
+        print(f"[leap-fx] WARNING: cached latency table {path} is not used: {why}; measuring it again",
+              file=sys.stderr, flush=True)
+    if table is None:
         example = example if example is not None else getattr(model, "dummy_inputs", None)
         if example is None:
             raise ValueError("a latency target measures this model in onnxruntime: pass example inputs (the "
                              "job does), e.g. leap_fx.costs.latency.latency_table(model, plan, example, ...)")
         table = measure(model, plan, example, batch, seq, threads, reps, verbose)
         if use_cache:
-            write_json(path, table.to_dict())
+            write_table(path, table)
     _MEMO[key] = table
     return table

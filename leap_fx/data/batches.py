@@ -53,6 +53,7 @@ class DatasetSplits:
 
     max_length: Optional[int] = field(default=None, repr=False)  # set by tokenize()
     tokenizer: object = field(default=None, repr=False, compare=False)
+    full_rows: Optional[dict] = field(default=None, repr=False)  # rows per split before a random subset
 
     def items(self):
         return (("train", self.train), ("validation", self.validation), ("test", self.test))

@@ -65,16 +65,19 @@ def load_data(opts, allow_many_classes: bool = False) -> DatasetSplits:
     return DatasetSplits(subset(data.train, opts.max_train_examples, opts.split_seed),
                          subset(data.validation, opts.max_eval_examples, opts.split_seed + 1),
                          subset(data.test, opts.max_eval_examples, opts.split_seed + 2),
-                         label_names=list(data.label_names))
+                         label_names=list(data.label_names), full_rows={k: len(s) for k, s in data.items()})
 
 
 def data_summary(data: DatasetSplits) -> dict:
-    """What the run trained and was scored on: rows per split, the file each came from with its rows
-    read and skipped, the label set and the label counts per split (``report.json["data"]``)."""
+    """What the run trained and was scored on: rows per split (and the split's rows before a random subset,
+    when one was taken), the file each came from with its rows read and skipped, the label set and the
+    label counts per split (``report.json["data"]``)."""
     out = {"label_names": list(data.label_names), "splits": {}}
     for name, split in data.items():
         counts = [split.labels.count(i) for i in range(len(data.label_names))]
+        full = (data.full_rows or {}).get(name)
         out["splits"][name] = {"rows": len(split), "label_counts": dict(zip(data.label_names, counts)),
+                               **({"rows_before_subset": full} if full and full != len(split) else {}),
                                **({"file": split.source} if split.source else {})}
     return out
 

@@ -13,7 +13,8 @@ from leap_fx.env.progress import Progress
 from leap_fx.env.version import VERSION
 
 DATA_OPTIONS = ("data", "validation_data", "test_data", "text_column", "text_pair_column", "label_column",
-                "split_seed", "max_train_examples", "max_eval_examples")
+                "split_seed", "max_train_examples", "max_eval_examples", "drop_invalid", "tsv_quotes",
+                "allow_many_classes")
 FILE_OPTIONS = ("data", "validation_data", "test_data")
 
 

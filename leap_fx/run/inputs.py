@@ -1,24 +1,33 @@
-"""Everything a run needs, checked before ``--out`` is touched: the model loads (float32), the
-tokenizer fits it, the data is tokenised at a ``max_length`` the model can take and the model accepts
-the tokenizer's inputs. A run that would fail on any of these fails here, with ``--out`` untouched.
+"""Everything a run needs, checked before ``--out`` is touched: the data (``load_run_data``), the model
+loads (float32), the tokenizer fits it, the data is tokenised at a ``max_length`` the model can take and
+the model accepts the tokenizer's inputs, a ``--teacher-model`` loads and fits the labels, and the
+teacher cache is writable when a teacher will be cached. A run that would fail on any of these fails
+here, with ``--out`` untouched. ``announce`` prints what the user should know before the run starts:
+the length chosen, what loading the model changed, and the data's warnings and notes (labels merged,
+text columns not read).
 """
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from torch import nn
 
-from leap_fx.data import example_inputs
+from leap_fx.data import DataWarning, example_inputs, load_data
 from leap_fx.data.lengths import choose_max_length, describe, model_limit
 from leap_fx.hf.models import (
+    check_model_dir,
     default_model_dir,
     load_classifier,
+    load_finetuned,
     load_notes,
     load_tokenizer,
 )
 from leap_fx.train.checks import check_forward_inputs
+from leap_fx.train.teacher import cache_root, check_cache_writable
 
 
 @dataclass
@@ -31,6 +40,24 @@ class RunInputs:
     model_dir: Optional[str]
     length: dict                      # choose_max_length(): chosen, p95, longest, limit, truncated_fraction
     notes: list[str] = field(default_factory=list)
+    data_notes: dict = field(default_factory=dict)  # data_notes(): {"warnings": [...], "notes": [...]}
+
+
+def load_run_data(opts):
+    """The run's data (``load_data`` with ``--allow-many-classes``); its warnings and notes are not issued as
+    Python warnings here: ``announce`` prints them and the summary repeats them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        return load_data(opts, allow_many_classes=opts.allow_many_classes)
+
+
+def data_notes(data) -> dict:
+    """``{"warnings": [...], "notes": [...]}`` of the data files behind ``data``, each message once."""
+    found: dict[str, list[str]] = {"warnings": [], "notes": []}
+    for _, split in data.items():
+        for kind, msgs in found.items():
+            msgs += [m for m in (split.source or {}).get(kind, []) if m not in msgs]
+    return found
 
 
 def check_float32(model: Optional[nn.Module], what: str) -> None:
@@ -70,6 +97,7 @@ def check_inputs(opts, data, model=None, tokenizer=None, teacher=None) -> RunInp
     if model is None:
         model_dir = opts.model or default_model_dir()
         check_out_path(opts.out, model_dir)
+        check_model_dir(model_dir)
         tokenizer = tokenizer or _tokenizer(load_tokenizer, model_dir)
         model, _ = load_classifier(model_dir, num_labels=len(data.label_names), seed=opts.seed,
                                    label_names=list(data.label_names))
@@ -82,13 +110,21 @@ def check_inputs(opts, data, model=None, tokenizer=None, teacher=None) -> RunInp
     check_num_labels(teacher, data)
     opts, length = with_max_length(opts, data, tokenizer, getattr(model, "config", None))
     check_forward_inputs(model, example_inputs(data.train, 2), "the tokenizer's output")  # names the accepted
-    return RunInputs(opts, model, tokenizer, model_dir, length, notes)
+    if teacher is None and opts.teacher_model is not None:  # loaded again by the job: a bad one fails here
+        load_finetuned(opts.teacher_model, data.label_names, tokenizer)
+    if teacher is None and opts.teacher_model is None and model_dir is not None and opts.use_cache:
+        check_cache_writable(cache_root(opts.cache_dir))  # the teacher is cached: refused before it is trained
+    return RunInputs(opts, model, tokenizer, model_dir, length, notes, data_notes(data))
 
 
 def _tokenizer(load, model_dir: str):
+    """The folder's tokenizer; what ``load_tokenizer`` refuses (no vocabulary, custom code) keeps its own
+    message, any other failure is named with the folder."""
     try:
         return load(model_dir)
-    except (OSError, ValueError, TypeError) as err:
+    except ValueError:
+        raise
+    except (OSError, TypeError) as err:
         raise ValueError(f"no usable tokenizer in {model_dir} ({type(err).__name__}: "
                          f"{' '.join(str(err).split())[:200]}); save the model's tokenizer there "
                          f"(tokenizer.save_pretrained(dir))") from err
@@ -102,9 +138,12 @@ def check_num_labels(model, data) -> None:
 
 
 def announce(inputs: RunInputs, verbose: bool) -> None:
-    """Print the chosen length and the load notes (always to the log, and to the report)."""
+    """Print the chosen length (verbose), the load notes and the data's notes (always, to the log; the report
+    keeps them) and the data's warnings (always, to stderr)."""
     if verbose:
         print(f"[leap-fx] max_length {describe(inputs.length)}", flush=True)
-    for note in inputs.notes:
+    for note in inputs.notes + inputs.data_notes.get("notes", []):
         print(f"[leap-fx] note: {note}", flush=True)
+    for warning in inputs.data_notes.get("warnings", []):
+        print(f"[leap-fx] WARNING: {warning}", file=sys.stderr, flush=True)
 

@@ -25,7 +25,6 @@ from leap_fx.data import (
     example_inputs,
     flop_inputs,
     iterate_batches,
-    load_data,
 )
 from leap_fx.data.splits import data_summary
 from leap_fx.env.threads import choose_threads
@@ -39,12 +38,18 @@ from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve
 from leap_fx.run.clock import Clock
 from leap_fx.run.disk import disk_report, remove_checkpoints
-from leap_fx.run.inputs import announce, check_inputs, check_num_labels, with_max_length
+from leap_fx.run.inputs import (
+    announce,
+    check_inputs,
+    check_num_labels,
+    load_run_data,
+    with_max_length,
+)
 from leap_fx.run.lm_job import run_lm
 from leap_fx.run.measure import matrix_densities, measure
 from leap_fx.run.onnx_export import export_classifier, write_run_metadata
 from leap_fx.run.plots import write_plots
-from leap_fx.run.report import build_report, result_warnings
+from leap_fx.run.report import build_report, check_teacher, result_warnings
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
 from leap_fx.run.summary import summary_table
@@ -194,7 +199,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     if dist.is_main:
         rundir.check()  # a refused --out is refused before anything is loaded or written
     with clock.stage("data"):
-        data = load_data(opts) if data is None else data
+        data = load_run_data(opts) if data is None else data
     with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
         inputs = check_inputs(opts, data, model, tokenizer, teacher)
         check_tokenizer(inputs.tokenizer, data.train, inputs.model_dir or "run_prune(tokenizer=...)")
@@ -211,7 +216,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
         if dist.is_main:
             rundir.finish()
         return report
-    except Exception as err:
+    except BaseException as err:  # Ctrl-C too: a run with nothing to resume leaves --out as it was
         note = rundir.fail() if dist.is_main else ""
         if note:
             err.add_note(note.strip())
@@ -227,6 +232,7 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
         model, tokenizer, teacher, teacher_info = dense_teacher(
             opts, data, inputs.model if inputs.model_dir is None else None, inputs.tokenizer, teacher,
             work_dir=os.path.join(out, "teacher"), pretrained=inputs.model)
+    check_teacher(teacher_info["metrics"], data, opts, inputs.length)  # no better than guessing: stop here
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
     example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
     train_cfg = train_config(opts, data)

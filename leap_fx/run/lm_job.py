@@ -78,7 +78,7 @@ def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
         report = _run(task, opts, options, model, tokenizer, data, clock, out)
         rundir.finish()
         return report
-    except Exception as err:
+    except BaseException as err:  # Ctrl-C too: a run with nothing to resume leaves --out as it was
         note = rundir.fail()
         if note:
             err.add_note(note.strip())

@@ -1,11 +1,17 @@
 """report.json: assembled from what the run measured (``measure.py``), with the warnings a result earns.
 
+A result no better than guessing is said when it is known: ``check_teacher`` stops the run right after a
+dense teacher that is not clearly above the majority-class rate on validation (``NoBetterThanGuessing``,
+unless ``continue_anyway``); ``result_warnings`` holds the teacher and the pruned model to that rate on
+validation and test, with advice in the unit of the run's target.
+
 Renamed fields (one place): ``leap_config`` is now ``method_config`` (the method's config, whatever the
 method); ``options`` holds the options as given, ``resolved_options`` with the mode defaults filled in.
 """
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 from leap_fx.run.measure import (
     clear_margin,
@@ -16,12 +22,24 @@ from leap_fx.run.measure import (
 from leap_fx.run.speed import target_result
 
 
-def _what_to_try(report: dict, pruned: bool) -> str:
-    opts = report.get("resolved_options") or {}
-    length = report.get("data", {}).get("max_length") or {}
-    tries = ["a higher --target-density or more --epochs"] if pruned else [
+class NoBetterThanGuessing(RuntimeError):
+    """The dense teacher is no better than the majority-class rate: pruning it cannot give a useful model."""
+
+
+def _keep_more(target: dict) -> str:
+    """Advice to prune less, in the unit of the run's target."""
+    unit, value = target.get("unit", "density"), target.get("value")
+    if unit == "density":
+        return f"a higher --target-density (now {value})"
+    kept = {"flops": "keeps more FLOPs", "latency": "asks for a smaller speed-up"}[unit]
+    return f"a higher --target {unit}:X (now {unit}:{value}; a higher X {kept})"
+
+
+def _what_to_try(opts: dict, length: dict, target: Optional[dict]) -> str:
+    """What to try when a result is no better than guessing; ``target`` None: the dense teacher's advice."""
+    tries = [f"{_keep_more(target)} or more --epochs"] if target is not None else [
         f"more teacher epochs (--teacher-epochs, now {opts.get('teacher_epochs')})"]
-    if length.get("truncated_fraction", 0) > 0.05:
+    if (length or {}).get("truncated_fraction", 0) > 0.05:
         tries.append(f"longer sequences (--max-length, now {length.get('max_length')}, cuts "
                      f"{100 * length['truncated_fraction']:.0f}% of the examples)")
     if opts.get("quick"):
@@ -30,21 +48,46 @@ def _what_to_try(report: dict, pruned: bool) -> str:
     return "; ".join(tries)
 
 
-def result_warnings(report: dict, data) -> list[str]:
-    """Loud warnings for a useless result: the dense teacher or the pruned model not clearly above the
-    majority-class rate on validation (``clear_margin``), with what to try; most rows skipped."""
-    labels = list(data.validation.labels)
+def guessing_warning(who: str, value: Optional[float], split: str, labels, label_names, advice: str) -> Optional[str]:
+    """The warning for ``who`` scoring ``value`` on ``split`` (with ``labels``) when it is not clearly above the
+    majority-class rate (``clear_margin``), else None."""
+    labels = list(labels)
     m, n = majority_rate(labels), len(labels)
     margin = clear_margin(m, n)
-    top = data.label_names[max(set(labels), key=labels.count)] if labels else "?"
+    if value is None or not labels or value >= m + margin:
+        return None
+    top = label_names[max(set(labels), key=labels.count)]
+    return (f"the {who} scores {value:.3f} on {split}, not clearly above the majority-class rate {m:.3f} (the "
+            f"share of the most frequent label, {top!r}; needed > {m + margin:.3f} on {n} rows): this result is no "
+            f"better than guessing. Try: {advice}")
+
+
+def check_teacher(metrics: dict, data, opts, length: Optional[dict] = None) -> None:
+    """Stop the run right after the dense teacher when it is no better than guessing on validation (pruning it
+    would take the rest of the run for nothing), unless ``opts.continue_anyway``."""
+    if opts.continue_anyway:
+        return
+    warning = guessing_warning("dense teacher", metrics.get("val_accuracy"), "validation", data.validation.labels,
+                               data.label_names, _what_to_try(opts.to_dict(), length, None))
+    if warning:
+        raise NoBetterThanGuessing(f"{warning}. The run stops before pruning; to prune this teacher anyway, run "
+                                   f"again with --continue-anyway")
+
+
+def result_warnings(report: dict, data) -> list[str]:
+    """Loud warnings for a useless result: the dense teacher or the pruned model not clearly above the
+    majority-class rate on validation or test (``guessing_warning``), with what to try in the unit of the
+    run's target; most rows of a file skipped."""
+    opts, length = report.get("resolved_options") or {}, report.get("data", {}).get("max_length") or {}
+    target = report.get("target") or {"unit": "density", "value": report.get("density", {}).get("target")}
     acc = report.get("accuracy", {})
     out = []
-    for who, value, pruned in (("dense teacher", acc.get("dense", {}).get("validation"), False),
-                               ("pruned model", acc.get("pruned", {}).get("validation"), True)):
-        if value is not None and not value >= m + margin:
-            out.append(f"the {who} scores {value:.3f} on validation, not clearly above the majority-class rate "
-                       f"{m:.3f} (always answering {top!r}; needed > {m + margin:.3f} on {n} rows): this result is "
-                       f"no better than guessing. Try: {_what_to_try(report, pruned)}")
+    for who, key, advice in (("dense teacher", "dense", _what_to_try(opts, length, None)),
+                             ("pruned model", "pruned", _what_to_try(opts, length, target))):
+        for split in ("validation", "test"):
+            warning = guessing_warning(who, acc.get(key, {}).get(split), split, getattr(data, split).labels,
+                                       data.label_names, advice)
+            out += [warning] if warning else []
     for name, split in report.get("data", {}).get("splits", {}).items():
         src = split.get("file") or {}
         if src.get("rows_skipped", 0) > 0.1 * max(1, src.get("rows_read", 0)):

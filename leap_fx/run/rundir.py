@@ -13,8 +13,9 @@
 - **--resume** continues a run with the same options (``RESUME_FREE`` fields may differ); a complete
   run returns its report (refused if its ``model.onnx`` / ``slim/`` went missing); a folder without a
   run says so and starts a new one. Temporary files a killed run left behind are deleted first.
-- A new run that fails before it has anything to resume leaves ``--out`` as it found it, so the same
-  command is not refused the next time.
+- A new run that fails (or is interrupted: Ctrl-C) before it has anything to resume leaves ``--out`` as
+  it found it, so the same command is not refused the next time; a run killed outright before its first
+  checkpoint (nothing to resume, no report) is taken over by the next run without ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Optional
 
 from leap_fx.run.fingerprint import KEY as CONTENT
 from leap_fx.run.fingerprint import check_same_content, run_content
-from passes.io import atomic_dir, read_json, write_json
+from passes.io import owned_dir, read_json, write_json
 
 ARTIFACTS = ("report.json", "options.json", "model.onnx", "density.png", "curves.png", "structure.png", "slim",
              "tokenizer", "train", "teacher", "model.failed.onnx", "model.opt.onnx", "model.int8.onnx",
@@ -39,7 +40,7 @@ CHECKPOINTS = (os.path.join("train", "checkpoint.pt"), os.path.join("teacher", "
 REQUIRED_WHEN_COMPLETE = ("model.onnx", "slim")
 # options that may differ between a run and its --resume (they do not change results)
 RESUME_FREE = ("out", "overwrite", "resume", "verbose", "threads", "cache_dir", "use_cache",
-               "keep_checkpoints")
+               "keep_checkpoints", "continue_anyway")
 
 
 def _note(msg: str) -> None:
@@ -115,13 +116,22 @@ class RunDir:
         if alien:
             raise ValueError(f"--out {out} holds {', '.join(alien)}, which no leap-fx run wrote there: leap-fx "
                              f"never deletes or writes over files it did not write; choose another --out")
-        if ours is not None and not self.opts.resume and not self.opts.overwrite:
-            state = "complete" if "report.json" in ours else "unfinished"
+        if ours is not None and not self.opts.resume and not self.opts.overwrite and not self.abandoned(ours):
+            if "report.json" in ours:
+                state, resume = "complete", "--resume to return its report"
+            else:
+                state, resume = "unfinished, with checkpoints", "--resume to continue it from its last checkpoint"
             raise ValueError(f"output directory {out} already holds a leap-fx run ({state}: {', '.join(ours)}): pass "
-                             f"--overwrite to replace it, --resume to continue it, or choose another --out")
+                             f"--overwrite to replace it, {resume}, or choose another --out")
         if ours is not None and self.opts.resume:
             self._same_options()
         return ours
+
+    def abandoned(self, ours: list[str]) -> bool:
+        """A run that stopped (killed) before its first checkpoint and report: nothing in it can be resumed or
+        returned, so a new run takes its place without --overwrite (none set aside by --overwrite waits)."""
+        return ("report.json" not in ours and MANIFEST in ours and not self.resumable()
+                and not os.path.exists(os.path.join(self.out, PREVIOUS)))
 
     def _not_in_use(self) -> None:
         """Probe the lock (shared, released at once): a running run there is named before anything else."""
@@ -190,7 +200,10 @@ class RunDir:
             _remove(os.path.join(self.out, name))
         if self.opts.resume and ours is not None:
             return self._resumed(ours)
-        if ours is not None:  # --overwrite
+        if ours is not None and not self.opts.overwrite and not self.opts.resume:  # abandoned(): nothing to keep
+            for name in ours:
+                _remove(os.path.join(self.out, name))
+        elif ours is not None:  # --overwrite
             self._set_aside(ours)
         self.fresh = True
         write_json(os.path.join(self.out, MANIFEST), {"format": "leap-fx-run", "version": 1, "complete": False,
@@ -263,8 +276,8 @@ class RunDir:
             for name in sorted(os.listdir(prev), key=lambda n: n != MANIFEST):
                 os.replace(os.path.join(prev, name), os.path.join(self.out, name))
             os.rmdir(prev)
-            return f" (the previous run in {self.out} was restored)"
-        return ""
+            return f" (no checkpoint yet: the previous run in {self.out} was restored)"
+        return f" (no checkpoint yet: --out {self.out} was left as it was)"
 
     def close(self) -> None:
         if self.fd is None:
@@ -282,6 +295,7 @@ class RunDir:
 
 
 def save_tokenizer(tokenizer, path: str) -> str:
-    with atomic_dir(path) as tmp:
+    """The run's ``tokenizer/``, written atomically with its file list (``passes.io.owned_dir``)."""
+    with owned_dir(path, "tokenizer folder") as tmp:
         tokenizer.save_pretrained(tmp)
     return path

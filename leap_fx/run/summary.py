@@ -29,12 +29,14 @@ def _disk(disk: dict | None) -> str:
     return f"run {fmt_bytes(disk.get('run_bytes'))} ({main}); training checkpoints {fmt_bytes(ckpt)} {how}"
 
 
-def _megabytes(onnx: dict) -> str:
-    size, exported = onnx.get("size_bytes"), onnx.get("exported_size_bytes")
+def _size(onnx: dict) -> str:
+    """model.onnx's size on disk (one formatter for every row that shows it), and what compaction saved."""
+    size, compact = onnx.get("size_bytes"), onnx.get("compact")
     if size is None:
         return "size -"
-    text = f"{size / 1e6:.1f} MB"
-    return text + (f", sparse matrices compacted from {exported / 1e6:.1f} MB" if exported and exported != size else "")
+    exported = onnx.get("exported_size_bytes")
+    saved = f", sparse matrices compacted from {fmt_bytes(exported)}" if compact and exported else ""
+    return fmt_bytes(size) + saved
 
 
 def summary_table(report: dict) -> str:
@@ -62,20 +64,21 @@ def summary_table(report: dict) -> str:
         ("parameters dense -> slim", f"{par.get('dense')} -> {par.get('slim')}"),
         ("encoder FLOPs dense -> slim", f"{fl.get('dense_encoder')} -> {fl.get('slim_encoder')}"
                                         f"  ({_fmt(fl.get('slim_fraction'), '.3f')} at seq {fl.get('seq_len')})"),
-        ("ONNX", f"{onnx.get('path')}  ({_megabytes(onnx)}, parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
+        ("ONNX", f"{onnx.get('path')}  ({_size(onnx)}, parity {_fmt(onnx.get('parity_max_abs_diff'), '.2e')})"),
         *speed_rows(report),
         ("wall time", f"{_fmt(report.get('timing', {}).get('total_s'), '.1f')} s"
                       f"  (torch threads: {report.get('timing', {}).get('threads', '-')})"),
         ("disk", _disk(report.get("disk"))),
     ]
-    rows[3:3] = _data_rows(report.get("data", {}))
+    rows[3:3] = _data_rows(report.get("data", {}), os.path.dirname(onnx.get("path") or "") or "OUT")
     rows += [("WARNING", w) for w in report.get("warnings", [])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-def _data_rows(data: dict) -> list[tuple[str, str]]:
-    """Summary rows: rows per split, rows read / skipped per file, the label set, the max length."""
+def _data_rows(data: dict, out: str) -> list[tuple[str, str]]:
+    """Summary rows: rows per split, rows read / skipped per file, the test rows scored when a random subset
+    was, the label set, the max length, the data files' warnings and notes."""
     splits = data.get("splits")
     if not splits:
         return []
@@ -88,8 +91,15 @@ def _data_rows(data: dict) -> list[tuple[str, str]]:
     rows = [("rows train / val / test", " / ".join(str(s["rows"]) for s in splits.values())
              + (f"  ({read})" if read else "")),
             ("labels", ", ".join(map(str, data.get("label_names", []))))]
+    test = splits.get("test") or {}
+    if test.get("rows_before_subset"):
+        rows.insert(1, ("test rows scored", f"{test['rows']} of the test split's {test['rows_before_subset']} (a "
+                                            f"random subset: --quick / --max-eval-examples); `leap-fx eval {out} "
+                                            f"--all-rows` scores every row"))
     if data.get("max_length"):
         rows.append(("max length", describe(data["max_length"])))
+    for kind, key in (("data WARNING", "warnings"), ("data note", "notes")):
+        rows += [(kind, m) for m in dict.fromkeys(m for f in files.values() for m in f.get(key, []))]
     return rows
 
 
@@ -102,10 +112,11 @@ def speed_rows(report: dict) -> list[tuple[str, str]]:
                  f"({t['speedup'][name]['median']:.2f}x)" for t in lat.values() if name in t["ms"]]
         rows.append((f"ORT latency dense -> {name}", ", ".join(cells) + f"  (onnxruntime threads: "
                                                                          f"{report['latency']['threads']})"))
-    files = report.get("files") or {}
+    files = dict(report.get("files") or {})
     if files:
-        mb = " -> ".join(f"{files[k] / 1e6:.1f}" for k in ("dense_bytes", "slim_bytes", "int8_bytes") if k in files)
-        rows.append(("ONNX MB dense -> slim" + (" -> int8" if "int8_bytes" in files else ""), mb))
+        files["slim_bytes"] = (report.get("onnx") or {}).get("size_bytes") or files.get("slim_bytes")  # with metadata
+        sizes = " -> ".join(fmt_bytes(files[k]) for k in ("dense_bytes", "slim_bytes", "int8_bytes") if k in files)
+        rows.append(("ONNX size dense -> slim" + (" -> int8" if "int8_bytes" in files else ""), sizes))
     q = report.get("quantized")
     if q:
         text = (f"test acc {q['test']:.4f} (fp32 {q['test_fp32']:.4f}), agreement {q['agreement']:.2%} "

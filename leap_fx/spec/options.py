@@ -5,9 +5,11 @@ them. The method's own settings are ``method_options`` (the fields its config ad
 ``leap_fx.methods.request`` checks them against the method's config and fills what the user left unset
 (budgets from ``MODES``, the method's ``JobDefaults``).
 
-Settings and actions. ``out``, ``overwrite``, ``resume``, ``keep_checkpoints`` and ``cache_dir`` say
-what to do and where (``action`` in the field metadata); an options file (``--options FILE``, e.g. a
-run's ``options.json``) sets only settings: ``from_file`` drops the actions it finds and names them.
+Settings and actions. ``out``, ``overwrite``, ``resume``, ``keep_checkpoints``, ``continue_anyway`` and
+``cache_dir`` say what to do and where (``action`` in the field metadata); an options file (``--options
+FILE``, e.g. a run's ``options.json``) sets only settings: ``settings_from_file`` drops the actions it
+finds and names them. Every value is checked here, the same for a flag, a file and the Python API:
+types, ranges (finite numbers, seeds, threads) and choices.
 
 Renamed fields (old ``options.json`` files still load): the LEAP settings that used to be top-level
 (``temperature``, ``lambda_max``, ``lambda_min``, ``mask_lr``, ``mask_lr_scale``, ``score_init``) now
@@ -17,6 +19,7 @@ is the language-model task's block of tokens).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -43,6 +46,8 @@ RECORDS = ("content",)  # what a run's options.json records beside the options (
 MOVED_TO_METHOD_OPTIONS = ("temperature", "lambda_max", "lambda_min", "mask_lr", "mask_lr_scale", "score_init")
 POSITIVE = ("epochs", "teacher_epochs", "batch_size", "max_length", "max_train_examples", "max_eval_examples",
             "lr", "teacher_lr")
+FINITE = ("epochs", "teacher_epochs", "lr", "teacher_lr", "alpha", "target_density")
+SEEDS, MAX_SEED = ("seed", "split_seed"), 2 ** 32 - 1  # numpy's and every generator's range
 
 
 @dataclass
@@ -68,6 +73,9 @@ class PruneOptions(JsonDataclass):
                                        "of refusing the file", flag=("--drop-invalid", True))
     tsv_quotes: bool = option(False, "read quotes in .tsv files as CSV quoting (default: a quote is a "
                                      "character of the text)", flag=("--tsv-quotes", True))
+    allow_many_classes: bool = option(False, "accept a label column that does not look like classes (nearly one "
+                                             "class per row, continuous numbers, more classes than a tenth of the "
+                                             "rows)", flag=("--allow-many-classes", True))
     method: Optional[str] = option(None, "pruning method; each method's own options are listed below (default: "
                                          "the task's: leap; causal-lm: kwon)")
     granularity: Optional[str] = option(None, "structured (heads/neurons) | hybrid (32x32 attention blocks, "
@@ -114,6 +122,9 @@ class PruneOptions(JsonDataclass):
     keep_checkpoints: bool = option(False, "keep the teacher and student training checkpoints of a complete "
                                            "run (default: deleted once report.json is written)",
                                     flag=("--keep-checkpoints", True), action=True)
+    continue_anyway: bool = option(False, "prune even when the dense teacher is no better than the majority-class "
+                                          "rate (by default the run stops right after the teacher)",
+                                   flag=("--continue-anyway", True), action=True)
     quantize: Optional[str] = option(None, "int8: also write model.int8.onnx (onnxruntime dynamic quantization "
                                            "of the slim ONNX) and report its accuracy, latency and agreement")
 
@@ -128,6 +139,10 @@ class PruneOptions(JsonDataclass):
             raise ValueError(f"device={self.device!r}: use one of {DEVICES}")
         if self.overwrite and self.resume:
             raise ValueError("overwrite and resume exclude each other: pick one")
+        for name in SEEDS:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+                raise ValueError(f"{name}={v!r} must be a whole number between 0 and {MAX_SEED}")
         for name in POSITIVE:
             v = getattr(self, name)
             if v is not None and not (not isinstance(v, bool) and v > 0):
@@ -149,6 +164,10 @@ class PruneOptions(JsonDataclass):
         if not isinstance(self.method_options, dict):
             raise ValueError(f"method_options must be a JSON object of the method's fields, got "
                              f"{type(self.method_options).__name__}")
+        for name in FINITE:
+            v = getattr(self, name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{name}={v} must be a finite number")
 
     @classmethod
     def from_dict(cls, d: dict) -> "PruneOptions":

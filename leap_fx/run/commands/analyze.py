@@ -8,21 +8,17 @@ printed as warnings on stderr (``--strict``: they are an error).
 """
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
 from leap_fx.hf.inputs import _accepts, example_inputs, load_any, parse_shapes
-from leap_fx.hf.models import default_model_dir, load_tokenizer
+from leap_fx.hf.models import default_model_dir, has_tokenizer_files, load_tokenizer
 from passes.analyze import analyze
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 
 
 def _tokenized(path: str, model, text: str) -> Optional[dict]:
     """``--text`` through the directory's tokenizer (only the inputs the forward takes), else None."""
-    if getattr(model, "main_input_name", "input_ids") != "input_ids" or \
-            not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+    if getattr(model, "main_input_name", "input_ids") != "input_ids" or not has_tokenizer_files(path):
         return None
     try:
         enc = load_tokenizer(path)([text], return_tensors="pt")

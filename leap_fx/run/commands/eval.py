@@ -1,21 +1,29 @@
 """``leap-fx eval``: score a model with the settings of the run that made it, on the rows the user means.
 
 The run's settings (label names, max length, text / pair / label columns, data options, tokenizer)
-come from the ONNX file's metadata (``onnx_eval.onnx_metadata``), else from the ``report.json`` of the
-run folder the model sits in, else (a plain Hugging Face folder) from its config's ``id2label``. Every
-setting given on the command line wins. Labels are indexed by the *run's* label map, and a file
-holding a label the model has never seen is refused (its rows could only be scored wrong).
+come from the ONNX file's metadata, else from the ``report.json`` of the run folder the model sits in,
+else (a plain Hugging Face folder) from its config's ``id2label`` (``run_info.py``: metadata and report
+that disagree are refused unless ``--settings-from`` chooses). Every setting given on the command line
+wins. Labels are indexed by the *run's* label map, and a file holding a label the model has never seen
+is refused (its rows could only be scored wrong).
 
 Rows: the run's own data reproduces the run's split (``--split test`` by default: the report's test
-figure); any other file is scored whole (``--split all``) unless a split is asked for.
+figure, on the run's random subset in quick mode; ``--all-rows`` scores the whole split); any other file
+is scored whole (``--split all``) unless a split is asked for. The tokenizer is the run's (or
+``--tokenizer``), never another model's, and must know the words of the rows; the max length must fit
+the model. The output names the majority-class rate of the rows scored, and warns when the accuracy is
+not clearly above it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+import warnings
+from dataclasses import replace
 from typing import Optional
 
 from leap_fx.data import (
+    DataWarning,
+    check_tokenizer,
     load_data,
     load_rotten_tomatoes,
     load_text_file,
@@ -23,71 +31,20 @@ from leap_fx.data import (
     subset,
 )
 from leap_fx.data.batches import TextSplit
+from leap_fx.data.lengths import model_limit
 from leap_fx.data.splits import RT_NAMES
-from leap_fx.hf.models import load_tokenizer
-from leap_fx.run.evaluate import DATA_OPTIONS, onnx_accuracy
+from leap_fx.hf.models import has_tokenizer_files, load_tokenizer
+from leap_fx.run.commands.run_info import RunInfo, checked_max_length, run_info
+from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.run.measure import clear_margin, majority_rate
 from leap_fx.spec.options import PruneOptions
 from leap_fx.train import accuracy
 from passes.export import load_slim
-from passes.export.metadata import read_metadata
 from passes.export.parity import ort_session
 from passes.export.slim_io import MANIFEST
-from passes.io import read_json
 
 DEFAULT_MAX_LENGTH = 64
-
-
-@dataclass
-class RunInfo:
-    """What eval knows about the run behind a model (``None``: unknown)."""
-
-    source: str = "nothing (no metadata, report.json or label map found)"
-    label_names: Optional[list] = None
-    max_length: Optional[int] = None
-    tokenizer: Optional[str] = None
-    data: dict = field(default_factory=dict)  # onnx_eval.DATA_OPTIONS of the run
-
-
-def _from_report(report_path: str) -> Optional[RunInfo]:
-    if not os.path.isfile(report_path):
-        return None
-    rep = read_json(report_path, "run report")
-    opts = rep.get("resolved_options") or rep.get("options") or {}
-    folder = os.path.dirname(os.path.abspath(report_path))
-    tok = os.path.join(folder, "tokenizer")
-    return RunInfo(source=report_path, label_names=rep.get("data", {}).get("label_names"),
-                   max_length=opts.get("max_length"), tokenizer=tok if os.path.isdir(tok) else None,
-                   data={k: opts.get(k) for k in DATA_OPTIONS if k in opts})
-
-
-def _from_onnx(path: str) -> Optional[RunInfo]:
-    meta = read_metadata(path)
-    if "label_names" not in meta:
-        return None
-    tok = meta.get("tokenizer")
-    tok = os.path.join(os.path.dirname(os.path.abspath(path)), tok) if isinstance(tok, str) else None
-    return RunInfo(source=f"{path} metadata", label_names=meta["label_names"], max_length=meta.get("max_length"),
-                   tokenizer=tok if tok and os.path.isdir(tok) else None, data=dict(meta.get("data_options") or {}))
-
-
-def _from_hf(folder: str) -> Optional[RunInfo]:
-    cfg = read_json(os.path.join(folder, "config.json"), "model config")
-    id2label = cfg.get("id2label") or {}
-    names = [id2label[k] for k in sorted(id2label, key=int)] if id2label else None
-    if names and all(n == f"LABEL_{i}" for i, n in enumerate(names)):
-        names = None  # transformers' placeholders: not a label map
-    return RunInfo(source=f"{folder}/config.json id2label", label_names=names) if names else None
-
-
-def run_info(path: str) -> RunInfo:
-    """The run behind ``path`` (an ``.onnx`` file, a slim folder or a Hugging Face folder)."""
-    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    found = _from_onnx(path) if path.endswith(".onnx") else None
-    for report in (os.path.join(folder, "report.json"), os.path.join(os.path.dirname(folder), "report.json")):
-        found = found or _from_report(report)
-    if found is None and os.path.isfile(os.path.join(folder, "config.json")):
-        found = _from_hf(folder)
-    return found or RunInfo()
+FILE_FLAGS = ("drop_invalid", "tsv_quotes")  # how a data file is read: flags of eval, else the run's
 
 
 # -- which rows ---------------------------------------------------------------------------------
@@ -120,27 +77,35 @@ def relabel(split: TextSplit, names: Optional[list], where: str, source: str) ->
     return replace(split, labels=[old[i] for i in split.labels], label_names=names, features=None)
 
 
+def _read_flags(args, run: dict) -> dict:
+    """How data files are read (``--drop-invalid``, ``--tsv-quotes``): given here, else as the run read them."""
+    return {k: bool(getattr(args, k, False) or run.get(k, False)) for k in FILE_FLAGS}
+
+
 def eval_rows(args, info: RunInfo) -> tuple[TextSplit, str, str]:
     """``(rows, split name, description)`` for ``leap-fx eval`` from its arguments and the run."""
     run = info.data
     data = args.data or run.get("data") or "rotten_tomatoes"
     cols = {k: getattr(args, k) if getattr(args, k) is not None else run.get(k, default)
             for k, default in (("text_column", "text"), ("text_pair_column", None), ("label_column", "label"))}
+    read = _read_flags(args, run)
     seed = args.split_seed if args.split_seed is not None else run.get("split_seed", 0)
     own = _same_file(data, run.get("data"))  # the run's data: its split, as the report scored it
     split_by_run = own and (args.data is None or data in RT_NAMES or run.get("validation_data") is None)
     name = args.split or ("test" if split_by_run or data in RT_NAMES else "all")
     if own and name != "all":
         fields = PruneOptions.__dataclass_fields__
-        opts = PruneOptions(**{**{k: v for k, v in run.items() if k in fields}, **cols, "split_seed": seed})
-        if args.limit is not None:
+        opts = PruneOptions(**{**{k: v for k, v in run.items() if k in fields}, **cols, **read, "split_seed": seed,
+                               "allow_many_classes": bool(args.allow_many_classes or run.get("allow_many_classes"))})
+        if args.limit is not None or args.all_rows:
             opts = replace(opts, max_eval_examples=args.limit, max_train_examples=args.limit)
-        rows = dict(load_data(opts).items())[name]
+        rows = dict(load_data(opts, allow_many_classes=opts.allow_many_classes).items())[name]
         source = run.get(f"{name}_data") if name in ("validation", "test") else None
-        how = f"the run's {name} split ({source or f'{data}, seed {seed}'}), as its report scored it"
+        how = f"the run's {name} split ({source or f'{data}, seed {seed}'})" + (
+            ", every row" if args.all_rows else "" if args.limit else ", as its report scored it")
     else:
         splits = load_rotten_tomatoes(seed=seed) if data in RT_NAMES else None
-        whole = _whole(splits) if splits else load_text_file(data, **cols)
+        whole = _whole(splits) if splits else load_text_file(data, **cols, **read)
         if name == "all":
             rows, how = whole, f"all rows of {data}"
         else:
@@ -151,20 +116,53 @@ def eval_rows(args, info: RunInfo) -> tuple[TextSplit, str, str]:
     return relabel(rows, info.label_names, data, info.source), name, how
 
 
-def tokenizer_for(path: str, explicit: Optional[str]):
-    """``explicit``, else the run's ``tokenizer/`` next to (or inside) ``path``, else MiniLM's."""
+def tokenizer_for(path: str, explicit: Optional[str]) -> tuple[object, str]:
+    """``(tokenizer, its folder)``: ``explicit``, else the model folder's own, else the run's ``tokenizer/``
+    next to (or inside) ``path``. Never another model's: none found is an error asking for ``--tokenizer``."""
     if explicit:
         if not os.path.isdir(explicit):
             raise ValueError(f"--tokenizer {explicit!r} is not a directory")
-        return load_tokenizer(explicit)
+        return load_tokenizer(explicit), explicit
     path = os.path.abspath(path.rstrip("/"))
     folder = path if os.path.isdir(path) else os.path.dirname(path)
-    if os.path.isfile(os.path.join(folder, "tokenizer_config.json")):
-        return load_tokenizer(folder)
-    for cand in (os.path.join(folder, "tokenizer"), os.path.join(os.path.dirname(folder), "tokenizer")):
-        if os.path.isdir(cand):
-            return load_tokenizer(cand)
-    return load_tokenizer(None)
+    for cand in (folder, os.path.join(folder, "tokenizer"), os.path.join(os.path.dirname(folder), "tokenizer")):
+        if os.path.isdir(cand) and (has_tokenizer_files(cand) or os.path.isfile(os.path.join(cand,
+                                                                                           "tokenizer_config.json"))):
+            return load_tokenizer(cand), cand
+    raise ValueError(f"no tokenizer found for {path} (no tokenizer files in {folder}, no tokenizer/ folder beside "
+                     f"it): pass --tokenizer DIR, the tokenizer the model was trained with (a run's OUT/tokenizer)")
+
+
+def _max_length(args, info: RunInfo) -> tuple[int, str]:
+    """``(max length, where it came from)``: ``--max-length``, else the run's, else the default."""
+    if args.max_length is not None:
+        return checked_max_length(args.max_length, "--max-length"), "--max-length"
+    if info.max_length is not None:
+        return checked_max_length(info.max_length, info.source), info.source
+    return DEFAULT_MAX_LENGTH, "the default"
+
+
+def position_limit(path: str) -> Optional[int]:
+    """Rows of the ONNX graph's position-embedding table (a 2-D initializer named ``*position_embeddings*``),
+    else None (rotary / ALiBi models have none)."""
+    import onnx
+    graph = onnx.load(path, load_external_data=False).graph
+    sizes = [int(i.dims[0]) for i in graph.initializer if "position_embeddings" in i.name and len(i.dims) == 2]
+    return min(sizes) if sizes else None
+
+
+LENGTH_FIX = "pass --max-length N with N the length the model was trained at"
+
+
+def check_length(model, path: str, tokenizer, max_length: int, source: str) -> None:
+    """``max_length`` (from ``source``) within the model's known limit (config, tokenizer, ONNX position table),
+    else one line naming the length, where it came from and ``--max-length``."""
+    limits = [model_limit(getattr(model, "config", None), tokenizer),
+              position_limit(path) if path.endswith(".onnx") else None]
+    limit = min([x for x in limits if x is not None], default=None)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length {max_length} (from {source}) exceeds the model's limit {limit}; {LENGTH_FIX} "
+                         f"(at most {limit})")
 
 
 def evaluate_command(args) -> list[str]:
@@ -176,30 +174,64 @@ def evaluate_command(args) -> list[str]:
         raise ValueError(f"model {args.model!r} not found")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be at least 1 (or left out to score every row)")
-    info = run_info(path)
-    rows, split, how = eval_rows(args, info)
-    max_length = args.max_length or info.max_length or DEFAULT_MAX_LENGTH
-    rows.tokenize(tokenizer_for(path, args.tokenizer or info.tokenizer), max_length)
-    acc, kind = score(path, rows, info)
-    return [f"{split} accuracy {acc:.4f} on {len(rows)} rows: {how} ({kind}, {path})",
-            f"  max length {max_length}, labels {rows.label_names}; run settings from {info.source}"]
+    if args.limit is not None and args.all_rows:
+        raise ValueError("--limit and --all-rows exclude each other: pick one")
+    info = run_info(path, args.settings_from)
+    with warnings.catch_warnings():  # the data's warnings and notes are printed below, with the result
+        warnings.simplefilter("ignore", DataWarning)
+        rows, split, how = eval_rows(args, info)
+    tokenizer, tokenizer_dir = tokenizer_for(path, args.tokenizer or info.tokenizer)
+    check_tokenizer(tokenizer, rows, tokenizer_dir)
+    max_length, length_from = _max_length(args, info)
+    model = ort_session(path) if path.endswith(".onnx") else load_torch(path, args.trust_edited)
+    check_length(model, path, tokenizer, max_length, length_from)
+    rows.tokenize(tokenizer, max_length)
+    try:
+        acc, kind = score(model, rows, info)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - onnxruntime's own error types, on one line with the settings used
+        raise ValueError(f"{path} failed in {'onnxruntime' if path.endswith('.onnx') else 'PyTorch'} at max_length "
+                         f"{max_length} (from {length_from}): {' '.join(str(err).split())[:200]}; {LENGTH_FIX}, "
+                         f"or check --tokenizer") from err
+    lines = [f"{split} accuracy {acc:.4f} on {len(rows)} rows: {how} ({kind}, {path})",
+             f"  max length {max_length}, labels {rows.label_names}; run settings from {info.source}"
+             + (f" ({info.why})" if info.why else ""), *guessing_lines(acc, rows)]
+    src = rows.source or {}
+    if src.get("rows_skipped"):
+        lines.append(f"  {src['path']}: read {src['rows_read']} rows, skipped {src['rows_skipped']} (--drop-invalid), "
+                     f"e.g. line {src['skipped'][0]['line']}: {src['skipped'][0]['reason']}")
+    return lines + [f"  WARNING: {w}" for w in src.get("warnings", [])] + [f"  note: {n}" for n in src.get("notes", [])]
 
 
-def score(path: str, rows: TextSplit, info: RunInfo) -> tuple[float, str]:
-    """Accuracy of an ``.onnx`` file (onnxruntime) or a slim / HF folder (PyTorch) on tokenised ``rows``."""
-    if path.endswith(".onnx"):
-        sess = ort_session(path)
-        dims = sess.get_outputs()[0].shape
+def guessing_lines(acc: float, rows: TextSplit) -> list[str]:
+    """The majority-class rate of ``rows``, and a warning when ``acc`` is not clearly above it."""
+    labels = list(rows.labels)
+    if not labels:
+        return []
+    m, top = majority_rate(labels), rows.label_names[max(set(labels), key=labels.count)]
+    need = m + clear_margin(m, len(labels))
+    lines = [f"  majority-class rate {m:.4f} (the share of the most frequent label, {top!r})"]
+    if acc < need:
+        lines.append(f"  WARNING: {acc:.4f} is not clearly above the majority-class rate (needed > {need:.4f} on "
+                     f"{len(labels)} rows): on these rows the model is no better than guessing")
+    return lines
+
+
+def score(model, rows: TextSplit, info: RunInfo) -> tuple[float, str]:
+    """Accuracy of an onnxruntime session or a PyTorch model on tokenised ``rows``."""
+    if not hasattr(model, "parameters"):
+        dims = model.get_outputs()[0].shape
         check_num_labels(dims[-1] if len(dims) == 2 else None, rows.label_names, info.source)
-        return onnx_accuracy(sess, rows, desc="eval (onnxruntime)"), "onnxruntime"
-    model = load_torch(path)
+        return onnx_accuracy(model, rows, desc="eval (onnxruntime)"), "onnxruntime"
     check_num_labels(getattr(getattr(model, "config", None), "num_labels", None), rows.label_names, info.source)
     return accuracy(model, rows), "pytorch"
 
 
-def load_torch(path: str):
+def load_torch(path: str, trust_edited: bool = False):
+    """A slim folder (``load_slim``: its checksums verified unless ``trust_edited``) or a Hugging Face folder."""
     if os.path.isfile(os.path.join(path, MANIFEST)):
-        return load_slim(path)
+        return load_slim(path, trust_edited=trust_edited)
     if os.path.isfile(os.path.join(path, "config.json")):
         from transformers import AutoModelForSequenceClassification
         return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False).eval()

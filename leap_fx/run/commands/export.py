@@ -11,10 +11,12 @@ from passes.export.slim_io import MANIFEST
 from passes.io import read_json
 
 
-def export_command(model_dir: str, out: str, tokenizer: Optional[str], text: str, atol: float) -> str:
+def export_command(model_dir: str, out: str, tokenizer: Optional[str], text: str, atol: float,
+                   trust_edited: bool = False) -> str:
     """``leap-fx export``: a slim directory to ONNX. The file is written beside ``out`` and replaces it only
     once its parity is verified; the run's metadata travels with it when the slim folder's run has a
-    report. Returns the line to print."""
+    report. A slim folder changed since ``save_slim`` wrote it is refused unless ``trust_edited``.
+    Returns the line to print."""
     import math
 
     if not os.path.isfile(os.path.join(model_dir, MANIFEST)):
@@ -27,8 +29,8 @@ def export_command(model_dir: str, out: str, tokenizer: Optional[str], text: str
         raise ValueError(f"--out {out} is a directory; give the ONNX file to write (e.g. {out}/model.onnx)")
     if not target.endswith(".onnx"):
         raise ValueError(f"--out {out} must end in .onnx")
-    model = load_slim(model_dir)
-    tok = tokenizer_for(model_dir, tokenizer)
+    model = load_slim(model_dir, trust_edited=trust_edited)
+    tok, _ = tokenizer_for(model_dir, tokenizer)
     example = dict(tok([text, text + " again"], padding=True, return_tensors="pt"))
     staging = os.path.join(os.path.dirname(target), f".{os.path.basename(target)[:-5]}.new.onnx")
     try:
