@@ -43,7 +43,7 @@ def torch_outputs(model, tensors: Mapping[str, torch.Tensor], outputs: OutputFn,
     try:
         for start in range(0, n, batch_size):
             batch = {k: v[start:start + batch_size] for k, v in tensors.items()}
-            batch = trim(batch) if per_token else batch
+            batch = trim(batch)  # per-token outputs are padded back below
             got = outputs(model(**{k: v.to(device) for k, v in model_inputs(batch).items()}))
             for name, t in got.items():
                 arr = t.detach().float().cpu().numpy()
