@@ -26,6 +26,7 @@ from leap_fx.data.batches import TextSplit
 from leap_fx.data.splits import RT_NAMES
 from leap_fx.hf.models import load_tokenizer
 from leap_fx.run.evaluate import DATA_OPTIONS, onnx_accuracy
+from leap_fx.run.task_eval import task_eval
 from leap_fx.spec.options import PruneOptions
 from leap_fx.train import accuracy
 from passes.export import load_slim
@@ -176,6 +177,9 @@ def evaluate_command(args) -> list[str]:
         raise ValueError(f"model {args.model!r} not found")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be at least 1 (or left out to score every row)")
+    task_lines = task_eval(args, path)  # a token-classification / QA / image run: its task's metric
+    if task_lines is not None:
+        return task_lines
     info = run_info(path)
     rows, split, how = eval_rows(args, info)
     max_length = args.max_length or info.max_length or DEFAULT_MAX_LENGTH

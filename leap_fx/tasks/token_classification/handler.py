@@ -54,7 +54,8 @@ class TokenClassification(SupervisedTask):
         return tokenizer
 
     def encode(self, data: TaskData, tokenizer, opts, model_config=None) -> tuple[dict[str, Split], dict]:
-        length = choose_length(tokenizer, data["train"].rows, model_limit(model_config, tokenizer), opts.max_length)
+        measured = data.splits.get("train") or next(iter(data.splits.values()))  # eval: its one split
+        length = choose_length(tokenizer, measured.rows, model_limit(model_config, tokenizer), opts.max_length)
         index = {n: i for i, n in enumerate(data.label_names)}
         splits = {}
         for name, rows in data.splits.items():
