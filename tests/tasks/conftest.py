@@ -18,7 +18,7 @@ def cli(*args, timeout=600):
 
 
 def prune(out, *args):
-    res = cli("prune", *args, *FAST, "--out", str(out))
+    res = cli("prune", *FAST, *args, "--out", str(out))  # args given here win over FAST
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), res
 

@@ -21,6 +21,11 @@ DEFAULT_MEAN_STD = 0.5
 
 
 def _pair(size) -> tuple[int, int]:
+    h, w = getattr(size, "height", None), getattr(size, "width", None)  # transformers' SizeDict
+    if h and w:
+        return int(h), int(w)
+    if getattr(size, "shortest_edge", None):
+        return int(size.shortest_edge), int(size.shortest_edge)
     if isinstance(size, dict):
         if "height" in size and "width" in size:
             return int(size["height"]), int(size["width"])
