@@ -6,6 +6,7 @@ The lifecycle is the layout:
     prepare  -> leap_fx.masks         GranuleMask parametrizations over mask owners
     cost     -> leap_fx.costs         what a target costs (density / FLOPs / latency)
     prune    -> leap_fx.methods       a method: trained (leap_fx.train loop) or one-shot (calibrate)
+    plugin   -> leap_fx.plugin        Pruner: any method on any model, your batches and loss_fn
     fold     -> leap_fx.masks         bake deterministic masks into plain weights
     strip    -> passes.strip          remove empty heads / neurons exactly (self-checked)
     export   -> passes.export         ONNX + onnxruntime parity check
@@ -41,7 +42,7 @@ _EXPORTS = {
     "leap_prune": "leap_fx.masks.prune_api",
     "prepare_masks": "leap_fx.methods.registry",
     "param_groups": "leap_fx.masks.prepare",
-    "fold": "leap_fx.masks.prepare",
+    "fold": "leap_fx.plugin.safeguards",
     "freeze": "leap_fx.masks.prepare",
     "owners": "leap_fx.masks.prepare",
     "densities": "leap_fx.masks.prepare",
@@ -51,7 +52,11 @@ _EXPORTS = {
     "run_prune": "leap_fx.run.job",
     "Plan": "passes.analyze.plan",
     "analyze": "passes.analyze.analyze",
-    "strip": "passes.strip.strip",
+    "strip": "leap_fx.plugin.safeguards",
+    "Pruner": "leap_fx.plugin.pruner",
+    "PruningWarning": "leap_fx.plugin.safeguards",
+    "TaskLoss": "leap_fx.objectives.task_loss",
+    "ClassificationLoss": "leap_fx.objectives.task_loss",
     "StripReport": "passes.strip.report",
     "export_onnx": "passes.export.onnx",
     "ParityError": "passes.export.parity",

@@ -1,7 +1,7 @@
 """The house's layering, read from the imports: packages depend one way, no cycles between packages or
 inside one, and a function-local import of our own modules says why (import weight) on its line.
 
-    passes -> spec, env -> data, hf -> masks -> costs -> objectives -> tasks -> methods -> train -> run -> cli
+    passes -> spec, env -> data, hf -> masks -> costs -> objectives -> tasks -> methods -> train -> plugin -> run -> cli
     -> the facade (leap_fx/__init__.py) -> bench
 """
 import ast
@@ -12,7 +12,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ORDER = ["passes", "leap_fx.spec", "leap_fx.env", "leap_fx.data", "leap_fx.hf", "leap_fx.masks", "leap_fx.costs",
-         "leap_fx.objectives", "leap_fx.tasks", "leap_fx.methods", "leap_fx.train", "leap_fx.run", "leap_fx.cli",
+         "leap_fx.objectives", "leap_fx.tasks", "leap_fx.methods", "leap_fx.train", "leap_fx.plugin", "leap_fx.run", "leap_fx.cli",
          "leap_fx", "bench"]
 RANK = {p: i for i, p in enumerate(ORDER)}
 RANK.update({"leap_fx.spec": 1, "leap_fx.env": 1, "leap_fx.data": 3, "leap_fx.hf": 3})  # same floor, apart

@@ -19,7 +19,7 @@ from leap_fx.spec.fields import flag_of, help_of
 from leap_fx.spec.mask import MaskSpec
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import DEVICES, QUANTIZE, PruneOptions
-from leap_fx.tasks.registry import DEFAULT_TASK, task_class, task_names
+from leap_fx.tasks.registry import DEFAULT_TASK, task_class, task_names, task_of_model
 from passes.io import read_json
 
 __all__ = ["Prune", "method_option_fields", "task_option_fields", "option_type"]
@@ -170,7 +170,7 @@ class Prune(Command):
                                        for k in wrong) + f", not of --method {method}")
         tasks = task_option_fields()
         task_chosen = {k: getattr(args, "t_" + k) for k in tasks if getattr(args, "t_" + k) is not None}
-        task = {**base, **given}.get("task") or DEFAULT_TASK
+        task = {**base, **given}.get("task") or task_of_model({**base, **given}.get("model"))  # as run_prune infers it
         wrong = [k for k in task_chosen if task not in tasks[k][2]]
         if wrong:
             raise ValueError(", ".join(f"--{k.replace('_', '-')} is an option of --task {', '.join(tasks[k][2])}"

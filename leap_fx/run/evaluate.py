@@ -3,7 +3,6 @@ and the metadata the job stores in ``model.onnx`` so a consumer needs nothing el
 """
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
@@ -11,11 +10,7 @@ import numpy as np
 from leap_fx.data.batches import as_tensors, batches_per_epoch, iterate_batches
 from leap_fx.env.progress import Progress
 from leap_fx.env.version import VERSION
-
-DATA_OPTIONS = ("data", "validation_data", "test_data", "text_column", "text_pair_column", "label_column",
-                "split_seed", "max_train_examples", "max_eval_examples", "drop_invalid", "tsv_quotes",
-                "allow_many_classes")
-FILE_OPTIONS = ("data", "validation_data", "test_data")
+from leap_fx.tasks.sequence_classification.handler import DATA_OPTIONS, FILE_OPTIONS  # noqa: F401 (re-exported)
 
 
 def _fit(arr: np.ndarray, shape, fill: int = 0) -> np.ndarray:
@@ -81,26 +76,5 @@ def onnx_accuracy(model, data, batch_size: int = 64, output: Optional[str] = Non
 
 
 def onnx_metadata(report: dict, tokenizer: str = "tokenizer", tokenizer_class: Optional[str] = None) -> dict:
-    """What ``model.onnx`` carries (``passes.export.metadata``): how to feed it and read its output, and
-    what pruning achieved. ``tokenizer``: the tokenizer directory, relative to the ONNX file's folder
-    (or absolute). Data file options are made absolute (the job runs where they resolve)."""
-    opts = report["resolved_options"]
-    data = {k: opts.get(k) for k in DATA_OPTIONS}
-    for k in FILE_OPTIONS:
-        if data[k] and os.path.isfile(data[k]):
-            data[k] = os.path.abspath(data[k])
-    dens, flops, onnx = report.get("density", {}), report.get("flops", {}), report.get("onnx", {})
-    return {
-        "producer": "leap-fx", "leap_fx_version": VERSION, "task": "text-classification",
-        "output": "logits [batch, num_labels]: argmax indexes label_names; softmax gives probabilities",
-        "label_names": list(report["data"]["label_names"]), "max_length": opts.get("max_length"),
-        "tokenizer": tokenizer, "tokenizer_class": tokenizer_class,
-        "model_source": report.get("model", {}).get("source"),
-        "text_pair": opts.get("text_pair_column") is not None, "data_options": data,
-        "method": opts.get("method"), "granularity": opts.get("granularity"),
-        "target_density": dens.get("target"), "achieved_density": dens.get("achieved"),
-        "flops_fraction": flops.get("slim_fraction"), "flops_seq_len": flops.get("seq_len"),
-        "encoder_flops_dense": flops.get("dense_encoder"), "encoder_flops_slim": flops.get("slim_encoder"),
-        "parity_max_abs_diff": onnx.get("parity_max_abs_diff"),
-        "test_accuracy": report.get("accuracy", {}).get("pruned", {}).get("test"),
-    }
+    """What ``model.onnx`` carries: the sequence-classification task's metadata (its handler's ``metadata``)."""
+    return build_task(SequenceClassificationConfig()).metadata(report, tokenizer, tokenizer_class)

@@ -20,12 +20,7 @@ from dataclasses import replace
 import torch
 
 from leap_fx.costs.latency import latency_table
-from leap_fx.data import (
-    check_tokenizer,
-    example_inputs,
-    flop_inputs,
-    iterate_batches,
-)
+from leap_fx.data import check_tokenizer, iterate_batches
 from leap_fx.data.splits import data_summary
 from leap_fx.env.threads import choose_threads
 from leap_fx.hf.models import (
@@ -35,7 +30,7 @@ from leap_fx.hf.models import (
     load_tokenizer,
 )
 from leap_fx.methods.registry import build
-from leap_fx.methods.request import check, method_config, resolve
+from leap_fx.methods.request import check, method_config, resolve, task_config
 from leap_fx.run.clock import Clock
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.inputs import (
@@ -53,9 +48,11 @@ from leap_fx.run.report import build_report, check_teacher, result_warnings
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.speed import speed_stage
 from leap_fx.run.summary import summary_table
+from leap_fx.run.task_job import run_task
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
-from leap_fx.tasks.registry import task_of_model
+from leap_fx.tasks import JOB_TASKS
+from leap_fx.tasks.registry import build_task, task_of_model
 from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
 from leap_fx.train.loop import total_steps
@@ -122,11 +119,13 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     return model, tokenizer, teacher.eval(), info
 
 
-def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts) -> tuple:
-    """The method's part: ``(pruned folded model, history, metrics)``."""
+def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts, evaluate_fn=None) -> tuple:
+    """The method's part: ``(pruned folded model, history, metrics)``; ``evaluate_fn``: the task's
+    validation metric (its handler's ``evaluate``)."""
     if method.kind == "trained":
         res = train(student, teacher, data.train, data.validation, train_cfg, method, plan,
-                    out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose)
+                    out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose,
+                    evaluate_fn=evaluate_fn)
         return res.model, res.history, res.metrics
     method.prepare(student, plan)
     n = min(CALIBRATION_EXAMPLES, len(data.train))
@@ -185,6 +184,8 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     task = options.task or task_of_model(options.model)
     if task == "causal-lm":  # the language-model job (run/lm_job.py)
         return run_lm(options.replace(task=task), model=model, tokenizer=tokenizer)
+    if task in JOB_TASKS:  # token classification, QA, image classification (run/task_job.py)
+        return run_task(options.replace(task=task), model=model, processor=tokenizer)
     options = options.replace(task=task)
     dist = Dist.current()  # under torchrun: every rank trains its shard, rank 0 alone writes
     check(options)  # the method and its options: a bad request fails before anything is loaded or written
@@ -199,7 +200,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     if dist.is_main:
         rundir.check()  # a refused --out is refused before anything is loaded or written
     with clock.stage("data"):
-        data = load_run_data(opts) if data is None else data
+        data = load_run_data(opts) if data is None else data  # sequence classification's reader, warnings held for announce
     with clock.stage("check inputs"):  # everything that can fail on bad input fails here, --out untouched
         inputs = check_inputs(opts, data, model, tokenizer, teacher)
         check_tokenizer(inputs.tokenizer, data.train, inputs.model_dir or "run_prune(tokenizer=...)")
@@ -234,17 +235,18 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
             work_dir=os.path.join(out, "teacher"), pretrained=inputs.model)
     check_teacher(teacher_info["metrics"], data, opts, inputs.length)  # no better than guessing: stop here
     student = copy.deepcopy(teacher) if opts.student_init == "teacher" else model
-    example, flop_input = example_inputs(data.train, 2), flop_inputs(data.train)
+    task = build_task(task_config(opts))  # sequence classification's hooks (tasks/sequence_classification)
+    example, flop_input = task.example_inputs(data.train, 2), task.flop_inputs(data.train)
     train_cfg = train_config(opts, data)
     config = run_method_config(opts, flop_input)
-    method = build(config, total_steps(train_cfg, data.train), train_cfg)
+    method = build(config, total_steps(train_cfg, data.train), train_cfg, task.task_loss())
     with clock.stage("analyze"):
         plan = analyze(student, example, residual=config.residual)
     if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
         with clock.stage("latency table"):
             _latency_table(student, plan, example, config, opts)
     with clock.stage(f"{method.kind} ({method.name})"):
-        slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts)
+        slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts, task.evaluate)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
@@ -253,7 +255,8 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
                                 sublayers=config.strip_sublayers,
                                 keep_uncompacted=opts.quantize is not None)
     with clock.stage("evaluate + count"):
-        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose)
+        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose,
+                           task=task)
     with clock.stage("latency" + (" + int8" if opts.quantize else "")):
         measured["speed"] = speed_stage(teacher, example, slim_files["onnx_path"], data, out, opts, config.goal,
                                         config.cost_batch, quantize_from=slim_files["uncompacted"])

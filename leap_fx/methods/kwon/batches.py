@@ -49,7 +49,7 @@ def by_length(batches: list[dict], size: int) -> tuple[list[dict], torch.Tensor]
     """``(batches, order)``: the same examples in batches of ``size`` sorted by length (shortest first),
     each trimmed, and the index of each new row among the original examples. The batches stay as they
     are (``order`` = identity) unless every one has a right-padded 2-D attention mask and only
-    per-token (``[B, S]``) or per-example (``[B]``) tensors."""
+    per-token (``[B, S]``) or per-example (``[B]``, ``[B, k]`` of another width) tensors."""
     same = (batches, torch.arange(sum(batch_size(b) for b in batches)))
     if not batches or not all(_right_padded(b) for b in batches):
         return same
@@ -58,7 +58,7 @@ def by_length(batches: list[dict], size: int) -> tuple[list[dict], torch.Tensor]
         return same
     width = max(int(b["attention_mask"].shape[1]) for b in batches)
     pads = {k: _pad_value(batches, k) for k in keys}
-    full = {k: torch.cat([_widen(b[k], width, pads[k]) for b in batches]) for k in keys}
+    full = {k: torch.cat([_widen(b[k], width, pads[k], b["attention_mask"].shape[1]) for b in batches]) for k in keys}
     order = torch.argsort(full["attention_mask"].sum(1), stable=True)
     return [trim({k: v[idx] for k, v in full.items()}) for idx in order.split(size)], order
 
@@ -67,12 +67,14 @@ def _pad_value(batches: list[dict], key: str):
     """A value the data itself uses at padded positions of ``key`` (0 when nothing is padded)."""
     for b in batches:
         pad = b["attention_mask"] == 0
-        if b[key].dim() == 2 and bool(pad.any()):
+        if b[key].shape == pad.shape and bool(pad.any()):
             return b[key][pad][0].item()
     return 0
 
 
-def _widen(t: torch.Tensor, width: int, pad) -> torch.Tensor:
-    if t.dim() != 2 or t.shape[1] == width:
+def _widen(t: torch.Tensor, width: int, pad, tokens: int) -> torch.Tensor:
+    """A per-token ``[B, tokens]`` tensor right-padded to ``width``; anything else (``[B]``, ``[B, 2]``
+    span labels) as it is."""
+    if t.dim() != 2 or t.shape[1] != tokens or t.shape[1] == width:
         return t
     return torch.cat([t, t.new_full((t.shape[0], width - t.shape[1]), pad)], 1)

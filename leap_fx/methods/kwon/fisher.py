@@ -50,7 +50,17 @@ from leap_fx.objectives.task_loss import ClassificationLoss
 
 FORWARD_BATCH = 32  # examples per batched Fisher forward
 
-LossFn = Callable[[object, dict], torch.Tensor]
+LossFn = Callable[[object, dict], torch.Tensor]          # (model outputs, batch) -> summed loss
+ForwardLoss = Callable[[nn.Module, dict], torch.Tensor]  # (model, batch) -> summed loss (runs the forward)
+
+
+def forward_loss(loss: Optional[LossFn] = None, model_loss: Optional[ForwardLoss] = None) -> ForwardLoss:
+    """``(model, batch) -> loss``: ``model_loss`` itself, else the forward on the batch's inputs then ``loss``
+    (default: classification cross-entropy summed over the examples)."""
+    if model_loss is not None:
+        return model_loss
+    loss = loss or ClassificationLoss().summed
+    return lambda model, batch: loss(model(**model_inputs(batch)), batch)
 
 
 @contextmanager
@@ -94,17 +104,17 @@ def fisher_loss(grads: torch.Tensor, pruned: torch.Tensor) -> float:
     return float(0.5 * s.pow(2).sum() / max(1, grads.shape[0]))
 
 
-def captured_gradients(model, plan, keys: list[str], batch: dict, loss: LossFn) -> Optional[dict]:
+def captured_gradients(model, plan, keys: list[str], batch: dict, loss: ForwardLoss) -> Optional[dict]:
     """Per-example ``dL/dm`` ``[B, granules]`` of the families ``keys`` from one batched pass (module
     doc), or None when some family's output-op rows cannot be split per example."""
     cap = OutputCapture(model, output_weights(plan), need_x=frozenset(keys), raw=True)
     with cap:
-        out = model(**model_inputs(batch))
+        value = loss(model, batch)
     n, fams = batch_size(batch), plan.families
     done = [cap.done.get(k) for k in keys]
     if any(c is None or c.x is None or not _splittable(c, n) for c in done):
         return None
-    gys = torch.autograd.grad(loss(out, batch), [c.y for c in done], allow_unused=True)
+    gys = torch.autograd.grad(value, [c.y for c in done], allow_unused=True)
     return {k: _per_example(model, fams[k], c.x.detach(), gy, n) for k, c, gy in zip(keys, done, gys)}
 
 
@@ -121,7 +131,7 @@ def _per_example(model, fam, x: torch.Tensor, gy: Optional[torch.Tensor], n: int
     return ((gy.reshape(n, -1, gy.shape[-1]) @ w) * xs).sum(1).view(n, -1, u).sum(-1)
 
 
-def _batched_rows(model, plan, keys: list[str], batches: list[dict], loss: LossFn) -> Optional[dict]:
+def _batched_rows(model, plan, keys: list[str], batches: list[dict], loss: ForwardLoss) -> Optional[dict]:
     """Per-example gradients from length-sorted batched passes, rows in the order given (or None)."""
     ordered, order = by_length(batches, FORWARD_BATCH)
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
@@ -140,13 +150,13 @@ def _batched_rows(model, plan, keys: list[str], batches: list[dict], loss: LossF
     return {k: torch.cat(v)[back] for k, v in rows.items()}
 
 
-def _loop_rows(model, params: list[torch.Tensor], keys: list[str], batches: list[dict], loss: LossFn) -> dict:
+def _loop_rows(model, params: list[torch.Tensor], keys: list[str], batches: list[dict], loss: ForwardLoss) -> dict:
     """Per-example gradients by autograd through the carrier, one example at a time (the reference)."""
     rows: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     progress = Progress(sum(batch_size(b) for b in batches), desc="kwon: mask gradients (per example)")
     try:
         for piece in (p for b in batches for p in split(b, 1)):
-            grads = torch.autograd.grad(loss(model(**model_inputs(piece)), piece), params, allow_unused=True)
+            grads = torch.autograd.grad(loss(model, piece), params, allow_unused=True)
             for k, p, g in zip(keys, params, grads):
                 rows[k].append((torch.zeros_like(p) if g is None else g).detach().reshape(1, -1))
             progress.update(1)
@@ -156,10 +166,11 @@ def _loop_rows(model, params: list[torch.Tensor], keys: list[str], batches: list
 
 
 def mask_gradients(model: nn.Module, plan, owners: dict, batches: list[dict], loss: Optional[LossFn] = None,
-                   micro: int = 1, exact_loop: bool = False) -> MaskGrads:
+                   micro: int = 1, exact_loop: bool = False, model_loss: Optional[ForwardLoss] = None) -> MaskGrads:
     """``dL/dm`` of every owner in ``owners`` (family key -> ``FixedMask``, values at 1) per example of
-    ``batches``, summed in groups of ``micro``; ``exact_loop``: the carrier path for every example."""
-    loss, keys = loss or ClassificationLoss().summed, list(owners)
+    ``batches``, summed in groups of ``micro``; ``exact_loop``: the carrier path for every example.
+    ``loss(outputs, batch)`` or ``model_loss(model, batch)`` (the forward inside): summed over the examples."""
+    loss, keys = forward_loss(loss, model_loss), list(owners)
     params = [owners[k].values for k in keys]
     was = model.training
     model.eval()

@@ -113,12 +113,12 @@ class Kwon(OneShotMethod):
     def tied(self, model) -> dict[str, KwonMask]:
         return {k: o for k, o in owners(model).items() if k in self.plan.families}
 
-    def fisher(self, model, batches: list[dict], loss=None) -> MaskGrads:
+    def fisher(self, model, batches: list[dict], loss=None, model_loss=None) -> MaskGrads:
         """Step 1 (every mask at 1): per-example mask gradients on ``batches``."""
         for o in owners(model).values():
             o.set(torch.ones(o.grid_shape))
         return mask_gradients(model, self.plan, self.tied(model), batches, loss or self.task_loss.summed,
-                              int(self.config.fisher_batch))
+                              int(self.config.fisher_batch), model_loss=model_loss)
 
     def budget(self, model, batches: list[dict]) -> tuple[dict, float, dict, float]:
         """The search's inputs: per-granule cost of every family, the total, each family's kind, and the
@@ -143,15 +143,17 @@ class Kwon(OneShotMethod):
         targets = teacher_targets(model, self.plan, batches, self.config.fit_rows == "reaching")
         return targets, {"kind": self.config.tune_teacher, "achieved": kept_cost(keep, cost) / total}
 
-    def calibrate(self, model, batches, teacher=None, loss=None, fisher: Optional[MaskGrads] = None) -> dict:
-        """Steps 1-4 on ``batches`` (dicts of inputs + ``labels``; ``loss(outputs, batch)`` replaces the
-        task loss); ``fisher`` reuses step 1 of an earlier call on the same model. Returns a report."""
+    def calibrate(self, model, batches, teacher=None, loss=None, fisher: Optional[MaskGrads] = None,
+                  model_loss=None) -> dict:
+        """Steps 1-4 on ``batches`` (dicts of inputs + ``labels``; ``loss(outputs, batch)`` or
+        ``model_loss(model, batch)`` (running the forward itself), each summed over the batch's examples,
+        replaces the task loss); ``fisher`` reuses step 1 of an earlier call on the same model."""
         batches, cfg, seconds = list(batches or ()), self.config, {}
         if not batches:
             raise ValueError("kwon needs sample batches (dicts of model inputs + labels): the paper uses ~2K "
                              "training examples")
         with _timed(seconds, "fisher"):
-            grads = fisher if fisher is not None else self.fisher(model, batches, loss)
+            grads = fisher if fisher is not None else self.fisher(model, batches, loss, model_loss)
         (kind, fraction), tied = (cfg.goal.unit, cfg.goal.value), self.tied(model)
         cost, total, kinds, seq = self.budget(model, batches)
         importance = grads.diagonal()

@@ -37,6 +37,7 @@ from leap_fx.hf.models import has_tokenizer_files, load_tokenizer
 from leap_fx.run.commands.run_info import RunInfo, checked_max_length, run_info
 from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.run.measure import clear_margin, majority_rate
+from leap_fx.run.task_eval import task_eval
 from leap_fx.spec.options import PruneOptions
 from leap_fx.train import accuracy
 from passes.export import load_slim
@@ -176,6 +177,9 @@ def evaluate_command(args) -> list[str]:
         raise ValueError(f"--limit {args.limit}: must be at least 1 (or left out to score every row)")
     if args.limit is not None and args.all_rows:
         raise ValueError("--limit and --all-rows exclude each other: pick one")
+    task_lines = task_eval(args, path)  # a token-classification / QA / image run: its task's metric
+    if task_lines is not None:
+        return task_lines
     info = run_info(path, args.settings_from)
     with warnings.catch_warnings():  # the data's warnings and notes are printed below, with the result
         warnings.simplefilter("ignore", DataWarning)
