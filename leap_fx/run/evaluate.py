@@ -9,7 +9,8 @@ import numpy as np
 
 from leap_fx.data.batches import as_tensors, batches_per_epoch, iterate_batches
 from leap_fx.env.progress import Progress
-from leap_fx.env.version import VERSION
+from leap_fx.tasks.registry import build_task
+from leap_fx.tasks.sequence_classification.config import SequenceClassificationConfig
 from leap_fx.tasks.sequence_classification.handler import DATA_OPTIONS, FILE_OPTIONS  # noqa: F401 (re-exported)
 
 
