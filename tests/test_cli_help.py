@@ -40,15 +40,28 @@ def test_every_methods_options_are_listed_in_its_group(capsys):
     with pytest.raises(SystemExit):
         cli.main(["prune", "--help"])
     text = capsys.readouterr().out
-    for name in config_names():
-        assert f"{name} options" in text
     table = prune.method_option_fields()
+    for name in config_names():  # a method with options of its own has its group (argparse hides empty ones)
+        assert (f"{name} options" in text) == any(name in owners for _, _, owners in table.values()), name
     for option, (_, _, owners) in table.items():
         assert "--" + option.replace("_", "-") in text
         assert all(option in config_class(m).__dataclass_fields__ for m in owners)
     assert table["lambda_min"][2][:2] == ["leap", "sparsebert"]  # one flag, every method that has it
     # a method's job defaults are read from its config, not copied into the help text
     assert f"lr {config_class('sparsebert').job.lr:g}" in " ".join(text.split())
+
+
+def test_method_and_task_options_never_take_a_job_flag():
+    """A method's or task's field named like a ``PruneOptions`` field would make argparse refuse to build
+    the parser (``--seed`` of the random baseline once did): every flag belongs to one owner kind."""
+    import dataclasses
+
+    from leap_fx.spec.options import PruneOptions
+
+    job = {f.name for f in dataclasses.fields(PruneOptions)}
+    methods, tasks = set(prune.method_option_fields()), set(prune.task_option_fields())
+    assert not (methods & job) and not (tasks & job) and not (methods & tasks), (methods & job, tasks & job)
+    cli.build_parser("prune")  # builds
 
 
 def test_boolean_method_options_parse_true_and_false():

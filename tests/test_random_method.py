@@ -13,7 +13,7 @@ from tests.conftest import bert_inputs, tiny_bert
 def _kept(seed, target="flops:0.5"):
     model = tiny_bert()
     plan = analyze(model, bert_inputs())
-    method = leap_fx.build_method(RandomConfig(target=target, seed=seed, cost_seq=8))
+    method = leap_fx.build_method(RandomConfig(target=target, score_seed=seed, cost_seq=8))
     method.prepare(model, plan)
     rep = method.calibrate(model)
     return {k: o.values.detach().clone() for k, o in owners(model).items()}, rep

@@ -18,7 +18,7 @@ class RandomConfig(MaskSpec):
     job: ClassVar[JobDefaults] = JobDefaults(granularity="structured")
 
     granularity: str = option("structured", "random prunes whole heads and neurons: structured")
-    seed: int = option(0, "seed of the random scores")
+    score_seed: int = option(0, "seed of the random scores (the training --seed is separate)")
 
     def __post_init__(self):
         super().__post_init__()

@@ -30,7 +30,7 @@ class RandomPruning(OneShotMethod):
     def calibrate(self, model, batches=None, teacher=None) -> dict:
         own = owners(model)
         tied = {k: o for k, o in own.items() if self.plan is not None and k in self.plan.families}
-        g = torch.Generator().manual_seed(int(self.config.seed))
+        g = torch.Generator().manual_seed(int(self.config.score_seed))
         scores = {k: torch.rand(o.grid_shape, generator=g) for k, o in sorted(tied.items())}
         goal = self.config.goal
         costs = target_costs(self.config, model, self.plan)
@@ -39,4 +39,4 @@ class RandomPruning(OneShotMethod):
         for k, o in own.items():
             o.set(keep[k] if k in keep else torch.ones(o.grid_shape))
         counts = {k: int(v.sum()) for k, v in keep.items()}
-        return {goal.unit: float(costs.fraction(counts)), "kept": counts, "seed": int(self.config.seed)}
+        return {goal.unit: float(costs.fraction(counts)), "kept": counts, "seed": int(self.config.score_seed)}
