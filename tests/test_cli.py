@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+from leap_fx.cli.prune import method_option_fields, task_option_fields
+from leap_fx.spec.fields import flag_of
+
 from leap_fx import cli
 from leap_fx.spec.options import PruneOptions
 from tests.test_pipeline import tiny_model_folder
@@ -26,11 +29,11 @@ def test_help_documents_every_prune_option(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for f in PruneOptions.__dataclass_fields__:
-        if f == "method_options":  # each method's own options are flags of their own
+        if f in ("method_options", "task_options"):  # each method's and task's own options are flags of their own
             continue
-        flag = cli.FLAGS[f][0] if f in cli.FLAGS else "--" + f.replace("_", "-")
+        flag = (flag_of(PruneOptions.__dataclass_fields__[f]) or ("--" + f.replace("_", "-"),))[0]
         assert flag in text, flag
-    for name in cli.method_option_fields():  # every registered method's options, e.g. LEAP's --temperature
+    for name in [*method_option_fields(), *task_option_fields()]:  # every registered method's options, e.g. LEAP's --temperature
         assert "--" + name.replace("_", "-") in text, name
     assert "--temperature" in text and re.search(r"\[leap[,\]]", text)  # options name their methods
     assert text.count("default") >= 20  # defaults are spelled out

@@ -102,7 +102,7 @@ def test_realised_size_is_what_strip_keeps(unit):
     rep = strip(model, plan, x, sublayers=True)
     assert rep.max_rel_diff <= 1e-5 and rep.families["residual"]["kept"]
     left = {n for n in names if _has(model, n)}
-    if unit == "params":
+    if unit == "density":  # density targets count weight elements (CoFi's "params" size)
         assert sum(model.get_parameter(n).numel() for n in left) / params_dense == pytest.approx(realised, abs=1e-9)
     else:
         assert method.size.dense == pytest.approx(flops_dense / x["input_ids"].shape[0])

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from leap_fx.data import load_data
-from leap_fx.methods.request import resolve
+from leap_fx.methods.request import check, resolve
 from leap_fx.run.job import run_prune
 from leap_fx.spec.options import MODES, PruneOptions
 from tests.conftest import tiny_bert
@@ -130,8 +130,10 @@ def test_options_round_trip_and_modes():
     (dict(student_init="random"), "teacher"),
 ])
 def test_bad_options_name_the_fix(kw, match):
+    """Plain-data checks fail when the options are built; those needing the registries (a method's name,
+    a target its config refuses) when the request is checked (``methods.request.check``, the job's first step)."""
     with pytest.raises(ValueError, match=match):
-        PruneOptions(**kw)
+        check(PruneOptions(**kw))
 
 
 def test_model_without_tokenizer_or_wrong_labels(corpus, tmp_path):

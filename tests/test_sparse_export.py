@@ -9,7 +9,7 @@ import torch
 from onnx import numpy_helper
 
 from passes.export import ParityError, export_onnx, ort_session
-from passes.export import parity as parity_mod
+from passes.export import sparse as sparse_mod
 from passes.export.sparse import compact_model, compact_onnx, decode, densify, encode
 from passes.io import sha256_file
 from tests.conftest import bert_inputs, tiny_bert
@@ -102,7 +102,7 @@ def test_dense_file_is_left_alone_and_a_mismatch_writes_nothing(sparse_export, t
     def perturbed(session, feeds):
         calls.append(1)
         return session.run(None, feeds)[0] + (1e-3 if len(calls) % 2 else 0.0)
-    monkeypatch.setattr(parity_mod, "ort_outputs", perturbed)
+    monkeypatch.setattr(sparse_mod, "ort_outputs", perturbed)  # the name sparse.py calls
     with pytest.raises(ParityError, match="differs"):
         compact_onnx(victim, x)
     assert sha256_file(victim) == before and sorted(os.listdir(tmp_path)) == ["dense.onnx", "victim.onnx"]

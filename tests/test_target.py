@@ -71,7 +71,7 @@ def test_density_costs_are_the_papers_R():
     model = tiny_bert()
     plan = analyze(model, bert_inputs())
     leap_fx.prepare(model, LeapConfig(0.3, "structured"), plan)
-    costs = density_costs(None, model, plan)
+    costs = density_costs(model)
     own = owners(model)
     assert costs.total == sum(o.count for o in own.values())
     kept = {k: 1 for k in own}
@@ -82,7 +82,7 @@ def test_flops_costs_predict_the_stripped_models_measured_flops():
     dense = tiny_bert(ffn=48)
     plan = analyze(dense, bert_inputs())
     seq = 10
-    costs = flops_costs(LeapConfig(target="flops:0.5", granularity="structured", cost_seq=seq), dense, plan)
+    costs = flops_costs(dense, plan, seq)
     keep = {f.fqn: list(range(0, f.granules, 3)) for f in plan.families.values()}
     slim = zero_granules(copy.deepcopy(dense), plan, keep)
     strip(slim, plan, bert_inputs())

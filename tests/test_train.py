@@ -220,24 +220,42 @@ def test_teacher_is_trained_once_then_loaded_from_cache(tmp_path):
 
 
 # -- Hugging Face Trainer ------------------------------------------------------------------------
-def test_hf_leap_trainer_five_steps(tmp_path):
+def _method_trainer(tmp_path, config):
     from transformers import TrainingArguments
 
-    from leap_fx.train.hf import LeapTrainer, LeapTrainerCallback, TensorDictDataset
+    from leap_fx.train.hf import MethodTrainer, TensorDictDataset
     torch.set_num_threads(1)
     model = tiny_bert()
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=5, per_device_train_batch_size=16,
                              learning_rate=1e-3, logging_steps=1, report_to=[], save_strategy="no",
                              use_cpu=True, disable_tqdm=True, remove_unused_columns=False, seed=0)
-    trainer = LeapTrainer(model=model, args=args, train_dataset=TensorDictDataset(toy_data()),
-                          leap_config=leap_fx.LeapConfig(target_density=0.3), teacher=tiny_bert(seed=1),
-                          callbacks=[LeapTrainerCallback(fold_at_end=True)])
+    trainer = MethodTrainer(model=model, args=args, train_dataset=TensorDictDataset(toy_data()),
+                            method_config=config, teacher=tiny_bert(seed=1))
     trainer.train()
-    logs = [r for r in trainer.state.log_history if "R" in r]
-    assert len(logs) == 5 and logs[-1]["R"] < logs[0]["R"] < 1.0
-    assert {"lambda", "L_reg", "kd", "ce", "density_mean"} <= set(logs[-1])
-    assert math.isfinite(logs[-1]["loss"])
-    groups = trainer.optimizer.param_groups
-    assert len(groups) == 3 and groups[1]["initial_lr"] > groups[0]["initial_lr"]
-    assert groups[2]["name"] == "sigma" and groups[2]["betas"][0] == 0.0  # separate S/sigma LR
-    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())  # folded
+    logs = [r for r in trainer.state.log_history if "loss" in r]
+    assert len(logs) == 5 and all(math.isfinite(r["loss"]) for r in logs)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in model.modules())  # finalized
+    return trainer, logs
+
+
+def test_method_trainer_runs_leap_with_every_config_field(tmp_path):
+    """A stock ``Trainer`` drives LEAP through the protocol: its mask LR and sigma beta1 reach the optimiser
+    (the old ``LeapTrainer`` ignored both), R falls toward the target, the masks are folded at the end."""
+    cfg = leap_fx.LeapConfig(target_density=0.3, mask_lr=0.5, sigma_beta1=0.5)
+    trainer, logs = _method_trainer(tmp_path, cfg)
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert set(groups) == {"weights", "masks", "sigma"}
+    assert groups["masks"]["initial_lr"] == pytest.approx(0.5) and groups["weights"]["initial_lr"] == 1e-3
+    assert groups["sigma"]["betas"][0] == 0.5
+    assert {"R", "L_reg", "lambda", "kd", "ce"} <= set(logs[-1]) and logs[-1]["R"] < logs[0]["R"] <= 1.0
+
+
+def test_method_trainer_runs_cofi_with_its_lagrangian(tmp_path):
+    """The same Trainer drives CoFi: its Lagrange multipliers are optimiser groups (ascended), its phases
+    advance on the Trainer's steps, its hidden-state distillation is logged."""
+    from leap_fx.methods.cofi.config import CofiConfig
+    trainer, logs = _method_trainer(tmp_path, CofiConfig(target="density:0.5"))
+    names = [g["name"] for g in trainer.optimizer.param_groups]
+    assert {"weights", "masks", "lambda_1", "lambda_2"} <= set(names)
+    assert logs[0]["phase"] == 1 and logs[-1]["phase"] == 2 and "hidden" in logs[-1]
+    assert any(r.get("lambda_1", 0) > 0 for r in logs)  # the multipliers moved

@@ -192,7 +192,7 @@ def quiet_from_pretrained(cls, path: str, **kwargs):
     _offline()
     kwargs.setdefault("dtype", torch.float32)
     if kwargs.pop("trust_remote_code", False):
-        raise ValueError("leap-fx never runs code from a model folder (trust_remote_code=True refused)")
+        raise ValueError("leap-fx never runs code from a model folder (a trust_remote_code request is refused)")
     from transformers import logging
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()
