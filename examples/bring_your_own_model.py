@@ -6,7 +6,7 @@ Nothing here is specific to BERT: ``leap_fx.analyze`` finds attention heads and 
 traced graph of any model plus example inputs (fused GPT-2 ``c_attn`` Conv1D included). Instead of
 training, each family gets *random* LEAP scores and a threshold keeping about half of its heads and
 neurons (``LeapConfig(granularity="structured")``), so the example runs in seconds; with training
-you would call ``leap_fx.train.train`` (or the HF ``LeapTrainer``) between ``prepare`` and ``fold``.
+you would call ``leap_fx.train.train`` (or the HF ``MethodTrainer``) between ``prepare`` and ``fold``.
 The stripped model must match the masked one exactly, in PyTorch and in onnxruntime.
 """
 from __future__ import annotations

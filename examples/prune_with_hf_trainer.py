@@ -1,10 +1,10 @@
-"""Prune MiniLM-L6 on Rotten Tomatoes with the Hugging Face ``Trainer`` (``leap_fx.train.hf.LeapTrainer``).
+"""Prune MiniLM-L6 on Rotten Tomatoes with the Hugging Face ``Trainer`` (``leap_fx.train.hf.MethodTrainer``).
 
     python examples/prune_with_hf_trainer.py [--quick] [--out runs/example-b]
 
-``LeapTrainer`` is a stock ``transformers.Trainer`` whose loss is LEAP's objective
-``(1 - alpha) CE + alpha KD + lambda L_reg`` (Eq. 8) and whose optimizer gives the scores S and
-thresholds sigma their own learning rate (App. A). After training: fold the masks into the
+``MethodTrainer`` is a stock ``transformers.Trainer`` driven by a method's protocol (any method's config:
+``LeapConfig``, ``CofiConfig``, ...). With LEAP its loss is ``(1 - alpha) CE + alpha KD + lambda L_reg``
+(Eq. 8) and its optimizer gives the scores S and thresholds sigma their own learning rate (App. A). After training: fold the masks into the
 weights, strip empty heads / neurons, export to ONNX and score it in onnxruntime.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from transformers import TrainingArguments
 
-    from leap_fx.train.hf import LeapTrainer, LeapTrainerCallback, TensorDictDataset
+    from leap_fx.train.hf import MethodTrainer, TensorDictDataset
 
     max_length, batch, epochs = (32, 16, 2) if args.quick else (64, 32, 2)
     data = load_rotten_tomatoes(seed=0, limit=QUICK_LIMIT if args.quick else None)
@@ -53,9 +53,9 @@ def main(argv=None) -> dict:
                               lr_scheduler_type="linear", logging_steps=10, save_strategy="no",
                               report_to=[], use_cpu=True, remove_unused_columns=False, seed=17,
                               disable_tqdm=True)
-    trainer = LeapTrainer(model=student, args=targs, train_dataset=TensorDictDataset(data.train),
-                          leap_config=leap_cfg, plan=plan, teacher=teacher.model, alpha=0.9,
-                          callbacks=[LeapTrainerCallback()])
+    trainer = MethodTrainer(model=student, args=targs, train_dataset=TensorDictDataset(data.train),
+                            method_config=leap_cfg, plan=plan, teacher=teacher.model,
+                            train_config=TrainConfig(alpha=0.9), finalize=False)  # fold below, after measuring
     trainer.train()
     last = [r for r in trainer.state.log_history if "R" in r][-1]
     from leap_fx.train.records import density_by_kind, weight_kinds

@@ -7,6 +7,8 @@ import os
 import sys
 
 import pytest
+
+import leap_fx
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,7 +95,7 @@ def test_encoder_flops_counts_attention_matmuls(speedup):
     h, s, f, layers = cfg.hidden_size, 16, cfg.intermediate_size, cfg.num_hidden_layers
     linear = 2 * s * (4 * h * h + 2 * h * f)  # q k v out + up down, 2 FLOPs per MAC
     attention = 2 * 2 * s * s * h  # scores + weighted sum
-    plan = __import__("passes").analyze(model, speedup.make_inputs(model, 1, 8))
+    plan = leap_fx.analyze(model, speedup.make_inputs(model, 1, 8))
     assert speedup.encoder_flops(model, plan, s) == layers * (linear + attention)
     assert model.config._attn_implementation == "sdpa"  # restored after counting
 
