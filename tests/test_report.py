@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from leap_fx.run import measure, plots, summary
+from leap_fx.run import measure as run_measure
+from leap_fx.run import plots, summary
 from passes import io, measure
 from tests.conftest import bert_inputs, tiny_bert
 
@@ -62,14 +63,14 @@ def test_matrix_densities_count_zeros_per_slice(bert_plan):
     with torch.no_grad():
         m.bert.encoder.layer[1].attention.self.query.weight[:8].zero_()      # one head of q: 1/4
         m.bert.encoder.layer[0].output.dense.weight[:, :16].zero_()          # 16 of 64 down columns
-    rows = {(r["layer"], r["role"]): r for r in measure.matrix_densities(m, plan)}
+    rows = {(r["layer"], r["role"]): r for r in run_measure.matrix_densities(m, plan)}
     assert rows[(1, "q")]["density"] == pytest.approx(0.75)
     assert rows[(0, "down")]["density"] == pytest.approx(0.75)
     assert rows[(0, "q")]["density"] == 1.0
     assert {r for _, r in rows} == {"q", "k", "v", "out", "up", "down"}
     n = sum(r["numel"] for r in rows.values())
     expect = 1 - (8 * HIDDEN + HIDDEN * 16) / n
-    assert measure.overall_density(list(rows.values())) == pytest.approx(expect)
+    assert run_measure.overall_density(list(rows.values())) == pytest.approx(expect)
 
 
 def test_kept_structure_reads_the_strip_summary(bert_plan):
@@ -78,7 +79,7 @@ def test_kept_structure_reads_the_strip_summary(bert_plan):
     class Summary:
         families = {"bert.encoder.layer.0.attention": {"kept": [0], "placeholder": 0},
                     "bert.encoder.layer.1": {"kept": list(range(10)), "placeholder": None}}
-    st = measure.kept_structure(Summary(), plan)
+    st = run_measure.kept_structure(Summary(), plan)
     heads = {h["layer"]: h for h in st["heads"]}
     neurons = {n["layer"]: n for n in st["neurons"]}
     assert heads[0]["kept"] == 1 and heads[0]["live"] == 0      # placeholder only
@@ -87,8 +88,8 @@ def test_kept_structure_reads_the_strip_summary(bert_plan):
 
 
 def test_majority_rate():
-    assert measure.majority_rate([0, 1, 1, 1]) == 0.75
-    assert measure.majority_rate([2, 2]) == 1.0
+    assert run_measure.majority_rate([0, 1, 1, 1]) == 0.75
+    assert run_measure.majority_rate([2, 2]) == 1.0
 
 
 def test_write_json_is_atomic(tmp_path):
@@ -134,7 +135,7 @@ def test_curves_plot_writes_png(tmp_path, leap):
 
 def test_density_plot_writes_png(tmp_path, bert_plan):
     model, plan = bert_plan
-    rows = measure.matrix_densities(model, plan)
+    rows = run_measure.matrix_densities(model, plan)
     path = plots.density_plot(rows, str(tmp_path / "density.png"), target=0.3)
     assert open(path, "rb").read(4) == b"\x89PNG"
     with pytest.raises(ValueError, match="no per-matrix densities"):

@@ -114,7 +114,7 @@ def test_distillation_losses_are_zero_for_the_teacher_itself_and_positive_otherw
     assert uniform_pairs(2, 4) == [(0, 1), (1, 3)] and uniform_pairs(3, 3) == [(0, 0), (1, 1), (2, 2)]
     with torch.no_grad():
         deeper = _outputs(tiny_bert(layers=4), x, taps(analyze(tiny_bert(layers=4), x), TinyBertKD.captures))
-        assert kd(_outputs(model, x, watched), deeper, labels)["hidden"] > 0  # 2 student vs 4 teacher layers
+        assert kd(_outputs(model, x, watched), deeper, {"labels": labels})["hidden"] > 0  # 2 student vs 4 teacher layers
 
 
 def test_loop_trains_every_matrix_to_exactly_its_kept_count():
