@@ -4,6 +4,7 @@ import os
 import pytest
 import torch
 
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -32,3 +33,12 @@ def bert():
 @pytest.fixture
 def bert_batch():
     return bert_inputs()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A saved tiny BERT + tokenizer and a tiny CSV (shared by the CLI, SparseBERT and bench tests)."""
+    from tests.helpers import tiny_model_folder  # here, not at the top: tests.helpers imports this module
+    folder = tmp_path_factory.mktemp("cli")
+    csv_path, tok, model_dir = tiny_model_folder(folder)
+    return folder, csv_path, model_dir

@@ -4,8 +4,12 @@ import csv
 import os
 import random
 
+import torch
+
 from leap_fx.spec.options import PruneOptions
 from tests.conftest import tiny_bert
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 POS = "good great fine nice superb lovely".split()
 NEG = "bad awful poor dull boring ugly".split()
@@ -57,3 +61,41 @@ def snapshot(folder):
             p = os.path.join(root, f)
             out[os.path.relpath(p, folder)] = b"" if f == LOCK else open(p, "rb").read()
     return out
+
+
+def toy_data(n=128, seq=12, seed=0):
+    """Random tokens; the label is whether token 1 is in the upper half of the vocabulary (learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 100, (n, seq), generator=g)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": (ids[:, 1] >= 50).long()}
+
+
+def owners_state(model):
+    from leap_fx.masks import owners
+    return {k: (getattr(o, "sigma", o.expected_density()).detach().clone(), o.scores.detach().clone())
+            for k, o in owners(model).items()}
+
+
+def _tiny_model_dir(tmp_path):
+    from transformers import BertTokenizer
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "fun", "bad", "dull", "awful",
+             "film", "plot", "the", "a"]
+    d = tmp_path / "model"
+    tiny_bert().save_pretrained(str(d))
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(words)})
+    assert tok("the good film")["input_ids"] == [2, 13, 5, 11, 3]
+    tok.save_pretrained(str(d))
+    return str(d)
+
+
+def overrides(csv_path):
+    return dict(data=csv_path, text_column="review", label_column="sentiment", max_length=16, batch_size=16,
+                lr=1e-3, teacher_lr=3e-3, teacher_epochs=6, block_size=8,
+                mask_lr_scale=1.0, lambda_min=10.0, score_init="zero")  # tuned for this ~50-step tiny run
+
+
+SCRIPT = os.path.join(ROOT, "examples", "ddp_tiny.py")
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -10,7 +10,8 @@ from collections import defaultdict
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import ROOT
+
 ORDER = ["passes", "leap_fx.spec", "leap_fx.env", "leap_fx.data", "leap_fx.hf", "leap_fx.masks", "leap_fx.costs",
          "leap_fx.objectives", "leap_fx.tasks", "leap_fx.methods", "leap_fx.train", "leap_fx.plugin", "leap_fx.run", "leap_fx.cli",
          "leap_fx", "bench"]

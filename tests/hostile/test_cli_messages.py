@@ -11,7 +11,7 @@ import pytest
 
 from leap_fx import cli
 from tests.conftest import tiny_bert
-from tests.test_pipeline import tiny_model_folder
+from tests.helpers import tiny_model_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,7 +27,7 @@ def one_line(capsys, code, argv):
 def slim_run(tmp_path_factory):
     """A finished tiny run (injected model: no teacher fine-tune)."""
     from leap_fx.run.job import run_prune
-    from tests.test_pipeline import tiny_options
+    from tests.helpers import tiny_options
     folder = tmp_path_factory.mktemp("cli_hostile")
     csv_path, tok, model_dir = tiny_model_folder(folder)
     out = folder / "run"

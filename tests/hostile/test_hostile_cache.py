@@ -13,7 +13,7 @@ from leap_fx.spec.train import TrainConfig
 from leap_fx.train.teacher import check_cache_writable, teacher_key, train_teacher
 from passes.io import clean_stale
 from tests.conftest import tiny_bert
-from tests.test_pipeline import write_tiny_corpus
+from tests.helpers import write_tiny_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = TrainConfig(epochs=1, batch_size=16, lr=2e-3, alpha=0.0)

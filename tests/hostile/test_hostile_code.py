@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import tiny_bert
-from tests.test_pipeline import write_tiny_corpus
+from tests.helpers import write_tiny_corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

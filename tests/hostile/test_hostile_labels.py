@@ -9,7 +9,7 @@ import pytest
 
 from leap_fx.data import DataWarning, check_tokenizer, load_data, load_text_file
 from leap_fx.spec import PruneOptions
-from tests.test_pipeline import write_tiny_corpus
+from tests.helpers import write_tiny_corpus
 
 
 def _csv(tmp_path, rows, header="text,label", name="d.csv"):
@@ -137,7 +137,7 @@ def test_run_prune_refuses_a_tokenizer_that_does_not_fit_before_out(tmp_path):
 
     from leap_fx.run import run_prune
     from tests.conftest import tiny_bert
-    from tests.test_pipeline import tiny_options
+    from tests.helpers import tiny_options
     path, _ = write_tiny_corpus(str(tmp_path))
     other = BertTokenizerFast(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
                                                                   "le", "film", "est", "bon"])})

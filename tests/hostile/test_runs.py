@@ -11,8 +11,8 @@ import torch
 from leap_fx.run.job import run_prune
 from leap_fx.run.rundir import MANIFEST
 from tests.conftest import tiny_bert
+from tests.helpers import tiny_model_folder, tiny_options
 from tests.hostile.test_rundir import snapshot
-from tests.test_pipeline import tiny_model_folder, tiny_options
 
 
 @pytest.fixture(scope="module")

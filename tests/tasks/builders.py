@@ -28,7 +28,11 @@ def tokenizer():
 
 
 def text_model_folder(folder, head: str, num_labels: int = 2, seed: int = 0) -> str:
-    from transformers import BertConfig, BertForQuestionAnswering, BertForTokenClassification
+    from transformers import (
+        BertConfig,
+        BertForQuestionAnswering,
+        BertForTokenClassification,
+    )
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                      max_position_embeddings=128, num_labels=num_labels, hidden_dropout_prob=0.0,

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from leap_fx.tasks.image_classification.data import class_names, read_digits, read_images
+from leap_fx.tasks.image_classification.data import (
+    class_names,
+    read_digits,
+    read_images,
+)
 from leap_fx.tasks.image_classification.handler import top1
 from leap_fx.tasks.image_classification.preprocess import image_prep
 from passes.export.metadata import read_metadata

@@ -4,10 +4,13 @@ ONNX parity, onnxruntime == PyTorch, ``leap-fx eval`` == the report, metadata)."
 import json
 import os
 
-import numpy as np
 import pytest
 
-from leap_fx.tasks.token_classification.data import read_tags_file, read_wnut16, tag_names
+from leap_fx.tasks.token_classification.data import (
+    read_tags_file,
+    read_wnut16,
+    tag_names,
+)
 from leap_fx.tasks.token_classification.encode import align, encode_rows
 from leap_fx.tasks.token_classification.metrics import entities, entity_scores
 from passes.export.metadata import read_metadata
