@@ -8,6 +8,8 @@ from bench import accuracy
 from tests.conftest import tiny_bert
 from tests.helpers import overrides, write_tiny_corpus
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 ROWS = "dense,leap-structured-0.5,magnitude-unstructured-0.3"
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from bench import main_job
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 
 @pytest.fixture(scope="module")
 def tiny_args(tiny_model_dir):

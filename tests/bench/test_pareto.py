@@ -8,6 +8,8 @@ from bench import pareto
 from tests.conftest import tiny_bert
 from tests.helpers import overrides, write_tiny_corpus
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 ROWS = "dense,leap-structured-flops0.5,l2-oneshot-structured-flops0.5,magnitude-unstructured-density0.2"
 TARGETS = ["flops:0.5", "density:0.2"]
 

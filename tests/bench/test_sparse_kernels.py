@@ -9,6 +9,8 @@ from bench import sparse_kernels
 from passes.export.csr import CsrLinear, csr_linears
 from tests.conftest import bert_inputs, tiny_bert
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 
 def test_csr_linears_swaps_only_sparse_enough_matrices_and_keeps_the_outputs():
     model, x = tiny_bert(hidden=64, ffn=256), bert_inputs()

@@ -12,6 +12,8 @@ import torch
 import leap_fx
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "bench", f"{name}.py"))

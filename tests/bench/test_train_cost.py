@@ -1,7 +1,10 @@
 """bench/train_cost.py on a config-built tiny BERT: every variant timed by the loop's own step, memory counted."""
+import pytest
 import json
 
 from bench import train_cost
+
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
 
 
 def test_tiny_run_times_every_variant_and_counts_mask_memory(tmp_path):

@@ -1,8 +1,11 @@
 """bench/zoo.py on one or two architectures: the JSON, the README table, time limits, the shrinker."""
+import pytest
 import json
 
 from bench import zoo
 from bench.zoo_shrink import shrink
+
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
 
 
 def test_shrinker_makes_tiny_consistent_configs():

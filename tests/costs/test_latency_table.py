@@ -20,6 +20,7 @@ def model_plan():
     return model, analyze(model, bert_inputs())
 
 
+@pytest.mark.slow
 def test_table_is_measured_once_then_cached(model_plan, tmp_path, monkeypatch):
     model, plan = model_plan
     monkeypatch.setattr(lt, "_MEMO", {})
@@ -51,6 +52,7 @@ def test_key_ignores_masks_and_depends_on_shape_and_batch(model_plan):
     assert not list(leap_fx.masks.carriers(lt.dense_copy(model)))  # masks removed, original weights
 
 
+@pytest.mark.slow
 def test_latency_target_drives_leaps_R(model_plan, tmp_path, monkeypatch):
     model, plan = model_plan
     monkeypatch.setattr(lt, "_MEMO", {})

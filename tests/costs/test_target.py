@@ -161,6 +161,7 @@ def test_magnitude_schedule_in_flops_ends_within_the_target():
     assert 0.4 < frac <= 0.5 + 1e-9
 
 
+@pytest.mark.slow
 def test_leap_flops_target_lands_within_one_point():
     """LEAP structured at flops:0.5 (the job's short-run settings) on a tiny BERT whose heads are each
     < 1 pt of the encoder FLOPs: the stripped model's FLOPs (FlopCounterMode) land within 1 pt."""

@@ -46,6 +46,7 @@ def test_passive_waiting_is_only_set_before_torch_and_never_over_the_user(monkey
         assert res.stdout.strip() == want, res.stderr
 
 
+@pytest.mark.slow
 def test_bench_threads_tiny(tmp_path):
     out = tmp_path / "threads.json"
     res = subprocess.run([sys.executable, "-m", "bench.threads", "--size", "tiny", "--loads", "0,1", "--settings",

@@ -45,6 +45,7 @@ def test_export_with_a_bad_atol_keeps_the_verified_onnx(slim_run, capsys, atol):
     assert (out / "model.onnx").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_export_that_fails_parity_keeps_the_verified_onnx(slim_run, capsys, monkeypatch):
     import passes.export.parity as parity
     _, out, _, _ = slim_run
@@ -141,6 +142,7 @@ def test_unwritable_out_is_one_line(slim_run, capsys):
     assert err.startswith("leap-fx prune: error: --out /proc/leap-fx-run: cannot write there")
 
 
+@pytest.mark.slow
 def test_a_second_process_on_a_running_out_is_refused(slim_run, tmp_path):
     folder, _, csv_path, model_dir = slim_run
     out = tmp_path / "busy"

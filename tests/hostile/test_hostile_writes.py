@@ -100,6 +100,7 @@ def test_export_onnx_never_deletes_a_users_opt_onnx(tmp_path):
     assert any("m.opt.onnx was left as it is (not written by leap-fx" in n for n in rep.notes)
 
 
+@pytest.mark.slow
 def test_a_rejected_graph_is_tagged_as_ours_and_removed_by_the_next_good_export(tmp_path, monkeypatch):
     import passes.export.parity as parity
     from passes.export.parity import ParityError

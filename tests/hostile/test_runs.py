@@ -104,6 +104,7 @@ def test_no_stray_files_after_a_run(base_run):
                                               "tokenizer", "train"])
 
 
+@pytest.mark.slow
 def test_max_length_is_chosen_from_the_data_when_unset(setup, tmp_path):
     out = tmp_path / "auto"
     rep = run_prune(opts(setup, out, max_length=None, continue_anyway=True), model=tiny_bert(), tokenizer=setup[3],
@@ -113,6 +114,7 @@ def test_max_length_is_chosen_from_the_data_when_unset(setup, tmp_path):
     assert json.loads((out / "options.json").read_text())["max_length"] is None  # chosen again on --resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_model_folders_train_and_export_in_float32(setup, tmp_path, dtype):
     model_dir = tmp_path / f"tiny-{dtype}"
@@ -157,6 +159,7 @@ def test_out_inside_the_model_folder_is_refused(setup):
     assert not (setup[2] / "run").exists()
 
 
+@pytest.mark.slow
 def test_useless_teacher_is_flagged_loudly(setup, tmp_path, capsys):
     import random
     rng = random.Random(1)
@@ -179,6 +182,7 @@ def test_a_teacher_that_learned_is_not_flagged(base_run):
     assert not [w for w in base_run[1]["warnings"] if "dense teacher" in w]
 
 
+@pytest.mark.slow
 def test_a_failure_after_out_was_prepared_does_not_block_the_same_command(setup, tmp_path, monkeypatch):
     import sys
     out = tmp_path / "o"

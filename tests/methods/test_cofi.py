@@ -241,6 +241,7 @@ def test_resume_continues_exactly(tmp_path):
         [r.get("lambda_2") for r in resumed.history if r["type"] == "train"]
 
 
+@pytest.mark.slow
 def test_run_prune_cofi_end_to_end(tmp_path):
     from leap_fx.run.job import run_prune
     from tests.helpers import tiny_options, write_tiny_corpus
@@ -316,6 +317,7 @@ def test_heads_and_neurons_only():
     assert kept / dense == pytest.approx(realised, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_a_flops_target_counts_flops_at_the_configs_length():
     """The job's ``target="flops:0.4"`` is CoFi's expected size in FLOPs at ``cost_seq`` (leap_fx.costs);
     a density target counts the gated parameters; without a length a FLOPs target is refused."""

@@ -400,6 +400,7 @@ def _sum_of_squares(outputs, batch):
     return out.pow(2).sum()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(models.ALL))
 def test_every_architecture_prunes_strips_and_exports(name, tmp_path):
     from passes.export import export_onnx
@@ -459,6 +460,7 @@ def test_run_prune_with_kwon_end_to_end(tmp_path):
     assert cal["examples"] == 128 and "tuned" in statuses and set(statuses) <= {"tuned", "rejected", "skipped"}
 
 
+@pytest.mark.slow
 def test_bench_kwon_steps_on_a_tiny_corpus(tmp_path):
     from bench import kwon_steps
     from tests.helpers import overrides

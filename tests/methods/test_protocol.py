@@ -207,6 +207,7 @@ def test_l2_oneshot_prunes_the_weakest_heads_to_the_target():
     assert leap_fx.densities(model)  # 0/1 masks: measured like every method's
 
 
+@pytest.mark.slow
 def test_l2_oneshot_runs_the_whole_job_without_training(tmp_path):
     path, tok = write_tiny_corpus(str(tmp_path))
     rep = run_prune(tiny_options(path, tmp_path / "o", method="l2-oneshot", target_density=0.5),

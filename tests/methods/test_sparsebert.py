@@ -197,6 +197,7 @@ def test_a_users_fine_tuned_teacher_is_used_as_is_and_bad_ones_are_refused(tiny_
         load_finetuned(str(tmp_path), ["neg", "pos"])
 
 
+@pytest.mark.slow
 def test_run_prune_sparsebert_end_to_end(tiny_model_dir):
     rep = run_prune(_opts(tiny_model_dir, epochs=2, quantize="int8"))
     assert rep["status"] == "complete" and rep["resolved_options"]["student_init"] == "pretrained"

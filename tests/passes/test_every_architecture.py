@@ -18,6 +18,7 @@ def _sizes(parity: dict) -> tuple[set, set]:
     return batches, seqs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(models.ALL))
 def test_round_trip_every_architecture(name, tmp_path):
     model, inputs = models.ALL[name]()

@@ -213,6 +213,7 @@ def test_pipeline_block_not_dividing_fails_before_writing_a_report(corpus, tmp_p
     assert not (out / "report.json").exists() and not (out / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_pipeline_parity_failure_leaves_no_good_looking_output(corpus, tmp_path, monkeypatch):
     import passes.export.parity as export_mod
     real = export_mod.ort_outputs

@@ -78,6 +78,7 @@ def test_existing_run_is_refused_then_overwritten_or_resumed(structured_run, cor
         run_prune(tiny_options(path, out, resume=True, target_density=0.4), model=tiny_bert(), tokenizer=tok)
 
 
+@pytest.mark.slow
 def test_overwrite_and_baseline_method(corpus, tmp_path):
     path, tok = corpus
     out = tmp_path / "o"
@@ -93,6 +94,7 @@ def test_overwrite_and_baseline_method(corpus, tmp_path):
     assert json.loads((out / "report.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_model_dir_teacher_is_cached(corpus, tmp_path):
     path, tok = corpus
     model_dir = tmp_path / "tiny-bert"
@@ -105,6 +107,7 @@ def test_model_dir_teacher_is_cached(corpus, tmp_path):
     assert second["accuracy"]["dense"] == first["accuracy"]["dense"]
 
 
+@pytest.mark.slow
 def test_injected_teacher_skips_fine_tuning(corpus, tmp_path):
     path, tok = corpus
     teacher = tiny_bert(seed=3)

@@ -54,6 +54,7 @@ def _greedy_equal(out_dir, tokens=12):
     return rows[0] == ref, rows[0], ref
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["kwon", "leap", "l2-oneshot", "cofi", "random"])
 def test_every_method_prunes_exports_and_generates_like_torch(corpus, tmp_path, method):
     path, tok, _ = corpus
@@ -72,6 +73,7 @@ def test_every_method_prunes_exports_and_generates_like_torch(corpus, tmp_path, 
     assert math.isfinite(ppl["slim"]) and ppl["slim"] == pytest.approx(ppl["slim_torch"], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["llama_gqa", "qwen3", "gpt2"])
 def test_kwon_on_each_layout_keeps_gqa_groups_whole_and_exports(corpus, tmp_path, name):
     path, tok, _ = corpus

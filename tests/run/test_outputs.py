@@ -131,6 +131,7 @@ def test_write_metadata_changes_only_the_metadata(single, tmp_path):
         read_metadata(str(tmp_path / "bad.onnx"))
 
 
+@pytest.mark.slow
 def test_example_runs_the_slim_model_with_onnxruntime(single, pairs):
     for (out, rep, *_), texts in ((single, ["good great film", "awful dull plot", "the movie"]),
                                   (pairs, ["good film ||| great plot", "good film ||| awful plot"])):
@@ -230,6 +231,7 @@ def test_checkpoints_removed_once_complete(single, tmp_path):
     assert again["status"] == "complete"  # a complete run needs no checkpoint to be resumed
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_keeps_them(tmp_path):
     csv_path, tok = write_tiny_corpus(str(tmp_path))
     rep, log, _ = _run(tmp_path / "run", csv_path, tok, quiet=True, epochs=1, teacher_epochs=2,

@@ -48,6 +48,7 @@ def test_target_result_warns_on_a_miss():
     assert res["achieved"] == pytest.approx(1 / 1.6)
 
 
+@pytest.mark.slow
 def test_run_measures_dense_and_slim_latency_sizes_and_int8(tmp_path):
     path, tok = write_tiny_corpus(str(tmp_path))
     rep = run_prune(tiny_options(path, tmp_path / "o", target_density=None, target="flops:0.6", quantize="int8",
@@ -69,6 +70,7 @@ def test_run_measures_dense_and_slim_latency_sizes_and_int8(tmp_path):
         assert needle in text, needle
 
 
+@pytest.mark.slow
 def test_latency_target_job_builds_the_table_once_and_reports_the_asked_speedup(tmp_path):
     path, tok = write_tiny_corpus(str(tmp_path))
     cache = tmp_path / "cache"

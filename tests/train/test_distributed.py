@@ -138,6 +138,8 @@ def test_shard_scales_make_the_global_mean():
 from tests.helpers import SCRIPT, _env
 from tests.train.cli_runs import assert_same_report
 
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
+
 
 def test_cli_prune_under_torchrun_matches_one_process(cli_setup, cli_reference):
     """``torchrun --nproc_per_node 2 -m leap_fx prune``: distributed teacher fine-tune (no cache) and

@@ -239,3 +239,5 @@ def test_time_based_checkpoints(tmp_path):
 # at the end: tests.test_distributed imports this module's fixtures (either may be imported first)
 from tests.helpers import ROOT, SCRIPT, _env
 from tests.train.cli_runs import _cli, assert_same_report
+
+pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it

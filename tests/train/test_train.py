@@ -84,6 +84,7 @@ def _leap_run(out_dir=None, **kw):
     return model, res
 
 
+@pytest.mark.slow
 def test_leap_reaches_target_and_loss_decreases():
     model, res = _leap_run()
     logs = [r for r in res.history if r["type"] == "train"]
@@ -97,6 +98,7 @@ def test_leap_reaches_target_and_loss_decreases():
     assert 0.2 < float((w != 0).float().mean()) < 0.5
 
 
+@pytest.mark.slow
 def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
     cfg = dict(max_steps=12, checkpoint_every=4, log_every=1, eval_every=100, fold=False)
     full, res_full = _leap_run(str(tmp_path / "a"), cfg=cfg)

@@ -82,6 +82,7 @@ def test_computed_per_head_tensor_ties_the_layers_reading_it():
         assert f.describe().count(f.tie) == 1, f.describe()
 
 
+@pytest.mark.slow
 def test_cross_attention_layers_masked_apart_strip_and_export(tmp_path):
     from passes.export import export_onnx
     model, inputs = models.ALL["t5"]()

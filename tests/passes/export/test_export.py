@@ -21,6 +21,7 @@ def _ort_first(path, feeds):
     return sess.run(None, {k: v.numpy() for k, v in feeds.items()})[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(models.CORE))
 def test_strip_then_export_parity_every_architecture(name, tmp_path):
     model, inputs, plan, ref, *_ = stripped(name, seed=11, empty_layer=1)
@@ -62,6 +63,7 @@ def test_tensor_and_tuple_inputs(tmp_path):
     assert rep.input_names == ["input_0"]
 
 
+@pytest.mark.slow
 def test_dynamo_exporter(tmp_path):
     model, inputs, *_ = stripped("bert", seed=2, empty_layer=0)
     path = str(tmp_path / "d.onnx")
@@ -70,6 +72,7 @@ def test_dynamo_exporter(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["d.onnx"]
 
 
+@pytest.mark.slow
 def test_parity_failure_raises_and_keeps_the_verified_file(tmp_path, monkeypatch):
     """Every path fails parity: nothing unverified at path, and the earlier verified file stays."""
     model, inputs = models.bert()
@@ -86,6 +89,7 @@ def test_parity_failure_raises_and_keeps_the_verified_file(tmp_path, monkeypatch
     assert err.value.failed_path == str(tmp_path / "bad.failed.onnx")
 
 
+@pytest.mark.slow
 def test_optimize_verified_and_rejected(tmp_path, monkeypatch):
     """Per-layer head counts (4 and 2): the optimized graph is kept only with parity."""
     model, inputs = models.bert()

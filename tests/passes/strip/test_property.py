@@ -5,6 +5,7 @@ Every example draws layers, heads, head_dim, FFN width, per-head and per-neuron 
 rows, down columns, up rows + bias), whole layers emptied, padding in the attention mask, and
 the removal backend. The Plan is traced once per structure (``analyze`` is cached by shape).
 """
+import pytest
 import functools
 
 import torch
@@ -61,6 +62,7 @@ def cases(draw):
                 pad=draw(st.integers(0, 4)), backend=draw(st.sampled_from(["slice", "torch_pruning"])))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_strip_is_exact(case):

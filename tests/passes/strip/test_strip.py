@@ -188,18 +188,21 @@ def _tp_probe(name, timeout):
                           text=True, timeout=timeout, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
 
 
+@pytest.mark.slow
 def test_torch_pruning_limitation_conv1d_not_in_graph():
     """GPT-2's HF Conv1D q/k/v is unknown to torch-pruning: strip slices it itself."""
     out = _tp_probe("gpt2", 120).stdout
     assert "ERROR" in out and "not in the dependency graph" in out
 
 
+@pytest.mark.slow
 def test_torch_pruning_limitation_mha_prunes_hidden_size():
     """nn.MultiheadAttention 'out channels' are embed_dim: the group reaches the residual stream."""
     out = _tp_probe("torch_encoder", 120).stdout
     assert "TOUCHED" in out and "encoder.layers.0.norm1" in out and "encoder.layers.1.self_attn" in out
 
 
+@pytest.mark.slow
 def test_torch_pruning_limitation_gqa_group_does_not_terminate():
     """On grouped-query attention get_pruning_group(q_proj) spins (> 20 s on a 2-layer toy)."""
     with pytest.raises(subprocess.TimeoutExpired):

@@ -100,6 +100,7 @@ def test_load_generator_names_a_missing_tokenizer(run_dir, tmp_path):
         load_generator(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_standalone_example_generates_what_generate_does(run_dir):
     folder, _, _ = run_dir
     lm, tokenizer = load_generator(str(folder))
