@@ -88,6 +88,7 @@ def prune_args(args, model_dir: str, data: str, out: str) -> list[str]:
             args.label_column, "--out", out, "--no-cache", "--threads", "1", "--quiet", "--granularity", "hybrid",
             "--mask-block-size", "8", "--target-density", "0.4", "--epochs", str(args.epochs), "--teacher-epochs",
             str(args.teacher_epochs), "--batch-size", "16", "--lr", "1e-3", "--teacher-lr", "3e-3",
+            "--continue-anyway",  # the soak tests kill + resume, not the teacher's quality (a 1-epoch teacher)
             *args.extra.split()]
 
 

@@ -184,8 +184,8 @@ MOE_EXPECTED = {
     "glm4_moe": _moe(2, 8, 2, 12, dense=[48], shared=12, groups=2, kv_heads=2, select=True),
     "qwen3_moe": _moe(2, 6, 2, 20, dense=[36], kv_heads=2),
     "olmoe": _moe(2, 8, 2, 16, frozen=True),  # q/k norms over all heads: heads kept
-    # attention with sink columns is issue 25 class 4: not matched yet (0 attention families, no unmatched site)
-    "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True, activation="", attention=0),
+    # attention with sink columns (issue 25 class 4): matched, one family a layer
+    "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True, activation="", attention=2),
     "plain_moe": _moe(2, 6, 2, 16, dense=[40], router_bias=True, expert_bias=True, activation="gelu", attention=0,
                       gated=False, coupled=["scale"]),
 }

@@ -23,7 +23,7 @@ from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.options import MODES, PruneOptions
 from leap_fx.spec.target import DEFAULT_TARGET, Target
 from leap_fx.spec.task import TaskConfig
-from leap_fx.tasks.registry import DEFAULT_TASK, task_class
+from leap_fx.tasks.registry import task_class, task_of_model
 
 __all__ = ["check", "resolve", "with_task", "method_config", "task_config", "default_target", "SHARED"]
 
@@ -49,9 +49,9 @@ def _target_fields(target: str) -> dict:
 
 
 def with_task(options: PruneOptions) -> PruneOptions:
-    """A copy with ``task`` (default: sequence-classification), and ``data`` and ``method`` from the task's
-    defaults where the user left them unset."""
-    cls = task_class(options.task or DEFAULT_TASK)
+    """A copy with ``task`` (unset: read from ``--model``'s ``config.architectures``, a ``.gguf`` is a causal LM,
+    else sequence-classification), and ``data`` and ``method`` from the task's defaults where left unset."""
+    cls = task_class(options.task or task_of_model(options.model))
     fill = {"task": cls.task}
     if options.data is None:
         fill["data"] = cls.default_data
@@ -77,7 +77,7 @@ def check(options: PruneOptions) -> MethodConfig:
 
 def task_config(options: PruneOptions) -> TaskConfig:
     """The task's config from ``task_options``; unknown fields are refused, naming the task's."""
-    cls = task_class(options.task or DEFAULT_TASK)
+    cls = task_class(options.task or task_of_model(options.model))
     unknown = sorted(set(options.task_options) - cls.field_names())
     if unknown:
         raise ValueError(f"task {cls.task!r} has no option(s) {unknown}; its options: {sorted(cls.field_names())}")
@@ -86,7 +86,7 @@ def task_config(options: PruneOptions) -> TaskConfig:
 
 def _job_target(options: PruneOptions, method_cls: type, granularity: Optional[str]) -> str:
     """The target when the user gave none: the task's (if the granularity can realise it), else the method's."""
-    wanted = task_class(options.task or DEFAULT_TASK).default_target
+    wanted = task_class(options.task or task_of_model(options.model)).default_target
     if wanted is not None and (not Target.parse(wanted).needs_strip
                                or MaskSpec(1.0, granularity or "unstructured", options.mask_block_size).structured):
         return wanted

@@ -21,8 +21,7 @@ from torch import nn
 from leap_fx.costs import target_costs
 from leap_fx.masks.prepare import fold as fold_masks
 from leap_fx.masks.prepare import owners
-from leap_fx.methods.leap.config import LeapConfig
-from leap_fx.methods.leap.handler import auto_mask_lr
+from leap_fx.methods.leap.handler import Leap, auto_mask_lr
 from passes.strip import strip as strip_model
 
 __all__ = ["PruningWarning", "check_mask_lr", "achieved", "target_check", "fold", "strip", "MISS"]
@@ -37,7 +36,7 @@ class PruningWarning(UserWarning):
 def check_mask_lr(method, steps: int) -> None:
     """Refuse (ValueError) a LEAP ``mask_lr`` that cannot move sigma to the target in ``steps`` (module doc)."""
     config = method.config
-    if not isinstance(config, LeapConfig):
+    if not isinstance(method, Leap):  # learnable thresholds only (SparseBERT's magnitude scorer has none)
         return
     r = min(max(config.goal.value, 1e-6), 1 - 1e-6)
     travel = config.sigma0 - config.temperature * math.log(r / (1 - r))

@@ -222,6 +222,8 @@ def analyze(model: torch.nn.Module, example_inputs, strict: bool = False, residu
     _feed_forward(g, values, used, found, unmatched)  # a per-head tensor's own MLP (Swin-v2's cpb_mlp) is no FFN
     found = _unique(found, unmatched)
     moe = _experts(g, found, unmatched)
+    routers = {m.layer.router.fqn for m in moe}  # a router's softmax sits next to the experts' bmm: no attention
+    unmatched[:] = [u for u in unmatched if not (u.kind == ATTENTION and u.module in routers)]
     if not found:
         detail = "; ".join(dict.fromkeys(str(u) for u in unmatched)) or "no attention op (sdpa or matmul-softmax-matmul)"
         raise AnalyzeError(

@@ -395,7 +395,7 @@ def _first(outputs):
 def _sum_of_squares(outputs, batch):
     """A per-example loss for models without a task head: squared outputs at the real tokens."""
     out, mask = _first(outputs).float(), batch.get("attention_mask")
-    if mask is not None and out.dim() == 3:
+    if mask is not None and out.dim() == 3 and out.shape[1] == mask.shape[1]:  # a decoder's output has its own length
         out = out * mask[..., None]
     return out.pow(2).sum()
 
@@ -449,7 +449,8 @@ def test_run_prune_with_kwon_end_to_end(tmp_path):
     from leap_fx.run.job import run_prune
     assert prune.method_option_fields()["fisher_batch"][2] == ["kwon"]
     path, tok = write_tiny_corpus(str(tmp_path))
-    rep = run_prune(tiny_options(path, tmp_path / "o", method="kwon", target="flops:0.5"),
+    rep = run_prune(tiny_options(path, tmp_path / "o", method="kwon", target="flops:0.5",
+                                 target_density=None),
                     model=tiny_bert(), tokenizer=tok)
     assert rep["method"] == {"name": "kwon", "kind": "one-shot", "log_keys": []}
     assert rep["onnx"]["parity_max_abs_diff"] <= 1e-4 and (tmp_path / "o" / "model.onnx").exists()

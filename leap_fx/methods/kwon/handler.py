@@ -45,11 +45,12 @@ from typing import Optional
 import torch
 
 from leap_fx.costs import target_costs
+from leap_fx.data.batches import model_inputs
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.prepare import owners
 from leap_fx.methods.base import OneShotMethod
 from leap_fx.methods.kwon.batches import batch_size, by_length, first_examples
-from leap_fx.methods.kwon.capture import capture, output_weights
+from leap_fx.methods.kwon.capture import output_slice
 from leap_fx.methods.kwon.config import KwonConfig
 from leap_fx.methods.kwon.fisher import MaskGrads, mask_gradients
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
@@ -83,9 +84,22 @@ def mean_tokens(batches: list[dict]) -> Optional[float]:
 
 
 def rows_per_example(model, plan, batch: dict) -> float:
-    """Token rows per example at the first output op (models without a 2-D attention mask)."""
-    cap = capture(model, output_weights(plan), batch)
-    return cap.done[cap.order[0]].y.shape[0] / batch_size(batch) if cap.order else 1.0
+    """Token rows per example at the first attention / feed-forward output op (models without a 2-D
+    attention mask: patches + class token of a ViT, frames of audio), read by a forward hook; works before
+    any mask is installed."""
+    fam = next((f for f in plan.families.values() if f.kind in ("attention", "ffn")
+                and output_slice(f).expert is None), None)
+    if fam is None:
+        return 1.0
+    seen: list = []
+    hook = model.get_submodule(output_slice(fam).fqn).register_forward_hook(lambda m, a, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            model(**model_inputs(batch))
+    finally:
+        hook.remove()
+    y = seen[0] if seen and torch.is_tensor(seen[0]) else None
+    return y.numel() / y.shape[-1] / batch_size(batch) if y is not None else 1.0
 
 
 def _unpruned(importance, cost, kinds, fraction, total) -> dict:
