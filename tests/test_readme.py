@@ -1,0 +1,70 @@
+"""README.md's code runs: every ``python`` block executes as written in a fresh interpreter (the one reading
+a run's ``model.onnx`` on a tiny run's file), and every ``leap-fx ...`` line of a ``bash`` block parses with
+the CLI's own parser."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from leap_fx import cli
+from tests.helpers import ROOT, tiny_model_folder, tiny_options
+
+README = os.path.join(ROOT, "README.md")
+
+
+def blocks(lang: str) -> list[str]:
+    text = open(README, encoding="utf-8").read()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def commands() -> list[list[str]]:
+    """Every ``leap-fx`` invocation in the bash blocks (parts joined by ``&&``), comments dropped."""
+    found = []
+    for block in blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
+            for part in line.split(" #")[0].split("&&"):
+                part = part.strip()
+                if part.startswith("leap-fx "):
+                    found.append(shlex.split(part)[1:])
+    return found
+
+
+def run_block(code: str, folder, *argv: str) -> None:
+    script = folder / "block.py"
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script), *argv], cwd=folder, capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert res.returncode == 0, f"README block failed:\n{code}\n{res.stderr[-3000:]}"
+
+
+def test_the_first_block_holds_the_two_commands():
+    first = blocks("bash")[0]
+    assert "leap-fx prune --out" in first and "python -m pytest" in first
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    readme_cmd = next(line for line in first.splitlines() if line.startswith("python -m pytest"))
+    assert readme_cmd in ci  # CI runs the README's test command
+
+
+@pytest.mark.parametrize("argv", commands(), ids=lambda a: " ".join(a)[:60])
+def test_every_cli_line_parses(argv):
+    cli.build_parser(argv[0]).parse_args(argv)
+
+
+@pytest.mark.parametrize("i", [i for i, b in enumerate(blocks("python")) if "sys.argv" not in b])
+def test_python_api_blocks_run(i, tmp_path):
+    code = blocks("python")[i]
+    run_block(code, tmp_path)
+    assert (tmp_path / "slim.onnx").is_file()  # each API block ends with an ONNX export
+
+
+@pytest.mark.slow
+def test_the_model_onnx_reader_runs_on_a_runs_file(tmp_path):
+    readers = [b for b in blocks("python") if "sys.argv" in b]
+    assert len(readers) == 1
+    csv_path, _, model_dir = tiny_model_folder(tmp_path)
+    from leap_fx.run.job import run_prune
+    run_prune(tiny_options(csv_path, tmp_path / "run", model=str(model_dir), epochs=1, teacher_epochs=1))
+    run_block(readers[0], tmp_path, str(tmp_path / "run" / "model.onnx"), "good great film", "awful dull plot")
