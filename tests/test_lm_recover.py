@@ -57,6 +57,7 @@ def runs(corpus, tmp_path_factory):
     return reps
 
 
+@pytest.mark.slow  # the module's runs take 10-30 s on 2 shared cores
 def test_recovery_lowers_the_training_loss_and_keeps_flops_and_parity(corpus, runs):
     path, tok = corpus
     plain, plain_dir, opts = runs["plain"]
@@ -74,6 +75,7 @@ def test_recovery_lowers_the_training_loss_and_keeps_flops_and_parity(corpus, ru
     assert os.path.isdir(rec_dir / "train") and rec["history_records"] > 0
 
 
+@pytest.mark.slow  # the module's runs take 10-30 s on 2 shared cores
 def test_recover_zero_is_the_job_as_before(corpus, runs, tmp_path):
     path, tok = corpus
     plain, plain_dir, _ = runs["plain"]
