@@ -13,7 +13,7 @@ import re
 import sys
 import threading
 
-__all__ = ["rss", "peak_rss", "reset_peak", "StageRss"]
+__all__ = ["StageRss", "peak_rss", "reset_peak", "rss"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _STAGE = re.compile(r"^\[leap-fx\] (.+) \.\.\.$")
@@ -74,7 +74,7 @@ class StageRss:
         while not self._stop.wait(self.interval):
             self.sample()
 
-    def __enter__(self) -> "StageRss":
+    def __enter__(self) -> StageRss:
         self._out, sys.stdout = sys.stdout, self
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()

@@ -40,9 +40,9 @@ from passes.io import read_json, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = {  # per mode: calibration blocks, eval blocks (None: the job's), recovery steps, block size, threads
-    "quick": dict(calibration_blocks=16, eval_blocks=None, recover=16, block_size=None, threads=2),
-    "full": dict(calibration_blocks=64, eval_blocks=None, recover=200, block_size=None, threads=2),
-    "tiny": dict(calibration_blocks=8, eval_blocks=4, recover=8, block_size=32, threads=1)}
+    "quick": {"calibration_blocks": 16, "eval_blocks": None, "recover": 16, "block_size": None, "threads": 2},
+    "full": {"calibration_blocks": 64, "eval_blocks": None, "recover": 200, "block_size": None, "threads": 2},
+    "tiny": {"calibration_blocks": 8, "eval_blocks": 4, "recover": 8, "block_size": 32, "threads": 1}}
 RECOVER_LR = 1e-4
 COLUMNS = [("row", "row", ""), ("target", "target", ""), ("flops", "FLOPs", ".3f"), ("params_m", "params M", ".1f"),
            ("ppl_val", "val ppl", ".2f"), ("ppl_test", "test ppl", ".2f"), ("ppl_ratio", "ppl x dense", ".2f"),
@@ -74,7 +74,9 @@ class LmBench:
         self.args, self.mode = args, args.mode
         self.model, self.data = args.model, args.data
         if self.mode == "tiny" and self.model is None:
-            from bench._tiny_lm import tiny_setup  # import weight: transformers' Llama, only for --tiny
+            from bench._tiny_lm import (
+                tiny_setup,  # import weight: transformers' Llama, only for --tiny
+            )
             self.model, self.data = tiny_setup(os.path.abspath(args.work_dir))
 
     def options(self, row: LmRow) -> PruneOptions:
@@ -115,7 +117,9 @@ def summarize(report: dict) -> dict:
 
 def worker(options_path: str, record_path: str) -> None:
     """One row in this (fresh) process: the job, then its peak RSS and per-stage sampled peaks."""
-    from leap_fx.run.job import run_prune  # import weight: torch and the job, only in the worker
+    from leap_fx.run.job import (
+        run_prune,  # import weight: torch and the job, only in the worker
+    )
     opts = PruneOptions.from_dict(read_json(options_path, "row options"))
     with StageRss() as stages:
         run_prune(opts)
@@ -130,7 +134,9 @@ def run_row(bench: LmBench, row: LmRow) -> dict:
     opts_path, rec_path = os.path.join(base, f"{row.name}.options.json"), os.path.join(base, f"{row.name}.rss.json")
     t0 = time.perf_counter()
     if bench.args.in_process:
-        from leap_fx.run.job import run_prune  # import weight: torch and the job, only when rows run here
+        from leap_fx.run.job import (
+            run_prune,  # import weight: torch and the job, only when rows run here
+        )
         fresh = reset_peak()
         with StageRss() as stages:
             run_prune(opts)
@@ -142,7 +148,7 @@ def run_row(bench: LmBench, row: LmRow) -> dict:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
         with open(log, "w") as fh:
             res = subprocess.run([sys.executable, "-m", "bench.llm", "--worker", opts_path, rec_path], cwd=ROOT,
-                                 env=env, stdout=fh, stderr=subprocess.STDOUT)
+                                 env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
         if res.returncode != 0:
             with open(log) as fh:
                 tail = " | ".join(fh.read().strip().splitlines()[-3:])

@@ -23,7 +23,7 @@ from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train.loop import train
 
-__all__ = ["check_recover", "recover_config", "recover"]
+__all__ = ["check_recover", "recover", "recover_config"]
 
 
 def check_recover(opts: PruneOptions, steps: int) -> None:
