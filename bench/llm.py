@@ -48,7 +48,7 @@ COLUMNS = [("row", "row", ""), ("target", "target", ""), ("flops", "FLOPs", ".3f
            ("ppl_val", "val ppl", ".2f"), ("ppl_test", "test ppl", ".2f"), ("ppl_ratio", "ppl x dense", ".2f"),
            ("decode", "decode tok/s b1 (dense -> slim)", ""), ("decode_x", "decode x", ".2f"),
            ("prefill", "prefill tok/s b1 (dense -> slim)", ""), ("prefill_x", "prefill x", ".2f"),
-           ("wall_min", "wall min", ""), ("rss_gb", "peak RSS GB", "")]
+           ("wall_min", "wall min", ""), ("rss_gb", "peak RSS GiB", "")]
 
 
 @dataclass(frozen=True)
