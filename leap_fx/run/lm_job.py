@@ -1,5 +1,6 @@
 """The language-model job: model -> data -> method (the dense model is the teacher) -> fold -> strip ->
-ONNX with a KV cache -> perplexity and tokens/s in onnxruntime -> report.
+(``--recover N``: N steps of fine-tuning, ``lm_recover.py``) -> ONNX with a KV cache -> perplexity and
+tokens/s in onnxruntime -> report.
 
 ``run_lm(options)`` is ``run_prune`` for ``task="causal-lm"``. It shares the run folder (``rundir.py``:
 only its own files, locks, ``--overwrite`` / ``--resume``), the method registry, the loop and the graph
@@ -24,6 +25,7 @@ from leap_fx.env.threads import choose_threads
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
 from leap_fx.run.clock import Clock
+from leap_fx.run.lm_recover import check_recover, recover
 from leap_fx.run.lm_report import lm_report, lm_summary, measure_lm
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.spec.options import PruneOptions
@@ -61,6 +63,7 @@ def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
         print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
     out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
     task = build_task(task_config(opts))
+    check_recover(opts, task.config.recover)
     rundir = RunDir(out, opts)
     rundir.check()
     with clock.stage("model"):
@@ -115,8 +118,16 @@ def _run(task, opts, options, model, tokenizer, data, clock: Clock, out: str) ->
     with clock.stage(f"{method.kind} ({method.name})"):
         slim, history, metrics = _prune(task, opts, method, student, teacher, data, plan, train_cfg, out)
     slim, teacher = slim.cpu().eval(), teacher.cpu()
-    with clock.stage("strip + export"):
+    with clock.stage("strip"):
         stripped = strip(slim, plan, example, sublayers=config.strip_sublayers)
+    recovered = {"steps": 0}
+    if task.config.recover:
+        with clock.stage(f"recover ({task.config.recover} steps)"):
+            slim, rec_history, recovered = recover(task, opts, slim, teacher, data, task.config.recover, train_cfg,
+                                                   out, device)
+            history = history + rec_history
+            teacher = teacher.cpu()
+    with clock.stage("export"):
         onnx_path, tok_dir = os.path.join(out, "model.onnx"), os.path.join(out, "tokenizer")
         save_tokenizer(tokenizer, tok_dir)
         export = task.export(slim, onnx_path, tokenizer, tok_dir, {"method": method.name, "target": str(config.goal)})
@@ -133,6 +144,7 @@ def _run(task, opts, options, model, tokenizer, data, clock: Clock, out: str) ->
                                   int8["path"] if int8 else None)
     report = lm_report(opts, options, task, method, config, data, plan, stripped, export, dense, int8, metrics,
                        measured, history)
+    report["recover"] = recovered
     report["timing"] = clock.total()
     write_json(os.path.join(out, "report.json"), report)
     print(lm_summary(report), flush=True)

@@ -1,7 +1,7 @@
 """What the language-model job measures and reports.
 
-- perplexity of the dense and the slim model on the test blocks, both in onnxruntime (the slim one also
-  on validation and in PyTorch), and of the int8 copy when asked;
+- perplexity of the dense and the slim model on the test and validation blocks, both in onnxruntime (the
+  slim one also in PyTorch), and of the int8 copy when asked;
 - prefill tokens/s (batch 1, ``PROMPT[mode]`` tokens) and decode tokens/s (batch 1 and 8, ``NEW[mode]``
   new tokens, with the KV cache), dense and slim (and int8) ONNX interleaved in one process;
 - parameters with the embeddings shown apart (a floor no head / neuron pruning touches), FLOPs of one
@@ -38,6 +38,7 @@ def measure_lm(task, opts, data, teacher, slim, plan, example, dense_onnx: str, 
     threads = int(opts.threads) if opts.threads else 2
     test, val = data.blocks["test"], data.blocks["validation"]
     ppl = {"dense": perplexity_onnx(dense_onnx, test, threads=threads),
+           "dense_validation": perplexity_onnx(dense_onnx, val, threads=threads),
            "slim": perplexity_onnx(slim_onnx, test, threads=threads),
            "slim_validation": perplexity_onnx(slim_onnx, val, threads=threads),
            "slim_torch": perplexity_torch(slim, test)}
@@ -67,6 +68,7 @@ def lm_report(opts, options, task, method, config, data, plan, stripped, export,
         "perplexity": {"dense": ppl["dense"]["perplexity"], "slim": ppl["slim"]["perplexity"],
                        "ratio": ppl["slim"]["perplexity"] / ppl["dense"]["perplexity"],
                        "slim_validation": ppl["slim_validation"]["perplexity"],
+                       "dense_validation": ppl["dense_validation"]["perplexity"],
                        "slim_torch": ppl["slim_torch"]["perplexity"],
                        **({"int8": ppl["int8"]["perplexity"]} if "int8" in ppl else {}),
                        "blocks": ppl["dense"]["blocks"], "tokens": ppl["dense"]["tokens"], "split": "test",
@@ -114,6 +116,8 @@ def lm_summary(report: dict) -> str:
     head = (f"leap-fx {report['method']['name']} on a causal LM: {report['target']['target']} -> FLOPs "
             f"{report['flops']['slim_fraction']:.3f}, heads {live_of_total(report['structure']['heads'])}, "
             f"neurons {live_of_total(report['structure']['neurons'])}; perplexity x{ppl['ratio']:.2f}")
+    steps = (report.get("recover") or {}).get("steps")  # reports before --recover have none
+    head += f"; recovered {steps} steps" if steps else ""
     warn = report["target"].get("warning")
     return head + "\n" + format_table(rows, [(k, k, None) for k in ("", "dense", "slim", "int8")]) + (f"\nWARNING: {warn}" if warn else "") + \
         f"\nslim model: {os.path.dirname(report['onnx']['path'])} (leap-fx generate {os.path.dirname(report['onnx']['path'])} \"prompt\")"

@@ -33,11 +33,16 @@ class CausalLMConfig(TaskConfig):
     kd_top_k: int = option(64, "next-token distillation keeps the teacher's top-k tokens per position (+ the "
                                "rest of its mass): memory-aware KL over a large vocabulary")
     calibration_blocks: int = option(64, "blocks one-shot methods (Kwon) read for their Fisher / least squares")
+    recover: int = option(0, "after a one-shot method (kwon, l2-oneshot, random): fine-tune the stripped model "
+                             "for this many optimiser steps on the training blocks, next-token loss + "
+                             "distillation from the dense model (--lr, --batch-size, --alpha); 0: off")
 
     def __post_init__(self):
         for name in ("block_size", "kd_top_k", "calibration_blocks"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}={v} must be a positive int")
+        if isinstance(self.recover, bool) or not isinstance(self.recover, int) or self.recover < 0:
+            raise ValueError(f"recover={self.recover!r} must be a whole number of steps >= 0 (0: no recovery)")
         if self.block_size < 8:
             raise ValueError(f"block_size={self.block_size} is too short for a language model: use >= 8 (e.g. 256)")
