@@ -43,6 +43,7 @@ def run_block(code: str, folder, *argv: str) -> None:
 def test_the_first_block_holds_the_two_commands():
     first = blocks("bash")[0]
     assert "leap-fx prune --out" in first and "python -m pytest" in first
+    assert "leap-fx prune --task causal-lm" in first and "leap-fx generate" in first  # the LM command beside them
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     readme_cmd = next(line for line in first.splitlines() if line.startswith("python -m pytest"))
     assert readme_cmd in ci  # CI runs the README's test command
