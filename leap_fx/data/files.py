@@ -109,6 +109,11 @@ def _delimited_rows(path: str, reader, tsv: bool) -> Iterator[tuple[int, object]
 
 @_reader(".jsonl", ".json")
 def _read_jsonl(path: str, tsv_quotes: bool = False) -> Iterator[tuple[int, object]]:
+    return jsonl_rows(path)
+
+
+def jsonl_rows(path: str) -> Iterator[tuple[int, object]]:
+    """``(line, dict or why it is not one)`` for every non-blank line of a JSONL file."""
     for n, line in enumerate(text_of(path).splitlines(), 1):
         if not line.strip():
             continue

@@ -8,13 +8,12 @@ mode's budget.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from leap_fx.data.files import text_of
+from leap_fx.data.files import jsonl_rows, text_of  # noqa: F401 (jsonl_rows re-exported for the tasks)
 
 __all__ = ["Rows", "checked_rows", "jsonl_rows", "split_rows", "subsample", "require_file", "SHOWN_SKIPS"]
 
@@ -38,18 +37,6 @@ def require_file(path: str, kinds: str) -> None:
     if os.path.isdir(path):
         raise ValueError(f"data path {path!r} is a directory; pass {kinds}")
 
-
-def jsonl_rows(path: str) -> Iterable[tuple[int, object]]:
-    """``(line, dict or why it is not one)`` for every non-blank line of a JSONL file."""
-    for n, line in enumerate(text_of(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            yield n, f"not valid JSON ({err.msg}); expected one JSON object per line (JSONL)"
-            continue
-        yield n, row if isinstance(row, dict) else f"expected a JSON object, got {type(row).__name__}"
 
 
 def checked_rows(path: str, raw: Iterable[tuple[int, object]], parse: Callable[[dict], tuple],

@@ -9,6 +9,7 @@ import pytest
 
 from leap_fx.run.rundir import LOCK, MANIFEST, PREVIOUS, RunDir, owned
 from leap_fx.spec.options import PruneOptions
+from tests.helpers import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,15 +34,6 @@ def fake_run(out, complete=True, checkpoint=False, **kw):
         rd.finish()
     rd.close()
 
-
-def snapshot(folder):
-    """Every file's bytes; the lock file only by presence (it holds the holder's pid and start time)."""
-    out = {}
-    for root, dirs, files in os.walk(folder):
-        for f in files:
-            p = os.path.join(root, f)
-            out[os.path.relpath(p, folder)] = b"" if f == LOCK else open(p, "rb").read()
-    return out
 
 
 def test_overwrite_refuses_a_folder_that_never_held_a_run(tmp_path):
