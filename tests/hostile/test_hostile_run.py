@@ -19,20 +19,7 @@ from leap_fx.run.job import run_prune
 from leap_fx.run.rundir import MANIFEST, RunDir
 from leap_fx.run.summary import summary_table
 from tests.conftest import bert_inputs, tiny_bert
-from tests.helpers import tiny_model_folder, tiny_options
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile_run")
-    csv_path, tok, model_dir = tiny_model_folder(folder)
-    return folder, csv_path, model_dir, tok
-
-
-def opts(setup, out, **kw):
-    folder, csv_path, model_dir, _ = setup
-    base = dict(model=str(model_dir), cache_dir=str(folder / "cache"), epochs=1)
-    return tiny_options(kw.pop("data", csv_path), out, **{**base, **kw})
+from tests.hostile.runs import opts
 
 
 def captured(fn):

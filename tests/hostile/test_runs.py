@@ -11,21 +11,8 @@ import torch
 from leap_fx.run.job import run_prune
 from leap_fx.run.rundir import MANIFEST
 from tests.conftest import tiny_bert
-from tests.helpers import tiny_model_folder, tiny_options
+from tests.hostile.runs import opts
 from tests.hostile.test_rundir import snapshot
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hostile_runs")
-    csv_path, tok, model_dir = tiny_model_folder(folder)
-    return folder, csv_path, model_dir, tok
-
-
-def opts(setup, out, **kw):
-    folder, csv_path, model_dir, _ = setup
-    base = dict(model=str(model_dir), cache_dir=str(folder / "cache"), epochs=1)
-    return tiny_options(kw.pop("data", csv_path), out, **{**base, **kw})
 
 
 @pytest.fixture(scope="module")
