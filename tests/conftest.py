@@ -7,7 +7,19 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # pytest-xdist: one core per worker
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+
+# the longest files (minutes each: real-model runs), started first so no worker is left with one at the end
+# (``--dist loadfile`` hands out files in collection order)
+LONGEST_FIRST = ("tests/test_e2e_real.py", "tests/test_examples.py", "tests/train/test_resume.py",
+                 "tests/train/test_distributed.py", "tests/tasks/causal_lm/test_real_smollm2.py",
+                 "tests/bench/test_soak.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected
 
 
 def tiny_bert(num_labels=2, layers=2, heads=4, hidden=32, ffn=64, seed=0):

@@ -132,3 +132,31 @@ def test_facade_names_never_shadow_a_subpackage():
     for name in leap_fx.__all__:
         assert getattr(leap_fx, name) is not None, name
     assert not set(leap_fx.__all__) & subpackages  # still true after every name was loaded
+
+
+OUR_RECEIVERS = {"fam", "f", "family", "opts", "options", "method", "plan", "spec", "train_config"}
+
+
+def _guessed_reads() -> list[str]:
+    """``getattr(x, "NAME", default)`` where ``x`` is one of our own types by its name (a family, the options,
+    a method, a Plan, a spec, a train config): what is read must be declared on the type instead."""
+    found = []
+    for path, mod in _sources():
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                    and len(node.args) == 3 and isinstance(node.args[1], ast.Constant)):
+                continue
+            recv = node.args[0]
+            name = recv.id if isinstance(recv, ast.Name) else recv.attr if isinstance(recv, ast.Attribute) else ""
+            if name in OUR_RECEIVERS:
+                found.append(f"{mod}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_our_types_are_read_by_declared_attributes():
+    assert _guessed_reads() == []
+
+
+def test_the_files_started_first_exist():
+    from tests.conftest import LONGEST_FIRST
+    assert [f for f in LONGEST_FIRST if not os.path.isfile(os.path.join(ROOT, f))] == []

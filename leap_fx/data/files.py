@@ -25,7 +25,7 @@ import math
 import os
 import re
 import warnings
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 from .batches import TextSplit
 from .labels import normalise_label, spelling_warnings
@@ -178,6 +178,39 @@ def _check_header(path: str, rows: list, columns: dict) -> None:
                          f"Choose others with --text-column / --text-pair-column / --label-column")
 
 
+
+def require_file(path: str, kinds: str) -> None:
+    """``path`` is an existing file, else an error naming it (``kinds``: what to pass instead of a folder)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"data path {path!r} is a directory; pass {kinds}")
+
+
+def check_rows(path: str, raw: Iterable[tuple[int, object]], parse: Callable[[dict], tuple],
+               drop_invalid: bool = False) -> tuple[list, list[dict], int]:
+    """``(kept, skipped, read)`` of ``parse(row) -> (value, None) | (None, why)`` on every raw ``(line, row)``
+    (a row that is no dict is the reader's reason): an invalid row is an error naming ``path:line``, or with
+    ``drop_invalid`` skipped and listed; no rows, or no valid row, is an error too. Every data reader (text
+    classification here, the tasks' ``checked_rows``) goes through it."""
+    kept, skipped, read = [], [], 0
+    for line, row in raw:
+        read += 1
+        value, why = parse(row) if isinstance(row, dict) else (None, row)
+        if value is not None:
+            kept.append(value)
+        elif drop_invalid:
+            skipped.append({"line": line, "reason": why})
+        else:
+            raise ValueError(f"{path}:{line}: {why}; fix the row, or pass --drop-invalid (drop_invalid=True) to "
+                             f"skip such rows (they are counted in the report)")
+    if not read:
+        raise ValueError(f"data file {path!r} has no rows")
+    if not kept:
+        raise ValueError(f"data file {path!r}: none of its {read} rows is valid (line {skipped[0]['line']}: "
+                         f"{skipped[0]['reason']})")
+    return kept, skipped, read
+
 def load_text_file(path: str, text_column: str = "text", text_pair_column: Optional[str] = None,
                    label_column: str = "label", labels: Optional[Sequence[str]] = None,
                    drop_invalid: bool = False, tsv_quotes: bool = False) -> TextSplit:
@@ -189,10 +222,7 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
     (when there are any) ``warnings`` about label spellings and ``notes`` about unused text columns,
     which are also issued as :class:`DataWarning`.
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"data file not found: {path!r}")
-    if os.path.isdir(path):
-        raise ValueError(f"data path {path!r} is a directory; pass a .csv, .tsv or .jsonl file")
+    require_file(path, "a .csv, .tsv or .jsonl file")
     ext = os.path.splitext(path)[1].lower()
     if ext not in READERS:
         raise ValueError(f"unsupported data file type {ext!r} for {path!r}; use one of {sorted(READERS)}")
@@ -202,21 +232,13 @@ def load_text_file(path: str, text_column: str = "text", text_pair_column: Optio
     columns = {"text": text_column, "pair": text_pair_column, "label": label_column}
     _check_header(path, rows, columns)
     known = None if labels is None else [label_value(x) or str(x) for x in labels]
-    kept, skipped = [], []
-    for line, row in rows:
-        parsed, why = _parse_row(row, columns) if isinstance(row, dict) else (None, row)
+
+    def parse(row: dict) -> tuple:
+        parsed, why = _parse_row(row, columns)
         if parsed is not None and known is not None and parsed[2] not in known:
-            parsed, why = None, f"label value(s) [{parsed[2]!r}] not in labels={known} (the training labels)"
-        if parsed is not None:
-            kept.append(parsed)
-        elif drop_invalid:
-            skipped.append({"line": line, "reason": why})
-        else:
-            raise ValueError(f"{path}:{line}: {why}; fix the row, or pass --drop-invalid (drop_invalid=True) "
-                             f"to skip such rows (they are counted in the report)")
-    if not kept:
-        raise ValueError(f"data file {path!r}: none of its {len(rows)} rows is valid "
-                         f"(line {skipped[0]['line']}: {skipped[0]['reason']})")
+            return None, f"label value(s) [{parsed[2]!r}] not in labels={known} (the training labels)"
+        return parsed, why
+    kept, skipped, _ = check_rows(path, rows, parse, drop_invalid)
     names = known if known is not None else sorted({r[2] for r in kept})
     index = {n: i for i, n in enumerate(names)}
     source = {"path": path, "rows_read": len(rows), "rows_skipped": len(skipped),

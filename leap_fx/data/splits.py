@@ -18,23 +18,34 @@ def _pick(split: TextSplit, idx: list[int]) -> TextSplit:
                      text_pairs=take(split.text_pairs), groups=take(split.groups), source=split.source)
 
 
+def sample_positions(total: int, n: Optional[int], seed: int) -> Optional[list[int]]:
+    """Seeded ``n`` of ``range(total)`` in file order, or None when ``n`` is None or not below ``total``."""
+    if n is None or total <= n:
+        return None
+    return sorted(random.Random(seed).sample(range(total), int(n)))
+
+
+def split_positions(n: int, seed: int, where: str = "", fractions=(0.8, 0.1, 0.1)) -> list[list[int]]:
+    """The seeded 80/10/10 split of ``range(n)`` (file order kept within each part); fewer than 10 rows is an
+    error (``where``: what has them)."""
+    if n < 10:
+        raise ValueError(f"{where or f'the data file has only {n} rows'}; need at least 10 to split 80/10/10 (or "
+                         f"pass --validation-data and --test-data)")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
+    return [sorted(idx) for idx in (order[:a], order[a:b], order[b:])]
+
+
 def subset(split: TextSplit, n: Optional[int], seed: int) -> TextSplit:
     """A seeded random subset of ``n`` examples (file order kept), or ``split`` itself."""
-    if n is None or len(split) <= n:
-        return split
-    return _pick(split, sorted(random.Random(seed).sample(range(len(split)), int(n))))
+    keep = sample_positions(len(split), n, seed)
+    return split if keep is None else _pick(split, keep)
 
 
 def split_file(split: TextSplit, seed: int, fractions=(0.8, 0.1, 0.1)) -> list[TextSplit]:
     """Seeded 80/10/10 split of one file's rows (file order kept within each part)."""
-    n = len(split)
-    if n < 10:
-        raise ValueError(f"the data file has only {n} rows; need at least 10 to split 80/10/10 (or pass "
-                         f"--validation-data and --test-data)")
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    a, b = int(fractions[0] * n), int((fractions[0] + fractions[1]) * n)
-    return [_pick(split, sorted(idx)) for idx in (order[:a], order[a:b], order[b:])]
+    return [_pick(split, idx) for idx in split_positions(len(split), seed, fractions=fractions)]
 
 
 def load_data(opts, allow_many_classes: bool = False) -> DatasetSplits:
@@ -45,8 +56,8 @@ def load_data(opts, allow_many_classes: bool = False) -> DatasetSplits:
         data = load_rotten_tomatoes(seed=opts.split_seed)
     else:
         kw = dict(text_column=opts.text_column, text_pair_column=opts.text_pair_column,
-                  label_column=opts.label_column, drop_invalid=getattr(opts, "drop_invalid", False),
-                  tsv_quotes=getattr(opts, "tsv_quotes", False))
+                  label_column=opts.label_column, drop_invalid=opts.drop_invalid,
+                  tsv_quotes=opts.tsv_quotes)
         train = load_text_file(opts.data, **kw)
         check_classification(train, opts.data, opts.label_column, (opts.text_column, opts.text_pair_column),
                              allow_many_classes)

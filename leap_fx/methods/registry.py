@@ -21,41 +21,26 @@ a config from plain options (CLI / JSON).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from leap_fx.spec.method import MethodConfig
+from leap_fx.spec.registry import Registry
 
 __all__ = ["add_config", "register", "config_names", "config_class", "handler_class", "build", "config_from",
            "prepare_masks"]
 
-_CONFIGS: dict[str, type] = {}    # method name -> config class
-_HANDLERS: dict[type, type] = {}  # config class -> handler class (registered on import of the handler)
+REGISTRY = Registry("method", MethodConfig)
+_CONFIGS, _HANDLERS = REGISTRY.configs, REGISTRY.handlers  # method name -> config class; config class -> handler
 
 
 def add_config(config_cls: type) -> type:
     """Make ``config_cls`` known by its ``method`` name (a name taken by another config is refused)."""
-    name = config_cls.__dict__.get("method") or getattr(config_cls, "method", "")
-    if not isinstance(config_cls, type) or not issubclass(config_cls, MethodConfig) or not name:
-        raise TypeError(f"{getattr(config_cls, '__name__', config_cls)} must subclass leap_fx.spec.MethodConfig "
-                        f"and name its method: method: ClassVar[str] = '<name>'")
-    other = _CONFIGS.get(name)
-    if other is not None and other is not config_cls:
-        raise ValueError(f"method name {name!r} is taken by {other.__name__}")
-    _CONFIGS[name] = config_cls
-    return config_cls
+    return REGISTRY.add(config_cls)
 
 
 def register(config_cls: type):
     """Class decorator: the handler implements the method whose config is ``config_cls``."""
-    add_config(config_cls)
-
-    def deco(handler: type) -> type:
-        handler.name = config_cls.method
-        handler.config_class = config_cls
-        _HANDLERS[config_cls] = handler
-        return handler
-    return deco
+    return REGISTRY.register(config_cls)
 
 
 def config_names(prunes_only: bool = True) -> list[str]:
@@ -64,25 +49,12 @@ def config_names(prunes_only: bool = True) -> list[str]:
 
 
 def config_class(name: str) -> type:
-    if name not in _CONFIGS:
-        raise ValueError(f"unknown method {name!r}: use one of {config_names()}")
-    return _CONFIGS[name]
+    return REGISTRY.config_class(name, config_names())
 
 
 def handler_class(config_cls: type) -> type:
     """The handler of ``config_cls`` (or of its nearest base with one), importing it if needed."""
-    for cls in config_cls.__mro__:
-        if cls in _HANDLERS:
-            return _HANDLERS[cls]
-        ref = cls.__dict__.get("handler")
-        if isinstance(ref, str) and ref:
-            module, _, attr = ref.partition(":")
-            importlib.import_module(module)  # handlers import torch: loaded when a method is built
-            if cls not in _HANDLERS:
-                raise TypeError(f"{module}.{attr} does not register itself for {cls.__name__} "
-                                f"(decorate it with @register({cls.__name__}))")
-            return _HANDLERS[cls]
-    raise TypeError(f"no method is registered for {config_cls.__name__}; registered: {config_names(False)}")
+    return REGISTRY.handler(config_cls)
 
 
 def build(config: Any, total_steps: int = 1, train_config=None, task_loss=None):

@@ -1,5 +1,6 @@
-"""The job: ``rundir.py`` (the --out folder) -> ``job.py`` (data -> teacher -> method -> fold -> strip ->
-export) -> ``speed.py`` (latency, int8) -> ``report.py`` / ``plots.py`` ; ``evaluate.py`` (onnxruntime
+"""The job: ``rundir.py`` (the --out folder) + ``frame.py`` (threads, the folder opened, finished or rolled
+back around every job) -> ``job.py`` (data -> teacher -> method -> fold -> strip -> export; the language
+model's in ``lm_job.py``, the other tasks' in ``task_job.py``) -> ``speed.py`` (latency, int8) -> ``report.py`` / ``plots.py`` ; ``evaluate.py`` (onnxruntime
 scoring) ; ``roundtrip.py`` (any model through the graph side) ; ``commands/`` (the CLI's back-ends:
 analyze, eval, export).
 

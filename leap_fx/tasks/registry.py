@@ -3,44 +3,29 @@ config's ``"module:Class"``), as the methods' (``leap_fx.methods.registry``). ``
 infers a model's task from ``config.architectures``."""
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Optional, Sequence
 
 from leap_fx.hf.tasks import DEFAULT_LM_NAMES
+from leap_fx.spec.registry import Registry
 from leap_fx.spec.task import TaskConfig
 
 __all__ = ["add_task", "register_task", "task_names", "task_class", "task_handler", "build_task", "task_for",
            "task_of_model", "DEFAULT_TASK"]
 
 DEFAULT_TASK = "sequence-classification"
-_TASKS: dict[str, type] = {}
-_HANDLERS: dict[type, type] = {}
+REGISTRY = Registry("task", TaskConfig)
+_TASKS, _HANDLERS = REGISTRY.configs, REGISTRY.handlers  # task name -> config class; config class -> handler
 
 
 def add_task(config_cls: type) -> type:
-    name = config_cls.__dict__.get("task") or getattr(config_cls, "task", "")
-    if not isinstance(config_cls, type) or not issubclass(config_cls, TaskConfig) or not name:
-        raise TypeError(f"{getattr(config_cls, '__name__', config_cls)} must subclass leap_fx.spec.TaskConfig and "
-                        f"name its task: task: ClassVar[str] = '<name>'")
-    other = _TASKS.get(name)
-    if other is not None and other is not config_cls:
-        raise ValueError(f"task name {name!r} is taken by {other.__name__}")
-    _TASKS[name] = config_cls
-    return config_cls
+    return REGISTRY.add(config_cls)
 
 
 def register_task(config_cls: type):
     """Class decorator: the handler implements the task whose config is ``config_cls``."""
-    add_task(config_cls)
-
-    def deco(handler: type) -> type:
-        handler.name = config_cls.task
-        handler.config_class = config_cls
-        _HANDLERS[config_cls] = handler
-        return handler
-    return deco
+    return REGISTRY.register(config_cls)
 
 
 def task_names() -> list[str]:
@@ -48,23 +33,11 @@ def task_names() -> list[str]:
 
 
 def task_class(name: str) -> type:
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}: use one of {task_names()}")
-    return _TASKS[name]
+    return REGISTRY.config_class(name, task_names())
 
 
 def task_handler(config_cls: type) -> type:
-    for cls in config_cls.__mro__:
-        if cls in _HANDLERS:
-            return _HANDLERS[cls]
-        ref = cls.__dict__.get("handler")
-        if isinstance(ref, str) and ref:
-            module, _, _ = ref.partition(":")
-            importlib.import_module(module)  # handlers import torch: loaded when a task is built
-            if cls in _HANDLERS:
-                return _HANDLERS[cls]
-            raise TypeError(f"{ref} does not register itself for {cls.__name__}")
-    raise TypeError(f"no task handler is registered for {config_cls.__name__}")
+    return REGISTRY.handler(config_cls)
 
 
 def build_task(config: TaskConfig):

@@ -4,8 +4,9 @@
 loop's settings are ``leap_fx.spec.TrainConfig``."""
 from leap_fx.train.distributed import Dist, init_from_env
 from leap_fx.train.evaluate import accuracy, predict_logits
-from leap_fx.train.loop import TrainResult, evaluate, total_steps, train
+from leap_fx.train.loop import TrainResult, evaluate, train
 from leap_fx.train.schedules import lr_scheduler, warmup_linear
+from leap_fx.train.setup import total_steps
 
 __all__ = ["Dist", "init_from_env", "accuracy", "predict_logits", "TrainResult", "evaluate", "total_steps", "train",
            "lr_scheduler", "warmup_linear"]

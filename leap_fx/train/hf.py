@@ -27,7 +27,7 @@ from leap_fx.methods.registry import build
 from leap_fx.objectives.taps import observe, same_layout, taps
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.train import TrainConfig
-from leap_fx.train.loop import analyze_or_explain
+from leap_fx.train.setup import analyze_or_explain
 
 __all__ = ["MethodTrainer", "TensorDictDataset"]
 

@@ -32,9 +32,6 @@ from leap_fx.data.batches import (
 )
 from leap_fx.env.progress import Progress
 from leap_fx.masks.prepare import owners
-from leap_fx.methods import build
-from leap_fx.methods.base import Method
-from leap_fx.methods.dense.config import DenseConfig
 from leap_fx.objectives.outputs import Outputs, logits_of
 from leap_fx.objectives.taps import observe, same_layout, taps
 from leap_fx.spec.train import TrainConfig
@@ -60,9 +57,9 @@ from leap_fx.train.distributed import Dist, unused_parameters
 from leap_fx.train.evaluate import evaluate
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
 from leap_fx.train.schedules import lr_scheduler
-from passes.analyze import analyze
+from leap_fx.train.setup import as_method, auto_plan, total_steps
 
-__all__ = ["TrainResult", "train", "total_steps", "evaluate"]
+__all__ = ["Loop", "TrainResult", "evaluate", "train"]
 
 _NOT_SCHEDULE = ("log_every", "eval_every", "checkpoint_every", "checkpoint_minutes", "eval_batch_size", "fold",
                  "progress_seconds")
@@ -74,39 +71,6 @@ class TrainResult:
     history: list[dict]
     metrics: dict = field(default_factory=dict)  # final validation metrics and densities
     out_dir: Optional[str] = None
-
-
-def total_steps(config: TrainConfig, train_data) -> int:
-    """Steps of the whole run: ``ceil(epochs * batches per epoch)``, capped by ``max_steps``."""
-    steps = math.ceil(config.epochs * batches_per_epoch(train_data, config.batch_size))
-    return max(1, min(steps, config.max_steps) if config.max_steps else steps)
-
-
-def analyze_or_explain(model: nn.Module, example: dict, residual: bool, why: str):
-    """``passes.analyze`` on ``example``; a failure names what needed the Plan and how to pass one."""
-    try:
-        return analyze(model, example, residual=residual)
-    except Exception as err:
-        raise ValueError(f"{why} needs a Plan and automatic analysis failed ({err}); pass "
-                         f"plan=leap_fx.analyze(model, example_inputs)") from err
-
-
-def auto_plan(model: nn.Module, train_data, needs_plan: bool, why: str = "this method", residual: bool = False):
-    """``passes.analyze`` on one training batch (None if it fails and the method can do without);
-    ``residual``: with the residual stream (methods pruning hidden dimensions)."""
-    example = model_inputs(next(iterate_batches(train_data, 2)))
-    try:
-        return analyze_or_explain(model, example, residual, why)
-    except ValueError:
-        if needs_plan:
-            raise
-        return None
-
-
-def _as_method(method, config: TrainConfig, n_total: int) -> Method:
-    if isinstance(method, Method):
-        return method
-    return build(DenseConfig() if method is None else method, n_total, config)
 
 
 class Loop:
@@ -122,7 +86,7 @@ class Loop:
         check_forward_inputs(model, [k for k in self.tensors if k != "labels"], "the training data")
         self.n_total, self.bpe = total_steps(config, train_data), batches_per_epoch(train_data, config.batch_size)
         torch.manual_seed(config.seed + self.dist.rank)
-        self.method = _as_method(method, config, self.n_total)
+        self.method = as_method(method, config, self.n_total)
         needs_plan = self.method.uses_masks and self.method.config.needs_plan
         captures = self.method.objective_fn.captures
         if plan is None and (self.method.uses_masks or captures):

@@ -22,6 +22,7 @@ from torch import nn
 
 from leap_fx.data import load_rotten_tomatoes
 from leap_fx.env.cache import cache_path
+from leap_fx.env.cache import entry_problem as cache_entry_problem
 from leap_fx.hf.models import (
     default_model_dir,
     load_classifier,
@@ -39,7 +40,6 @@ from passes.io import (
     clean_stale,
     owned_dir,
     read_json,
-    sha256_file,
 )
 
 TEACHER_CONFIG = TrainConfig(epochs=2, batch_size=32, lr=5e-5, warmup_ratio=0.1, alpha=0.0, log_every=50,
@@ -98,21 +98,10 @@ def _eval_key(data) -> str:
 def entry_problem(path: str, key: str) -> Optional[str]:
     """Why the cache entry ``path`` must not be loaded (None: it is complete and every file matches
     the SHA-256 recorded when it was written)."""
-    meta_file = os.path.join(path, META)
-    if not os.path.isfile(meta_file):
-        return "missing"
-    try:
-        meta = read_json(meta_file, "cached teacher metadata")
-    except ValueError as err:
-        return str(err)
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict) or meta.get("key") != key or not isinstance(meta.get("metrics"), dict):
-        return f"{meta_file} has no checksums for this key (written by another leap-fx version?)"
-    present = sorted(f for f in os.listdir(path) if f != META)
-    if present != sorted(files):
-        return f"it holds the files {present}, its checksums name {sorted(files)}"
-    bad = [f for f in sorted(files) if sha256_file(os.path.join(path, f)) != files[f]]
-    return f"{', '.join(bad)} in it fail{'s' if len(bad) == 1 else ''} the recorded checksum" if bad else None
+    def belongs(meta: dict) -> Optional[str]:
+        ok = meta.get("key") == key and isinstance(meta.get("metrics"), dict)
+        return None if ok else "has no checksums for this key (written by another leap-fx version?)"
+    return cache_entry_problem(path, META, "cached teacher metadata", belongs)
 
 
 def _load_cached(path: str, tokenizer, data, config: TrainConfig) -> TeacherResult:

@@ -150,7 +150,7 @@ def _tie(families: list) -> None:
         while group.setdefault(x, x) != x:
             x = group[x]
         return x
-    names = {id(f): [c.weight_name for c in getattr(f, "coupled", ())] + list(getattr(f, "reads", ()))
+    names = {id(f): [c.weight_name for c in f.coupled] + list(f.reads)
              for f in families}
     for fam in families:
         for a in names[id(fam)][1:]:
@@ -162,8 +162,8 @@ def _tie(families: list) -> None:
     for fams in members.values():
         _freeze_unresizable(fams)
         if len(fams) > 1:
-            reads = [r for f in fams for r in getattr(f, "reads", ())]
-            coupled = [c.weight_name for f in fams for c in getattr(f, "coupled", ())]
+            reads = [r for f in fams for r in f.reads]
+            coupled = [c.weight_name for f in fams for c in f.coupled]
             key = coupled[0] if coupled else max(dict.fromkeys(reads), key=reads.count)
             frozen = next((f.frozen for f in fams if f.frozen), "")
             for f in fams:
@@ -175,7 +175,7 @@ def _freeze_unresizable(fams: list) -> None:
     all of them: its head axis would keep the old size after strip."""
     def inside(mod: str) -> bool:
         return any(not f.fqn or mod == f.fqn or mod.startswith(f.fqn + ".") for f in fams)
-    outside = [r for f in fams for r in getattr(f, "reads", ()) if not inside(r.rpartition(":")[0])]
+    outside = [r for f in fams for r in f.reads if not inside(r.rpartition(":")[0])]
     if outside:
         where = outside[0].rpartition(":")
         why = (f"per-head tensor {where[2]} is computed in {where[0] or 'the top module'}, outside the attention "

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch.fx import Node
 
-from passes.analyze.trace import LAYOUT_OPS, op_name, shape_of
+from passes.analyze.ops import LAYOUT_OPS, op_name, shape_of
 
 FILL_OPS = frozenset({"new_empty", "empty", "new_zeros", "zeros", "new_full", "full", "new_ones", "ones",
                       "empty_like", "zeros_like", "full_like", "ones_like"})

@@ -23,17 +23,10 @@ from torch.fx import Node
 
 from passes.analyze.channels import Foreign, NodeValues, channels
 from passes.analyze.head_axes import Layout, merged, read_heads
+from passes.analyze.ops import ATTENTION_OPS, SOFTMAX_OPS, op_name, shape_of
 from passes.analyze.plan import AttentionFamily, Slice, common_prefix
 from passes.analyze.scores import Product, context, near_product, products, score_walk
-from passes.analyze.trace import (
-    ATTENTION_OPS,
-    SOFTMAX_OPS,
-    Graph,
-    Projection,
-    index_through,
-    op_name,
-    shape_of,
-)
+from passes.analyze.trace import Graph, Projection, index_through
 
 
 @dataclass

@@ -26,14 +26,8 @@ import torch
 from torch.fx import Node
 
 from passes.analyze.assembled import FILL_OPS, fill, writes
-from passes.analyze.trace import (
-    LAYOUT_OPS,
-    Graph,
-    Projection,
-    is_pointwise,
-    op_name,
-    shape_of,
-)
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
+from passes.analyze.trace import Graph, Projection
 
 NORM_OPS = frozenset({"layer_norm", "native_layer_norm", "rms_norm", "_fused_rms_norm"})
 # batch norm in eval mode over (N, C): a per-channel affine map, channels stay where they are

@@ -21,14 +21,8 @@ from typing import Optional
 
 from torch.fx import Node
 
-from passes.analyze.trace import (
-    IDENTITY_OPS,
-    LAYOUT_OPS,
-    Graph,
-    is_pointwise,
-    op_name,
-    shape_of,
-)
+from passes.analyze.ops import IDENTITY_OPS, LAYOUT_OPS, is_pointwise, op_name, shape_of
+from passes.analyze.trace import Graph
 
 GROUPED = frozenset({"grouped_mm_fallback", "_grouped_mm", "grouped_mm"})
 _ROUTE_OPS = LAYOUT_OPS | IDENTITY_OPS | {"sort", "histc", "cumsum"}  # expert ids (or grouped_mm offsets) -> topk

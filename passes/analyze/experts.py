@@ -25,15 +25,9 @@ from passes.analyze.expert_graph import (
     router,
 )
 from passes.analyze.ffn import _run, _which_activation
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
 from passes.analyze.plan import ExpertsFamily, FeedForwardFamily, Slice, common_prefix
-from passes.analyze.trace import (
-    LAYOUT_OPS,
-    Graph,
-    index_through,
-    is_pointwise,
-    op_name,
-    shape_of,
-)
+from passes.analyze.trace import Graph, index_through
 
 
 @dataclass

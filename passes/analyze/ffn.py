@@ -13,15 +13,9 @@ import torch
 from torch.fx import Node
 
 from passes.analyze.activations import ACTIVATIONS
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
 from passes.analyze.plan import FeedForwardFamily, common_prefix
-from passes.analyze.trace import (
-    LAYOUT_OPS,
-    Graph,
-    Projection,
-    is_pointwise,
-    op_name,
-    shape_of,
-)
+from passes.analyze.trace import Graph, Projection
 
 _SPLITS = ("split", "split_with_sizes", "chunk")
 

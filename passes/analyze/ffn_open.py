@@ -20,8 +20,9 @@ from torch.fx import Node
 
 from passes.analyze.activations import ACTIVATIONS, OPEN
 from passes.analyze.channels import BATCH_NORM_OPS, NodeValues, channel_affine
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
 from passes.analyze.plan import FeedForwardFamily, Slice, common_prefix
-from passes.analyze.trace import LAYOUT_OPS, Graph, Projection, is_pointwise, op_name, shape_of
+from passes.analyze.trace import Graph, Projection
 
 KEEP_LAST = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", "reshape_as", "view_as",
                        "contiguous", "clone"})

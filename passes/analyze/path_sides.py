@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch.fx import Node
 
+from passes.analyze.ops import shape_of
 from passes.analyze.plan import AttentionFamily
-from passes.analyze.trace import Graph, depends, shape_of
+from passes.analyze.trace import Graph, depends
 
 ROLES = ("q", "k", "v")
 

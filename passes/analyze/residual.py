@@ -26,15 +26,9 @@ import torch
 from torch import nn
 from torch.fx import Node
 
+from passes.analyze.ops import IDENTITY_OPS, LAYOUT_OPS, is_pointwise, op_name, shape_of
 from passes.analyze.plan import Plan, ResidualFamily, Slice
-from passes.analyze.trace import (
-    IDENTITY_OPS,
-    LAYOUT_OPS,
-    Graph,
-    is_pointwise,
-    op_name,
-    shape_of,
-)
+from passes.analyze.trace import Graph
 
 CAT_OPS = frozenset({"cat", "concat", "stack"})
 REDUCE_OPS = frozenset({"mean", "sum", "amax", "amin"})

@@ -15,16 +15,16 @@ import torch
 from torch.fx import Node
 
 from passes.analyze.channels import NodeValues, _replay
-from passes.analyze.plan import AttentionFamily
-from passes.analyze.scores import JOIN_OPS
-from passes.analyze.trace import (
+from passes.analyze.ops import (
     ATTENTION_OPS,
     LAYOUT_OPS,
-    depends,
     is_pointwise,
     op_name,
     shape_of,
 )
+from passes.analyze.plan import AttentionFamily
+from passes.analyze.scores import JOIN_OPS
+from passes.analyze.trace import depends
 
 
 def _head_ids(shape: tuple, head_axis, heads: int) -> torch.Tensor:

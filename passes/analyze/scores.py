@@ -16,7 +16,8 @@ from typing import Optional
 from torch.fx import Node
 
 from passes.analyze.head_axes import Layout
-from passes.analyze.trace import LAYOUT_OPS, Graph, is_pointwise, op_name, shape_of
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
+from passes.analyze.trace import Graph
 
 PRODUCT_OPS = frozenset({"matmul", "bmm", "baddbmm", "einsum"})
 JOIN_OPS = frozenset({"cat", "concat"})  # scores joined with sink columns

@@ -32,15 +32,11 @@ from torch import nn
 from torch.fx import Node
 
 from passes.analyze.channels import NORM_OPS, NodeValues
+from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name
 from passes.analyze.path_sides import path_terms
 from passes.analyze.plan import AttentionFamily, Slice
 from passes.analyze.score_terms import score_terms
-from passes.analyze.trace import (
-    LAYOUT_OPS,
-    Graph,
-    is_pointwise,
-    op_name,
-)
+from passes.analyze.trace import Graph
 
 MAX_NODES = 600  # ancestors followed back from a term
 

@@ -48,7 +48,7 @@ def tie_cuts(plan: Plan, cuts: dict[str, Cut]) -> None:
     """Tied families remove the same heads: those removable in all of them."""
     groups: dict[str, list[str]] = {}
     for key, fam in plan.families.items():
-        if getattr(fam, "tie", ""):
+        if fam.tie:
             groups.setdefault(fam.tie, []).append(key)
     for keys in groups.values():
         common = set.intersection(*(set(cuts[k].remove) | set(cuts[k].kept_zero) for k in keys))
@@ -150,5 +150,5 @@ def strip_pass(model: nn.Module, plan: Plan, example_inputs: Any, backend: str, 
 
 def _shrunk_slices(fam, rem: dict) -> dict:
     out = {s.role: shrunk_slice(s, rem) for s in fam.slices}
-    out.update({f"coupled:{c.weight_name}": shrunk_slice(c, rem) for c in getattr(fam, "coupled", ())})
+    out.update({f"coupled:{c.weight_name}": shrunk_slice(c, rem) for c in fam.coupled})
     return out

@@ -25,6 +25,7 @@ class StripReport:
     params_after: int = 0
     plan: Optional[Plan] = None          # the Plan of the stripped model
     max_rel_diff: Optional[float] = None  # self-check on the example inputs (None: not checked)
+    float32_rel_diff: Optional[float] = None  # set when float32 rounding exceeded rtol and float64 decided
     config: dict = field(default_factory=dict)  # HF config head counts strip changed (uniform counts only)
 
     def kept(self, kind: Optional[str] = None) -> dict[str, int]:
@@ -42,7 +43,9 @@ class StripReport:
         return cls(**d, plan=Plan.from_dict(plan) if plan else None)
 
     def table(self) -> str:
-        check = "" if self.max_rel_diff is None else f", verified (max rel diff {self.max_rel_diff:.1e})"
+        check = "" if self.max_rel_diff is None else f", verified (max rel diff {self.max_rel_diff:.1e}"
+        check += "" if self.float32_rel_diff is None else f" in float64; {self.float32_rel_diff:.1e} in float32"
+        check += ")" if self.max_rel_diff is not None else ""
         lines = [f"strip ({self.backend}): params {self.params_before} -> {self.params_after}{check}"]
         for fqn, f in self.families.items():
             ph = " (+1 zeroed placeholder)" if f["placeholder"] is not None else ""

@@ -19,7 +19,7 @@ from passes.strip.tensors import bias_name, indices
 
 def members(fam) -> list:
     """Every slice strip edits: the family's weights and its coupled per-head tensors."""
-    return list(fam.slices) + list(getattr(fam, "coupled", ()))
+    return list(fam.slices) + list(fam.coupled)
 
 
 def removals(model: nn.Module, fam, cut: Cut, handler) -> dict[str, tuple[int, list[int]]]:

@@ -19,6 +19,8 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from passes.analyze.families import AttentionFamily
+
 
 def dependency_graph(model: nn.Module, example_inputs: Any):
     """torch-pruning traces autograd: enable grad on every parameter while it builds."""
@@ -38,11 +40,11 @@ def dependency_graph(model: nn.Module, example_inputs: Any):
 
 def tp_eligible(model: nn.Module, fam) -> Optional[str]:
     """None if torch-pruning can remove this family; else the reason it cannot."""
-    if getattr(fam, "num_kv_heads", None) != getattr(fam, "num_heads", None):
+    if isinstance(fam, AttentionFamily) and fam.num_kv_heads != fam.num_heads:
         return "GQA: torch-pruning's q_proj group does not terminate (tests/test_strip.py limitation test)"
-    if getattr(fam, "coupled", ()):
+    if fam.coupled:
         return "per-head tensors outside q/k/v/out: the Plan slices them"
-    if getattr(fam, "shared", ()):  # rotary / position tables: the group spans every layer, or never ends
+    if fam.shared:  # rotary / position tables: the group spans every layer, or never ends
         return "position tables shared by all heads: torch-pruning's group would span every layer"
     for sl in fam.slices:
         mod = model.get_submodule(sl.fqn)

@@ -1,7 +1,8 @@
 """strip's self-check: outputs before / after on the example inputs, and naming the culprit on failure.
 
 ``outputs`` runs the model (eval, no grad) and flattens every floating tensor it returns;
-``rel_diff`` is the largest difference relative to the largest output. When the stripped model
+``rel_diff`` is the largest difference relative to the largest output; ``in_float64`` runs a forward with
+the model's floating weights and inputs cast to float64 and back (exact both ways). When the stripped model
 fails or differs, ``failing_module`` says in which module the forward raised and ``culprit`` strips
 each touched family alone (on a copy) to find the first one that breaks the model by itself.
 """
@@ -26,8 +27,8 @@ def outputs(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
 
     def walk(x):
         if isinstance(x, torch.Tensor):
-            if x.is_floating_point():
-                flat.append(x.detach().float())
+            if x.is_floating_point():  # float64 stays float64 (the float64 recheck)
+                flat.append(x.detach().to(torch.float64 if x.dtype == torch.float64 else torch.float32))
         elif isinstance(x, dict):
             for v in x.values():
                 walk(v)
@@ -77,7 +78,7 @@ def culprit(model: nn.Module, plan: Plan, keys: list[str], example_inputs: Any,
     for key in keys:
         trial = copy.deepcopy(model)
         fam = fams[key]
-        tied = [k for k, f in fams.items() if getattr(f, "tie", "") and f.tie == getattr(fam, "tie", None)]
+        tied = [k for k, f in fams.items() if f.tie and f.tie == fam.tie]
         alone = Plan.from_families({k: fams[k] for k in (tied or [key])}, plan.model_class)
         want = before(alone)
         try:
@@ -91,3 +92,24 @@ def culprit(model: nn.Module, plan: Plan, keys: list[str], example_inputs: Any,
         if not diff <= rtol:
             return key, f"stripping it alone changes the outputs by {diff:.3g} (relative)"
     return None
+
+
+def _double(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.double() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: _double(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_double(v) for v in x)
+    return x
+
+
+def in_float64(model: nn.Module, example_inputs: Any, run: Callable[[Any], Any]) -> Any:
+    """``run(float64 inputs)`` with ``model`` cast to float64, then cast back to its dtype (float32 -> float64
+    -> float32 is exact, so the model is left bit for bit as it was)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    model.double()
+    try:
+        return run(_double(example_inputs))
+    finally:
+        model.to(dtype)

@@ -5,8 +5,7 @@ import os
 import pytest
 
 from bench import accuracy
-from tests.conftest import tiny_bert
-from tests.helpers import overrides, write_tiny_corpus
+from tests.bench.runs import bench_main, first_run
 
 pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
 
@@ -14,16 +13,12 @@ ROWS = "dense,leap-structured-0.5,magnitude-unstructured-0.3"
 
 
 def run(folder, csv_path, tok, *extra):
-    argv = ["--quick", "--rows", ROWS, "--epochs", "6", "--work-dir", str(folder / "work"),
-            "--out", str(folder / "accuracy.json"), "--quiet", *extra]
-    return accuracy.main(argv, model=tiny_bert(), tokenizer=tok, overrides=overrides(csv_path))
+    return bench_main(accuracy, folder, csv_path, tok, "accuracy", ["--quick", "--rows", ROWS, "--epochs", "6", *extra])
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("acc")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    return folder, csv_path, tok, run(folder, csv_path, tok)
+    return first_run(tmp_path_factory, "acc", run)
 
 
 def test_row_names_and_selection():

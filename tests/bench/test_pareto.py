@@ -5,8 +5,7 @@ import json
 import pytest
 
 from bench import pareto
-from tests.conftest import tiny_bert
-from tests.helpers import overrides, write_tiny_corpus
+from tests.bench.runs import bench_main, first_run
 
 pytestmark = pytest.mark.slow  # a whole run / subprocess per test: CI runs it, `-m "not slow"` skips it
 
@@ -16,16 +15,13 @@ TARGETS = ["flops:0.5", "density:0.2"]
 
 def run(folder, csv_path, tok, *extra):
     argv = ["--quick", "--targets", ",".join(TARGETS), "--rows", ROWS, "--epochs", "6", "--timing-batch", "4",
-            "--timing-seq", "16", "--work-dir", str(folder / "work"), "--out", str(folder / "pareto.json"),
-            "--quiet", *extra]
-    return pareto.main(argv, model=tiny_bert(), tokenizer=tok, overrides=overrides(csv_path))
+            "--timing-seq", "16", *extra]
+    return bench_main(pareto, folder, csv_path, tok, "pareto", argv)
 
 
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pareto")
-    csv_path, tok = write_tiny_corpus(str(folder))
-    return folder, csv_path, tok, run(folder, csv_path, tok)
+    return first_run(tmp_path_factory, "pareto", run)
 
 
 def test_rows_come_from_the_registry_structured_methods():

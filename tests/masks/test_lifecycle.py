@@ -15,7 +15,6 @@ from leap_fx.masks import (
     freeze,
     owners,
     param_groups,
-    prepare,
 )
 from leap_fx.masks.prune_api import LeapPruning
 from leap_fx.methods.leap.config import LeapConfig

@@ -485,3 +485,15 @@ def test_bench_kwon_steps_on_a_tiny_corpus(tmp_path):
     for bad in ("tune=fit_rows:all", "x=fit_rows:cls", "x=", "x=nofield:1"):
         with pytest.raises(SystemExit):
             kwon_steps.parse_args(["--variant", bad])
+
+
+def test_by_length_caps_the_tokens_of_a_forward():
+    """Lengths 2 2 3 8 8 with 8 tokens a forward: [2 2] [3] [8] [8] (an 8 alone fills it)."""
+    batches = _batches(n=5, size=5)
+    mask = batches[0]["attention_mask"]
+    mask[:] = 0
+    for i, n in enumerate([8, 2, 3, 8, 2]):
+        mask[i, :n] = 1
+    out, order = by_length(batches, 32, tokens=8)
+    assert [b["attention_mask"].sum(1).tolist() for b in out] == [[2, 2], [3], [8], [8]]
+    assert sorted(order.tolist()) == list(range(5))

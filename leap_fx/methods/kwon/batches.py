@@ -3,7 +3,9 @@
 The job hands a one-shot method batches in data order, each trimmed to its longest row; a batch of
 32 reviews is then about twice as wide as its mean review. The Fisher pass and mask tuning only need
 the examples, not their grouping, so ``by_length`` re-groups them by length (right-padded rows of a
-2-D attention mask only) and each forward computes little padding.
+2-D attention mask only) and each forward computes little padding. A forward holds at most ``size``
+examples and ``tokens`` tokens (``FORWARD_TOKENS``): what a backward keeps grows with tokens, not examples
+(a language model's 256-token blocks with a 49k vocabulary: 32 blocks per forward peaked at 16 GiB).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from typing import Iterable
 import torch
 
 from leap_fx.data.batches import trim
+
+FORWARD_TOKENS = 2048  # tokens (padding included) per re-grouped forward
 
 
 def batch_size(batch: dict) -> int:
@@ -45,9 +49,10 @@ def _right_padded(batch: dict) -> bool:
     return bool((mask.bool() == (torch.arange(mask.shape[1]) < lengths)).all())
 
 
-def by_length(batches: list[dict], size: int) -> tuple[list[dict], torch.Tensor]:
-    """``(batches, order)``: the same examples in batches of ``size`` sorted by length (shortest first),
-    each trimmed, and the index of each new row among the original examples. The batches stay as they
+def by_length(batches: list[dict], size: int, tokens: int = FORWARD_TOKENS) -> tuple[list[dict], torch.Tensor]:
+    """``(batches, order)``: the same examples sorted by length (shortest first) in batches of at most ``size``
+    examples and ``tokens`` tokens (one example alone may be longer), each trimmed, and the index of each
+    new row among the original examples. The batches stay as they
     are (``order`` = identity) unless every one has a right-padded 2-D attention mask and only
     per-token (``[B, S]``) or per-example (``[B]``, ``[B, k]`` of another width) tensors."""
     same = (batches, torch.arange(sum(batch_size(b) for b in batches)))
@@ -59,8 +64,21 @@ def by_length(batches: list[dict], size: int) -> tuple[list[dict], torch.Tensor]
     width = max(int(b["attention_mask"].shape[1]) for b in batches)
     pads = {k: _pad_value(batches, k) for k in keys}
     full = {k: torch.cat([_widen(b[k], width, pads[k], b["attention_mask"].shape[1]) for b in batches]) for k in keys}
-    order = torch.argsort(full["attention_mask"].sum(1), stable=True)
-    return [trim({k: v[idx] for k, v in full.items()}) for idx in order.split(size)], order
+    lengths = full["attention_mask"].sum(1)
+    order = torch.argsort(lengths, stable=True)
+    return [trim({k: v[idx] for k, v in full.items()}) for idx in _chunks(order, lengths, size, tokens)], order
+
+
+def _chunks(order: torch.Tensor, lengths: torch.Tensor, size: int, tokens: int) -> list[torch.Tensor]:
+    """``order`` (ascending lengths) cut greedily: a chunk grows while it has at most ``size`` rows and its
+    rows times its longest length stay within ``tokens``."""
+    out, start = [], 0
+    for i in range(len(order)):
+        rows, longest = i - start + 1, max(1, int(lengths[order[i]]))
+        if rows > 1 and (rows > size or rows * longest > tokens):
+            out.append(order[start:i])
+            start = i
+    return out + [order[start:]] if len(order) else out
 
 
 def _pad_value(batches: list[dict], key: str):

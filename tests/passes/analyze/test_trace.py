@@ -3,15 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from passes.analyze.trace import (
-    Graph,
-    TraceError,
-    index_through,
-    op_name,
-    shape_of,
-    split_inputs,
-    trace,
-)
+from passes.analyze.ops import op_name, shape_of
+from passes.analyze.trace import Graph, TraceError, index_through, split_inputs, trace
 from tests import models
 
 

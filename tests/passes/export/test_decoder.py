@@ -129,7 +129,8 @@ def test_parity_failure_leaves_nothing_at_path(tmp_path, monkeypatch):
     import passes.export.decoder as decoder
     model = LMS["qwen3"]()
     path = tmp_path / "model.onnx"
-    monkeypatch.setattr(decoder, "decode_parity", lambda *a, **k: {"max_abs_diff": 1.0, "prefill": 1.0, "steps": [1.0],
+    monkeypatch.setattr(decoder, "decode_parity", lambda *a, **k: {"max_abs_diff": 1.0, "max_rel_diff": 1.0,
+                                                                 "prefill": 1.0, "steps": [1.0],
                                                                  "cache_max_rel_diff": 0.0})
     with pytest.raises(ParityError, match="failed on every path"):
         export_decoder(model, str(path), exporter="torchscript")
@@ -156,3 +157,15 @@ def test_dynamo_path_exports_with_cache(tmp_path):
     prompts = [[5, 9, 17, 33], [7, 11]]
     ours, _ = generate_ids(lm, prompts, GenerationConfig(max_new_tokens=NEW_TOKENS, eos_token_ids=[]))
     assert ours == torch_greedy(model, prompts, NEW_TOKENS)
+
+
+@pytest.mark.parametrize("scale,err,ok", [(30.0, 8e-4, True),   # large logits: float32 rounding, within 1e-4 of 30
+                                          (30.0, 6e-3, False),  # 2e-4 of the largest logit: a real difference
+                                          (0.5, 2e-4, False)])  # below 1 the bound is absolute
+def test_logit_parity_is_relative_to_the_largest_logit(scale, err, ok):
+    from passes.export.decoder_parity import _compare
+    logits = torch.full((2, 3, 5), scale)
+    got = [logits.numpy() + np.float32(err)]
+    mask = np.ones((2, 3), dtype=np.int64)
+    abs_diff, _, _, rel = _compare(logits, [], got, mask)
+    assert abs_diff == pytest.approx(err, rel=1e-2) and (rel <= 1e-4) == ok

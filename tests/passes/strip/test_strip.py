@@ -192,15 +192,17 @@ def _tp_probe(name, timeout):
 @pytest.mark.slow
 def test_torch_pruning_limitation_conv1d_not_in_graph():
     """GPT-2's HF Conv1D q/k/v is unknown to torch-pruning: strip slices it itself."""
-    out = _tp_probe("gpt2", 120).stdout
-    assert "ERROR" in out and "not in the dependency graph" in out
+    res = _tp_probe("gpt2", 120)
+    assert "ERROR" in res.stdout and "not in the dependency graph" in res.stdout, res.stderr[-2000:]
 
 
 @pytest.mark.slow
 def test_torch_pruning_limitation_mha_prunes_hidden_size():
     """nn.MultiheadAttention 'out channels' are embed_dim: the group reaches the residual stream."""
-    out = _tp_probe("torch_encoder", 120).stdout
-    assert "TOUCHED" in out and "encoder.layers.0.norm1" in out and "encoder.layers.1.self_attn" in out
+    res = _tp_probe("torch_encoder", 120)
+    out = res.stdout
+    assert "TOUCHED" in out and "encoder.layers.0.norm1" in out and "encoder.layers.1.self_attn" in out, \
+        res.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -267,3 +269,42 @@ def test_families_sharing_an_ancestor_fqn_are_stripped_independently():
     assert model.o.weight.shape == (16, 12) and model.down.weight.shape == (16, 21)
     assert torch.allclose(model(x), ref, atol=1e-5)
     assert len(report.families) == 2
+
+
+def _masked_bert():
+    model, inputs = models.bert()
+    plan = analyze(model, inputs)
+    randomize_biases(model)
+    mask_heads(model, plan.attention()[0], ["out", "v", "keep", "keep"])  # v: its constant folded into out's bias
+    return model, inputs, plan
+
+
+def test_float32_rounding_above_rtol_is_decided_in_float64():
+    """With rtol below float32's rounding (9e-8 here) the float32 check fails; in float64 only the folded bias's
+    own float32 rounding is left (2e-10)."""
+    model, inputs, plan = _masked_bert()
+    ref = run(model, inputs)
+    report = strip(model, plan, inputs, rtol=1e-9)
+    assert report.float32_rel_diff is not None and report.float32_rel_diff > 1e-8  # float32 alone would refuse
+    assert report.max_rel_diff <= 1e-9 and "in float64" in report.table()
+    assert next(model.parameters()).dtype == torch.float32  # cast back
+    assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
+
+
+def test_a_real_difference_below_the_recheck_bound_still_fails(monkeypatch):
+    """A stripped model that differs by 1e-4 (not rounding) fails in float64 too; the model is restored."""
+    strip_mod = sys.modules["passes.strip.strip"]
+    model, inputs, plan = _masked_bert()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    real_pass = strip_mod.strip_pass
+
+    def off_by_a_little(m, *a, **k):
+        rep = real_pass(m, *a, **k)
+        with torch.no_grad():
+            m.classifier.bias.add_(1e-4 * run(m, inputs).abs().max())  # the logits move by 1e-4 of their max
+        return rep
+    monkeypatch.setattr(strip_mod, "strip_pass", off_by_a_little)
+    with pytest.raises(strip_mod.StripError, match="changes the outputs"):
+        strip(model, plan, inputs)
+    after = model.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
