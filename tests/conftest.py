@@ -17,6 +17,11 @@ LONGEST_FIRST = ("tests/test_e2e_real.py", "tests/test_examples.py", "tests/trai
                  "tests/bench/test_soak.py")
 
 
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist >= 3.6 hands out files with most tests first
+        config.option.loadscopereorder = False      # unless told not to: keep the order below
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))  # stable: the rest as collected

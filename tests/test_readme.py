@@ -72,3 +72,12 @@ def test_the_model_onnx_reader_runs_on_a_runs_file(tmp_path):
     from leap_fx.run.job import run_prune
     run_prune(tiny_options(csv_path, tmp_path / "run", model=str(model_dir), epochs=1, teacher_epochs=1))
     run_block(readers[0], tmp_path, str(tmp_path / "run" / "model.onnx"), "good great film", "awful dull plot")
+
+
+def test_the_safety_section_states_each_promise():
+    text = open(README, encoding="utf-8").read()
+    safety = text[text.index("\n## Safety"):text.index("\n## Python API")]
+    for promise in ("**Options files set settings, never actions.**", "**The Python API writes only what is its own.**",
+                    "**Labels and tokenizer are checked against the task.**", "**Slim models**",
+                    "**Checked before `--out` is touched.**", "trust_remote_code=False"):
+        assert promise in safety, promise

@@ -38,10 +38,10 @@ from passes.export.kv_cache import (
     past_names,
     present_names,
 )
-from passes.export.metadata import write_metadata
+from passes.export.metadata import mark_written, refuse_theirs, write_metadata
 from passes.export.parity import ParityError, ort_session
 from passes.export.tied import share_tied_head
-from passes.io import atomic_path, quiet_logger
+from passes.io import atomic_path, check_file_target, quiet_logger
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 __all__ = ["DecoderExportReport", "LmMetadata", "export_decoder"]
@@ -145,11 +145,13 @@ def _attempt(kind, model, layout, path, failed, opset, atol, steps, vocab, extra
         try:
             result = decode_parity(model, ort_session(tmp), layout, vocab_size=vocab, steps=steps)
         except Exception as exc:
+            mark_written(tmp)  # ours: a later export may replace or remove it
             os.replace(tmp, failed)
             raise ParityError(f"onnxruntime failed on the export ({type(exc).__name__}: "
                               f"{(str(exc).strip().splitlines() or [''])[0][:300]})", float("inf"), failed,
                               side="onnxruntime") from exc
         if not (result["max_rel_diff"] <= atol and result["cache_max_rel_diff"] <= atol):
+            mark_written(tmp)  # ours: a later export may replace or remove it
             os.replace(tmp, failed)
             raise ParityError(f"onnxruntime differs from PyTorch: logits by {result['max_abs_diff']:.3g} (prefill "
                               f"{result['prefill']:.3g}, steps {[f'{d:.2g}' for d in result['steps']]}; "
@@ -184,12 +186,13 @@ def export_decoder(model: nn.Module, path: str, *, atol: float = 1e-4, steps: in
         raise ValueError(f"path must end with .onnx, got {path!r}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1 (decoding steps checked after the prefill), got {steps}")
-    path = os.path.abspath(path)
+    path = check_file_target(path, "export_decoder: path")
+    failed = path[: -len(".onnx")] + ".failed.onnx"
+    refuse_theirs("export_decoder", [failed])  # a user's file there is never replaced nor deleted
     os.makedirs(os.path.dirname(path), exist_ok=True)
     model = model.eval()
     layout = cache_layout(model)
     vocab = int(model.get_output_embeddings().weight.shape[0])
-    failed = path[: -len(".onnx")] + ".failed.onnx"
     tried, errors = [], []
     for kind in ("torchscript", "dynamo"):
         if exporter not in ("auto", kind):

@@ -92,3 +92,13 @@ def written_here(path: str) -> bool:
         return read_metadata(path).get(WRITTEN_BY[0]) == WRITTEN_BY[1]
     except ValueError:
         return False
+
+
+def refuse_theirs(who: str, sides: list[str]) -> None:
+    """Refuse to write where a file beside the target (``.failed.onnx``, ``.opt.onnx``) is the user's: leap-fx
+    replaces or deletes only the side files it tagged (``written_here``)."""
+    theirs = [p for p in sides if os.path.lexists(p) and not written_here(p)]
+    if theirs:
+        kind = "rejected" if theirs[0].endswith(".failed.onnx") else "optimized"
+        raise ValueError(f"{who}: {theirs[0]} exists and was not written by leap-fx; {who} writes a {kind} graph "
+                         f"there and never replaces your files: move it, or export to another path")

@@ -44,7 +44,7 @@ from torch import nn
 from passes.export.axes import ControlFlowError, infer_axes
 from passes.export.fallback import ExportError, attempts, run_exporter
 from passes.export.inputs import InputSpec
-from passes.export.metadata import mark_written, written_here
+from passes.export.metadata import mark_written, refuse_theirs, written_here
 from passes.export.parity import ParityError, first_tensor, ort_session, parity
 from passes.hf_experts import batched_experts, experts_implementation
 from passes.io import atomic_path, check_file_target
@@ -97,11 +97,7 @@ def _check_args(path, atol, exporter, optimize) -> str:
         raise ValueError(f"path must end with .onnx, got {path!r}")
     path = check_file_target(path, "export_onnx: path")
     sides = [path[: -len(".onnx")] + ".failed.onnx"] + ([path[: -len(".onnx")] + ".opt.onnx"] if optimize else [])
-    theirs = [p for p in sides if os.path.lexists(p) and not written_here(p)]
-    if theirs:
-        raise ValueError(f"export_onnx: {theirs[0]} exists and was not written by leap-fx; export_onnx writes a "
-                         f"{'rejected' if theirs[0].endswith('.failed.onnx') else 'optimized'} graph there and "
-                         f"never replaces your files: move it, or export to another path")
+    refuse_theirs("export_onnx", sides)
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not math.isfinite(atol) or atol < 0:
         raise ValueError(f"atol must be a finite number >= 0 (the largest |onnxruntime - PyTorch| "
                          f"allowed, e.g. 1e-4), got {atol!r}")

@@ -74,4 +74,5 @@ def test_a_row_in_its_own_process_records_its_peak_rss_per_stage(tmp_path):
     assert row["status"] == "complete" and row["peak_rss_how"] == "VmHWM of the row's process"
     stages = row["rss_by_stage"]
     assert {"model", "strip", "export", "perplexity + speed"} <= set(stages)
-    assert max(stages.values()) <= row["peak_rss_bytes"] and min(stages.values()) > 50e6
+    # the kernel's RSS counters are per-CPU and read approximately (seen: a sample 0.2 MB above VmHWM): 1 %
+    assert max(stages.values()) <= 1.01 * row["peak_rss_bytes"] and min(stages.values()) > 50e6

@@ -93,3 +93,15 @@ def test_a_known_model_type_with_an_auto_map_loads_transformers_own_class(tmp_pa
     assert not marker.exists() and res.returncode == 0, res.stderr
     assert res.stdout.split() == ["transformers.models.bert.modeling_bert",
                                   "transformers.models.bert.tokenization_bert"]
+
+
+@pytest.mark.slow  # a CLI subprocess
+def test_cli_eval_of_a_custom_code_folder_with_y_on_stdin_runs_no_code(tmp_path):
+    folder, marker = _custom_folder(tmp_path)
+    (tmp_path / "data").mkdir()
+    csv_path, _ = write_tiny_corpus(str(tmp_path / "data"))
+    res = _run(["-m", "leap_fx", "eval", str(folder), "--data", csv_path, "--text-column", "review",
+                "--label-column", "sentiment"], tmp_path)
+    _no_prompt(res)
+    assert not marker.exists()
+    assert res.returncode == 2 and "never runs code from a model folder" in res.stderr, res.stderr[-2000:]

@@ -146,3 +146,12 @@ def test_a_runs_own_options_json_with_the_same_out_needs_no_note(tmp_path, capsy
     path = write(tmp_path, PruneOptions(out=str(out), epochs=3.0).to_dict())
     opts = _options(["prune", "--options", str(path), "--out", str(out), "--resume"])
     assert opts.epochs == 3.0 and opts.resume and capsys.readouterr().err == ""
+
+
+def test_a_stored_out_and_cache_dir_are_named_and_never_used(tmp_path, capsys):
+    """A run's options.json copied elsewhere: its --out and --cache-dir paths are actions, not read."""
+    path = write(tmp_path, PruneOptions(out="/elsewhere/run", cache_dir="/elsewhere/cache", epochs=3.0).to_dict())
+    opts = _options(["prune", "--options", str(path), "--out", str(tmp_path / "mine")])
+    assert opts.out == str(tmp_path / "mine") and opts.cache_dir is None and opts.epochs == 3.0
+    err = capsys.readouterr().err
+    assert "out='/elsewhere/run'" in err and "cache_dir='/elsewhere/cache'" in err and "not read" in err

@@ -320,6 +320,20 @@ def test_a_latency_table_of_another_shape_is_measured_again(tables, capsys):
     assert get(16) == again and measured == [16]  # the table measured for seq 16 replaced the copy
 
 
+def test_a_latency_table_from_another_machine_is_measured_again(tables, capsys, monkeypatch):
+    """A shared cache folder: the table another machine measured, found under this machine's key."""
+    lt, get, cached, folder, measured, key = tables
+    here = lt.machine()
+    monkeypatch.setattr(lt, "machine", lambda: {**here, "node": "another-host", "cpus": 64})
+    theirs = lt.LatencyTable(**{**cached.to_dict(), "key": key(8), "machine": lt.machine()})
+    monkeypatch.setattr(lt, "machine", lambda: here)
+    lt.write_table(str(folder / f"{key(8)}.json"), theirs)
+    again = get(8)
+    assert measured == [8] and again.machine == here
+    err = capsys.readouterr().err
+    assert "measured for another model shape or machine" in err and "another-host" in err
+
+
 @pytest.mark.parametrize("damage, why", [
     (lambda rec: rec["table"].update(fixed_ms=0.0), "its contents fail the recorded SHA-256 (damaged or edited)"),
     (lambda rec: rec.pop("sha256"), "its contents fail the recorded SHA-256"),

@@ -33,7 +33,7 @@ from leap_fx.data import (
 from leap_fx.data.batches import TextSplit
 from leap_fx.data.lengths import model_limit
 from leap_fx.data.splits import RT_NAMES
-from leap_fx.hf.models import has_tokenizer_files, load_tokenizer
+from leap_fx.hf.models import check_no_custom_code, has_tokenizer_files, load_tokenizer, quiet_from_pretrained
 from leap_fx.run.commands.run_info import RunInfo, checked_max_length, run_info
 from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.run.measure import clear_margin, majority_rate
@@ -238,7 +238,8 @@ def load_torch(path: str, trust_edited: bool = False):
         return load_slim(path, trust_edited=trust_edited)
     if os.path.isfile(os.path.join(path, "config.json")):
         from transformers import AutoModelForSequenceClassification
-        return AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=False).eval()
+        check_no_custom_code(path)  # a folder that names its own code is refused by name, never run
+        return quiet_from_pretrained(AutoModelForSequenceClassification, path).eval()
     raise ValueError(f"{path!r} is neither an .onnx file, a run directory, a slim directory nor a "
                      f"Hugging Face model directory")
 

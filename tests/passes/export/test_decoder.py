@@ -10,7 +10,7 @@ from leap_fx.tasks.causal_lm.generate import GenerationConfig, generate_ids
 from leap_fx.tasks.causal_lm.onnx_lm import OnnxLM
 from passes.analyze import analyze
 from passes.export.decoder import LmMetadata, export_decoder
-from passes.export.metadata import read_metadata
+from passes.export.metadata import read_metadata, written_here
 from passes.export.parity import ParityError
 from passes.strip import strip
 from passes.strip.gqa import gqa_keep
@@ -134,7 +134,15 @@ def test_parity_failure_leaves_nothing_at_path(tmp_path, monkeypatch):
                                                                  "cache_max_rel_diff": 0.0})
     with pytest.raises(ParityError, match="failed on every path"):
         export_decoder(model, str(path), exporter="torchscript")
-    assert not path.exists() and (tmp_path / "model.failed.onnx").exists()
+    assert not path.exists() and written_here(str(tmp_path / "model.failed.onnx"))  # tagged: ours to replace
+
+
+def test_a_users_failed_onnx_beside_the_target_is_never_touched(tmp_path):
+    theirs = tmp_path / "model.failed.onnx"
+    theirs.write_bytes(b"my own graph")
+    with pytest.raises(ValueError, match="not written by leap-fx"):
+        export_decoder(LMS["qwen3"](), str(tmp_path / "model.onnx"))
+    assert theirs.read_bytes() == b"my own graph" and not (tmp_path / "model.onnx").exists()
 
 
 def test_sliding_window_layers_are_refused(tmp_path):
