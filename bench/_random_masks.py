@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import torch
 
-from leap_fx.masks.prepare import zero_granules
+from leap_fx.masks.lifecycle import zero_granules
 from passes.measure import count_flops
 from passes.strip import strip
 

@@ -22,6 +22,13 @@ def load_previous(path: str) -> dict:
         return {r["row"]: r for r in json.load(fh).get("rows", [])}
 
 
+def previous_rows(path: str, rows, fresh: bool) -> dict:
+    """The rows of ``path`` to keep: all of them, less the selected ``rows`` when ``fresh`` (they are run again;
+    the others stay in the file)."""
+    done = load_previous(path)
+    return {k: v for k, v in done.items() if not (fresh and k in {r.name for r in rows})}
+
+
 def ordered(results: dict, order: list[str]) -> list[dict]:
     """Rows in ``order`` (names not in it last, by name)."""
     return sorted(results.values(), key=lambda r: (order.index(r["row"]) if r["row"] in order else len(order),
@@ -48,12 +55,13 @@ def run_rows(rows, done: dict, settings: Callable, run: Callable, save: Callable
 
 
 def exit_with(main: Callable[[], dict], name: str) -> None:
-    """Run a row bench's ``main`` as a script: bad input -> one line naming the fix; exit 1 if a row failed."""
+    """Run a row bench's ``main`` as a script: bad input -> one line naming the fix; exit 1 if a row failed (a
+    reference row, such as the language-model bench's dense one, is not a run)."""
     try:
         res = main()
     except ValueError as err:
         sys.exit(f"bench/{name}: error: {err}")
-    sys.exit(1 if any(r.get("status") != "complete" for r in res["rows"]) else 0)
+    sys.exit(1 if any(r.get("status") not in ("complete", "reference") for r in res["rows"]) else 0)
 
 
 def add_row_args(p, name: str, root: str) -> None:

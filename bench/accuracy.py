@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
+from bench._rows import add_row_args, exit_with, ordered, previous_rows, run_rows
 from bench.accuracy_table import table
 from leap_fx.costs.timing import (
     ORT_SETTINGS,
@@ -241,7 +241,7 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     rows = select(all_rows(args.densities), [p.strip() for p in (args.rows or "").split(",") if p.strip()])
     load_before = machine_load()
     bench = Bench(args, model, tokenizer, overrides)
-    done = {} if args.fresh else load_previous(args.out)
+    done = previous_rows(args.out, rows, args.fresh)
     order = [r.name for r in all_rows(args.densities)]
     result = {}
 

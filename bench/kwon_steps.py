@@ -42,7 +42,7 @@ from leap_fx.masks import fold
 from leap_fx.methods import build
 from leap_fx.methods.kwon.config import STAGES, KwonConfig
 from leap_fx.run.summary import format_table
-from leap_fx.train.evaluate import predict_logits
+from leap_fx.train.validation import predict_logits
 from passes.analyze import analyze
 from passes.io import read_json, write_json
 

@@ -4,8 +4,8 @@ dequantized to float32: the dense reference) on the default corpus, one-shot met
     python -m bench.llm [--quick | --full | --tiny] [--rows 'kwon-*'] [--calibration-blocks 16]
                         [--recover 16] [--work-dir /tmp/leap-fx-llm] [--out bench/results/llm.json] [--fresh]
 
-Rows (``all_rows``): Kwon at FLOPs 0.8 / 0.6 / 0.5, Kwon 0.8 + ``--recover N`` (N fine-tuning steps,
-``--recover-lr``), L2 one-shot 0.8 and random 0.8, in that order of priority. Each row is one run of the
+Rows (``all_rows``): Kwon, L2 one-shot and random at FLOPs 0.8, Kwon 0.8 + ``--recover N`` (N fine-tuning
+steps, ``--recover-lr``), then the three at 0.6 and at 0.5, in that order of priority. Each row is one run of the
 job's Python API (``run_prune``, task ``causal-lm``) into ``<work-dir>/<row>``, in a fresh Python process
 (``--in-process``: in this one), and every number comes from that run's ``report.json``: achieved FLOPs,
 parameters, validation / test perplexity in onnxruntime, and batch-1 tokens/s of the dense and slim
@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench._rows import exit_with, load_previous, ordered, run_rows
+from bench._rows import exit_with, ordered, previous_rows, run_rows
 from bench._rss import StageRss, peak_rss, reset_peak
 from bench.accuracy import select
 from leap_fx.costs.timing import environment, machine_load
@@ -60,11 +60,14 @@ class LmRow:
 
 
 def all_rows(recover: int) -> list[LmRow]:
-    """The rows in order of priority (a short run drops the last ones first)."""
-    return [LmRow("kwon-flops0.8", "kwon", "flops:0.8"), LmRow("l2-oneshot-flops0.8", "l2-oneshot", "flops:0.8"),
-            LmRow("random-flops0.8", "random", "flops:0.8"),
-            LmRow("kwon-flops0.8+recover", "kwon", "flops:0.8", recover),
-            LmRow("kwon-flops0.6", "kwon", "flops:0.6"), LmRow("kwon-flops0.5", "kwon", "flops:0.5")]
+    """The rows in order of priority (a short run drops the last ones first): at each FLOPs ratio Kwon, L2
+    one-shot and random (the floor a criterion must beat), and Kwon 0.8 with recovery."""
+    rows = []
+    for ratio in ("0.8", "0.6", "0.5"):
+        rows += [LmRow(f"{m}-flops{ratio}", m, f"flops:{ratio}") for m in ("kwon", "l2-oneshot", "random")]
+        if ratio == "0.8":
+            rows.append(LmRow("kwon-flops0.8+recover", "kwon", "flops:0.8", recover))
+    return rows
 
 
 class LmBench:
@@ -250,7 +253,7 @@ def main(argv=None) -> dict:
                        "machine_load": {"before": load_before, "after": machine_load()}})
         write_json(args.out, result)
 
-    done = {} if args.fresh else load_previous(args.out)
+    done = previous_rows(args.out, rows, args.fresh)
     done.pop("dense", None)  # derived, never a run
     results = run_rows(rows, done, bench.settings, lambda row: run_row(bench, row), save, "llm", args.out)
     if not result:

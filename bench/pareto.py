@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from bench._rows import add_row_args, exit_with, load_previous, ordered, run_rows
+from bench._rows import add_row_args, exit_with, ordered, previous_rows, run_rows
 from bench.accuracy import Bench, bench_granularities, dense_row, pruned_row, select
 from leap_fx.costs.timing import (
     ORT_SETTINGS,
@@ -210,7 +210,7 @@ def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
                        "machine_load": {"before": load_before, "after": machine_load()}})
         write_json(args.out, result)
 
-    done = {} if args.fresh else load_previous(args.out)
+    done = previous_rows(args.out, rows, args.fresh)
     results = run_rows(rows, done, bench.settings, lambda row: run_row(bench, row), save, "pareto", args.out)
     if not result:
         save(results)

@@ -32,7 +32,7 @@ from leap_fx.costs.timing import (
     summarize,
 )
 from leap_fx.hf.models import load_classifier
-from leap_fx.masks.prepare import carriers, original, owners
+from leap_fx.masks.lifecycle import carriers, original, owners
 from leap_fx.methods.request import method_config
 from leap_fx.run.summary import format_table
 from leap_fx.spec.options import PruneOptions

@@ -32,6 +32,16 @@ def test_bring_your_own_model(tmp_path):
     assert "Plan for GPT2LMHeadModel" in out and "c_attn[0:64]" in out
 
 
+def test_prune_in_your_own_loop(tmp_path):
+    """Three tasks by hand (ViT: LEAP in a loop and Kwon; token classifier: Kwon; QA: LEAP): each stripped smaller
+    and its ONNX equal to the stripped PyTorch model."""
+    result, out = run_example("prune_in_your_own_loop.py", "--out", str(tmp_path))
+    assert set(result) == {"vit-leap", "vit-kwon", "token-kwon", "qa-leap"}
+    for name, r in result.items():
+        assert r["slim_params"] < r["params"] and r["max_abs_diff"] <= 1e-4, (name, r)
+        assert os.path.getsize(tmp_path / f"{name}.onnx") > 0
+
+
 @pytest.fixture(scope="module")
 def teacher_cache(tmp_path_factory):
     """One cache for examples a and b: they share the data and teacher settings, so b reuses a's teacher."""

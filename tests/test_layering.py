@@ -134,6 +134,28 @@ def test_facade_names_never_shadow_a_subpackage():
     assert not set(leap_fx.__all__) & subpackages  # still true after every name was loaded
 
 
+def test_no_package_name_shadows_one_of_its_modules():
+    """``passes.strip.strip`` was both a module and the function the package exports: ``import`` of the module
+    then gave the function. No package may export a name that is one of its modules."""
+    import importlib
+    import pkgutil
+    import types
+
+    import leap_fx
+    import passes
+    shadows = []
+    for root in (leap_fx, passes):
+        for info in pkgutil.walk_packages(root.__path__, root.__name__ + "."):
+            if not info.ispkg:
+                continue
+            pkg = importlib.import_module(info.name)
+            for sub in pkgutil.iter_modules(pkg.__path__):
+                value = getattr(pkg, sub.name, None)
+                if value is not None and not isinstance(value, types.ModuleType):
+                    shadows.append(f"{info.name}.{sub.name}")
+    assert shadows == []
+
+
 OUR_RECEIVERS = {"fam", "f", "family", "opts", "options", "method", "plan", "spec", "train_config"}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from leap_fx.costs.model import CostModel, PiecewiseLinear
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 
 __all__ = ["density_costs"]
 
@@ -14,6 +14,6 @@ def density_costs(model: nn.Module) -> CostModel:
     own = owners(model)
     if not own:
         raise ValueError("density costs count the masked weights: prepare the model's masks first "
-                         "(leap_fx.masks.prepare, or the method's prepare)")
+                         "(leap_fx.masks.lifecycle, or the method's prepare)")
     return CostModel("density", {k: PiecewiseLinear.linear(o.count / o.granules, o.granules) for k, o in own.items()},
                      {k: o.granules for k, o in own.items()})

@@ -12,7 +12,7 @@ from typing import Optional
 from torch import nn
 
 from leap_fx.costs.model import CostModel, PiecewiseLinear
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from passes.analyze.cost import granule_flops
 
 __all__ = ["flops_costs", "masked_families"]

@@ -38,7 +38,7 @@ from torch.nn.utils import parametrize
 from leap_fx.costs.model import CostModel, PiecewiseLinear
 from leap_fx.costs.timing import inputs_at, onnx_latency
 from leap_fx.env.cache import cache_path
-from leap_fx.masks.prepare import carriers, zero_granules
+from leap_fx.masks.lifecycle import carriers, zero_granules
 from passes.export import export_onnx
 from passes.io import JsonDataclass, read_json, write_json
 from passes.strip import strip

@@ -3,13 +3,13 @@
 ``leap_fx.spec.mask`` (what to mask: granularities; plain data) -> ``owner.py`` (the owner protocol, ``FixedMask``)
 -> ``topk.py`` (``LeapScores``: LEAP's learnable Top-K; ``ScheduledTopK``: magnitude / movement),
 ``hard_concrete.py`` (``HardConcrete``: CoFi's L0 gates)
--> ``carrier.py`` (granule grids -> weight masks) -> ``prepare.py`` (prepare / fold / freeze) ->
+-> ``carrier.py`` (granule grids -> weight masks) -> ``lifecycle.py`` (prepare / fold / freeze) ->
 ``prune_api.py`` (``LeapPruning``, the ``torch.nn.utils.prune`` face).
 """
 from leap_fx.masks.carrier import BlockSegment, GranuleMask, TiedSegment, granule_sums
 from leap_fx.masks.hard_concrete import HardConcrete
 from leap_fx.masks.owner import FixedMask, MaskOwner
-from leap_fx.masks.prepare import (
+from leap_fx.masks.lifecycle import (
                                    carriers,
                                    densities,
                                    fold,

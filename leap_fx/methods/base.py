@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from leap_fx.masks.owner import MaskOwner
-from leap_fx.masks.prepare import densities, fold, owners, param_groups, prepare
+from leap_fx.masks.lifecycle import densities, fold, owners, param_groups, prepare
 from leap_fx.objectives.logit_kd import LogitKD
 from leap_fx.objectives.task_loss import ClassificationLoss, TaskLoss
 from leap_fx.spec.train import TrainConfig

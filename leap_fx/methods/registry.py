@@ -72,7 +72,7 @@ def config_from(name: str, **options) -> Any:
 
 
 def prepare_masks(model, config, plan=None, owner=None):
-    """``leap_fx.masks.prepare`` with the mask owner of ``config``'s handler (``owner`` overrides it):
+    """``leap_fx.masks.lifecycle`` with the mask owner of ``config``'s handler (``owner`` overrides it):
     the masks alone, without the method's own preparation (LEAP's regulariser, CoFi's gates)."""
-    from leap_fx.masks.prepare import prepare  # torch: loaded when masks are prepared
+    from leap_fx.masks.lifecycle import prepare  # torch: loaded when masks are prepared
     return prepare(model, config, plan, owner=owner or build(config).make_owner)

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import Method
 from leap_fx.methods.kwon.batches import batch_size
 from leap_fx.methods.registry import build

@@ -19,8 +19,8 @@ import warnings
 from torch import nn
 
 from leap_fx.costs import target_costs
-from leap_fx.masks.prepare import fold as fold_masks
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import fold as fold_masks
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.leap.handler import Leap, auto_mask_lr
 from passes.strip import strip as strip_model
 
@@ -86,7 +86,7 @@ def fold(model: nn.Module) -> nn.Module:
 
 
 def strip(model: nn.Module, plan, example_inputs, **kwargs):
-    """``passes.strip.strip``, warning when it removed no parameter (every head and neuron still live)."""
+    """``passes.strip.checked``, warning when it removed no parameter (every head and neuron still live)."""
     report = strip_model(model, plan, example_inputs, **kwargs)
     if report.params_after >= report.params_before:
         warnings.warn(f"strip removed nothing ({report.params_before} parameters before and after): no head or "

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from leap_fx.run.evaluate import onnx_accuracy
-from leap_fx.train.evaluate import accuracy
+from leap_fx.train.validation import accuracy
 from passes.measure import count_flops, count_params
 
 ROLES = ("q", "k", "v", "out", "up", "gate", "down")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from leap_fx.masks.prepare import zero_granules
+from leap_fx.masks.lifecycle import zero_granules
 from passes.analyze import AnalyzeError, analyze
 from passes.export import export_onnx
 from passes.export.parity import ParityError

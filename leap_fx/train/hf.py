@@ -24,7 +24,7 @@ from transformers import Trainer, TrainerCallback
 
 from leap_fx.data.batches import as_tensors, model_inputs
 from leap_fx.methods.registry import build
-from leap_fx.objectives.taps import observe, same_layout, taps
+from leap_fx.objectives.tapping import observe, same_layout, taps
 from leap_fx.spec.method import MethodConfig
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train.setup import analyze_or_explain

@@ -31,9 +31,9 @@ from leap_fx.data.batches import (
     num_examples,
 )
 from leap_fx.env.progress import Progress
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.objectives.outputs import Outputs, logits_of
-from leap_fx.objectives.taps import observe, same_layout, taps
+from leap_fx.objectives.tapping import observe, same_layout, taps
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train.checkpoint import (
     CHECKPOINT,
@@ -54,7 +54,7 @@ from leap_fx.train.checks import (
 )
 from leap_fx.train.digest import run_content
 from leap_fx.train.distributed import Dist, unused_parameters
-from leap_fx.train.evaluate import evaluate
+from leap_fx.train.validation import evaluate
 from leap_fx.train.records import Mean, density_by_kind, weight_kinds
 from leap_fx.train.schedules import lr_scheduler
 from leap_fx.train.setup import as_method, auto_plan, total_steps

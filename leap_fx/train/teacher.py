@@ -33,7 +33,7 @@ from leap_fx.hf.models import (
 from leap_fx.spec.train import TrainConfig
 from leap_fx.train.digest import state_sha256
 from leap_fx.train.distributed import Dist
-from leap_fx.train.evaluate import accuracy
+from leap_fx.train.validation import accuracy
 from leap_fx.train.loop import train
 from passes.io import (
     check_dir_target,

@@ -6,13 +6,13 @@ pinned, only when export fails) -> ``channels.py`` (channels followed through th
 sink columns) + ``head_axes.py`` (per-head channels along a layout) -> ``attention.py`` / ``ffn.py`` /
 ``ffn_open.py`` / ``experts.py`` (dataflow matchers; ``expert_graph.py`` reads fused experts and
 routers) -> ``side_tensors.py`` / ``path_sides.py`` (per-head tensors outside q/k/v/out: coupled,
-shared or frozen) -> ``analyze.py`` (one family per module, ties, unmatched sites) -> ``families.py`` (each
+shared or frozen) -> ``match.py`` (one family per module, ties, unmatched sites) -> ``families.py`` (each
 family's geometry and declared fields) -> ``plan.py`` (the
 Plan: JSON round trip, table); ``residual.py`` (``analyze(..., residual=True)``: the residual stream,
 what hidden-dimension pruning touches).
 """
 from passes.analyze.activations import ACTIVATIONS, activation
-from passes.analyze.analyze import AnalyzeError, analyze
+from passes.analyze.match import AnalyzeError, analyze
 from passes.analyze.plan import (
                                  ATTENTION,
                                  EXPERTS,

@@ -1,7 +1,7 @@
 """The Plan: which weight slices form attention and feed-forward families, keyed by module FQN.
 
 The Plan is the contract between the graph analysis (``passes.analyze``), the mask carrier
-(``leap_fx.masks.prepare``) and exact stripping (``passes.strip``). It is plain data: it round-trips
+(``leap_fx.masks.lifecycle``) and exact stripping (``passes.strip``). It is plain data: it round-trips
 through JSON and prints as a table. Its families (their geometry, experts, ties) are in ``families.py``.
 
 ``Plan.unmatched`` lists the attention-like, MLP-like and expert sites ``analyze`` saw but could not

@@ -30,7 +30,7 @@ from passes.export.slim_classes import class_name, dense_model, init_kwargs
 from passes.io import MARKER, dir_changes, owned_dir, read_json, write_json
 from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.report import StripReport
-from passes.strip.strip import HANDLERS
+from passes.strip.checked import HANDLERS
 from passes.strip.sublayers import ConstantSublayer
 from passes.strip.surgery import shape_attributes, sync_leaf
 

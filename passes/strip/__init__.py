@@ -1,6 +1,6 @@
 """Stage 3, strip: remove the heads and neurons a folded model zeroed, exactly, and verify it.
 
-``strip.py`` (the checked entry point) -> ``remove.py`` (the pass) -> per family kind ``heads.py`` /
+``checked.py`` (the checked entry point) -> ``remove.py`` (the pass) -> per family kind ``heads.py`` /
 ``neurons.py`` / ``hidden.py`` / ``experts.py`` (what is removable; hidden dims need ``masked_norm.py``;
 removed experts are routed around for the self-check by ``routing.py``) -> ``fold.py``
 (constants into biases, placeholders) -> ``surgery.py`` / ``tp_backend.py`` (shapes) -> ``verify.py``
@@ -11,7 +11,7 @@ removed experts are routed around for the self-check by ``routing.py``) -> ``fol
 from passes.strip.gqa import GqaKeep, gqa_keep
 from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.report import StripReport
-from passes.strip.strip import BACKENDS, HANDLERS, StripError, strip, strip_copy
+from passes.strip.checked import BACKENDS, HANDLERS, StripError, strip, strip_copy
 from passes.strip.sublayers import ConstantSublayer
 
 __all__ = ["GqaKeep", "gqa_keep", "ConstantSublayer", "SlimMultiheadAttention", "StripReport", "BACKENDS", "HANDLERS", "StripError", "strip", "strip_copy"]

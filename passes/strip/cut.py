@@ -3,7 +3,7 @@
 ``strip`` is the same for every family kind; what differs (which granules are removable, which
 slice loses which indices, where constants fold, which attributes hold the counts) is a
 ``KindHandler``. ``passes/strip/heads.py`` handles attention, ``neurons.py`` feed-forward; the
-table ``HANDLERS`` in ``strip.py`` maps a family kind to its handler.
+table ``HANDLERS`` in ``checked.py`` maps a family kind to its handler.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from leap_fx.masks.prepare import carriers
+from leap_fx.masks.lifecycle import carriers
 from leap_fx.methods import build
 from leap_fx.methods.cofi.config import CofiConfig
 from leap_fx.methods.cofi.handler import Cofi
@@ -157,7 +157,7 @@ def test_layer_map_distillation_loss_decreases():
         spaced_layers,
     )
     from leap_fx.objectives.outputs import Outputs
-    from leap_fx.objectives.taps import capture
+    from leap_fx.objectives.tapping import capture
     assert spaced_layers(12) == [2, 5, 8, 11] and spaced_layers(6) == [1, 2, 4, 5] and spaced_layers(2) == [0, 1]
     losses = torch.tensor([[1.0, 0.1, 2.0, 3.0], [0.5, 0.2, 0.3, 0.9]])
     assert ordered_match(losses) == [0, 1]  # row 1 takes 1, row 0 must stay below it

@@ -14,7 +14,7 @@ from leap_fx.methods.request import resolve
 from leap_fx.methods.scheduled.handler import cubic_density
 from leap_fx.methods.sparsebert.config import SparseBertConfig
 from leap_fx.objectives.outputs import Outputs
-from leap_fx.objectives.taps import capture_scores, recording, taps
+from leap_fx.objectives.tapping import capture_scores, recording, taps
 from leap_fx.objectives.tinybert import TinyBertKD, uniform_pairs
 from leap_fx.run.job import dense_teacher, run_prune
 from leap_fx.spec.options import PruneOptions

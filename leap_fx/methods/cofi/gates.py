@@ -41,7 +41,7 @@ from torch.nn.utils import parametrize
 from leap_fx.costs.flops import flops_costs
 from leap_fx.masks.carrier import GranuleMask
 from leap_fx.masks.hard_concrete import HardConcrete
-from leap_fx.masks.prepare import VALUE_ROLES, carriers
+from leap_fx.masks.lifecycle import VALUE_ROLES, carriers
 from passes.analyze.plan import Plan
 from passes.strip import masked_norm
 

@@ -46,7 +46,7 @@ from torch import nn
 
 from leap_fx.costs import cost_seq
 from leap_fx.masks.hard_concrete import LOG_ALPHA_RANGE, HardConcrete
-from leap_fx.masks.prepare import fold
+from leap_fx.masks.lifecycle import fold
 from leap_fx.methods.base import LossTerms, TrainedMethod
 from leap_fx.methods.cofi.config import CofiConfig
 from leap_fx.methods.cofi.gates import ExpectedSize, install_gates
@@ -95,7 +95,7 @@ class Cofi(TrainedMethod):
             raise ValueError("cofi needs a Plan: plan = leap_fx.analyze(model, example_inputs, residual=True)")
         if self.config.prune_hidden and plan.residual is None:
             raise ValueError("cofi prune_hidden=True needs the residual stream in the Plan: "
-                             "plan = passes.analyze.analyze(model, example_inputs, residual=True), or prune_hidden=False")
+                             "plan = passes.analyze.match(model, example_inputs, residual=True), or prune_hidden=False")
         dev = next(model.parameters()).device
         self.gates = install_gates(model, plan, lambda shape, key: self.make_owner(shape, key, dev),
                                    self.config.prune_layers, self.config.prune_hidden)

@@ -28,7 +28,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from leap_fx.data.batches import model_inputs
-from leap_fx.masks.prepare import carriers, original
+from leap_fx.masks.lifecycle import carriers, original
 
 # op name -> (index of the input x, index of the masked weight, 2-D rows are batch-major)
 CONSUMERS = {"linear": (0, 1, False), "addmm": (1, 2, True)}

@@ -47,7 +47,7 @@ import torch
 from leap_fx.costs import target_costs
 from leap_fx.data.batches import model_inputs
 from leap_fx.masks.owner import FixedMask
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import OneShotMethod
 from leap_fx.methods.kwon.batches import batch_size, by_length, first_examples
 from leap_fx.methods.kwon.capture import output_slice

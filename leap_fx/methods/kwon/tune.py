@@ -49,7 +49,7 @@ import torch
 
 from leap_fx.data.batches import model_inputs
 from leap_fx.env.progress import Progress
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.kwon.batches import batch_size
 from leap_fx.methods.kwon.capture import (
     OutputCapture,

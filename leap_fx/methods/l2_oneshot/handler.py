@@ -20,7 +20,7 @@ import torch
 from leap_fx.costs import CostModel, PiecewiseLinear, target_costs
 from leap_fx.masks.carrier import granule_sums
 from leap_fx.masks.owner import FixedMask
-from leap_fx.masks.prepare import carriers, original, owners
+from leap_fx.masks.lifecycle import carriers, original, owners
 from leap_fx.methods.base import OneShotMethod
 from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.registry import register

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import nn
 
-from leap_fx.masks.prepare import magnitudes, owners
+from leap_fx.masks.lifecycle import magnitudes, owners
 from leap_fx.masks.topk import LeapScores
 from leap_fx.methods.base import PAPER_MASK_LR, LossTerms, TrainedMethod
 from leap_fx.methods.leap.config import LeapConfig

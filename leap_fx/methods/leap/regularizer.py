@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from leap_fx.costs import CostModel, density_costs, target_costs
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.masks.topk import LeapScores, keep_count
 from leap_fx.methods.leap.config import RATIOS
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from leap_fx.masks.prepare import magnitudes, owners
+from leap_fx.masks.lifecycle import magnitudes, owners
 from leap_fx.masks.topk import ScheduledTopK
 from leap_fx.methods.magnitude.config import MagnitudeConfig
 from leap_fx.methods.registry import register

@@ -8,7 +8,7 @@ import torch
 
 from leap_fx.costs import target_costs
 from leap_fx.masks.owner import FixedMask
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import OneShotMethod
 from leap_fx.methods.l2_oneshot.handler import allocate
 from leap_fx.methods.random.config import RandomConfig

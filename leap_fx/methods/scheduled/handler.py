@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Optional
 
 from leap_fx.costs import CostModel, target_costs, uniform_keep
-from leap_fx.masks.prepare import owners
+from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import TrainedMethod
 
 __all__ = ["cubic_density", "Scheduled"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from leap_fx.masks import FixedMask
-from leap_fx.masks.prepare import carriers, fold, owners, zero_granules
+from leap_fx.masks.lifecycle import carriers, fold, owners, zero_granules
 from leap_fx.methods.registry import prepare_masks as prepare
 from leap_fx.spec.mask import MaskSpec
 from passes.analyze import AnalyzeError, analyze

@@ -8,7 +8,7 @@ onnxruntime parity at several shapes -> save_slim / load_slim with equal outputs
 import pytest
 import torch
 
-from leap_fx.masks.prepare import zero_granules
+from leap_fx.masks.lifecycle import zero_granules
 from leap_fx.run.roundtrip import roundtrip
 from passes.analyze import Plan, analyze
 from passes.export.slim_io import load_slim, save_slim

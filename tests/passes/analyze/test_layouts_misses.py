@@ -62,7 +62,7 @@ def test_levit_without_batch_norm_or_open_activations(monkeypatch):
 
 
 def test_levit_mlps_without_the_open_matcher(monkeypatch):
-    monkeypatch.setattr(importlib.import_module("passes.analyze.analyze"), "match_open_ffn",
+    monkeypatch.setattr(importlib.import_module("passes.analyze.match"), "match_open_ffn",
                         lambda g, down, values: (None, "switched off"))
     plan, miss = _misses("levit", ("ffn",))
     assert len(plan.attention()) == 5 and not plan.feed_forward() and len(miss["ffn"]) == 5

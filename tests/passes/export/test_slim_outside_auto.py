@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from leap_fx.masks.prepare import zero_granules
+from leap_fx.masks.lifecycle import zero_granules
 from leap_fx.run.roundtrip import roundtrip
 from passes.analyze import analyze
 from passes.export.slim_io import MANIFEST, load_slim, save_slim

@@ -6,7 +6,7 @@ import copy
 import torch
 
 from leap_fx.masks import FixedMask
-from leap_fx.masks.prepare import (
+from leap_fx.masks.lifecycle import (
     carriers,
     fold,
     magnitudes,
