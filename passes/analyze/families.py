@@ -11,8 +11,8 @@ Geometry. A *family* owns ``granules`` (attention heads, or FFN neurons). Each g
   (granule ``g`` covers ``start + g*unit : start + (g+1)*unit``). Interleaved layouts (fused qkv
   stored ``[heads, 3, head_dim]``) give an explicit ``index`` list instead, still granule-major
   (``positions()`` is the list either way).
-- ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output
-  axis, e.g. rows of an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
+- ``bias`` names the bias that follows the slice (only when ``axis`` is the module's output axis, e.g. rows of
+  an ``nn.Linear`` weight, columns of an HF ``Conv1D`` weight).
 
 For an attention family, ``q``/``out`` have ``num_heads`` granules; ``k``/``v`` have ``num_kv_heads``
 granules (grouped-query attention: q head ``h`` reads kv head ``h // (num_heads // num_kv_heads)``).
@@ -27,11 +27,10 @@ layer): their heads are one tied granule, the same heads go everywhere. ``reads`
 computed in the forward, not parameters (T5's cross-attention ``zeros(1, n_heads, q, k)`` bias, made by
 the first layer and added in every later one), as ``module:node``: families reading one are tied too
 (its shape follows the first reader's head count).
-``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from
-constants, e.g. ALiBi slopes): masks leave them alone and strip keeps them. For a feed-forward family
-``up``/``gate``/``down`` have ``width`` granules of size 1. The residual stream (``Plan.residual``,
-only when analysed with ``residual=True``) has ``width`` hidden dims, one index each along every
-tensor it touches.
+``frozen`` (a reason) says the heads cannot be stripped (a per-head tensor computed from constants, e.g. ALiBi
+slopes): masks leave them alone and strip keeps them. For a feed-forward family ``up``/``gate``/``down`` have
+``width`` granules of size 1. The residual stream (``Plan.residual``, only when analysed with ``residual=True``)
+has ``width`` hidden dims, one index each along every tensor it touches.
 
 Mixture of experts (transformers 5 stores a layer's experts fused: ``gate_up_proj [experts, 2*ffn, hidden]``,
 ``down_proj [experts, hidden, ffn]``). ``Slice.expert = e`` addresses expert ``e`` of such a parameter:
