@@ -32,3 +32,24 @@ def test_random_is_seeded_and_meets_the_budget():
 def test_random_refuses_unstructured():
     with pytest.raises(ValueError, match="structured"):
         RandomConfig(target_density=0.5, granularity="hybrid")
+
+
+@pytest.mark.parametrize("config", [RandomConfig(target="flops:0.6", score_seed=3, cost_seq=5),
+                                    leap_fx.L2OneShotConfig(target="flops:0.6", cost_seq=5)], ids=["random", "l2"])
+def test_head_by_head_methods_keep_what_strip_can_realise_under_gqa(config):
+    """Grouped-query attention (4 q heads on 2 kv heads): the kept heads are the same number in every kept kv
+    group, so strip removes every masked head and the slim model is within the FLOPs target."""
+    from passes.strip import strip
+    from tests import models
+    model, inputs = models.llama_gqa()
+    plan = analyze(model, inputs)
+    method = leap_fx.build_method(config)
+    method.prepare(model, plan)
+    rep = method.calibrate(model)
+    masked = {k: int(o.values.sum()) for k, o in owners(model).items() if plan.families[k].kind == "attention"}
+    method.finalize(model)
+    report = strip(model, plan, inputs)
+    for key, kept in masked.items():
+        groups = [sum(1 for h in report.families[key]["kept"] if h // 2 == g) for g in range(2)]
+        assert len(report.families[key]["kept"]) == max(kept, 1) and len({n for n in groups if n}) == 1, (key, groups)
+    assert rep["flops"] <= 0.6 + 1e-9

@@ -49,6 +49,7 @@ from leap_fx.data.batches import model_inputs
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import OneShotMethod
+from leap_fx.methods.gqa import gqa_realisable
 from leap_fx.methods.kwon.batches import batch_size, by_length, first_examples
 from leap_fx.methods.kwon.capture import output_slice
 from leap_fx.methods.kwon.config import KwonConfig
@@ -56,10 +57,8 @@ from leap_fx.methods.kwon.fisher import MaskGrads, mask_gradients
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
 from leap_fx.methods.kwon.tune import Targets, teacher_targets, tune
 from leap_fx.methods.registry import register
-from passes.analyze.plan import ATTENTION
-from passes.strip.gqa import gqa_keep
 
-__all__ = ["Kwon", "KwonMask", "gqa_realisable", "mean_tokens", "rows_per_example"]
+__all__ = ["Kwon", "KwonMask", "mean_tokens", "rows_per_example"]
 
 TUNE_BATCH = 32  # examples per forward of mask tuning (re-grouped by length)
 
@@ -200,23 +199,6 @@ class Kwon(OneShotMethod):
         report.update(achieved=kept_cost(keep, cost) / total, kept={k: int(v.sum()) for k, v in keep.items()},
                       seconds=seconds)
         return report
-
-
-def gqa_realisable(keep: dict, importance: dict, plan) -> dict:
-    """Grouped-query attention: each attention family's keep set made one strip can realise (the same
-    number of q heads in every kept kv group, ``passes.strip.gqa``), at most as many heads as searched,
-    overlapping the searched set as much as possible (then by importance)."""
-    out = dict(keep)
-    for key, fam in plan.families.items():
-        if key not in keep or fam.kind != ATTENTION or fam.num_kv_heads >= fam.num_heads:
-            continue
-        k, imp = keep[key].reshape(-1), importance[key].reshape(-1).float()
-        scores = k.float() * (1.0 + float(imp.abs().sum())) + imp
-        chosen = gqa_keep(scores.tolist(), fam.num_kv_heads, int(k.sum()))
-        new = torch.zeros_like(k)
-        new[list(chosen.q)] = 1
-        out[key] = new.reshape(keep[key].shape)
-    return out
 
 
 @contextmanager

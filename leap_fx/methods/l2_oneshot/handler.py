@@ -10,7 +10,8 @@ Scores (``FixedMask`` owners on every head and FFN neuron of the Plan):
 Scores are divided by their kind's mean (heads and neurons have different scales), then granules are
 kept from the highest score down until their cost reaches the target (``density``: the kept weights
 reach ``target_density`` of the governed ones; ``flops`` / ``latency``: the cost model of
-``leap_fx.costs``), every family keeping at least one granule. A useful baseline on its own, and the proof of the
+``leap_fx.costs``), every family keeping at least one granule; under grouped-query attention the kept heads
+are then made a set strip can realise (``methods/gqa.py``: at most as many, by score). A useful baseline on its own, and the proof of the
 one-shot path: prepare -> calibrate -> fold -> strip -> export, with no training loop.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from leap_fx.masks.carrier import granule_sums
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.lifecycle import carriers, original, owners
 from leap_fx.methods.base import OneShotMethod
+from leap_fx.methods.gqa import gqa_realisable
 from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.registry import register
 
@@ -84,7 +86,7 @@ class L2OneShot(OneShotMethod):
         goal = self.config.goal
         costs = target_costs(self.config, model, self.plan)
         costs = costs.only(tied) if goal.unit == "density" else costs
-        keep = allocate(scores, costs, goal.value * costs.total)
+        keep = gqa_realisable(allocate(scores, costs, goal.value * costs.total), scores, self.plan)
         for k, o in own.items():
             o.set(keep[k] if k in keep else torch.ones(o.grid_shape))
         counts = {k: int(v.sum()) for k, v in keep.items()}
