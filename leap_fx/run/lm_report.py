@@ -81,7 +81,7 @@ def lm_report(opts, options, task, method, config, data, plan, stripped, export,
         "speed": measured["speed"],
         "onnx": {"path": export.path, "size_bytes": export.size_bytes, "dense_size_bytes": dense.size_bytes,
                  "parity_max_abs_diff": export.max_abs_diff, "kv_heads": export.kv_heads,
-                 "attempts": export.attempts},
+                 "attempts": export.attempts, "notes": export.notes},
         "quantized": int8, "train": {"steps": metrics.get("step"), **{k: v for k, v in metrics.items() if k != "step"}},
         "history_records": len(history),
     }

@@ -18,6 +18,7 @@ from torch import nn
 from leap_fx.run.evaluate import onnx_accuracy
 from leap_fx.train.validation import accuracy
 from passes.measure import count_flops, count_params
+from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD
 
 ROLES = ("q", "k", "v", "out", "up", "gate", "down")
 
@@ -43,7 +44,9 @@ def overall_density(rows: list[dict]) -> float:
 
 
 def kept_structure(strip_report, plan) -> dict[str, list[dict]]:
-    """Heads and neurons per layer from a ``StripReport`` (``live`` excludes a zeroed placeholder)."""
+    """Heads and neurons per layer from a ``StripReport`` (``live`` excludes a zeroed placeholder); a
+    mixture of experts adds ``experts`` (whole routed experts per layer) and each routed expert's neuron row
+    names its ``expert``."""
     out: dict[str, list[dict]] = {"heads": [], "neurons": []}
     fams = strip_report.families if strip_report is not None else {}
     for key, fam in sorted(plan.families.items(), key=lambda kv: (kv[1].layer, kv[1].kind)):
@@ -52,7 +55,10 @@ def kept_structure(strip_report, plan) -> dict[str, list[dict]]:
         kept = len(rec["kept"]) if rec else before
         live = kept - (1 if rec and rec.get("placeholder") is not None else 0)
         row = {"layer": fam.layer, "family": fam.fqn, "before": before, "kept": kept, "live": live}
-        out["heads" if fam.kind == "attention" else "neurons"].append(row)
+        if fam.kind == FEED_FORWARD and fam.expert is not None:
+            row["expert"] = fam.expert
+        group = "heads" if fam.kind == ATTENTION else "experts" if fam.kind == EXPERTS else "neurons"
+        out.setdefault(group, []).append(row)
     return out
 
 

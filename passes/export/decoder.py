@@ -42,6 +42,7 @@ from passes.export.metadata import mark_written, refuse_theirs, write_metadata
 from passes.export.parity import ParityError, ort_session
 from passes.export.tied import share_tied_head
 from passes.io import atomic_path, check_file_target, quiet_logger
+from passes.hf_experts import BATCHED, batched_experts
 
 EXPORTERS = ("auto", "torchscript", "dynamo")
 __all__ = ["DecoderExportReport", "LmMetadata", "export_decoder"]
@@ -198,8 +199,9 @@ def export_decoder(model: nn.Module, path: str, *, atol: float = 1e-4, steps: in
         if exporter not in ("auto", kind):
             continue
         try:
-            report = _attempt(kind, model, layout, path, failed, opset, atol, steps, vocab,
-                              metadata.props() if metadata is not None else {})
+            with batched_experts(model) as replaced:  # fused experts: batched_mm exports, grouped_mm does not
+                report = _attempt(kind, model, layout, path, failed, opset, atol, steps, vocab,
+                                  metadata.props() if metadata is not None else {})
         except (ExportError, ParityError) as exc:
             tried.append(f"{kind}: {exc}")
             errors.append(exc)
@@ -207,6 +209,9 @@ def export_decoder(model: nn.Module, path: str, *, atol: float = 1e-4, steps: in
         if errors and os.path.exists(failed):
             os.remove(failed)
         report.attempts = tried + [f"{kind}: passed"]
+        if replaced is not None:
+            report.notes.append(f"experts exported with experts_implementation={BATCHED!r} (same function; the "
+                                f"model's own {replaced!r} has no ONNX export); the model's setting is unchanged")
         return report
     text = (f"export_decoder of {type(model).__name__} failed on every path ({'; '.join(tried)}). NOT written to "
             f"{path} ({'the file there from before was left unchanged' if os.path.exists(path) else 'nothing was written there'})")

@@ -110,7 +110,7 @@ def even_widths(model: nn.Module, plan: Plan, cuts: dict[str, Cut]) -> None:
                 cuts[k].remove, cuts[k].note = [], "not every expert of the fused tensor is in the Plan"
             continue
         live = [len(cuts[k].kept) for e, k in fams.items() if e not in gone]
-        step = max(1, 16 // tensor(model, name).element_size())  # grouped_mm: row strides of 16 bytes
+        step = width_step(model, name)
         width = min(-(-max([1] + live) // step) * step, plan.families[keys[0]].width)
         for e, k in fams.items():
             cut = cuts[k]
@@ -120,6 +120,12 @@ def even_widths(model: nn.Module, plan: Plan, cuts: dict[str, Cut]) -> None:
                 pad = cut.remove[:width - len(cut.kept)]
                 cut.remove = cut.remove[len(pad):]
                 cut.note = f"{len(pad)} removable neurons kept: every expert of {name} keeps {width}"
+
+
+def width_step(model: nn.Module, name: str) -> int:
+    """Neurons per 16 bytes of the fused tensor ``name`` (grouped_mm: row strides of 16 bytes): strip keeps
+    routed experts' widths at multiples of it (or whole)."""
+    return max(1, 16 // tensor(model, name).element_size())
 
 
 def renumber(slim: Plan, plan: Plan, cuts: dict[str, Cut]) -> None:

@@ -8,7 +8,8 @@ score-correction bias, restored afterwards). ``-inf`` removes the expert from ro
 it 0 and renormalises over the rest, a sigmoid gives it 0, a top-k never picks it; that is what the model
 computes once the expert is stripped (``strip``'s self-check reference, ``excluded_experts``). Finite
 offsets are a soft version (``log m`` scales a softmax router's probability by ``m``) a method may use
-while training expert masks. The block yields ``missed()``: the families whose router projection the
+while training expert masks. A router weight under a parametrization (a mask carrier) is recomputed at every
+read: the block follows the tensor the forward reads (a hook on its parametrization list). The block yields ``missed()``: the families whose router projection the
 forward never computed (the offsets did not apply: do not trust that run).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.overrides import TorchFunctionMode
 
 from passes.analyze.plan import Plan
@@ -55,6 +57,7 @@ def route_offsets(model: nn.Module, plan: Plan, offsets: dict[str, torch.Tensor]
     inside the block (module doc); yields ``missed() -> [keys]``."""
     fams = {k: plan.families[k] for k in offsets}
     watched = [(tensor(model, f.router.weight_name), offsets[k].detach()) for k, f in fams.items()]
+    hooks = [_follow(model, f.router.weight_name, watched, i) for i, f in enumerate(fams.values())]
     saved = []
     with torch.no_grad():
         for k, f in fams.items():
@@ -68,9 +71,24 @@ def route_offsets(model: nn.Module, plan: Plan, offsets: dict[str, torch.Tensor]
         with mode:
             yield missed
     finally:
+        for h in hooks:
+            if h is not None:
+                h.remove()
         with torch.no_grad():
             for t, old in saved:
                 t.copy_(old)
+
+
+def _follow(model: nn.Module, full_name: str, watched: list, i: int):
+    """A parametrized weight: keep ``watched[i]``'s tensor the one the latest read computed (hook handle)."""
+    fqn, _, name = full_name.rpartition(".")
+    mod = model.get_submodule(fqn) if fqn else model
+    if not parametrize.is_parametrized(mod, name):
+        return None
+
+    def seen(_module, _args, out):
+        watched[i] = (out, watched[i][1])
+    return mod.parametrizations[name].register_forward_hook(seen)
 
 
 def excluded_experts(model: nn.Module, plan: Plan, removed: dict[str, list[int]]):

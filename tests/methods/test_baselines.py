@@ -92,3 +92,28 @@ def test_magnitude_sums_tied_granules_over_every_member():
                             + get(fam.v)[h * d:(h + 1) * d].sum() + get(fam.out)[:, h * d:(h + 1) * d].sum()
                             for h in range(fam.num_heads)])
     assert torch.allclose(magnitudes(model)[fam.fqn], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+def test_l2_oneshot_on_experts_keeps_equal_widths_and_strips_what_it_chose(name):
+    """Routed experts' neurons are scored like any neuron; every expert of a layer keeps the same count (one
+    fused tensor, one width), so strip removes exactly what L2 chose and the FLOPs stay within the target."""
+    from leap_fx.methods import build
+    from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
+    from passes.analyze import analyze
+    from passes.strip import strip
+    from tests.models_moe import MOE
+    model, inputs = MOE[name]()
+    plan = analyze(model, inputs)
+    method = build(L2OneShotConfig(target="flops:0.6", cost_seq=int(inputs["input_ids"].shape[1]), cost_batch=1))
+    method.prepare(model, plan)
+    result = method.calibrate(model)
+    assert result["flops"] <= 0.6 + 0.03  # allocate stops once the target is reached: one granule past it at most
+    kept = result["kept"]
+    for fam in plan.experts():
+        assert not any(k for k, f in plan.families.items() if f is fam and k in kept)  # whole experts: not scored
+        assert len({kept[k] for k in fam.experts}) == 1
+    report = strip(method.finalize(model), plan, inputs)
+    assert report.max_rel_diff <= 1e-5
+    for fam in plan.experts():
+        assert all(len(report.families[k]["kept"]) == kept[k] for k in fam.experts)

@@ -51,8 +51,9 @@ class Captured:
 
 
 def output_slice(fam):
-    """The slice whose columns carry the family's values: attention ``out``, feed-forward ``down``."""
-    return fam.out if fam.kind == "attention" else fam.down
+    """The slice whose columns carry the family's values: attention ``out``, feed-forward ``down`` (None for
+    whole experts: no one output op)."""
+    return fam.out if fam.kind == "attention" else fam.down if fam.kind == "ffn" else None
 
 
 def unit(fam) -> int:
@@ -72,7 +73,8 @@ def output_weights(plan) -> dict[str, str]:
     """Weight name of each family's output op -> family key (ops shared by two families are left out)."""
     names: dict[str, list[str]] = {}
     for key, fam in plan.families.items():
-        names.setdefault(output_slice(fam).weight_name, []).append(key)
+        if output_slice(fam) is not None:
+            names.setdefault(output_slice(fam).weight_name, []).append(key)
     return {name: keys[0] for name, keys in names.items() if len(keys) == 1}
 
 

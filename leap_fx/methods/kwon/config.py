@@ -33,6 +33,9 @@ class KwonConfig(MaskSpec):
     damping: float = option(1e-6, "least-squares damping, relative to the mean diagonal of A^T A")
     fit_rows: str = option("reaching", "reaching: mask tuning fits only the token rows that reach the output "
                                        "(e.g. [CLS] in a classifier's last layer, as the reference code) | all")
+    experts: float = option(1.0, "mixture of experts: fraction of each layer's routed experts kept (never fewer "
+                                 "than its top-k; 1: none removed); the rest chosen by measured loss")
+    expert_examples: int = option(32, "sample examples scoring whole experts (one forward per expert)")
     tune_teacher: str = option("unpruned", "what mask tuning reconstructs: unpruned (the paper) | intermediate "
                                            "(the reference code: the searched mask at the square root of the "
                                            "target)")
@@ -47,7 +50,9 @@ class KwonConfig(MaskSpec):
         for name, allowed in (("stop_after", STAGES), ("fit_rows", FIT_ROWS), ("tune_teacher", TUNE_TEACHERS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: use one of {list(allowed)}")
-        for name in ("fisher_batch", "tune_examples"):
+        if isinstance(self.experts, bool) or not 0 < float(self.experts) <= 1:
+            raise ValueError(f"experts={self.experts} must be a fraction in (0, 1]")
+        for name in ("fisher_batch", "tune_examples", "expert_examples"):
             if isinstance(getattr(self, name), bool) or int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.scale_bound > 0 or not self.damping >= 0:

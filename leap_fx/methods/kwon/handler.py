@@ -53,10 +53,14 @@ from leap_fx.methods.gqa import gqa_realisable
 from leap_fx.methods.kwon.batches import batch_size, by_length, first_examples
 from leap_fx.methods.kwon.capture import output_slice
 from leap_fx.methods.kwon.config import KwonConfig
-from leap_fx.methods.kwon.fisher import MaskGrads, mask_gradients
+from leap_fx.methods.expert_widths import equal_widths, removed_keys
+from leap_fx.methods.kwon.experts import choose_experts, scaled_costs, within_budget
+from leap_fx.methods.kwon.fisher import MaskGrads, forward_loss, mask_gradients
 from leap_fx.methods.kwon.search import kept_cost, rearrange, search
 from leap_fx.methods.kwon.tune import Targets, teacher_targets, tune
 from leap_fx.methods.registry import register
+from passes.analyze.plan import EXPERTS
+from passes.strip.routing import excluded_experts
 
 __all__ = ["Kwon", "KwonMask", "mean_tokens", "rows_per_example"]
 
@@ -124,7 +128,9 @@ class Kwon(OneShotMethod):
         self.plan = plan
 
     def tied(self, model) -> dict[str, KwonMask]:
-        return {k: o for k, o in owners(model).items() if k in self.plan.families}
+        """The heads' and neurons' owners (whole experts are chosen apart: ``kwon/experts.py``)."""
+        fams = self.plan.families
+        return {k: o for k, o in owners(model).items() if k in fams and fams[k].kind != EXPERTS}
 
     def fisher(self, model, batches: list[dict], loss=None, model_loss=None) -> MaskGrads:
         """Step 1 (every mask at 1): per-example mask gradients on ``batches``."""
@@ -133,26 +139,29 @@ class Kwon(OneShotMethod):
         return mask_gradients(model, self.plan, self.tied(model), batches, loss or self.task_loss.summed,
                               int(self.config.fisher_batch), model_loss=model_loss)
 
-    def budget(self, model, batches: list[dict]) -> tuple[dict, float, dict, float]:
-        """The search's inputs: per-granule cost of every family, the total, each family's kind, and the
-        tokens per example the FLOPs costs use (every mask is set to 1)."""
+    def budget(self, model, batches: list[dict], removed: Optional[dict] = None) -> tuple[dict, float, dict, float]:
+        """The search's inputs: per-granule cost of every family (the removed experts' neurons left out, the
+        remaining experts' scaled: ``kwon/experts.py``), the total, each family's kind, and the tokens per
+        example the FLOPs costs use (every mask is set to 1)."""
         for o in owners(model).values():
             o.set(torch.ones(o.grid_shape))
         tied = self.tied(model)
         seq = self.config.cost_seq or mean_tokens(batches) or rows_per_example(model, self.plan, batches[0])
         costs = target_costs(self.config, model, self.plan, seq=seq)
-        cost = {k: float(costs.marginal(k, 0)) for k in tied}  # linear: the cost of one granule
-        total = sum(cost[k] * o.granules for k, o in tied.items())
-        return cost, total, {k: self.plan.families[k].kind for k in tied}, seq
+        cost = scaled_costs({k: float(costs.marginal(k, 0)) for k in tied}, self.plan, removed or {})
+        total = sum(cost[k] * tied[k].granules for k in cost)
+        return cost, total, {k: self.plan.families[k].kind for k in cost}, seq
 
     def tune_targets(self, model, batches, importance, cost, kinds, total) -> tuple[Targets, dict]:
         """Step 4's teacher (``tune_teacher``) set on the masks, its sub-layer outputs on ``batches``,
         and what it keeps (``achieved``: its fraction of the cost)."""
         tied, fraction = self.tied(model), self.config.goal.value
         keep = TEACHERS[self.config.tune_teacher](importance, cost, kinds, fraction, total)
-        keep = {k: keep.get(k, torch.ones(o.grid_shape)) for k, o in tied.items()}
+        keep = {k: keep.get(k, torch.ones(o.grid_shape) if k in cost else torch.zeros(o.grid_shape))
+                for k, o in tied.items()}  # not in cost: a removed expert's neurons
         for k, o in tied.items():
             o.set(keep[k])
+        keep = {k: v for k, v in keep.items() if k in cost}
         targets = teacher_targets(model, self.plan, batches, self.config.fit_rows == "reaching")
         return targets, {"kind": self.config.tune_teacher, "achieved": kept_cost(keep, cost) / total}
 
@@ -161,20 +170,40 @@ class Kwon(OneShotMethod):
         """Steps 1-4 on ``batches`` (dicts of inputs + ``labels``; ``loss(outputs, batch)`` or
         ``model_loss(model, batch)`` (running the forward itself), each summed over the batch's examples,
         replaces the task loss); ``fisher`` reuses step 1 of an earlier call on the same model."""
-        batches, cfg, seconds = list(batches or ()), self.config, {}
+        batches, seconds = list(batches or ()), {}
         if not batches:
             raise ValueError("kwon needs sample batches (dicts of model inputs + labels): the paper uses ~2K "
                              "training examples")
+        with _timed(seconds, "experts"):
+            removed, scores = choose_experts(model, self.plan, first_examples(batches, self.config.expert_examples),
+                                             forward_loss(loss, model_loss), float(self.config.experts))
+        with excluded_experts(model, self.plan, removed):
+            report = self._steps(model, batches, loss, fisher, model_loss, removed, seconds)
+        gone = removed_keys(self.plan, removed)
+        for k, o in owners(model).items():  # the removed experts: router row, fused slices and neurons at 0
+            if k in removed:
+                o.set(torch.tensor([0.0 if e in removed[k] else 1.0 for e in range(o.granules)]))
+            elif k in gone:
+                o.set(torch.zeros(o.grid_shape))
+        if removed:
+            report["experts"] = {"removed": removed, "loss_rise": scores, "examples": self.config.expert_examples}
+        return report
+
+    def _steps(self, model, batches, loss, fisher, model_loss, removed: dict, seconds: dict) -> dict:
+        """Steps 1-4 (with ``removed`` experts out of routing and out of the search)."""
+        cfg = self.config
         with _timed(seconds, "fisher"):
             grads = fisher if fisher is not None else self.fisher(model, batches, loss, model_loss)
         (kind, fraction), tied = (cfg.goal.unit, cfg.goal.value), self.tied(model)
-        cost, total, kinds, seq = self.budget(model, batches)
-        importance = grads.diagonal()
+        cost, total, kinds, seq = self.budget(model, batches, removed)
+        importance = {k: v for k, v in grads.diagonal().items() if k in cost}
         if not any(bool(v.any()) for v in importance.values()):
             warnings.warn("kwon: every mask gradient is zero (the loss does not depend on the heads / neurons?): "
                           "the search keeps an arbitrary set", stacklevel=2)
         with _timed(seconds, "search"):
             keep = gqa_realisable(search(importance, cost, kinds, fraction * total), importance, self.plan)
+            keep = within_budget(equal_widths(model, keep, importance, self.plan, removed), importance, cost,
+                                 fraction * total, self.plan)
         tune_batches = by_length(first_examples(batches, int(cfg.tune_examples)), TUNE_BATCH)[0]
         with _timed(seconds, "targets"):
             targets, teacher = self.tune_targets(model, tune_batches, importance, cost, kinds, total) \
@@ -186,8 +215,8 @@ class Kwon(OneShotMethod):
                 keep = gqa_realisable({k: rearrange(grads.grads[k], v) for k, v in keep.items()}, importance,
                                       self.plan)
             report["fisher_loss"]["rearranged"] = grads.loss(keep)
-        for k, o in tied.items():
-            o.set(keep[k])
+        for k, o in tied.items():  # the removed experts' neurons (not searched): 0
+            o.set(keep.get(k, torch.zeros(o.grid_shape)))
         if targets is not None:
             with _timed(seconds, "tune"):
                 fits = tune(model, self.plan, tied, tune_batches, targets, cfg.damping, cfg.scale_bound)

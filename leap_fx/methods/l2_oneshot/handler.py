@@ -11,7 +11,8 @@ Scores are divided by their kind's mean (heads and neurons have different scales
 kept from the highest score down until their cost reaches the target (``density``: the kept weights
 reach ``target_density`` of the governed ones; ``flops`` / ``latency``: the cost model of
 ``leap_fx.costs``), every family keeping at least one granule; under grouped-query attention the kept heads
-are then made a set strip can realise (``methods/gqa.py``: at most as many, by score). A useful baseline on its own, and the proof of the
+are then made a set strip can realise (``methods/gqa.py``: at most as many, by score), and a mixture of
+experts' routed experts keep equal widths (``methods/expert_widths.py``; whole experts are kept). A useful baseline on its own, and the proof of the
 one-shot path: prepare -> calibrate -> fold -> strip -> export, with no training loop.
 """
 from __future__ import annotations
@@ -23,9 +24,11 @@ from leap_fx.masks.carrier import granule_sums
 from leap_fx.masks.owner import FixedMask
 from leap_fx.masks.lifecycle import carriers, original, owners
 from leap_fx.methods.base import OneShotMethod
+from leap_fx.methods.expert_widths import equal_widths
 from leap_fx.methods.gqa import gqa_realisable
 from leap_fx.methods.l2_oneshot.config import L2OneShotConfig
 from leap_fx.methods.registry import register
+from passes.analyze.plan import EXPERTS
 
 __all__ = ["L2OneShot", "allocate", "member_norms"]
 
@@ -70,7 +73,7 @@ class L2OneShot(OneShotMethod):
 
     def prepare(self, model, plan):
         super().prepare(model, plan)
-        self.kinds = {fam.fqn: fam.kind for fam in plan.families.values()} if plan is not None else {}
+        self.kinds = {k: f.kind for k, f in plan.families.items() if f.kind != EXPERTS} if plan is not None else {}
         self.plan = plan
 
     @torch.no_grad()
@@ -81,12 +84,13 @@ class L2OneShot(OneShotMethod):
         raw = {k: (torch.stack(norms[k]).sum(0).sqrt() if self.kinds[k] == "attention"
                    else torch.stack(norms[k]).sqrt().prod(0)) for k in tied}
         mean = {kind: torch.cat([raw[k].reshape(-1) for k in raw if self.kinds[k] == kind]).mean().clamp_min(1e-12)
-                for kind in set(self.kinds.values())}
+                for kind in {self.kinds[k] for k in raw}}
         scores = {k: raw[k] / mean[self.kinds[k]] for k in tied}
         goal = self.config.goal
         costs = target_costs(self.config, model, self.plan)
         costs = costs.only(tied) if goal.unit == "density" else costs
         keep = gqa_realisable(allocate(scores, costs, goal.value * costs.total), scores, self.plan)
+        keep = equal_widths(model, keep, scores, self.plan, {})
         for k, o in own.items():
             o.set(keep[k] if k in keep else torch.ones(o.grid_shape))
         counts = {k: int(v.sum()) for k, v in keep.items()}
