@@ -82,9 +82,12 @@ def as_tensors(data: Union[TextSplit, Mapping[str, torch.Tensor]]) -> Tensors:
     return dict(data)
 
 
+TARGET_KEYS = ("labels", "start_positions", "end_positions")  # what HF heads read for their loss, not inputs
+
+
 def model_inputs(batch: Mapping) -> dict:
-    """The batch without ``labels``: what the model's forward takes."""
-    return {k: v for k, v in batch.items() if k != "labels"}
+    """The batch without its loss targets (``TARGET_KEYS``): what the model's forward takes."""
+    return {k: v for k, v in batch.items() if k not in TARGET_KEYS}
 
 
 def num_examples(data) -> int:
