@@ -33,6 +33,7 @@ COLUMNS = [("mode", "mode", ""), ("wall_min", "wall min", ".1f"), ("budget_min",
            ("train_examples", "train snippets", "d"), ("density", "density", ".3f"),
            ("goal", "target", ""), ("flops", "encoder FLOPs", ".3f"),
            ("dense_test", "dense test", ".4f"), ("pruned_test", "pruned test (ORT)", ".4f"),
+           ("test_change", "test change, 95 % CI", ""), ("validation_change", "validation change, 95 % CI", ""),
            ("heads", "heads kept", ""), ("speedup_b1", "ORT speedup b1", ".2f"),
            ("speedup_b32", "ORT speedup b32", ".2f"), ("slim_mb", "slim MB", ".1f"), ("parity", "parity", ".1e")]
 
@@ -66,11 +67,18 @@ def summarize(report: dict) -> dict:
             "train_examples": report["data"]["train"], "steps": report["train"]["steps"],
             "target": report["density"]["target"], "density": report["density"]["achieved"],
             "dense_test": report["accuracy"]["dense"]["test"], "pruned_test": report["accuracy"]["pruned"]["test"],
-            "majority_test": report["data"]["majority_test"], "heads": live_of_total(report["structure"]["heads"]),
+            "majority_test": report["data"]["majority_test"],
+            **{f"{split}_change": _change(report, split) for split in ("validation", "test")}, "heads": live_of_total(report["structure"]["heads"]),
             "parity": report["onnx"]["parity_max_abs_diff"], "granularity": report["resolved_options"]["granularity"],
             "goal": (report.get("target") or {}).get("target", "-"), "flops": report["flops"]["slim_fraction"],
             "speedup_b32": _speedup(report, "b32"), "speedup_b1": _speedup(report, "b1"),
             "slim_mb": (report.get("files") or {}).get("slim_bytes", float("nan")) / 1e6}
+
+
+def _change(report: dict, split: str) -> str:
+    """Pruned - dense on ``split`` in points with the paired bootstrap interval (``-`` before it was measured)."""
+    d = report["accuracy"]["pruned"].get("delta", {}).get(split)
+    return f"{d['delta_pt']:+.1f} [{d['low_pt']:+.1f}, {d['high_pt']:+.1f}]" if d else "-"
 
 
 def _speedup(report: dict, batch: str) -> float:

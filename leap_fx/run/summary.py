@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from leap_fx.data.lengths import describe
+from leap_fx.run.bootstrap import format_delta
 from leap_fx.run.disk import fmt_bytes
 from leap_fx.run.measure import live_of_total
 
@@ -59,6 +60,8 @@ def summary_table(report: dict) -> str:
                                            f"{_fmt(pruned.get('validation'))}"),
         ("test acc dense -> pruned (ORT)", f"{_fmt(dense.get('test'))} -> {_fmt(pruned.get('test'))}"
                                           f"  (majority {_fmt(report.get('data', {}).get('majority_test'))})"),
+        *[(f"{split} change (pruned - dense)", format_delta(pruned["delta"][split]))
+          for split in ("validation", "test") if pruned.get("delta")],
         ("heads kept", f"{live_of_total(heads)}  per layer " + " ".join(str(h["live"]) for h in heads)),
         ("neurons kept", f"{live_of_total(neurons)}  per layer " + " ".join(str(n["live"]) for n in neurons)),
         ("parameters dense -> slim", f"{par.get('dense')} -> {par.get('slim')}"),

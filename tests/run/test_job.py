@@ -60,6 +60,11 @@ def test_report_is_consistent(structured_run):
     assert rep["data"]["train"] + rep["data"]["validation"] + rep["data"]["test"] == 160
     assert 0.5 <= rep["data"]["majority_test"] <= 1.0
     assert rep["mask_lr"] > 1e-2  # auto: a short run needs a faster sigma than the paper's 1e-2
+    acc = rep["accuracy"]
+    for split in ("validation", "test"):  # pruned - dense on the same rows, with a paired bootstrap interval
+        delta = acc["pruned"]["delta"][split]
+        assert delta["delta_pt"] == pytest.approx(100 * (acc["pruned"][split] - acc["dense"][split]), abs=1e-9)
+        assert delta["low_pt"] <= delta["delta_pt"] <= delta["high_pt"] and delta["rows"] == rep["data"][split]
 
 
 def test_dense_teacher_learned_the_task(structured_run):

@@ -58,13 +58,21 @@ class SequenceClassification:
     def outputs(self, out) -> dict:
         return {"logits": logits_of(out)}
 
-    def score(self, model, split, batch_size: int = 128) -> dict:
+    def correct(self, model, split, batch_size: int = 128) -> np.ndarray:
+        """Per-row 0/1 (data order): the model's argmax equals the label."""
         logits = torch_outputs(model, as_tensors(split), self.outputs, False, batch_size)["logits"]
-        return {"accuracy": _accuracy(logits, as_tensors(split)["labels"].numpy())}
+        return np.asarray(logits).argmax(-1) == as_tensors(split)["labels"].numpy()
+
+    def correct_onnx(self, path, split, batch_size: int = 64) -> np.ndarray:
+        """Per-row 0/1 of an ONNX file (or session) in onnxruntime."""
+        logits = onnx_outputs(path, as_tensors(split), self.output_names, batch_size)["logits"]
+        return np.asarray(logits).argmax(-1) == as_tensors(split)["labels"].numpy()
+
+    def score(self, model, split, batch_size: int = 128) -> dict:
+        return {"accuracy": float(self.correct(model, split, batch_size).mean())}
 
     def score_onnx(self, path, split, batch_size: int = 64) -> dict:
-        logits = onnx_outputs(path, as_tensors(split), self.output_names, batch_size)["logits"]
-        return {"accuracy": _accuracy(logits, as_tensors(split)["labels"].numpy())}
+        return {"accuracy": float(self.correct_onnx(path, split, batch_size).mean())}
 
     def evaluate(self, model, split, batch_size: int = 128) -> dict:
         """The loop's validation metrics: accuracy and cross-entropy."""
@@ -108,5 +116,3 @@ class SequenceClassification:
         }
 
 
-def _accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
-    return float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())
