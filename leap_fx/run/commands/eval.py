@@ -13,6 +13,11 @@ is scored whole (``--split all``) unless a split is asked for. The tokenizer is 
 ``--tokenizer``), never another model's, and must know the words of the rows; the max length must fit
 the model. The output names the majority-class rate of the rows scored, and warns when the accuracy is
 not clearly above it.
+
+That is a sequence-classification run. A language-model run (``report.json`` task ``causal-lm``) is
+scored by ``leap_fx.run.lm_eval`` (perplexity), a token-classification, QA or image-classification run
+by ``leap_fx.run.task_eval`` (its task's metric); ``leap-fx eval --help`` (``leap_fx.cli.eval``) lists
+what each task measures and reads.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from leap_fx.data.splits import RT_NAMES
 from leap_fx.hf.models import check_no_custom_code, has_tokenizer_files, load_tokenizer, quiet_from_pretrained
 from leap_fx.run.commands.run_info import RunInfo, checked_max_length, run_info
 from leap_fx.run.evaluate import onnx_accuracy
+from leap_fx.run.lm_eval import lm_eval
 from leap_fx.run.measure import clear_margin, majority_rate
 from leap_fx.run.task_eval import task_eval
 from leap_fx.spec.options import PruneOptions
@@ -173,10 +179,17 @@ def evaluate_command(args) -> list[str]:
         path = os.path.join(path, "model.onnx")
     if not os.path.exists(path):
         raise ValueError(f"model {args.model!r} not found")
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, f)) for f in (MANIFEST, "config.json")):
+        why = "a report.json but no model.onnx" if os.path.isfile(os.path.join(path, "report.json")) else "no model.onnx"
+        raise ValueError(f"{args.model!r} is not a run folder ({why}), a slim folder or a Hugging Face model folder: "
+                         f"give the folder `leap-fx prune --out` wrote, its model.onnx or its slim/")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: must be at least 1 (or left out to score every row)")
     if args.limit is not None and args.all_rows:
         raise ValueError("--limit and --all-rows exclude each other: pick one")
+    lm_lines = lm_eval(args, path)  # a language-model run: perplexity (run/lm_eval.py)
+    if lm_lines is not None:
+        return lm_lines
     task_lines = task_eval(args, path)  # a token-classification / QA / image run: its task's metric
     if task_lines is not None:
         return task_lines
