@@ -25,8 +25,8 @@ def sync_config(model: nn.Module, before: Plan, after: Plan) -> dict:
     old_fams, new_fams = before.attention(), after.attention()
     if config is None or not new_fams or len(old_fams) != len(new_fams):
         return {}
-    if not any(isinstance(getattr(config, k, None), int) for k in HEAD_WIDTH_KEYS):
-        return {}
+    if not any(isinstance(vars(config).get(k), int) for k in HEAD_WIDTH_KEYS):  # stored, not a property
+        return {}  # (Falcon's ``head_dim`` is a property: hidden_size // num_attention_heads)
     changed = {}
     for attr, field in COUNTS:
         old = {getattr(f, field) for f in old_fams}

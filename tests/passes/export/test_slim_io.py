@@ -89,3 +89,19 @@ def test_not_a_slim_dir(tmp_path):
     (tmp_path / MANIFEST).write_text("{}")
     with pytest.raises(ValueError, match="not a leap-fx slim"):
         load_slim(tmp_path)
+
+
+def test_uniform_strip_of_a_config_whose_head_width_is_derived_round_trips(tmp_path):
+    """Falcon (multi-query): ``config.head_dim`` is a property (``hidden_size // num_attention_heads``); strip
+    must not set the config's head count, or the dense model load_slim builds derives another head width."""
+    from transformers import FalconConfig, FalconModel
+
+    from leap_fx.run.roundtrip import roundtrip
+    torch.manual_seed(0)
+    model = FalconModel(FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     multi_query=True, new_decoder_architecture=False, use_cache=False)).eval()
+    inputs = {"input_ids": torch.randint(0, 64, (2, 8)), "attention_mask": torch.ones(2, 8, dtype=torch.long)}
+    rt = roundtrip(model, inputs, str(tmp_path), seed=0, slim=True)
+    assert rt.status == "PASS", (rt.stage, rt.reason)
+    assert model.config.num_attention_heads == 4 and model.h[0].self_attention.num_heads < 4  # per module only
+    assert rt.slim is not None and rt.slim <= 1e-5
