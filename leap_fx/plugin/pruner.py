@@ -1,6 +1,7 @@
 """``Pruner``: any registered method on any model, driven by the user's batches and loss.
 
-    pruner = Pruner(model, LeapConfig(target="flops:0.5"), example_inputs=batch, loss_fn=loss_fn, steps=300)
+    config = LeapConfig(target="flops:0.5", granularity="structured")
+    pruner = Pruner(model, config, example_inputs=batch, loss_fn=loss_fn, steps=300)
     opt = pruner.optimizer(lr=1e-4)             # the method's groups: weights, scores / thresholds / gates
     for batch in batches:                       # your loop, your schedule
         pruner.step(batch, opt)                 # on_step + loss_fn (+ KD) + the method's penalty, backward, step
@@ -25,6 +26,7 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch import nn
 
+from leap_fx.data.batches import model_inputs
 from leap_fx.masks.lifecycle import owners
 from leap_fx.methods.base import Method
 from leap_fx.methods.kwon.batches import batch_size
@@ -69,8 +71,8 @@ class Pruner:
             raise ValueError("Pruner needs example_inputs=<one batch of the model's inputs> (to find its heads and "
                              "neurons) or plan=leap_fx.analyze(model, example_inputs)")
         self.model, self.teacher, self.loss_fn, self.match_fn, self.task_loss = model, teacher, loss_fn, match_fn, task_loss
-        self.example = example_inputs
-        self.plan = plan if plan is not None else analyze(model, example_inputs, residual=config.residual)
+        self.example = model_inputs(example_inputs) if example_inputs is not None else None  # without labels
+        self.plan = plan if plan is not None else analyze(model, self.example, residual=config.residual)
         if config.goal.unit != "density" and not config.cost_seq:
             config = replace(config, cost_seq=tokens_per_example(model, self.plan, example_inputs))
         self.config, self.train_config = config, train_config or TrainConfig()
@@ -190,8 +192,8 @@ class Pruner:
         return self.method.calibrate(self.model, list(batches), self.teacher, **kwargs)
 
     def achieved(self) -> float:
-        """The fraction of the target's unit the current masks keep."""
-        return achieved(self.config, self.model, self.plan)
+        """The fraction of the target's unit the current masks keep (CoFi: its gates' own count)."""
+        return achieved(self.config, self.model, self.plan, self.method)
 
     def finish(self) -> dict:
         """Fold the method's masks into plain weights (``finalize``); returns the target check (a
