@@ -44,6 +44,13 @@ SIZES: dict[str, Any] = {
     "conv_dim": lambda c, v: tuple(HIDDEN for _ in v) if isinstance(v, (list, tuple)) else v,
     "hidden_sizes": lambda c, v: [16, 32][:min(len(v), 2)] if isinstance(v, (list, tuple)) else v,
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "rotary_dim": 4,
+    # routing inside 4 experts: top-2, at most 2 groups with 1 chosen (DeepSeek-V3's grouped routing)
+    "num_experts_per_tok": lambda c, v: min(v, 2), "moe_topk": lambda c, v: min(v, 2) if isinstance(v, int) else v,
+    "num_experts_per_token": lambda c, v: min(v, 2), "first_k_dense_replace": lambda c, v: min(v, 1),
+    "n_group": lambda c, v: min(v, 2), "topk_group": lambda c, v: min(v, 1),
+    # latent attention (DeepSeek-V2/V3): per-head parts and low ranks to the tiny width
+    "qk_rope_head_dim": 4, "qk_nope_head_dim": HIDDEN // HEADS, "v_head_dim": HIDDEN // HEADS,
+    "kv_lora_rank": 16, "q_lora_rank": lambda c, v: 16 if v else v,
     "num_stages": lambda c, v: min(v, 2), "block_sizes": lambda c, v: [1] * min(len(v), 2),
     "max_length": lambda c, v: 32 if c.get("model_type") == "audio-spectrogram-transformer" else v,
     "use_cache": False, "tie_word_embeddings": False,
@@ -75,9 +82,31 @@ def _shrink_one(config) -> None:
             setattr(config, name, [x if x < vocab else i % 4 for x in v])
     if getattr(config, "layer_types", None) is not None and isinstance(config.layer_types, list):
         config.layer_types = config.layer_types[:getattr(config, "num_hidden_layers", LAYERS)]
+    _align_stages(config)
+    if isinstance(getattr(config, "qk_rope_head_dim", None), int):  # latent attention
+        if isinstance(vars(config).get("head_dim"), int):
+            config.head_dim = config.qk_rope_head_dim  # the rotary tables' width is the rope part
+        if isinstance(vars(config).get("qk_head_dim"), int):
+            config.qk_head_dim = config.qk_nope_head_dim + config.qk_rope_head_dim
+    if vars(config).get("n_routed_experts") and vars(config).get("num_experts_per_tok", 0) is None:
+        config.num_experts_per_tok = 2  # a default of None (DeepSeek-V2): the router needs a k
     if hasattr(config, "_attn_implementation"):
         config._attn_implementation = "eager" if getattr(config, "_attn_implementation", None) is None \
             else config._attn_implementation
+
+
+def _align_stages(config) -> None:
+    """A backbone config's stage names and chosen outputs follow its new depth (a saved config that names
+    ``stage12`` of a 2-layer model is refused when it is read back)."""
+    if not isinstance(getattr(config, "stage_names", None), list) or getattr(config, "out_features", None) is None:
+        return
+    depths = getattr(config, "depths", None)
+    n = len(depths) if isinstance(depths, (list, tuple)) else getattr(config, "num_hidden_layers", LAYERS)
+    config.stage_names = ["stem"] + [f"stage{i}" for i in range(1, n + 1)]
+    try:
+        config.out_features = [config.stage_names[-1]]
+    except (AttributeError, ValueError):  # a config whose setter wants indices instead
+        config.out_indices = [n]
 
 
 def shrink(model_type: str):
