@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 LAYERS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
-EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")
+EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")  # per layer
 
 
 def _get(config, *names) -> Optional[int]:
@@ -25,9 +25,13 @@ def _get(config, *names) -> Optional[int]:
 def _moe_layers(config, layers: int) -> int:
     if not _get(config, *EXPERTS):
         return 0
-    first = _get(config, "first_k_dense_replace") or 0
+    first = _get(config, "first_k_dense_replace", "moe_layer_start_index") or 0
+    last = _get(config, "moe_layer_end_index")
     only = getattr(config, "mlp_only_layers", None) or []
     step = _get(config, "decoder_sparse_step", "moe_layer_freq") or 1
+    every = _get(config, "moe_layer_interval")  # Ernie-4.5: layers first, first + every, ... up to last
+    if every:
+        return sum(1 for i in range(layers) if i >= first and (last is None or i <= last) and (i - first) % every == 0)
     return sum(1 for i in range(layers) if i >= first and i not in only and (i + 1) % step == 0)
 
 

@@ -43,7 +43,8 @@ SIZES: dict[str, Any] = {
     "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4,
     "conv_dim": lambda c, v: tuple(HIDDEN for _ in v) if isinstance(v, (list, tuple)) else v,
     "hidden_sizes": lambda c, v: [16, 32][:min(len(v), 2)] if isinstance(v, (list, tuple)) else v,
-    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "rotary_dim": 4,
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "moe_num_experts": 4, "rotary_dim": 4,
+    "moe_k": lambda c, v: min(v, 2), "moe_layer_end_index": lambda c, v: min(v, LAYERS - 1),
     # routing inside 4 experts: top-2, at most 2 groups with 1 chosen (DeepSeek-V3's grouped routing)
     "num_experts_per_tok": lambda c, v: min(v, 2), "moe_topk": lambda c, v: min(v, 2) if isinstance(v, int) else v,
     "num_experts_per_token": lambda c, v: min(v, 2), "first_k_dense_replace": lambda c, v: min(v, 1),

@@ -7,7 +7,8 @@ routing), Qwen3-MoE (dense first layer through ``mlp_only_layers``, per-head q/k
 GPT-OSS's experts (biases, ``[experts, hidden, 2 * ffn]`` storage with gate / up interleaved, a clamped
 SwiGLU; its attention adds sink columns, issue 25 class 4), and a hand-written block on transformers'
 experts decorator (ungated, transposed, biased experts; an ``nn.Linear`` router with a bias; a per-expert
-scale gathered by the chosen experts; a dense first block). ``MOE_EXPECTED[name]`` is the structure
+scale gathered by the chosen experts; a dense first block), and Ernie-4.5 MoE (a ``[1, experts]`` score
+correction). ``MOE_EXPECTED[name]`` is the structure
 analyze must find. Sizes differ across models so a hard-coded guess cannot pass every test.
 """
 from __future__ import annotations
@@ -176,8 +177,25 @@ def plain_moe():
     return PlainMoEModel().eval(), {"x": torch.randn(2, 8, 32, generator=g)}
 
 
+def ernie4_5_moe():
+    """Ernie-4.5 MoE: a dense first layer (``moe_layer_start_index``), a shared expert, and a score correction
+    stored ``[1, experts]`` (``moe_statics``), added to the routing probabilities before the top-k."""
+    from transformers import Ernie4_5_MoeConfig
+    cfg = Ernie4_5_MoeConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             num_key_value_heads=2, intermediate_size=40, moe_intermediate_size=12, moe_num_experts=4,
+                             moe_k=2, moe_num_shared_experts=1, moe_layer_start_index=1, moe_layer_end_index=1,
+                             moe_layer_interval=1, max_position_embeddings=64, use_cache=False)
+    model = _build("Ernie4_5_MoeModel", cfg)
+    g = torch.Generator().manual_seed(34)
+    with torch.no_grad():  # a trained correction is not zero
+        for name, p in model.named_parameters():
+            if name.endswith("e_score_correction_bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model, _ids(34)
+
+
 MOE = {"mixtral": mixtral, "qwen2_moe": qwen2_moe, "glm4_moe": glm4_moe, "qwen3_moe": qwen3_moe,
-       "olmoe": olmoe, "gpt_oss": gpt_oss, "plain_moe": plain_moe}
+       "olmoe": olmoe, "gpt_oss": gpt_oss, "plain_moe": plain_moe, "ernie4_5_moe": ernie4_5_moe}
 MOE_EXPECTED = {
     "mixtral": _moe(2, 4, 2, 24, kv_heads=2),
     "qwen2_moe": _moe(2, 8, 2, 16, shared=20),
@@ -188,4 +206,5 @@ MOE_EXPECTED = {
     "gpt_oss": _moe(2, 4, 2, 16, kv_heads=2, router_bias=True, expert_bias=True, activation="", attention=2),
     "plain_moe": _moe(2, 6, 2, 16, dense=[40], router_bias=True, expert_bias=True, activation="gelu", attention=0,
                       gated=False, coupled=["scale"]),
+    "ernie4_5_moe": _moe(2, 4, 2, 12, dense=[40], shared=12, kv_heads=2, select=True),  # correction on axis 1
 }

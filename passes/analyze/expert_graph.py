@@ -82,6 +82,14 @@ def _shape(g: Graph, fqn: Optional[str]) -> Optional[tuple]:
     return g.param_shape(fqn) if fqn is not None else None  # parameters and persistent buffers
 
 
+def expert_axis(shape: Optional[tuple], experts: int) -> Optional[int]:
+    """The axis of a per-expert tensor: ``[experts]``, or ``[1, experts]`` (Ernie-4.5's score correction) and
+    the like, one entry per expert along one axis; None for any other shape."""
+    if not shape or sorted(shape)[:-1] != [1] * (len(shape) - 1) or max(shape) != experts:
+        return None
+    return list(shape).index(experts)
+
+
 def _fused(g: Graph, node, src: dict) -> Optional[tuple[str, bool]]:
     """``(3-D parameter, transposed?)`` for ``W`` or ``W.transpose(-2, -1)`` (through casts)."""
     fqn = tensor_of(g, node, src)
@@ -220,7 +228,7 @@ def router(g: Graph, ids: Node, experts: int) -> tuple[Optional[Router], str]:
             fqn = tensor_of(g, arg, src)
             if fqn is None:
                 stack.append(arg)
-            elif _shape(g, fqn) == (experts,) and fqn not in select:
+            elif expert_axis(_shape(g, fqn), experts) is not None and fqn not in select:
                 select.append(fqn)
     if proj is None:
         return None, f"no projection to {experts} router logits before the topk choosing the experts"

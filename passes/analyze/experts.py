@@ -20,6 +20,7 @@ from torch.fx import Node
 from passes.analyze.expert_graph import (
     ExpertProjection,
     Router,
+    expert_axis,
     expert_projections,
     expert_readers,
     router,
@@ -121,7 +122,8 @@ def _layer(g: Graph, down: ExpertProjection, pieces: list, act: str, route: Rout
     rows = Slice(mod, name, route.axis, 0, n, "router", bias if route.bias and bias_mod == mod else None)
     known = {m.weight_name for m in members} | {f"{m.fqn}.{m.bias}" for m in members if m.bias}
     extra = [t for t in route.gathered if t not in known and t not in route.select and t != route.bias]
-    coupled = tuple(Slice(*s.rpartition(".")[::2], 0, 0, n, "coupled") for s in (*route.select, *extra))
+    coupled = tuple(Slice(*s.rpartition(".")[::2], expert_axis(g.param_shape(s), n) or 0, 0, n, "coupled")
+                    for s in (*route.select, *extra))
     if route.bias and bias_mod != mod:
         coupled += (Slice(bias_mod, bias, 0, 0, n, "coupled"),)
     fam = ExpertsFamily(common_prefix([mod, down.module]), -1, n, route.top_k, rows, tuple(members), coupled,
