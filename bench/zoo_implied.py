@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional
 
 LAYERS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers")
+HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "encoder_attention_heads", "attention_heads")
 EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")  # per layer
 
 
@@ -44,6 +45,8 @@ def implied(config) -> dict:
     layers = _get(config, *LAYERS) or enc
     if layers is None:
         return {"attention": None, "ffn": None, "experts": None}
+    if _get(config, *HEADS) is None and not isinstance(getattr(config, "num_heads", None), (list, tuple)):
+        return {"attention": 0, "ffn": None, "experts": 0}  # no head count anywhere: a conv net (ConvNeXt)
     types = getattr(config, "layer_types", None)
     attention = layers
     if isinstance(types, (list, tuple)) and types and all(isinstance(t, str) for t in types):

@@ -81,8 +81,13 @@ def _shrink_one(config) -> None:
             setattr(config, name, i % 4)
         elif isinstance(v, list) and vocab:
             setattr(config, name, [x if x < vocab else i % 4 for x in v])
-    if getattr(config, "layer_types", None) is not None and isinstance(config.layer_types, list):
-        config.layer_types = config.layer_types[:getattr(config, "num_hidden_layers", LAYERS)]
+    layers = getattr(config, "num_hidden_layers", LAYERS)
+    for name, value in list(vars(config).items()):  # layer_types, mlp_layer_types, ...: one entry per layer
+        if name.endswith("layer_types") and isinstance(value, list):
+            setattr(config, name, value[:layers])
+    if isinstance(vars(config).get("attention_types"), list) and getattr(config, "model_type", "") == "gpt_neo":
+        config.attention_types = [[["global", "local"], max(1, LAYERS // 2)]]  # [[kinds, repeats]] = the layers
+        config.attention_layers = (["global", "local"] * LAYERS)[:LAYERS]
     _align_stages(config)
     if isinstance(getattr(config, "qk_rope_head_dim", None), int):  # latent attention
         if isinstance(vars(config).get("head_dim"), int):
