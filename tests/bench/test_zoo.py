@@ -24,7 +24,7 @@ def test_zoo_writes_json_and_table(tmp_path, capsys):
     data = json.loads(out.read_text())
     bert, funnel = data["results"]
     assert bert["status"] == "PASS" and bert["parity"] and max(bert["parity"].values()) <= 1e-4
-    assert funnel["stage"] == "build" and funnel["hint"] == "shrinker limitation"
+    assert funnel["stage"] == "build" and funnel["hint"].startswith("shrinker")
     assert summary["standard_attention"] == 1 and summary["pass_rate"] == 1.0
     text = capsys.readouterr().out
     assert "| bert | BertModel | 2/2 | 2/2 | PASS |" in text and "FAIL at build" in text and "wrote" in text
@@ -41,6 +41,18 @@ def test_config_implied_families_and_shortfall():
     assert shortfall({"attention": 2, "ffn": 1}, implied(moe)) == "ffn+experts 1/5"
     assert shortfall({"attention": 2, "ffn": 5}, implied(moe)) == ""  # experts reported as FFN families
     assert shortfall({"attention": 1, "ffn": 2}, implied(shrink("bert"))) == "attention 1/2"
+    assert implied(shrink("convnext"))["attention"] == 0  # no head count anywhere: no attention implied
+    ernie = implied(shrink("ernie4_5_moe"))  # MoE layers from moe_layer_start_index (layer 0 dense)
+    assert ernie == {"attention": 2, "ffn": 1, "experts": 4}
+
+
+def test_a_model_whose_eager_forward_fails_is_a_harness_failure_and_still_counts():
+    r = zoo.run_one("clip", lambda stage: None)  # CLIPModel also needs pixel_values: the inputs are not right
+    assert r["stage"] == "build" and r["hint"].startswith("shrinker or example-input")
+    passing = {"arch": "bert", "status": "PASS", "stage": "", "families": {"attention_sites": 2}}
+    failed = {"arch": "x", "status": "FAIL", "stage": "trace", "families": {}, "implied": {"attention": 2}}
+    summary = zoo.summarize([passing, failed, r])
+    assert (summary["standard_attention"], summary["standard_attention_pass"]) == (2, 1)  # the trace failure counts
 
 
 def test_a_stuck_architecture_is_named_with_its_stage():
