@@ -7,6 +7,8 @@ only its own files, locks, ``--overwrite`` / ``--resume``), the method registry,
 passes with the classification job; what differs is the task's (``leap_fx.tasks.causal_lm``): no
 teacher fine-tune (the pretrained LM is the teacher: distillation targets are its next-token
 distributions), packed text blocks, next-token losses, perplexity, a KV-cache export and decoding speed.
+The method runs through the plugin API (``leap_fx.Pruner``: ``train`` or ``calibrate``, then ``finish``), the
+same object a user drives by hand, with the same safeguards.
 Writes in ``--out``: ``model.onnx`` (+ ``model.int8.onnx``), ``tokenizer/``, ``slim/``, ``report.json``,
 ``options.json``, ``train/`` (trained methods).
 """
@@ -21,8 +23,8 @@ import torch
 
 from leap_fx.data.batches import iterate_batches
 from leap_fx.env.device import choose_device
-from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
+from leap_fx.plugin.pruner import Pruner
 from leap_fx.run.clock import Clock
 from leap_fx.run.frame import in_rundir, start
 from leap_fx.run.lm_recover import check_recover, recover
@@ -31,7 +33,6 @@ from leap_fx.run.rundir import RunDir, save_tokenizer
 from leap_fx.spec.options import PruneOptions
 from leap_fx.spec.train import TrainConfig
 from leap_fx.tasks.registry import build_task
-from leap_fx.train.loop import train
 from leap_fx.train.setup import total_steps
 from passes.analyze import analyze
 from passes.export import save_slim
@@ -73,18 +74,20 @@ def run_lm(options: PruneOptions, model=None, tokenizer=None) -> dict:
     return in_rundir(rundir, lm_summary, lambda: _run(task, opts, options, model, tokenizer, data, clock, out))
 
 
-def _prune(task, opts, method, student, teacher, data, plan, train_cfg, out):
-    """The method's part on the blocks: ``(folded model, history, metrics)``."""
-    if method.kind == "trained":
-        res = train(student, teacher, task.tensors(data.blocks["train"]), task.tensors(data.blocks["validation"]),
-                    train_cfg, method, plan, out_dir=os.path.join(out, "train"), resume=opts.resume,
-                    quiet=not opts.verbose, evaluate_fn=task.evaluate)
-        return res.model, res.history, res.metrics
-    method.prepare(student, plan)
-    batches = list(iterate_batches(task.tensors(data.blocks["calibration"]), train_cfg.batch_size))
-    calibration = method.calibrate(student, batches, teacher)
-    return method.finalize(student).eval(), [], {"step": 0, "calibration": calibration,
-                                                 "blocks": int(data.blocks["calibration"].shape[0])}
+def _prune(task, opts, pruner: Pruner, data, out):
+    """The method's part on the blocks, through the plugin API (``Pruner``: the library's loop or the
+    one-shot calibration, then ``finish``: fold and the target check): ``(folded model, history, metrics)``."""
+    if pruner.kind == "trained":
+        res = pruner.train(task.tensors(data.blocks["train"]), task.tensors(data.blocks["validation"]),
+                           out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose,
+                           evaluate_fn=task.evaluate)
+        pruner.finish()
+        return pruner.model.eval(), res.history, res.metrics
+    batches = list(iterate_batches(task.tensors(data.blocks["calibration"]), pruner.train_config.batch_size))
+    calibration = pruner.calibrate(batches)
+    pruner.finish()
+    return pruner.model.eval(), [], {"step": 0, "calibration": calibration,
+                                     "blocks": int(data.blocks["calibration"].shape[0])}
 
 
 def _run(task, opts, options, model, tokenizer, data, clock: Clock, out: str) -> dict:
@@ -95,11 +98,13 @@ def _run(task, opts, options, model, tokenizer, data, clock: Clock, out: str) ->
     train_cfg = lm_train_config(opts, int(data.blocks["train"].shape[0]))
     config = replace(method_config(opts), cost_seq=task.config.block_size, cost_batch=1)
     steps = total_steps(train_cfg, task.tensors(data.blocks["train"]))
-    method = build(config, steps, train_cfg, task.task_loss())
     with clock.stage("analyze"):
         plan = analyze(student, {k: v.to(device) for k, v in example.items()}, residual=config.residual)
+    pruner = Pruner(student, config, plan=plan, steps=steps, teacher=teacher, task_loss=task.task_loss(),
+                    train_config=train_cfg)
+    method = pruner.method
     with clock.stage(f"{method.kind} ({method.name})"):
-        slim, history, metrics = _prune(task, opts, method, student, teacher, data, plan, train_cfg, out)
+        slim, history, metrics = _prune(task, opts, pruner, data, out)
     slim, teacher = slim.cpu().eval(), teacher.cpu()
     with clock.stage("strip"):
         stripped = strip(slim, plan, example, sublayers=config.strip_sublayers)
