@@ -1,6 +1,6 @@
 """The architecture zoo: transformers-5 model classes from shrunken default configs, through the graph side.
 
-    python -m bench.zoo [--only bert,t5 | --all] [--workers 2] [--timeout 120] [--out bench/results/zoo.json]
+    python -m bench.zoo [--only bert,t5 | --all] [--workers 2] [--timeout 120] [--out bench/results/zoo.json] [--resume]
 
 Every architecture is built with ``AutoModel.from_config(shrink(model_type))`` (``bench/zoo_shrink.py``:
 a generic shrinker over the usual size fields; random weights), given example inputs from its config
@@ -29,7 +29,7 @@ from leap_fx.costs.timing import environment
 from leap_fx.hf.inputs import example_inputs
 from leap_fx.run.roundtrip import roundtrip
 from leap_fx.run.summary import format_table
-from passes.io import write_json
+from passes.io import read_json, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCHITECTURES = (
@@ -96,8 +96,9 @@ def _child(arch: str, queue) -> None:
                             "reason": f"{type(exc).__name__}: {exc}"[:300], "families": {}}))
 
 
-def sweep(archs, workers: int, timeout: float, progress=print) -> list[dict]:
-    """Run every architecture in its own forked process, ``workers`` at a time."""
+def sweep(archs, workers: int, timeout: float, progress=print, on_result=None) -> list[dict]:
+    """Run every architecture in its own forked process, ``workers`` at a time; ``on_result(results)`` is
+    called with the finished results (in ``archs`` order) after each one."""
     ctx = mp.get_context("fork")
     pending, running, results = list(archs), {}, {}
     while pending or running:
@@ -125,6 +126,8 @@ def sweep(archs, workers: int, timeout: float, progress=print) -> list[dict]:
                 p.join(1)
                 del running[arch]
                 r = results[arch]
+                if on_result is not None:
+                    on_result([results[a] for a in archs if a in results])
                 progress(f"[{len(results)}/{len(results) + len(running) + len(pending)}] {arch}: {r['status']}"
                          f"{'' if r['status'] == 'PASS' else ' at ' + r['stage']} ({time.perf_counter() - start:.0f} s)")
         time.sleep(0.05)
@@ -190,12 +193,22 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="architectures run at once (default: 2)")
     ap.add_argument("--timeout", type=float, default=180.0, help="seconds per architecture (default: 180)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "zoo.json"))
+    ap.add_argument("--resume", action="store_true", help="keep the results already in --out (a sweep stopped "
+                                                          "part way: the file is rewritten after every architecture)")
     args = ap.parse_args(argv)
     archs = args.only.split(",") if args.only else every_model_type() if args.all else list(ARCHITECTURES)
+    done = {r["arch"]: r for r in read_json(args.out)["results"]} if args.resume and os.path.isfile(args.out) else {}
     t0 = time.perf_counter()
-    results = sweep(archs, max(1, args.workers), args.timeout)
-    summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers}
-    write_json(args.out, {"environment": environment(), "summary": summary, "results": results})
+
+    def save(finished: list[dict], complete: bool = False) -> tuple[list[dict], dict]:
+        results = [done.get(a) or next(r for r in finished if r["arch"] == a) for a in archs
+                   if a in done or any(r["arch"] == a for r in finished)]
+        summary = {**summarize(results), "seconds": round(time.perf_counter() - t0, 1), "workers": args.workers,
+                   "swept": f"{len(results)}/{len(archs)}", "complete": complete}
+        write_json(args.out, {"environment": environment(), "summary": summary, "results": results})
+        return results, summary
+    finished = sweep([a for a in archs if a not in done], max(1, args.workers), args.timeout, on_result=save)
+    results, summary = save(finished, complete=True)
     print(table(results))
     print(f"\n{summary['pass']}/{summary['architectures']} PASS; standard attention: "
           f"{summary['standard_attention_pass']}/{summary['standard_attention']} "

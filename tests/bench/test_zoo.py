@@ -60,3 +60,16 @@ def test_a_stuck_architecture_is_named_with_its_stage():
     from leap_fx.run.roundtrip import STAGES
     assert r["status"] == "FAIL" and r["reason"].startswith("no result after")
     assert r["stage"] in ("start", "build") + STAGES  # where it was when stopped (how far depends on the machine)
+
+
+def test_the_json_is_rewritten_after_each_architecture_and_resume_keeps_it(tmp_path):
+    out = tmp_path / "zoo.json"
+    zoo.main(["--only", "funnel", "--workers", "1", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert data["summary"]["swept"] == "1/1" and data["summary"]["complete"]
+    data["results"][0]["marker"] = "kept"  # a result already there is not run again
+    out.write_text(json.dumps(data))
+    zoo.main(["--only", "funnel,bert", "--workers", "1", "--out", str(out), "--resume"])
+    data = json.loads(out.read_text())
+    assert [r["arch"] for r in data["results"]] == ["funnel", "bert"] and data["results"][0]["marker"] == "kept"
+    assert data["summary"]["swept"] == "2/2" and data["summary"]["pass"] == 1
