@@ -9,6 +9,7 @@ from leap_fx.cli.command import Command
 __all__ = ["Eval"]
 
 SEQ, LM = "sequence classification", "causal-lm"
+TOK, QA, IMG = "token-classification", "question-answering", "image-classification"
 
 
 class Eval(Command):
@@ -33,9 +34,12 @@ The metric, and what --data reads, follow the run's task:
 
 Rows: without --data, the run's own data is scored on the run's test split, capped as the run
 capped it (quick mode: its random subset), which gives the report's figure (causal-lm: its
-perplexity.slim). Any other file is scored whole (--split all; causal-lm: its documents in file
-order, cut into blocks), or, for sequence classification and causal-lm, on the split --split names
-(--split-seed). Options marked [task, ...] apply to those tasks only."""
+perplexity.slim); --all-rows scores every row of that split, --limit N a random N of it. Any other
+file is scored whole (--split all; causal-lm: its documents in file order, cut into blocks), or on
+the part of it the job's split rule makes (--split train|validation|test, --split-seed); --limit N
+scores a random N of those rows. Options marked [task, ...] apply to those tasks only: a
+token-classification, question-answering or image-classification run refuses, by name, a flag that
+does not apply to it."""
 
     @classmethod
     def add_arguments(cls, p) -> None:
@@ -47,25 +51,24 @@ order, cut into blocks), or, for sequence classification and causal-lm, on the s
         p.add_argument("--split", choices=("all", "train", "validation", "test"),
                        help="what to score: all (default for a file other than the run's data), or a split: the "
                             "run's own (default test for the run's data), else the job's split of the file "
-                            f"with --split-seed [{SEQ}, {LM}; other tasks score another file whole]")
-        p.add_argument("--text-column", help=f"text column of a data file (default: the run's, else text) "
-                                             f"[{SEQ}, {LM}]")
+                            "with --split-seed")
+        p.add_argument("--text-column", help=f"text column of a data file (default: the run's, else text; {TOK}: the "
+                                             f"words column of a .jsonl) [{SEQ}, {LM}, {TOK}]")
         p.add_argument("--text-pair-column", help=f"second text column for sentence pairs (default: the run's) "
                                                   f"[{SEQ}]")
-        p.add_argument("--label-column", help=f"label column of a data file (default: the run's, else label) [{SEQ}]")
+        p.add_argument("--label-column", help=f"label column of a data file (default: the run's, else label; {TOK}: "
+                                              f"the tags column of a .jsonl; {IMG}: of a .jsonl) [{SEQ}, {TOK}, {IMG}]")
         p.add_argument("--tokenizer", help="tokenizer directory (default: the model folder's, else the run's "
-                                           f"tokenizer/; never another model's) [{SEQ}, {LM}]")
-        p.add_argument("--max-length", type=int, help=f"max tokens per example (default: the run's, else 64) [{SEQ}; "
-                                                      f"causal-lm uses the run's block size]")
+                                           f"tokenizer/; never another model's) [{SEQ}, {LM}, {TOK}, {QA}]")
+        p.add_argument("--max-length", type=int, help=f"max tokens per example (default: the run's, else 64) [{SEQ}, "
+                                                      f"{TOK}, {QA}; causal-lm uses the run's block size]")
         p.add_argument("--limit", type=int, help="score only a random subset of this size (causal-lm: of blocks)")
-        p.add_argument("--split-seed", type=int, help="seed of the split / subset (default: the run's, else 0) "
-                                                      f"[{SEQ}, {LM}]")
+        p.add_argument("--split-seed", type=int, help="seed of the split / subset (default: the run's, else 0)")
         p.add_argument("--all-rows", action="store_true", help="score every row (causal-lm: block) of the run's "
-                                                               "split (a --quick run scored a random subset of it) "
-                                                               f"[{SEQ}, {LM}]")
-        p.add_argument("--drop-invalid", action="store_true", help="skip data rows without text or label (counted) "
-                                                                   "instead of refusing the file (default: the run's) "
-                                                                   f"[{SEQ}, {LM}]")
+                                                               "split (a --quick run scored a random subset of it)")
+        p.add_argument("--drop-invalid", action="store_true", help="skip invalid data rows (e.g. without text or "
+                                                                   "label; counted) instead of refusing the file "
+                                                                   "(default: the run's)")
         p.add_argument("--tsv-quotes", action="store_true", help="read quotes in .tsv files as CSV quoting "
                                                                  f"(default: the run's) [{SEQ}]")
         p.add_argument("--allow-many-classes", action="store_true",
@@ -75,7 +78,7 @@ order, cut into blocks), or, for sequence classification and causal-lm, on the s
                        help=f"when model.onnx's metadata and the run's report.json disagree: use this one [{SEQ}]")
         p.add_argument("--trust-edited", action="store_true",
                        help="load a slim folder whose files changed since save_slim wrote them (edited on purpose) "
-                            f"[{SEQ}, {LM}]")
+                            "(a slim/ folder; every task)")
 
     @classmethod
     def run(cls, args) -> int:

@@ -106,3 +106,32 @@ def test_eval_equals_the_report(image_run):
     assert split == "test" and n == report["data"]["test"]
     assert acc == pytest.approx(report["metrics"]["pruned"]["test"]["accuracy"], abs=1e-9)
     assert json.loads((out / "report.json").read_text())["task"] == "image-classification"
+
+
+@pytest.mark.slow
+def test_eval_of_another_folder_honours_split_and_limit(image_run, tmp_path):
+    from transformers import AutoConfig
+
+    from leap_fx.methods.request import task_config
+    from leap_fx.spec.options import PruneOptions
+    from leap_fx.tasks.registry import build_task
+    from leap_fx.tasks.rows import split_rows
+    from leap_fx.tasks.supervised import TaskData
+    out, report, _ = image_run
+    known = set(PruneOptions.__dataclass_fields__)
+    opts = PruneOptions.from_dict({k: v for k, v in report["resolved_options"].items() if k in known})
+    task = build_task(task_config(opts))
+    other = image_folder(tmp_path / "other", per_class=10, seed=3)
+    test = split_rows(read_images(other), opts.split_seed)[2]  # the job's split rule, applied directly
+    source = report["model"]["source"]  # pixels as the job made them: the model folder's preprocessing
+    prep = image_prep(source, AutoConfig.from_pretrained(source))
+    split = task.encode(TaskData({"test": test}, report["data"]["label_names"]), prep, opts)[0]["test"]
+    direct = task.score_onnx(str(out / "model.onnx"), split)
+    res = cli("eval", str(out), "--data", other, "--split", "test")
+    assert eval_metric(res, "accuracy") == ("test", pytest.approx(direct["accuracy"], abs=1e-9), len(test))
+    assert len(test) == 3 and f"the test split (seed {opts.split_seed}) of {other}" in res.stdout
+    assert eval_metric(cli("eval", str(out), "--data", other, "--limit", "5"), "accuracy")[::2] == ("all", 5)
+    assert eval_metric(cli("eval", str(out / "slim"), "--limit", "4"), "accuracy")[::2] == ("test", 4)
+    res = cli("eval", str(out), "--data", other, "--text-column", "t", "--tokenizer", "x", "--label-column", "y")
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert all(f"{flag} (" in res.stderr for flag in ("--text-column", "--tokenizer", "--label-column"))

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from leap_fx.tasks.token_classification.data import (
     read_tags_file,
@@ -137,3 +138,109 @@ def test_task_inferred_from_the_model_and_unknown_task_option_refused(token_run,
     assert res.returncode == 2 and "--doc-stride is an option of --task question-answering, not of --task " \
         "token-classification" in res.stderr
     assert json.loads((out / "options.json").read_text())["task"] == "token-classification"
+
+
+# -- sub-word alignment through a tokenizer that really splits words --------------------------------
+SUBWORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "an", "##na", "lives", "in", "ber", "##lin", "##er",
+            "visit", "##s", "o", "'", "neil", "ky", "##iv", "."]
+
+
+def wordpiece_tokenizer():
+    """A WordPiece fast tokenizer (BERT normalizer and pre-tokenizer, [CLS] ... [SEP]) whose vocabulary holds
+    "##" pieces: "anna" -> an ##na, "berliner" -> ber ##lin ##er, "O'Neil" -> o ' neil (split by punctuation)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    vocab = {w: i for i, w in enumerate(SUBWORDS)}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+        ("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+
+
+def test_real_subword_tokenizer_labels_each_words_first_piece_only():
+    from leap_fx.methods.request import task_config
+    from leap_fx.spec.options import PruneOptions
+    from leap_fx.tasks.registry import build_task
+    from leap_fx.tasks.rows import Rows
+    from leap_fx.tasks.supervised import TaskData
+    tok = wordpiece_tokenizer()
+    rows = [{"tokens": ["anna", "lives", "in", "Berlin", "."], "tags": ["B-PER", "O", "O", "B-LOC", "O"]},
+            {"tokens": ["O'Neil", "visits", "berliner", "zzz", "kyiv"], "tags": ["B-PER", "O", "B-MISC", "O", "B-LOC"]}]
+    names = ["O", "B-LOC", "B-MISC", "B-PER"]
+    index = {n: i for i, n in enumerate(names)}
+    pieces = [tok.convert_ids_to_tokens(ids) for ids in tok([r["tokens"] for r in rows], is_split_into_words=True)
+              ["input_ids"]]
+    assert pieces[0] == ["[CLS]", "an", "##na", "lives", "in", "ber", "##lin", ".", "[SEP]"]
+    assert pieces[1] == ["[CLS]", "o", "'", "neil", "visit", "##s", "ber", "##lin", "##er", "[UNK]", "ky", "##iv",
+                         "[SEP]"]
+    # the task's own encoding path (handler.encode -> encode_rows), the length chosen from the rows (13 pieces)
+    opts = PruneOptions(task="token-classification")
+    task = build_task(task_config(opts))
+    split = task.encode(TaskData({"test": Rows(rows)}, names), tok, opts)[0]["test"]
+    labels = split.tensors["labels"].tolist()
+    assert split.tensors["input_ids"].shape == (2, 13)  # nothing truncated
+    per, loc, misc, o, x = index["B-PER"], index["B-LOC"], index["B-MISC"], index["O"], -100
+    #                  [CLS] an  ##na lives in ber ##lin .  [SEP] [PAD] x4
+    assert labels[0] == [x, per, x, o, o, loc, x, o, x, x, x, x, x]
+    #                  [CLS] o   '  neil visit ##s ber  ##lin ##er [UNK] ky  ##iv [SEP]
+    assert labels[1] == [x, per, x, x, o, x, misc, x, x, o, loc, x, x]
+    for row, lab, ids in zip(rows, labels, split.tensors["input_ids"].tolist()):
+        firsts = [lab[p] for p in range(len(lab)) if lab[p] != x]
+        assert firsts == [index[t] for t in row["tags"]]  # one label per word, in word order
+        assert all(lab[p] == x for p, i in enumerate(ids) if i in (0, 2, 3))  # [PAD], [CLS], [SEP]
+    assert split.meta["scored_words"] == [[0, 1, 2, 3, 4]] * 2 and split.meta["words_not_scored"] == 0
+    # scoring reads the first pieces only: right there, wrong on every other piece -> F1 1
+    logits = torch.zeros(2, 13, len(names))
+    for b, lab in enumerate(labels):
+        for p, y in enumerate(lab):
+            logits[b, p, y if y != x else index["B-MISC"]] = 5.0
+    assert task.scores({"logits": logits.numpy()}, split)["f1"] == 1.0
+    # truncated inside a word: its first piece keeps the tag, the words after it are counted as not scored
+    tensors, meta = encode_rows(tok, rows[1:], index, max_length=8)  # [CLS] o ' neil visit ##s ber [SEP]
+    assert tensors["labels"][0].tolist() == [x, per, x, x, o, x, misc, x]
+    assert meta["scored_words"] == [[0, 1, 2]] and meta["words_not_scored"] == 2
+
+
+def _run_task(report):
+    """The run's task and options as ``leap-fx eval`` rebuilds them from its report."""
+    from leap_fx.methods.request import task_config
+    from leap_fx.spec.options import PruneOptions
+    from leap_fx.tasks.registry import build_task
+    known = set(PruneOptions.__dataclass_fields__)
+    opts = PruneOptions.from_dict({k: v for k, v in report["resolved_options"].items() if k in known})
+    return build_task(task_config(opts)), opts
+
+
+@pytest.mark.slow
+def test_eval_of_another_file_honours_split_limit_and_columns(token_run, tmp_path):
+    from leap_fx.hf.models import load_tokenizer
+    from leap_fx.tasks.rows import split_rows
+    from leap_fx.tasks.supervised import TaskData
+    out, report, _, _ = token_run
+    task, opts = _run_task(report)
+    other = write_jsonl(tmp_path / "other.jsonl", ner_rows(60, seed=5))
+    test = split_rows(read_tags_file(other), opts.split_seed)[2]  # the job's split rule, applied directly
+    split = task.encode(TaskData({"test": test}, report["data"]["label_names"]), load_tokenizer(str(out / "tokenizer")),
+                        opts)[0]["test"]
+    direct = task.score_onnx(str(out / "model.onnx"), split)
+    res = cli("eval", str(out), "--data", other, "--split", "test")
+    assert eval_metric(res, "f1") == ("test", pytest.approx(direct["f1"], abs=1e-4), len(test)) and len(test) == 6
+    assert f"the test split (seed {opts.split_seed}) of {other}" in res.stdout
+    assert eval_metric(cli("eval", str(out), "--data", other, "--limit", "7"), "f1")[::2] == ("all", 7)
+    own = cli("eval", str(out / "slim"), "--limit", "5")  # the run's own test split, PyTorch
+    assert eval_metric(own, "f1")[::2] == ("test", 5) and "pytorch" in own.stdout
+    renamed = write_jsonl(tmp_path / "renamed.jsonl", [{"words": r["tokens"], "ner": r["tags"]}
+                                                       for r in ner_rows(60, seed=5)])
+    res = cli("eval", str(out), "--data", renamed, "--split", "test", "--text-column", "words", "--label-column", "ner")
+    assert eval_metric(res, "f1") == ("test", pytest.approx(direct["f1"], abs=1e-4), len(test))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(open(other).read() + '{"tokens": ["anna"], "tags": []}\n')
+    res = cli("eval", str(out), "--data", str(broken), "--split", "test", "--drop-invalid")
+    assert eval_metric(res, "f1") == ("test", pytest.approx(direct["f1"], abs=1e-4), len(test))
+    assert "read 61 rows, skipped 1 (--drop-invalid), e.g. line 61: 1 words but 0 tags" in res.stdout
+    res = cli("eval", str(out), "--text-pair-column", "b", "--trust-edited")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--text-pair-column (a row is one list of words)" in res.stderr and "--trust-edited (" in res.stderr
