@@ -280,13 +280,17 @@ def _masked_bert():
 
 
 def test_float32_rounding_above_rtol_is_decided_in_float64():
-    """With rtol below float32's rounding (9e-8 here) the float32 check fails; in float64 only the folded bias's
-    own float32 rounding is left (2e-10)."""
-    model, inputs, plan = _masked_bert()
+    """With rtol below float32's rounding (GPT-2 with a folded v head: ~2e-7 here) the float32 check fails; in
+    float64 only the folded bias's own float32 rounding is left (~5e-9). GPT-2, not BERT: how much float32
+    rounding a fold leaves depends on the attention kernel (BERT's sdpa path in transformers 5.25 gives 0)."""
+    model, inputs = models.gpt2()
+    plan = analyze(model, inputs)
+    randomize_biases(model)
+    mask_heads(model, plan.attention()[0], ["out", "v", "keep", "keep"])
     ref = run(model, inputs)
-    report = strip(model, plan, inputs, rtol=1e-9)
-    assert report.float32_rel_diff is not None and report.float32_rel_diff > 1e-8  # float32 alone would refuse
-    assert report.max_rel_diff <= 1e-9 and "in float64" in report.table()
+    report = strip(model, plan, inputs, rtol=2e-8)
+    assert report.float32_rel_diff is not None and report.float32_rel_diff > 2e-8  # float32 alone would refuse
+    assert report.max_rel_diff <= 2e-8 and "in float64" in report.table()
     assert next(model.parameters()).dtype == torch.float32  # cast back
     assert (run(model, inputs) - ref).abs().max().item() <= 1e-5
 
