@@ -27,8 +27,8 @@ from leap_fx.hf.models import (
     load_finetuned,
     load_tokenizer,
 )
-from leap_fx.methods.registry import build
 from leap_fx.methods.request import check, method_config, resolve, task_config
+from leap_fx.plugin.pruner import Pruner
 from leap_fx.run.clock import Clock
 from leap_fx.run.frame import start
 from leap_fx.run.disk import disk_report, remove_checkpoints
@@ -118,22 +118,23 @@ def dense_teacher(opts: PruneOptions, data, model=None, tokenizer=None, teacher=
     return model, tokenizer, teacher.eval(), info
 
 
-def prune_stage(method, student, teacher, data, plan, train_cfg, out: str, opts, evaluate_fn=None) -> tuple:
-    """The method's part: ``(pruned folded model, history, metrics)``; ``evaluate_fn``: the task's
-    validation metric (its handler's ``evaluate``)."""
-    if method.kind == "trained":
-        res = train(student, teacher, data.train, data.validation, train_cfg, method, plan,
-                    out_dir=os.path.join(out, "train"), resume=opts.resume, quiet=not opts.verbose,
-                    evaluate_fn=evaluate_fn)
-        return res.model, res.history, res.metrics
-    method.prepare(student, plan)
+def prune_stage(pruner: Pruner, data, out: str, opts, evaluate_fn=None) -> tuple:
+    """The method's part, through the plugin API (``Pruner``: the library's loop or the one-shot calibration,
+    then ``finish``: fold and the target check): ``(pruned folded model, history, metrics)``; ``evaluate_fn``:
+    the task's validation metric (its handler's ``evaluate``)."""
+    if pruner.kind == "trained":
+        res = pruner.train(data.train, data.validation, out_dir=os.path.join(out, "train"), resume=opts.resume,
+                           quiet=not opts.verbose, evaluate_fn=evaluate_fn)
+        pruner.finish()
+        return pruner.model.eval(), res.history, res.metrics
     n = min(CALIBRATION_EXAMPLES, len(data.train))
-    batches = iterate_batches({k: v[:n] for k, v in data.train.features.items()}, train_cfg.batch_size)
-    calibration = method.calibrate(student, batches, teacher)
-    dens = method.densities(student)
+    batches = iterate_batches({k: v[:n] for k, v in data.train.features.items()}, pruner.train_config.batch_size)
+    calibration = pruner.calibrate(batches)
+    dens = pruner.method.densities(pruner.model)
     metrics = {"step": 0, "examples": n, "calibration": calibration,
-               **density_by_kind(student, dens, weight_kinds(plan, dens))}
-    return method.finalize(student).eval(), [], metrics
+               **density_by_kind(pruner.model, dens, weight_kinds(pruner.plan, dens))}
+    pruner.finish()
+    return pruner.model.eval(), [], metrics
 
 
 def slim_stage(slim, plan, example, tokenizer, out: str, compact: bool = False, sublayers: bool = False,
@@ -234,14 +235,16 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
     example, flop_input = task.example_inputs(data.train, 2), task.flop_inputs(data.train)
     train_cfg = train_config(opts, data)
     config = run_method_config(opts, flop_input)
-    method = build(config, total_steps(train_cfg, data.train), train_cfg, task.task_loss())
     with clock.stage("analyze"):
         plan = analyze(student, example, residual=config.residual)
     if config.goal.unit == "latency":  # measured once per model shape and machine, then cached
         with clock.stage("latency table"):
             _latency_table(student, plan, example, config, opts)
+    pruner = Pruner(student, config, plan=plan, steps=total_steps(train_cfg, data.train), teacher=teacher,
+                    task_loss=task.task_loss(), train_config=train_cfg)
+    method = pruner.method
     with clock.stage(f"{method.kind} ({method.name})"):
-        slim, history, metrics = prune_stage(method, student, teacher, data, plan, train_cfg, out, opts, task.evaluate)
+        slim, history, metrics = prune_stage(pruner, data, out, opts, task.evaluate)
     if not dist.is_main:  # strip, export, evaluation and the report are rank 0's
         return {"status": "worker", "rank": dist.rank, "train": {"steps": metrics.get("step")}}
     with clock.stage("strip + export"):
