@@ -179,6 +179,21 @@ def table(results: list[dict], markdown: bool = True) -> str:
                                ("result", "result", "")], markdown=markdown)
 
 
+def recount(path: str) -> dict:
+    """``implied`` / ``shortfall`` / ``silent`` of every stored result from today's ``zoo_implied`` (configs only)."""
+    data = read_json(path)
+    for r in data["results"]:
+        want = _implied_or_none(r["arch"])
+        r["implied"] = want
+        if r.get("families"):
+            r["shortfall"] = shortfall(r["families"], want)
+            r["silent"] = bool(r["shortfall"]) and r["status"] == "PASS" and not r["families"].get("unmatched")
+    data["summary"] = {**data["summary"], **summarize(data["results"])}
+    write_json(path, data)
+    print(table(data["results"]))
+    return data["summary"]
+
+
 def every_model_type() -> list[str]:
     """Every model type transformers' AutoModel maps to a base class (the ``--all`` sweep)."""
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
@@ -195,7 +210,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "zoo.json"))
     ap.add_argument("--resume", action="store_true", help="keep the results already in --out (a sweep stopped "
                                                           "part way: the file is rewritten after every architecture)")
+    ap.add_argument("--recount", action="store_true", help="recompute what each config implies (and the silent "
+                                                           "partial finds) for the results in --out; runs nothing")
     args = ap.parse_args(argv)
+    if args.recount:
+        return recount(args.out)
     archs = args.only.split(",") if args.only else every_model_type() if args.all else list(ARCHITECTURES)
     done = {r["arch"]: r for r in read_json(args.out)["results"]} if args.resume and os.path.isfile(args.out) else {}
     t0 = time.perf_counter()

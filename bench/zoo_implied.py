@@ -24,9 +24,12 @@ def _get(config, *names) -> Optional[int]:
 
 
 def _moe_layers(config, layers: int) -> int:
-    if not _get(config, *EXPERTS):
+    if not _get(config, *EXPERTS) or getattr(config, "is_moe", True) is False:
         return 0
-    first = _get(config, "first_k_dense_replace", "moe_layer_start_index") or 0
+    kinds = getattr(config, "mlp_layer_types", None)  # ["dense", "sparse", ...]: one entry per layer
+    if isinstance(kinds, (list, tuple)) and kinds and all(isinstance(k, str) for k in kinds):
+        return sum(k != "dense" for k in kinds[:layers])
+    first = _get(config, "first_k_dense_replace", "moe_layer_start_index", "num_dense_layers", "num_dense_blocks") or 0
     last = _get(config, "moe_layer_end_index")
     only = getattr(config, "mlp_only_layers", None) or []
     step = _get(config, "decoder_sparse_step", "moe_layer_freq") or 1
@@ -45,6 +48,9 @@ def implied(config) -> dict:
     layers = _get(config, *LAYERS) or enc
     if layers is None:
         return {"attention": None, "ffn": None, "experts": None}
+    groups = _get(config, "num_hidden_groups")  # ALBERT: the layers share num_hidden_groups x inner_group_num weights
+    if groups is not None:
+        layers = min(layers, groups * (_get(config, "inner_group_num") or 1))
     if _get(config, *HEADS) is None and not isinstance(getattr(config, "num_heads", None), (list, tuple)):
         return {"attention": 0, "ffn": None, "experts": 0}  # no head count anywhere: a conv net (ConvNeXt)
     types = getattr(config, "layer_types", None)

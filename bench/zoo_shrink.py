@@ -85,6 +85,10 @@ def _shrink_one(config) -> None:
     for name, value in list(vars(config).items()):  # layer_types, mlp_layer_types, ...: one entry per layer
         if name.endswith("layer_types") and isinstance(value, list):
             setattr(config, name, value[:layers])
+    kinds = vars(config).get("mlp_layer_types")
+    if isinstance(kinds, list) and "sparse" in (orig.get("mlp_layer_types") or []):  # keep a MoE layer in the 2
+        config.mlp_layer_types = (["dense"] if orig["mlp_layer_types"][0] == "dense" else ["sparse"]) + \
+            ["sparse"] * (layers - 1)
     if isinstance(vars(config).get("attention_types"), list) and getattr(config, "model_type", "") == "gpt_neo":
         config.attention_types = [[["global", "local"], max(1, LAYERS // 2)]]  # [[kinds, repeats]] = the layers
         config.attention_layers = (["global", "local"] * LAYERS)[:LAYERS]

@@ -44,6 +44,21 @@ def test_config_implied_families_and_shortfall():
     assert implied(shrink("convnext"))["attention"] == 0  # no head count anywhere: no attention implied
     ernie = implied(shrink("ernie4_5_moe"))  # MoE layers from moe_layer_start_index (layer 0 dense)
     assert ernie == {"attention": 2, "ffn": 1, "experts": 4}
+    assert implied(shrink("albert"))["attention"] == 1  # one shared layer's weights: one family
+    assert implied(shrink("doge"))["experts"] == 0  # is_moe=False: its expert fields are unused
+    assert implied(shrink("glm4_moe_lite")) == {"attention": 2, "ffn": 1, "experts": 4}  # mlp_layer_types
+
+
+def test_recount_rereads_what_the_configs_imply(tmp_path):
+    out = tmp_path / "zoo.json"
+    stale = {"arch": "albert", "status": "PASS", "stage": "", "families": {"attention": 1, "ffn": 1,
+                                                                          "attention_sites": 1},
+             "implied": {"attention": 2, "ffn": 2, "experts": 0}, "shortfall": "attention 1/2", "silent": True}
+    out.write_text(json.dumps({"environment": {}, "summary": {"swept": "1/1"}, "results": [stale]}))
+    summary = zoo.main(["--recount", "--out", str(out)])
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["implied"]["attention"] == 1 and r["shortfall"] == "" and not r["silent"]
+    assert summary["silent_partial"] == [] and summary["swept"] == "1/1"
 
 
 def test_a_model_whose_eager_forward_fails_is_a_harness_failure_and_still_counts():
