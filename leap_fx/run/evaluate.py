@@ -68,17 +68,12 @@ def onnx_predict_logits(model, data, batch_size: int = 64, output: Optional[str]
     return np.concatenate(results)
 
 
-def onnx_correct(model, data, batch_size: int = 64, output: Optional[str] = None,
-                 desc: Optional[str] = None) -> np.ndarray:
-    """Per-row 0/1: the ONNX model's (path or session) argmax equals the label, in data order."""
-    labels = as_tensors(data)["labels"].numpy()
-    return onnx_predict_logits(model, data, batch_size, output, desc).argmax(-1) == labels
-
-
 def onnx_accuracy(model, data, batch_size: int = 64, output: Optional[str] = None,
                   desc: Optional[str] = None) -> float:
     """Accuracy of an ONNX model (path or session) on ``data``; input names come from the session."""
-    return float(onnx_correct(model, data, batch_size, output, desc).mean())
+    labels = as_tensors(data)["labels"].numpy()
+    logits = onnx_predict_logits(model, data, batch_size, output, desc)
+    return float((logits.argmax(-1) == labels).mean())
 
 
 def onnx_metadata(report: dict, tokenizer: str = "tokenizer", tokenizer_class: Optional[str] = None) -> dict:

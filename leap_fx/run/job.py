@@ -253,8 +253,7 @@ def _run(inputs, options, data, teacher, clock: Clock, dist, out: str) -> dict:
                                 sublayers=config.strip_sublayers,
                                 keep_uncompacted=opts.quantize is not None)
     with clock.stage("evaluate + count"):
-        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], quiet=not opts.verbose,
-                           task=task)
+        measured = measure(slim, teacher, data, plan, flop_input, slim_files["onnx_path"], task=task)
     with clock.stage("latency" + (" + int8" if opts.quantize else "")):
         measured["speed"] = speed_stage(teacher, example, slim_files["onnx_path"], data, out, opts, config.goal,
                                         config.cost_batch, quantize_from=slim_files["uncompacted"])

@@ -16,8 +16,6 @@ import torch
 from torch import nn
 
 from leap_fx.run.bootstrap import paired_bootstrap
-from leap_fx.run.evaluate import onnx_correct
-from leap_fx.train.validation import accuracy, dense_correct
 from passes.measure import count_flops, count_params
 from passes.analyze.plan import ATTENTION, EXPERTS, FEED_FORWARD
 
@@ -82,22 +80,15 @@ def clear_margin(majority: float, n: int) -> float:
     return max(0.02, 2.0 * math.sqrt(max(majority * (1 - majority), 0.0) / max(1, n)))
 
 
-def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str,
-            quiet: bool = True, task=None) -> dict:
-    """Pruned accuracy (ONNX in onnxruntime, and PyTorch: the task handler's ``score_onnx`` / ``score``
-    when ``task`` is given), parameters and FLOPs of dense and slim."""
+def measure(slim: nn.Module, teacher: nn.Module, data, plan, flop_input: dict, onnx_path: str, *, task) -> dict:
+    """Pruned accuracy (ONNX in onnxruntime, and PyTorch: the task handler's ``correct_onnx`` / ``score``), the
+    change against the dense teacher on the same rows with its paired bootstrap interval, parameters and
+    FLOPs of dense and slim."""
     splits = ("validation", "test")
-    if task is not None:
-        correct = {split: task.correct_onnx(onnx_path, getattr(data, split)) for split in splits}
-        dense = {split: task.correct(teacher, getattr(data, split)) for split in splits}
-        torch_val = task.score(slim, data.validation)["accuracy"]
-    else:
-        desc = (lambda split: None) if quiet else (lambda split: f"{split} accuracy (onnxruntime)")
-        correct = {split: onnx_correct(onnx_path, getattr(data, split), desc=desc(split)) for split in splits}
-        dense = {split: dense_correct(teacher, getattr(data, split)).numpy() for split in splits}
-        torch_val = accuracy(slim, data.validation)
+    correct = {split: task.correct_onnx(onnx_path, getattr(data, split)) for split in splits}
+    dense = {split: task.correct(teacher, getattr(data, split)) for split in splits}
     pruned = {"validation": float(correct["validation"].mean()), "test": float(correct["test"].mean()),
-              "validation_torch": torch_val,  # pruned - dense on the same rows, with its paired bootstrap interval:
+              "validation_torch": task.score(slim, data.validation)["accuracy"],
               "delta": {split: paired_bootstrap(dense[split], correct[split]) for split in splits}}
     dense_flops, slim_flops = count_flops(teacher, flop_input, plan), count_flops(slim, flop_input, plan)
     blocks = plan.blocks()

@@ -43,11 +43,7 @@ def evaluate(model: nn.Module, data, batch_size: int = 128) -> dict[str, float]:
             "val_loss": float(nn.functional.cross_entropy(logits, labels))}
 
 
-def dense_correct(model: torch.nn.Module, data, batch_size: int = 128) -> torch.Tensor:
-    """Per-row 0/1 (bool, data order): the model's argmax logit equals the label."""
-    return predict_logits(model, data, batch_size).argmax(-1) == as_tensors(data)["labels"]
-
-
 def accuracy(model: torch.nn.Module, data, batch_size: int = 128) -> float:
     """Fraction of examples whose argmax logit equals the label."""
-    return float(dense_correct(model, data, batch_size).float().mean())
+    labels = as_tensors(data)["labels"]
+    return float((predict_logits(model, data, batch_size).argmax(-1) == labels).float().mean())
