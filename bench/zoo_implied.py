@@ -56,7 +56,7 @@ def implied(config) -> dict:
     types = getattr(config, "layer_types", None)
     attention = layers
     if isinstance(types, (list, tuple)) and types and all(isinstance(t, str) for t in types):
-        attention = sum("attention" in t for t in types[:layers])
+        attention = sum("attention" in t and "linear" not in t for t in types[:layers])  # linear attention: no softmax
     moe = _moe_layers(config, layers)
     experts = moe * (_get(config, *EXPERTS) or 0)
     return {"attention": attention, "ffn": layers - moe, "experts": experts}

@@ -47,6 +47,9 @@ def test_config_implied_families_and_shortfall():
     assert implied(shrink("albert"))["attention"] == 1  # one shared layer's weights: one family
     assert implied(shrink("doge"))["experts"] == 0  # is_moe=False: its expert fields are unused
     assert implied(shrink("glm4_moe_lite")) == {"attention": 2, "ffn": 1, "experts": 4}  # mlp_layer_types
+    cfg = shrink("qwen3_next")
+    cfg.layer_types = ["linear_attention", "full_attention"]
+    assert implied(cfg)["attention"] == 1  # linear attention has no softmax heads to find
 
 
 def test_recount_rereads_what_the_configs_imply(tmp_path):
