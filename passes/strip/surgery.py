@@ -157,16 +157,10 @@ def update_attributes(model: nn.Module, fam, old: dict, new: dict, handler) -> d
     return changed
 
 
-# sizes strip keeps but a module derives from its config (``head_dim = hidden / heads``): once strip has set
-# the config's head count, a dense model built from that config would derive them wrongly (Falcon)
-DERIVED_SIZES = ("head_dim", "attention_head_size", "head_size", "d_head", "d_kv")
-
-
 def shape_attributes(model: nn.Module, handlers) -> dict[str, dict]:
-    """Every integer attribute a strip handler may set (head counts, widths), and the per-head sizes a
-    module derives from its config (``DERIVED_SIZES``), per module: a slim model's manifest records them so
-    loading needs no strip report."""
-    names = set(DERIVED_SIZES)
+    """Every integer attribute a strip handler may set (head counts, widths), per module: a slim
+    model's manifest records them so loading needs no strip report."""
+    names = set()
     for h in handlers:
         names |= {a for pairs in h.ATTRS.values() for a, _ in pairs}
         names |= {a for attrs in h.GENERIC.values() for a in attrs}

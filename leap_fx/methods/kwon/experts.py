@@ -35,6 +35,7 @@ import torch
 
 from leap_fx.env.progress import Progress
 from leap_fx.methods.expert_widths import moe_layers, removed_keys, router_of
+from leap_fx.methods.kwon.search import kept_cost
 from passes.analyze.plan import FEED_FORWARD
 from passes.strip.routing import excluded_experts
 
@@ -96,7 +97,7 @@ def within_budget(keep: dict, importance: dict, cost: dict, budget: float, plan)
     """``keep`` with the least important neurons of dense feed-forwards dropped until the kept cost is within
     ``budget`` (heads and routed experts as they are; at least one neuron left per family)."""
     out = {k: v.clone() for k, v in keep.items()}
-    over = sum(float(v.sum()) * cost[k] for k, v in out.items()) - budget
+    over = kept_cost(out, cost) - budget
     dense = [(float(importance[k].reshape(-1)[j]), k, j) for k, v in out.items()
              if plan.families[k].kind == FEED_FORWARD and not router_of(plan.families[k])
              for j in torch.nonzero(v.reshape(-1)).flatten().tolist()]
