@@ -22,7 +22,7 @@ import torch
 from leap_fx.hf.models import load_tokenizer
 from leap_fx.methods.request import task_config
 from leap_fx.spec.options import PruneOptions
-from leap_fx.tasks.causal_lm.data import DEFAULT_CORPUS, FRACTIONS, RT_CORPUS, SPLITS, load_lm_data
+from leap_fx.tasks.causal_lm.data import DEFAULT_CORPUS, FRACTIONS, RT_CORPUS, SPLITS, capped, load_lm_data
 from leap_fx.tasks.causal_lm.metrics import perplexity_onnx, perplexity_torch
 from leap_fx.tasks.causal_lm.onnx_lm import OnnxLM
 from leap_fx.tasks.registry import build_task
@@ -157,14 +157,6 @@ def _data_arg(data: str) -> str:
     return data
 
 
-def _subset(blocks: torch.Tensor, limit: Optional[int], seed: int) -> torch.Tensor:
-    """A random ``limit`` of ``blocks`` in their order (the job caps its splits the same way)."""
-    if limit is None or blocks.shape[0] <= limit:
-        return blocks
-    keep = torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))[:limit].sort().values
-    return blocks[keep]
-
-
 @dataclass
 class Blocks:
     blocks: torch.Tensor
@@ -211,7 +203,7 @@ def lm_blocks(args, run: LmRun, opts: PruneOptions, tokenizer) -> Blocks:
             raise ValueError(f"{shown} holds fewer than block_size={size} tokens (the run's block size): give more "
                              f"text") from err
         raise
-    blocks = _subset(lm.blocks[part], args.limit, seed)
+    blocks = capped(lm.blocks[part], args.limit, seed)
     how = (f"all of {shown} ({len(lm.documents[part])} documents in file order, packed)" if name == "all"
            else f"the {name} split of {shown} (by document, seed {seed})")
     how += f", a random {args.limit} of its blocks" if blocks.shape[0] < lm.blocks[part].shape[0] else ""

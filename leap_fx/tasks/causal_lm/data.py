@@ -184,3 +184,12 @@ def load_lm_data(tokenizer, source: Optional[str] = None, block_size: int = 256,
         raise ValueError(f"splits {empty} hold fewer than block_size={block_size} tokens: give more text or a "
                          f"smaller block size")
     return LmData(blocks, split, block_size, info, dropped)
+
+
+def capped(blocks: torch.Tensor, cap: Optional[int], seed: int) -> torch.Tensor:
+    """A random ``cap`` of ``blocks`` kept in their order (all of them when ``cap`` is None or not smaller):
+    how the job caps its splits and ``leap-fx eval`` re-reads them."""
+    if cap is None or blocks.shape[0] <= cap:
+        return blocks
+    keep = torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+    return blocks[keep]

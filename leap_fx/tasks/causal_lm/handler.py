@@ -21,7 +21,7 @@ from torch import nn
 from leap_fx.hf.gguf import resolve_lm
 from leap_fx.hf.models import load_tokenizer, quiet_from_pretrained
 from leap_fx.tasks.causal_lm.config import CausalLMConfig
-from leap_fx.tasks.causal_lm.data import LmData, load_lm_data
+from leap_fx.tasks.causal_lm.data import LmData, capped, load_lm_data
 from leap_fx.tasks.causal_lm.loss import NextTokenLoss
 from leap_fx.tasks.causal_lm.metrics import perplexity_torch
 from leap_fx.tasks.registry import register_task
@@ -78,10 +78,7 @@ class CausalLM:
         caps = {"train": opts.max_train_examples, "validation": opts.max_eval_examples,
                 "test": opts.max_eval_examples, "calibration": self.config.calibration_blocks}
         for split, cap in caps.items():
-            if cap is not None and data.blocks[split].shape[0] > cap:
-                g = torch.Generator().manual_seed(opts.split_seed)
-                keep = torch.randperm(data.blocks[split].shape[0], generator=g)[:cap].sort().values
-                data.blocks[split] = data.blocks[split][keep]
+            data.blocks[split] = capped(data.blocks[split], cap, opts.split_seed)
         return data
 
     def tensors(self, blocks: torch.Tensor) -> dict[str, torch.Tensor]:
