@@ -2,6 +2,7 @@
 
     python -m bench.accuracy [--quick] [--densities 0.5,0.3] [--rows 'dense,leap-*'] [--epochs E]
                              [--work-dir /tmp/leap-fx-accuracy] [--out bench/results/accuracy.json]
+                             [--options FILE]
 
 Every row is one ``leap_fx.run.run_prune`` job (dense teacher -> the method -> fold -> strip -> ONNX)
 in ``<work-dir>/<row>``; all rows share one dense teacher (the cached fine-tune, passed to every
@@ -113,7 +114,23 @@ def parse_args(argv=None):
                    "short sequences) for every row, and fewer timing rounds")
     p.add_argument("--densities", type=_floats, default=[0.5, 0.3], help="target densities (0.5,0.3)")
     add_row_args(p, "accuracy", ROOT)
+    p.add_argument("--options", metavar="JSON", help="PruneOptions settings for every row from a JSON file (e.g. "
+                   f"another --model and --data); {', '.join(BENCH_FLAGS)} are this bench's flags, not read from it")
     return p.parse_args(argv)
+
+
+BENCH_FLAGS = ("quick", "epochs", "seed", "lr", "threads", "verbose")  # PruneOptions fields the bench's flags set
+
+
+def options_file(path: str) -> dict:
+    """``--options FILE`` as ``Bench`` overrides: its settings (validated, actions dropped, as ``leap-fx prune
+    --options`` reads them) less ``BENCH_FLAGS``, the method options flat (each row takes its method's)."""
+    settings, _ = PruneOptions.settings_from_file(path)
+    ignored = sorted(k for k in settings if k in BENCH_FLAGS)
+    if ignored:
+        print(f"bench/accuracy.py: note: --options {path}: {', '.join(ignored)} not read (this bench's flags)")
+    settings = {k: v for k, v in settings.items() if k not in BENCH_FLAGS}
+    return {**(settings.pop("method_options", None) or {}), **settings}
 
 
 class Bench:
@@ -237,6 +254,8 @@ def run_row(bench: Bench, row: Row) -> dict:
 def main(argv=None, model=None, tokenizer=None, overrides=None) -> dict:
     """Run the selected rows; ``model``/``tokenizer``/``overrides`` (PruneOptions fields) are for tests."""
     args = parse_args(argv)
+    if args.options:
+        overrides = {**options_file(args.options), **(overrides or {})}
     torch.set_num_threads(max(1, args.threads))
     rows = select(all_rows(args.densities), [p.strip() for p in (args.rows or "").split(",") if p.strip()])
     load_before = machine_load()

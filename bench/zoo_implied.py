@@ -4,7 +4,9 @@ The zoo compares this with what analyze found, so a silent partial find (fewer f
 has, nothing in ``Plan.unmatched``) shows up as a row, not as a pass. A heuristic read of the usual
 config fields, not a verdict: layer counts (decoder cross-attention counted), ``layer_types`` of hybrid
 models (only attention layers hold attention), and mixture-of-experts layers (``first_k_dense_replace``,
-``mlp_only_layers``, ``decoder_sparse_step``) whose experts are families of their own.
+``mlp_only_layers``, ``decoder_sparse_step``, Jamba's ``expert_layer_period``, Nemotron-H's ``moe`` / ``mlp``
+blocks) whose experts are families of their own. YOSO's attention (hashing, no softmax over scores) holds
+no heads a softmax matcher could find, like linear attention.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ def _moe_layers(config, layers: int) -> int:
     kinds = getattr(config, "mlp_layer_types", None)  # ["dense", "sparse", ...]: one entry per layer
     if isinstance(kinds, (list, tuple)) and kinds and all(isinstance(k, str) for k in kinds):
         return sum(k != "dense" for k in kinds[:layers])
+    period = _get(config, "expert_layer_period")  # Jamba: layers offset, offset + period, ...
+    if period:
+        return sum(1 for i in range(layers) if i % period == (_get(config, "expert_layer_offset") or 0))
     first = _get(config, "first_k_dense_replace", "moe_layer_start_index", "num_dense_layers", "num_dense_blocks") or 0
     last = _get(config, "moe_layer_end_index")
     only = getattr(config, "mlp_only_layers", None) or []
@@ -51,12 +56,18 @@ def implied(config) -> dict:
     groups = _get(config, "num_hidden_groups")  # ALBERT: the layers share num_hidden_groups x inner_group_num weights
     if groups is not None:
         layers = min(layers, groups * (_get(config, "inner_group_num") or 1))
+    if _get(config, "num_hash", "hash_code_len") is not None:  # YOSO: attention by LSH / its expectation
+        return {"attention": 0, "ffn": layers, "experts": 0}  # (no softmax over scores: no heads to find)
     if _get(config, *HEADS) is None and not isinstance(getattr(config, "num_heads", None), (list, tuple)):
         return {"attention": 0, "ffn": None, "experts": 0}  # no head count anywhere: a conv net (ConvNeXt)
     types = getattr(config, "layer_types", None)
     attention = layers
     if isinstance(types, (list, tuple)) and types and all(isinstance(t, str) for t in types):
         attention = sum("attention" in t and "linear" not in t for t in types[:layers])  # linear attention: no softmax
+    kinds = list(types or ())[:layers]
+    if "moe" in kinds or "mlp" in kinds:  # Nemotron-H: a block is mamba, attention, mlp or moe
+        ffn, moe = kinds.count("mlp"), kinds.count("moe")
+        return {"attention": attention, "ffn": ffn, "experts": moe * (_get(config, *EXPERTS) or 0)}
     moe = _moe_layers(config, layers)
     experts = moe * (_get(config, *EXPERTS) or 0)
     return {"attention": attention, "ffn": layers - moe, "experts": experts}

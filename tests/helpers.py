@@ -99,3 +99,37 @@ SCRIPT = os.path.join(ROOT, "examples", "ddp_tiny.py")
 
 def _env():
     return dict(os.environ, PYTHONPATH=ROOT, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+README = os.path.join(ROOT, "README.md")
+
+
+def readme_blocks(lang: str) -> list[str]:
+    """The README's fenced code blocks of language ``lang``, in order."""
+    import re
+    text = open(README, encoding="utf-8").read()
+    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
+
+
+def shell_commands(block: str) -> list[list[str]]:
+    """The commands of a bash block as the shell splits them: ``\\`` continuations joined, comments dropped,
+    ``&&`` chains cut into their commands, quotes removed (each command's argv). Any other shell operator
+    (``|``, ``;``, ``>``, ``&``, ...) is refused: a README command the tests cannot read like a shell does."""
+    import shlex
+    found = []
+    for line in block.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words = list(lexer)
+        ops = {w for w in words if w and all(c in lexer.punctuation_chars for c in w)} - {"&&"}
+        if ops:
+            raise ValueError(f"README bash line {line!r}: shell operator(s) {sorted(ops)} not understood")
+        argv: list[str] = []
+        for w in words + ["&&"]:
+            if w == "&&":
+                if argv:
+                    found.append(argv)
+                argv = []
+            else:
+                argv.append(w)
+    return found

@@ -1,35 +1,19 @@
 """README.md's code runs: every ``python`` block executes as written in a fresh interpreter (the one reading
 a run's ``model.onnx`` on a tiny run's file), and every ``leap-fx ...`` line of a ``bash`` block parses with
-the CLI's own parser."""
+the CLI's own parser (``tests/test_readme_bash.py`` executes every command of the ``bash`` blocks)."""
 import os
 import re
-import shlex
 import subprocess
 import sys
 
 import pytest
 
 from leap_fx import cli
-from tests.helpers import ROOT, tiny_model_folder, tiny_options
-
-README = os.path.join(ROOT, "README.md")
-
-
-def blocks(lang: str) -> list[str]:
-    text = open(README, encoding="utf-8").read()
-    return re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)
-
+from tests.helpers import README, ROOT, readme_blocks, shell_commands, tiny_model_folder, tiny_options
 
 def commands() -> list[list[str]]:
-    """Every ``leap-fx`` invocation in the bash blocks (parts joined by ``&&``), comments dropped."""
-    found = []
-    for block in blocks("bash"):
-        for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
-            for part in line.split(" #")[0].split("&&"):
-                part = part.strip()
-                if part.startswith("leap-fx "):
-                    found.append(shlex.split(part)[1:])
-    return found
+    """Every ``leap-fx`` invocation in the bash blocks (``&&`` chains cut, comments dropped), without ``leap-fx``."""
+    return [argv[1:] for block in readme_blocks("bash") for argv in shell_commands(block) if argv[0] == "leap-fx"]
 
 
 def run_block(code: str, folder, *argv: str) -> None:
@@ -41,7 +25,7 @@ def run_block(code: str, folder, *argv: str) -> None:
 
 
 def test_the_first_block_holds_the_two_commands():
-    first = blocks("bash")[0]
+    first = readme_blocks("bash")[0]
     assert "leap-fx prune --out" in first and "python -m pytest" in first
     assert "leap-fx prune --task causal-lm" in first and "leap-fx generate" in first  # the LM command beside them
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
@@ -57,9 +41,9 @@ def test_every_cli_line_parses(argv):
     cli.build_parser(argv[0]).parse_args(argv)
 
 
-@pytest.mark.parametrize("i", [i for i, b in enumerate(blocks("python")) if "sys.argv" not in b])
+@pytest.mark.parametrize("i", [i for i, b in enumerate(readme_blocks("python")) if "sys.argv" not in b])
 def test_python_api_blocks_run(i, tmp_path):
-    code = blocks("python")[i]
+    code = readme_blocks("python")[i]
     run_block(code, tmp_path)
     written = re.findall(r'"([\w.-]+\.onnx)"', code)
     assert written and all((tmp_path / name).is_file() for name in written)  # each API block ends with an ONNX export
@@ -67,7 +51,7 @@ def test_python_api_blocks_run(i, tmp_path):
 
 @pytest.mark.slow
 def test_the_model_onnx_reader_runs_on_a_runs_file(tmp_path):
-    readers = [b for b in blocks("python") if "sys.argv" in b]
+    readers = [b for b in readme_blocks("python") if "sys.argv" in b]
     assert len(readers) == 1
     csv_path, _, model_dir = tiny_model_folder(tmp_path)
     from leap_fx.run.job import run_prune

@@ -23,6 +23,7 @@ from torch.fx import Node
 
 from passes.analyze.channels import Foreign, NodeValues, channels
 from passes.analyze.head_axes import Layout, merged, read_heads
+from passes.analyze.out_gates import out_gates
 from passes.analyze.ops import ATTENTION_OPS, SOFTMAX_OPS, op_name, shape_of
 from passes.analyze.plan import AttentionFamily, Slice, common_prefix
 from passes.analyze.scores import Product, context, near_product, products, score_walk
@@ -124,20 +125,24 @@ def _kv_heads(per_head: list, heads: int) -> Optional[list]:
     return None
 
 
-def _out_columns(g: Graph, out: Node, layout: Layout, heads: int, dim: int) -> tuple[Optional[Projection], list, str]:
-    """The projection consuming the merged heads, and per head the input columns it reads."""
+def _out_columns(g: Graph, out: Node, layout: Layout, heads: int, dim: int, values) -> \
+        tuple[Optional[Projection], list, str, tuple[list, str]]:
+    """The projection consuming the merged heads, per head the input columns it reads, why not, and the
+    output gates on the way (``out_gates.py``: ``(coupled slices, why frozen)``)."""
     path = g.path_from(out, lambda prev, m: g.projection(m) is not None and g.projection(m).x is prev)
     if path is None:
-        return None, [], f"{out.name}: no projection consumes the merged heads"
+        return None, [], f"{out.name}: no projection consumes the merged heads", ([], "")
     op = g.projection(path[-1])
-    idx = index_through(path[:-1], merged(shape_of(out), layout, heads, dim))
+    start = merged(shape_of(out), layout, heads, dim)
+    idx = index_through(path[:-1], start)
     if idx is None or idx.shape[-1] != op.in_features:
-        return None, [], f"{op.weight}: cannot follow the merged heads to its input"
+        return None, [], f"{op.weight}: cannot follow the merged heads to its input", ([], "")
     rows = idx.reshape(-1, idx.shape[-1])
     if not (rows == rows[:1]).all() or sorted(rows[0].tolist()) != list(range(heads * dim)):
-        return None, [], f"{op.weight}: input columns are not exactly the merged heads"
+        return None, [], f"{op.weight}: input columns are not exactly the merged heads", ([], "")
     col = rows[0]
-    return op, [[int(c) for c in (col // dim == h).nonzero().flatten()] for h in range(heads)], ""
+    gates = out_gates(g, path, start, dim, heads, values)
+    return op, [[int(c) for c in (col // dim == h).nonzero().flatten()] for h in range(heads)], "", gates
 
 
 def _slice(p: Projection, positions, role: str, on_output: bool) -> Slice:
@@ -166,7 +171,7 @@ def _match_one(g: Graph, scores: Product, ctx: Product, values, sides: dict) -> 
     k_len, v_len = shape_of(k)[scores.b_layout.s], shape_of(v)[ctx.b_layout.s]
     if k_len != v_len:
         return None, f"{k.name} has {k_len} positions but v has {v_len}: not the q.k scores"
-    op, cols, why = _out_columns(g, out, ctx.out_layout, heads, len(kv["v"][1][0]))
+    op, cols, why, (gates, frozen) = _out_columns(g, out, ctx.out_layout, heads, len(kv["v"][1][0]), values)
     if op is None:
         return None, why
     sl = dict(q=_slice(qp, [c for h in qh.channels for c in h], "q", True),
@@ -175,7 +180,7 @@ def _match_one(g: Graph, scores: Product, ctx: Product, values, sides: dict) -> 
         sl[role] = _slice(p, [c for h in uniq for c in h], role, True)
     names = [n for p in dict.fromkeys(shared) for n in (p.weight, p.bias) if n]
     fam = AttentionFamily(common_prefix(s.fqn for s in sl.values()), -1, heads, len(kv["k"][1]), qh.unit,
-                          shared=tuple(names), **sl)
+                          shared=tuple(names), coupled=tuple(gates), frozen=frozen, **sl)
     return fam, ""
 
 

@@ -14,26 +14,9 @@ from torch.fx import Node
 
 from passes.analyze.activations import ACTIVATIONS
 from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
+from passes.analyze.pieces import piece
 from passes.analyze.plan import FeedForwardFamily, common_prefix
 from passes.analyze.trace import Graph, Projection
-
-_SPLITS = ("split", "split_with_sizes", "chunk")
-
-
-def _part(g: Graph, n) -> Optional[tuple[Projection, int]]:
-    """``(projection, first channel)`` when ``n`` is one piece of a projection split along its last axis
-    (a fused gate|up weight: ``gate, up = proj(x).chunk(2, -1)``); a plain projection is ``(proj, 0)``."""
-    if g.projection(n) is not None:
-        return g.projection(n), 0
-    src = n.args[0] if op_name(n) == "getitem" else None
-    if not isinstance(src, Node) or op_name(src) not in _SPLITS or g.projection(src.args[0]) is None:
-        return None
-    dim = src.args[2] if len(src.args) > 2 else src.kwargs.get("dim", 0)
-    pieces = src.meta.get("val")
-    if dim not in (-1, len(shape_of(src.args[0])) - 1) or not isinstance(pieces, (list, tuple)):
-        return None
-    return g.projection(src.args[0]), sum(int(p.shape[-1]) for p in pieces[:n.args[1]])
-
 
 def _pointwise_region(g: Graph, down: Projection):
     """Nodes between the projections feeding ``down`` and ``down`` itself (pointwise/reshape only)."""
@@ -42,7 +25,7 @@ def _pointwise_region(g: Graph, down: Projection):
         n = stack.pop()
         if n in region or n in leaves:
             continue
-        if _part(g, n) is not None:
+        if piece(g, n) is not None:
             leaves.append(n)
         elif is_pointwise(n) or op_name(n) in ("view", "reshape", "_unsafe_view") and \
                 (shape_of(n) or (None,))[-1] == (shape_of(n.args[0]) or (0,))[-1]:
@@ -84,7 +67,7 @@ def mlp_like(g: Graph, down: Projection, depth: int = 8) -> bool:
     for _ in range(depth):
         up = g.projection(n)
         if up is not None:
-            return up.in_features == down.out_features and up.out_features == down.in_features
+            return up.in_features == down.out_features and up.out_features % down.in_features == 0  # gate|up fused
         if not isinstance(n, Node) or n.op != "call_function" or not n.args or \
                 not (is_pointwise(n) or op_name(n) in LAYOUT_OPS or op_name(n) in _NORMS):
             return False
@@ -99,7 +82,7 @@ def match_ffn(g: Graph, down: Projection) -> tuple[Optional[FeedForwardFamily], 
     region, leaves = _pointwise_region(g, down)
     if not region or len(leaves) not in (1, 2):
         return None, "not up -> elementwise activation -> down (a norm or other op sits in between)"
-    parts = [_part(g, n) for n in leaves]
+    parts = [piece(g, n) for n in leaves]
     projs = [p for p, _ in parts]
     width = down.in_features
     if any(shape_of(n)[-1] != width or p.in_features != down.out_features for n, p in zip(leaves, projs)):

@@ -21,26 +21,12 @@ from torch.fx import Node
 from passes.analyze.activations import ACTIVATIONS, OPEN
 from passes.analyze.channels import BATCH_NORM_OPS, NodeValues, channel_affine
 from passes.analyze.ops import LAYOUT_OPS, is_pointwise, op_name, shape_of
+from passes.analyze.pieces import piece
 from passes.analyze.plan import FeedForwardFamily, Slice, common_prefix
 from passes.analyze.trace import Graph, Projection
 
 KEEP_LAST = frozenset({"view", "reshape", "_unsafe_view", "flatten", "unflatten", "reshape_as", "view_as",
                        "contiguous", "clone"})
-
-
-def _piece(g: Graph, n) -> Optional[tuple[Projection, int]]:
-    """``(projection, first channel)`` of ``n``: a projection, or one piece of one split along its last axis."""
-    if g.projection(n) is not None:
-        return g.projection(n), 0
-    src = n.args[0] if op_name(n) == "getitem" else None
-    if not isinstance(src, Node) or op_name(src) not in ("split", "split_with_sizes", "chunk") or \
-            g.projection(src.args[0]) is None:
-        return None
-    dim = src.args[2] if len(src.args) > 2 else src.kwargs.get("dim", 0)
-    pieces = src.meta.get("val")
-    if dim not in (-1, len(shape_of(src.args[0])) - 1) or not isinstance(pieces, (list, tuple)):
-        return None
-    return g.projection(src.args[0]), sum(int(p.shape[-1]) for p in pieces[:n.args[1]])
 
 
 def _keeps_channels(n: Node) -> bool:
@@ -57,7 +43,7 @@ def region(g: Graph, down: Projection) -> tuple[Optional[list[Node]], list[Node]
         n = stack.pop()
         if n in ops or n in leaves:
             continue
-        if _piece(g, n) is not None:
+        if piece(g, n) is not None:
             leaves.append(n)
         elif isinstance(n, Node) and n.op == "call_function" and _keeps_channels(n):
             ops.add(n)
@@ -114,7 +100,7 @@ def match_open_ffn(g: Graph, down: Projection, values: NodeValues) -> tuple[Opti
     if not ops or len(leaves) not in (1, 2):
         return None, f"{len(leaves)} projections feed {down.weight} through elementwise ops (1 or 2 make an FFN)"
     width = down.in_features
-    parts = [_piece(g, n) for n in leaves]
+    parts = [piece(g, n) for n in leaves]
     if any(shape_of(n)[-1] != width or p.in_features != down.out_features for n, (p, _) in zip(leaves, parts)):
         return None, f"widths do not match ({[p.weight for p, _ in parts]} -> {down.weight})"
     coupled, why = _coupled(g, others, width)
@@ -138,7 +124,7 @@ def mlp_shaped(g: Graph, down: Projection, depth: int = 12) -> bool:
     for _ in range(depth):
         up = g.projection(n)
         if up is not None:
-            return up.in_features == down.out_features and up.out_features == down.in_features
+            return up.in_features == down.out_features and up.out_features % down.in_features == 0  # gate|up fused
         if not isinstance(n, Node) or n.op != "call_function":
             return False
         data = n.args[:1] if op_name(n) in LAYOUT_OPS else n.all_input_nodes  # reshape_as(x, y): y is a shape

@@ -84,8 +84,8 @@ def _attention(g: Graph, model, values: NodeValues, found: list, unmatched: list
             fam, why = match_attention(g, site, values)
             if fam is not None:
                 coupled, shared, reads, frozen = side_tensors(g, model, site, fam, values)
-                fam = dataclasses.replace(fam, coupled=tuple(coupled), shared=tuple(sorted({*fam.shared, *shared})),
-                                          reads=reads, frozen=frozen)
+                fam = dataclasses.replace(fam, coupled=fam.coupled + tuple(coupled), reads=reads,
+                                          shared=tuple(sorted({*fam.shared, *shared})), frozen=fam.frozen or frozen)
         except _MATCH_ERRORS as exc:  # an unusual graph near this site: report it, keep going
             fam, why = None, f"{type(exc).__name__}: {exc}"
         if fam is None:

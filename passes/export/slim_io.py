@@ -32,6 +32,7 @@ from passes.strip.mha import SlimMultiheadAttention
 from passes.strip.report import StripReport
 from passes.strip.checked import HANDLERS
 from passes.strip.sublayers import ConstantSublayer
+from passes.strip.layer_config import PREFIX, set_config
 from passes.strip.surgery import shape_attributes, sync_leaf
 
 FORMAT = "leap-fx-slim"
@@ -135,7 +136,14 @@ def apply_manifest(model: nn.Module, man: dict) -> nn.Module:
         sync_leaf(mod)
     for fqn, attrs in man["attributes"].items():
         mod = model.get_submodule(fqn) if fqn else model
+        own = {k[len(PREFIX):]: v for k, v in attrs.items() if k.startswith(PREFIX)}
+        if any(not isinstance(v, int) or "." in k or k.startswith("_") for k, v in own.items()):
+            raise ValueError(f"{fqn or 'model'}: manifest config counts {own} are not counts (damaged manifest?)")
+        if "config" in vars(mod) and any(getattr(mod.config, k, None) != v for k, v in own.items()):
+            set_config(mod, own)  # this layer's own head counts (the shared config has the dense ones)
         for k, v in attrs.items():
+            if k.startswith(PREFIX):
+                continue
             plain = isinstance(v, (int, float, str, list, type(None)))
             if k.startswith("__") or callable(getattr(mod, k, None)) or not plain:
                 raise ValueError(f"{fqn or 'model'}: manifest attribute {k}={v!r} is not a size or count; "

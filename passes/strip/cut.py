@@ -49,6 +49,9 @@ class KindHandler:
     #: ``GENERIC`` attribute names whose current value equals the old quantity
     ATTRS: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
     GENERIC: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: quantity -> config attribute names a forward may read from its module's ``config`` (Phi-3:
+    #: ``self.config.num_attention_heads``); the module then gets a config copy of its own (``surgery.py``)
+    CONFIG: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def decide(cls, model: nn.Module, fam, atol: float) -> Cut:

@@ -40,6 +40,8 @@ class Heads(KindHandler):
         "LlamaAttention": (("num_key_value_groups", "groups"),),  # heads from view(-1, head_dim)
         "SlimMultiheadAttention": (("num_heads", "heads"),),
         "XGLMAttention": (("num_heads", "heads"), ("embed_dim", "width")),  # reshapes to embed_dim
+        "MvpAttention": (("num_heads", "heads"), ("embed_dim", "width")),
+        "GPTBigCodeAttention": (("num_heads", "heads"), ("embed_dim", "width"), ("num_key_value_groups", "groups")),
         "LevitAttention": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
         "LevitAttentionSubsample": (("num_attention_heads", "heads"), ("out_dim_projection", "out_width")),
     }
@@ -50,6 +52,7 @@ class Heads(KindHandler):
         "kv_width": ("kv_dim", "kv_size"),
         "groups": ("num_key_value_groups", "num_queries_per_kv", "num_kv_groups"),
     }
+    CONFIG = {"heads": ("num_attention_heads",), "kv_heads": ("num_key_value_heads",)}
 
     @classmethod
     def decide(cls, model: nn.Module, fam: AttentionFamily, atol: float = 0.0) -> Cut:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from passes.strip.cut import Cut
+from passes.strip.layer_config import PREFIX, config_int, set_config
 from passes.strip.tensors import bias_name, indices
 
 
@@ -154,22 +155,29 @@ def update_attributes(model: nn.Module, fam, old: dict, new: dict, handler) -> d
             if q in new and getattr(mod, attr) != new[q]:
                 setattr(mod, attr, new[q])
                 changed.setdefault(fqn, {})[attr] = new[q]
+        own = {a: new[q] for q, names in handler.CONFIG.items() if q in old and q in new for a in names
+               if config_int(mod, a) == old[q] != new[q]}
+        if own:
+            set_config(mod, own)
+            changed.setdefault(fqn, {}).update({PREFIX + a: v for a, v in own.items()})
     return changed
 
 
 def shape_attributes(model: nn.Module, handlers) -> dict[str, dict]:
     """Every integer attribute a strip handler may set (head counts, widths), per module: a slim
     model's manifest records them so loading needs no strip report."""
-    names = set()
+    names, configs = set(), set()
     for h in handlers:
         names |= {a for pairs in h.ATTRS.values() for a, _ in pairs}
         names |= {a for attrs in h.GENERIC.values() for a in attrs}
+        configs |= {a for attrs in h.CONFIG.values() for a in attrs}
     out: dict[str, dict] = {}
     for fqn, mod in model.named_modules():
         if type(mod).__name__ in _LEAF_SHAPE_ATTRS:
             continue
         found = {a: getattr(mod, a) for a in sorted(names)
                  if isinstance(getattr(mod, a, None), int) and not isinstance(getattr(mod, a), bool)}
+        found.update({PREFIX + a: config_int(mod, a) for a in sorted(configs) if config_int(mod, a) is not None})
         if found:
             out[fqn] = found
     return out

@@ -50,6 +50,11 @@ def test_config_implied_families_and_shortfall():
     cfg = shrink("qwen3_next")
     cfg.layer_types = ["linear_attention", "full_attention"]
     assert implied(cfg)["attention"] == 1  # linear attention has no softmax heads to find
+    assert implied(shrink("jamba")) == {"attention": 0, "ffn": 1, "experts": 4}  # expert_layer_period / offset
+    cfg = shrink("nemotron_h")  # blocks mamba, moe, attention, mlp
+    cfg.layers_block_type = ["mamba", "moe", "attention", "mlp"]
+    assert implied(cfg) == {"attention": 1, "ffn": 1, "experts": cfg.n_routed_experts}
+    assert implied(shrink("yoso"))["attention"] == 0  # attention by hashing: no softmax over scores
 
 
 def test_recount_rereads_what_the_configs_imply(tmp_path):
