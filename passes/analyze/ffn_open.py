@@ -48,7 +48,7 @@ def region(g: Graph, down: Projection) -> tuple[Optional[list[Node]], list[Node]
         elif isinstance(n, Node) and n.op == "call_function" and _keeps_channels(n):
             ops.add(n)
             operands = n.all_input_nodes[:1] if op_name(n) in KEEP_LAST else \
-                [a for a in n.all_input_nodes if shape_of(a) == shape_of(n) or a is n.args[0]]
+                [a for a in n.all_input_nodes if g.from_input(a) and (shape_of(a) == shape_of(n) or a is n.args[0])]
             stack.extend(operands)
             others.extend(a for a in n.all_input_nodes if a not in operands and op_name(n) not in KEEP_LAST)
         else:

@@ -103,6 +103,9 @@ def class_name(man: dict) -> str:
     return named.rpartition(":")[2] if isinstance(named, str) else ""
 
 
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3")
+
+
 def _build(cls: type, man: dict) -> nn.Module:
     """``cls(config, **init_kwargs)`` for an HF class (both from the manifest), else ``cls()``."""
     config_class = getattr(cls, "config_class", None)
@@ -111,7 +114,17 @@ def _build(cls: type, man: dict) -> nn.Module:
         if not all(isinstance(k, str) and isinstance(v, bool) for k, v in kwargs.items()):
             raise ValueError(f"manifest init_kwargs {kwargs!r} are not boolean constructor flags: the manifest "
                              f"is damaged or not written by save_slim")
-        return cls(config_class.from_dict(man["config"]), **kwargs)
+        config = config_class.from_dict(man["config"])
+        attn = man.get("attn_implementation")
+        if attn is not None:
+            if attn not in ATTN_IMPLEMENTATIONS:
+                raise ValueError(f"manifest attn_implementation {attn!r} is not one of {ATTN_IMPLEMENTATIONS}: the "
+                                 f"manifest is damaged or not written by save_slim")
+            try:  # the classes the slim model was saved with (SAM: eager vs sdpa)
+                config._attn_implementation = attn
+            except (ValueError, ImportError):  # not available here (flash attention on a CPU machine): the default
+                pass
+        return cls(config, **kwargs)
     return cls()
 
 

@@ -63,6 +63,7 @@ def manifest(model: nn.Module, plan: Optional[Plan] = None, strip_report: Option
         "model_class": f"{type(model).__module__}:{type(model).__qualname__}",
         "config": config.to_dict() if hasattr(config, "to_dict") else None,
         "init_kwargs": init_kwargs(model) if hasattr(config, "to_dict") else {},
+        "attn_implementation": _attn_implementation(config),  # SAM builds other attention classes per choice
         "modules": modules,
         "attributes": _attributes(model, strip_report),
         "replaced": _replaced(model, strip_report),
@@ -75,6 +76,12 @@ def _replaced(model: nn.Module, strip_report: Optional[StripReport]) -> dict:
     """Modules strip replaced: the report's, and any replacement class found in the model."""
     found = {fqn: type(m).__name__ for fqn, m in model.named_modules() if type(m).__name__ in _replacement_classes()}
     return {**found, **(strip_report.replaced if strip_report is not None else {})}
+
+
+def _attn_implementation(config) -> Optional[str]:
+    """The attention implementation a transformers config chose (None when it chose none)."""
+    value = vars(config).get("_attn_implementation_internal") if hasattr(config, "to_dict") else None
+    return value if isinstance(value, str) else None
 
 
 def _attributes(model: nn.Module, strip_report: Optional[StripReport]) -> dict:

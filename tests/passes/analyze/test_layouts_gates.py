@@ -3,7 +3,8 @@
 Tiny transformers models from the zoo's shrinker (``bench/zoo_shrink.py``, random weights): an output gate
 per head channel (AFMoE), one fused into q's projection (MiniCPM-5), head counts a forward reads from
 ``self.config`` (Phi-3: each layer gets a config copy of its own, recorded in the slim manifest), an
-attention reshaping to ``embed_dim`` (GPT-BigCode, MVP), and Moshi's ``fc1(x).view(.., 2, -1)`` gated MLP.
+attention reshaping to ``embed_dim`` (GPT-BigCode, MVP), Moshi's ``fc1(x).view(.., 2, -1)`` gated MLP, and
+Apertus's activation with learned scalars.
 Each: the Plan holds what the model has, then random masks -> fold -> strip (self-verified) -> ONNX ->
 onnxruntime parity -> save_slim / load_slim with equal outputs (``leap_fx.run.roundtrip``).
 """
@@ -81,6 +82,14 @@ def test_a_view_split_gated_mlp_is_one_family():
         assert (f.gate.start, f.up.start) == (0, f.width) and f.activation == "silu"
 
 
+def test_an_activation_with_learned_scalars_is_an_open_activation():
+    """Apertus's xIELU: ``where(x > 0, alpha_p * x * x + beta * x, ...)`` with learned scalar alpha / beta (shared by
+    every neuron, so a neuron still depends on its own channel only)."""
+    model, inputs = _model("apertus")
+    ffn = analyze(model, inputs, strict=True).feed_forward()
+    assert len(ffn) == 2 and all(f.activation.startswith("open:") and f.gate is None for f in ffn)
+
+
 def test_a_view_split_mlp_the_matcher_cannot_read_is_listed_not_dropped(monkeypatch):
     monkeypatch.setattr(pieces, "_slot_piece", lambda g, n: None)
     model, inputs = _model("moshi")
@@ -91,7 +100,7 @@ def test_a_view_split_mlp_the_matcher_cannot_read_is_listed_not_dropped(monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["afmoe", "minicpm5_moe", "phi3", "gpt_bigcode", "mvp", "moshi", "hy_v4"])
+@pytest.mark.parametrize("arch", ["afmoe", "minicpm5_moe", "phi3", "gpt_bigcode", "mvp", "moshi", "hy_v4", "apertus"])
 def test_round_trip(arch, tmp_path):
     model, inputs = _model(arch)
     rt = roundtrip(model, inputs, str(tmp_path), seed=1, slim=True)
