@@ -4,7 +4,8 @@ Tiny transformers models from the zoo's shrinker (``bench/zoo_shrink.py``, rando
 per head channel (AFMoE), one fused into q's projection (MiniCPM-5), head counts a forward reads from
 ``self.config`` (Phi-3: each layer gets a config copy of its own, recorded in the slim manifest), an
 attention reshaping to ``embed_dim`` (GPT-BigCode, MVP), Moshi's ``fc1(x).view(.., 2, -1)`` gated MLP, and
-Apertus's activation with learned scalars.
+Apertus's activation with learned scalars, and SAM (its attention class depends on the attention
+implementation, which the slim manifest records).
 Each: the Plan holds what the model has, then random masks -> fold -> strip (self-verified) -> ONNX ->
 onnxruntime parity -> save_slim / load_slim with equal outputs (``leap_fx.run.roundtrip``).
 """
@@ -100,7 +101,8 @@ def test_a_view_split_mlp_the_matcher_cannot_read_is_listed_not_dropped(monkeypa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["afmoe", "minicpm5_moe", "phi3", "gpt_bigcode", "mvp", "moshi", "hy_v4", "apertus"])
+@pytest.mark.parametrize("arch", ["afmoe", "minicpm5_moe", "phi3", "gpt_bigcode", "mvp", "moshi", "hy_v4", "apertus",
+                                  "sam_vision_model"])
 def test_round_trip(arch, tmp_path):
     model, inputs = _model(arch)
     rt = roundtrip(model, inputs, str(tmp_path), seed=1, slim=True)
@@ -123,3 +125,13 @@ def test_a_layer_config_follows_the_shared_one_but_for_its_counts():
     assert model.config.use_cache is False and model.config.num_attention_heads != 2
     for twin in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
         assert isinstance(twin, LayerConfig) and twin.num_attention_heads == 2 and twin._base is not model.config
+
+
+def test_the_slim_manifest_rebuilds_the_attention_classes_it_was_saved_with(tmp_path):
+    model, inputs = _model("sam_vision_model")
+    model.set_attn_implementation("eager")
+    save_slim(model, tmp_path / "slim")
+    back = load_slim(tmp_path / "slim")  # built from the manifest's config: sdpa classes unless it says eager
+    classes = lambda m: [type(x).__name__ for x in m.modules()]  # noqa: E731
+    assert classes(back) == classes(model) and "SamVisionAttention" in classes(back)
+    assert torch.allclose(outputs(back, inputs)[0], outputs(model, inputs)[0])
