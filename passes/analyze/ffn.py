@@ -62,17 +62,23 @@ _NORMS = frozenset({"layer_norm", "native_layer_norm", "group_norm", "rms_norm",
 
 def mlp_like(g: Graph, down: Projection, depth: int = 8) -> bool:
     """``down`` reads (through elementwise, layout or norm ops) a projection from its own output width:
-    the shape of an MLP, whether or not ``match_ffn`` can make a family of it."""
-    n = down.x
+    the shape of an MLP, whether or not ``match_ffn`` can make a family of it. A piece of a wider projection
+    (Moshi's ``fc1(x).view(.., 2, -1)[..., 0, :]``) counts when an activation sits on the way (a bare
+    ``c * x`` of two pieces is a gate, as in LFM's short convolution, not an MLP)."""
+    n, activated = down.x, False
     for _ in range(depth):
         up = g.projection(n)
         if up is not None:
-            return up.in_features == down.out_features and up.out_features % down.in_features == 0  # gate|up fused
+            return up.in_features == down.out_features and up.out_features == down.in_features
+        part = piece(g, n)
+        if part is not None and activated:
+            return part[0].in_features == down.out_features and (shape_of(n) or (0,))[-1] == down.in_features
         if not isinstance(n, Node) or n.op != "call_function" or not n.args or \
                 not (is_pointwise(n) or op_name(n) in LAYOUT_OPS or op_name(n) in _NORMS):
             return False
         if op_name(n) == "add" and sum(isinstance(a, Node) and shape_of(a) == shape_of(n) for a in n.args) == 2:
             return False  # a residual connection: the walk left the block
+        activated = activated or is_pointwise(n) and op_name(n) not in ("mul", "add", "sub", "div", "to", "type_as")
         n = next((a for a in n.args if isinstance(a, Node) and g.param_of(a) is None), None)
     return False
 

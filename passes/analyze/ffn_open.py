@@ -124,7 +124,7 @@ def mlp_shaped(g: Graph, down: Projection, depth: int = 12) -> bool:
     for _ in range(depth):
         up = g.projection(n)
         if up is not None:
-            return up.in_features == down.out_features and up.out_features % down.in_features == 0  # gate|up fused
+            return up.in_features == down.out_features and up.out_features == down.in_features
         if not isinstance(n, Node) or n.op != "call_function":
             return False
         data = n.args[:1] if op_name(n) in LAYOUT_OPS else n.all_input_nodes  # reshape_as(x, y): y is a shape

@@ -52,6 +52,9 @@ class KindHandler:
     #: quantity -> config attribute names a forward may read from its module's ``config`` (Phi-3:
     #: ``self.config.num_attention_heads``); the module then gets a config copy of its own (``surgery.py``)
     CONFIG: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: attributes strip never changes but a module may derive from a count when built again (Pixtral:
+    #: ``head_dim = embed_dim // num_heads``, ``scaling = head_dim ** -0.5``): the slim manifest records them
+    KEEP: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def decide(cls, model: nn.Module, fam, atol: float) -> Cut:

@@ -53,6 +53,7 @@ class Heads(KindHandler):
         "groups": ("num_key_value_groups", "num_queries_per_kv", "num_kv_groups"),
     }
     CONFIG = {"heads": ("num_attention_heads",), "kv_heads": ("num_key_value_heads",)}
+    KEEP = ("head_dim", "attention_head_size", "head_size", "scaling")
 
     @classmethod
     def decide(cls, model: nn.Module, fam: AttentionFamily, atol: float = 0.0) -> Cut:

@@ -164,13 +164,15 @@ def update_attributes(model: nn.Module, fam, old: dict, new: dict, handler) -> d
 
 
 def shape_attributes(model: nn.Module, handlers) -> dict[str, dict]:
-    """Every integer attribute a strip handler may set (head counts, widths), per module: a slim
-    model's manifest records them so loading needs no strip report."""
-    names, configs = set(), set()
+    """Every integer attribute a strip handler may set (head counts, widths), and those it keeps that a module
+    derives from them (``KindHandler.KEEP``), per module: a slim model's manifest records them so loading
+    needs no strip report."""
+    names, configs, kept = set(), set(), set()
     for h in handlers:
         names |= {a for pairs in h.ATTRS.values() for a, _ in pairs}
         names |= {a for attrs in h.GENERIC.values() for a in attrs}
         configs |= {a for attrs in h.CONFIG.values() for a in attrs}
+        kept |= set(h.KEEP)
     out: dict[str, dict] = {}
     for fqn, mod in model.named_modules():
         if type(mod).__name__ in _LEAF_SHAPE_ATTRS:
@@ -178,6 +180,7 @@ def shape_attributes(model: nn.Module, handlers) -> dict[str, dict]:
         found = {a: getattr(mod, a) for a in sorted(names)
                  if isinstance(getattr(mod, a, None), int) and not isinstance(getattr(mod, a), bool)}
         found.update({PREFIX + a: config_int(mod, a) for a in sorted(configs) if config_int(mod, a) is not None})
+        found.update({a: vars(mod)[a] for a in sorted(kept) if type(vars(mod).get(a)) in (int, float)})
         if found:
             out[fqn] = found
     return out
