@@ -65,6 +65,14 @@ def _values(config, batch: int, seq: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randn(batch, max(seq, 4) * stride, generator=gen)
 
 
+def _noise(config, pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """ViT-MAE keeps a random subset of patches, drawn from ``noise [batch, patches]`` when none is given: a fixed
+    one makes the forward a function of its inputs (two runs agree, as strip's self-check needs)."""
+    patch = _cfg(config, "patch_size", default=16)
+    ph, pw = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    return torch.rand(pixels.shape[0], (pixels.shape[-2] // ph) * (pixels.shape[-1] // pw), generator=gen)
+
+
 def main_input(model, config, batch: int, seq: int, gen: torch.Generator) -> tuple[str, torch.Tensor]:
     """``(name, tensor)`` of the model's main input at ``(batch, seq)``."""
     name = getattr(model, "main_input_name", "input_ids")
@@ -97,6 +105,8 @@ def example_inputs(model, batch: int = 2, seq: int = 8, seed: int = 0,
     name, main = main_input(model, config, batch, seq, gen)
     out = {name: main}
     out.update({key: _shaped(key, shape, config, gen) for key, shape in shapes.items()})
+    if name == "pixel_values" and "noise" not in out and _accepts(model, "noise"):
+        out["noise"] = _noise(config, out[name], gen)
     for ids, mask in (("input_ids", "attention_mask"), ("decoder_input_ids", "decoder_attention_mask")):
         if ids == "decoder_input_ids" and ids not in out and getattr(config, "is_encoder_decoder", False) \
                 and _accepts(model, ids):

@@ -5,7 +5,8 @@ per head channel (AFMoE), one fused into q's projection (MiniCPM-5), head counts
 ``self.config`` (Phi-3: each layer gets a config copy of its own, recorded in the slim manifest), an
 attention reshaping to ``embed_dim`` (GPT-BigCode, MVP), Moshi's ``fc1(x).view(.., 2, -1)`` gated MLP, and
 Apertus's activation with learned scalars, and SAM (its attention class depends on the attention
-implementation, which the slim manifest records).
+implementation, which the slim manifest records), Pixtral (its head width derived from the count), ViT-MAE
+(random patch masking: the example inputs carry a fixed ``noise``).
 Each: the Plan holds what the model has, then random masks -> fold -> strip (self-verified) -> ONNX ->
 onnxruntime parity -> save_slim / load_slim with equal outputs (``leap_fx.run.roundtrip``).
 """
@@ -111,7 +112,7 @@ def test_a_view_split_mlp_the_matcher_cannot_read_is_listed_not_dropped(monkeypa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["afmoe", "minicpm5_moe", "phi3", "gpt_bigcode", "mvp", "moshi", "hy_v4", "apertus",
-                                  "sam_vision_model", "pixtral"])
+                                  "sam_vision_model", "pixtral", "vit_mae"])
 def test_round_trip(arch, tmp_path):
     model, inputs = _model(arch)
     rt = roundtrip(model, inputs, str(tmp_path), seed=1, slim=True)
@@ -144,3 +145,10 @@ def test_the_slim_manifest_rebuilds_the_attention_classes_it_was_saved_with(tmp_
     classes = lambda m: [type(x).__name__ for x in m.modules()]  # noqa: E731
     assert classes(back) == classes(model) and "SamVisionAttention" in classes(back)
     assert torch.allclose(outputs(back, inputs)[0], outputs(model, inputs)[0])
+
+
+def test_vit_mae_gets_fixed_noise_so_its_forward_is_a_function_of_its_inputs():
+    model, inputs = _model("vit_mae")  # it keeps a random subset of patches, drawn from `noise` when none is given
+    patches = (model.config.image_size // model.config.patch_size) ** 2
+    assert inputs["noise"].shape == (inputs["pixel_values"].shape[0], patches)
+    assert torch.equal(outputs(model, inputs)[0], outputs(model, inputs)[0])
