@@ -35,15 +35,17 @@ def out_gates(g: Graph, path: list[Node], idx: torch.Tensor, dim: int, heads: in
               values: Optional[NodeValues]) -> tuple[list[Slice], str]:
     """``(coupled gate slices, why frozen or "")`` along ``path`` (attention output -> ... -> out's input),
     ``idx`` the merged channel of every element of ``path[0]``."""
-    out, projs = [], {p.node for p in g.projections()}
+    out, projs, here = [], None, idx
     for i in range(1, len(path) - 1):
         node = path[i]
-        if not is_pointwise(node):
-            continue
-        here = index_through(path[:i + 1], idx)
-        for a in node.all_input_nodes:
-            if a is path[i - 1] or not depends(a, projs, limit=200) or not g.from_input(a):
-                continue  # the heads themselves, a constant, or a parameter-only scale
+        here = index_through(path[i - 1:i + 1], here) if here is not None else None  # the merged channel at node
+        others = [a for a in node.all_input_nodes if a is not path[i - 1] and g.from_input(a)] \
+            if is_pointwise(node) else []  # not the heads themselves, a constant, or a parameter-only scale
+        if others and projs is None:
+            projs = {p.node for p in g.projections()}
+        for a in others:
+            if not depends(a, projs, limit=200):
+                continue
             found = channels(g, a, dim, values)
             if found is None or here is None or not isinstance(found[1], torch.Tensor):
                 return [], f"{a.name} multiplies the heads on their way to out and cannot be followed to a projection"
